@@ -1,0 +1,83 @@
+"""``ADDPPretrainRunner``: mmengine's ``Runner`` with what ADDP pretraining needs.
+
+- Before anything is built or loaded it checks the frozen parts' checkpoint files, naming the
+  config key and the file in the error.
+- The frozen tokenizer and token predictor stay out of the optimizer (checked) and out of the saved
+  checkpoints (see ``ADDP``); on resume they are rebuilt from their own files.
+- At the end of training it exports ``backbone.pth`` (encoder only), which
+  ``ADDPViT(init_cfg=dict(type='Pretrained', checkpoint=...))`` loads.
+"""
+import os.path as osp
+
+import torch
+from mmengine.dist import is_main_process
+from mmengine.logging import print_log
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+FROZEN_WEIGHTS = {
+    'tokenizer': "MAGE's VQGAN tokenizer (vqgan_jax_strongaug.ckpt)",
+    'token_predictor': "MAGE's token predictor (mage-vitb-1600.pth / mage-vitl-1600.pth)",
+}
+
+
+def check_frozen_checkpoints(cfg) -> None:
+    """Fail early and clearly when a frozen part's checkpoint file is missing; log loudly when a
+    part has none (random weights: only for demos and tests)."""
+    model = cfg.get('model', {})
+    for key, what in FROZEN_WEIGHTS.items():
+        part = model.get(key)
+        if part is None:
+            continue
+        ckpt = part.get('checkpoint')
+        if ckpt is None:
+            print_log(f'model.{key}.checkpoint is None: {what} is RANDOMLY INITIALISED. This is only '
+                      'meaningful for demos and tests; real pretraining needs the released weights.',
+                      logger='current', level=30)
+        elif not osp.isfile(ckpt):
+            raise FileNotFoundError(
+                f'model.{key}.checkpoint = {ckpt!r}: file not found. It is {what} from the MAGE '
+                'release; put it there (nothing is downloaded) or set the path in the config.')
+
+
+@RUNNERS.register_module()
+class ADDPPretrainRunner(Runner):
+    """Runner for ``configs/pretrain`` (``runner_type = 'ADDPPretrainRunner'``)."""
+
+    BACKBONE_FILE = 'backbone.pth'
+
+    @classmethod
+    def from_cfg(cls, cfg) -> 'ADDPPretrainRunner':
+        check_frozen_checkpoints(cfg)
+        return super().from_cfg(cfg)
+
+    def build_optim_wrapper(self, optim_wrapper):
+        wrapper = super().build_optim_wrapper(optim_wrapper)
+        model = self.model.module if hasattr(self.model, 'module') else self.model
+        frozen = {id(p) for p in getattr(model, 'frozen_parameters', lambda: [])()}
+        optimizers = wrapper.optim_wrappers.values() if hasattr(wrapper, 'optim_wrappers') else [wrapper]
+        for w in optimizers:
+            for group in w.optimizer.param_groups:
+                if any(id(p) in frozen for p in group['params']):
+                    raise ValueError('the optimizer holds parameters of the frozen tokenizer / token '
+                                     "predictor: use constructor='LayerDecayOptimWrapperConstructor' "
+                                     '(it leaves out parameters without requires_grad)')
+        return wrapper
+
+    def train(self):
+        model = super().train()
+        self.export_backbone()
+        return model
+
+    def export_backbone(self, path=None) -> str:
+        """Write the encoder's weights (``{'state_dict': ..., 'meta': ...}``) for downstream use."""
+        path = path or osp.join(self.work_dir, self.BACKBONE_FILE)
+        if is_main_process():
+            model = self.model.module if hasattr(self.model, 'module') else self.model
+            state = {k: v.detach().cpu() for k, v in model.backbone.state_dict().items()}
+            meta = dict(epoch=self.epoch, iter=self.iter, source='addp_mm pretraining',
+                        arch=dict(model.backbone.arch_settings), img_size=list(model.backbone.img_size),
+                        patch_size=model.backbone.patch_size)
+            torch.save(dict(state_dict=state, meta=meta), path)
+            print_log(f'exported the pretrained encoder to {path}', logger='current')
+        return path

@@ -1,0 +1,3 @@
+from .addp_vit import ADDPViT
+
+__all__ = ['ADDPViT']

@@ -1,0 +1,193 @@
+"""The one ViT of addp-mm.
+
+Attention, transformer block, window partitioning and decomposed relative position are written once
+here and used by the ADDP encoder (``ADDPViT``), the pretraining decoder, the MAGE token predictor and
+every downstream backbone variant (global or windowed attention, with or without relative position).
+
+Tokens are kept as ``(B, N, C)`` sequences; blocks that need the 2-D layout (window attention,
+relative position) receive the token grid size ``hw`` and must then be fed patch tokens only
+(no class token), as in ViTDet.
+"""
+from functools import partial
+from typing import Callable, Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import DropPath, Mlp
+
+LayerNorm6 = partial(nn.LayerNorm, eps=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# window partitioning (ViTDet): pure functions
+# ----------------------------------------------------------------------------------------------
+def window_partition(x: torch.Tensor, window_size: int) -> Tuple[torch.Tensor, Tuple[int, int]]:
+    """Split a ``(B, H, W, C)`` map into ``(B * nW, ws * ws, C)`` windows, zero-padding H and W up
+    to multiples of ``window_size``. Returns the windows and the padded size."""
+    B, H, W, C = x.shape
+    pad_h = (window_size - H % window_size) % window_size
+    pad_w = (window_size - W % window_size) % window_size
+    if pad_h or pad_w:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    Hp, Wp = H + pad_h, W + pad_w
+    x = x.view(B, Hp // window_size, window_size, Wp // window_size, window_size, C)
+    windows = x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size * window_size, C)
+    return windows, (Hp, Wp)
+
+
+def window_unpartition(windows: torch.Tensor, window_size: int, padded_hw: Tuple[int, int],
+                       hw: Tuple[int, int]) -> torch.Tensor:
+    """Inverse of :func:`window_partition`: ``(B * nW, ws * ws, C)`` -> ``(B, H, W, C)``, crop the
+    padding."""
+    Hp, Wp = padded_hw
+    H, W = hw
+    C = windows.shape[-1]
+    B = windows.shape[0] // ((Hp // window_size) * (Wp // window_size))
+    x = windows.view(B, Hp // window_size, Wp // window_size, window_size, window_size, C)
+    x = x.permute(0, 1, 3, 2, 4, 5).reshape(B, Hp, Wp, C)
+    return x[:, :H, :W, :].contiguous()
+
+
+# ----------------------------------------------------------------------------------------------
+# decomposed relative position (MViTv2 / ViTDet): pure functions
+# ----------------------------------------------------------------------------------------------
+def get_rel_pos(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor:
+    """Relative position embeddings for every (query, key) pair along one axis.
+
+    ``rel_pos`` is ``(L, C)`` for ``L`` relative distances; it is linearly resized when the
+    queries/keys span a different range than it was made for. Returns ``(q_size, k_size, C)``.
+    """
+    num_dist = 2 * max(q_size, k_size) - 1
+    if rel_pos.shape[0] != num_dist:
+        rel_pos = F.interpolate(rel_pos.t().unsqueeze(0), size=num_dist, mode='linear')
+        rel_pos = rel_pos.squeeze(0).t()
+    q_scale = max(k_size / q_size, 1.0)
+    k_scale = max(q_size / k_size, 1.0)
+    q_coords = torch.arange(q_size, device=rel_pos.device)[:, None] * q_scale
+    k_coords = torch.arange(k_size, device=rel_pos.device)[None, :] * k_scale
+    offsets = (q_coords - k_coords) + (k_size - 1) * k_scale
+    return rel_pos[offsets.long()]
+
+
+def decomposed_rel_pos_bias(q: torch.Tensor, rel_pos_h: torch.Tensor, rel_pos_w: torch.Tensor,
+                            q_hw: Tuple[int, int], k_hw: Tuple[int, int]) -> torch.Tensor:
+    """Additive attention bias ``(B, heads, Nq, Nk)`` of decomposed relative position.
+
+    ``q`` is ``(B, heads, Nq, head_dim)`` (unscaled queries); the bias is added to the scaled
+    logits, i.e. it enters ``scaled_dot_product_attention`` as ``attn_mask``.
+    """
+    B, nh, _, C = q.shape
+    (qh, qw), (kh, kw) = q_hw, k_hw
+    Rh = get_rel_pos(qh, kh, rel_pos_h).to(q.dtype)
+    Rw = get_rel_pos(qw, kw, rel_pos_w).to(q.dtype)
+    r_q = q.reshape(B, nh, qh, qw, C)
+    bias_h = torch.einsum('bnhwc,hkc->bnhwk', r_q, Rh)
+    bias_w = torch.einsum('bnhwc,wkc->bnhwk', r_q, Rw)
+    bias = bias_h[..., :, None] + bias_w[..., None, :]
+    return bias.reshape(B, nh, qh * qw, kh * kw)
+
+
+# ----------------------------------------------------------------------------------------------
+# modules
+# ----------------------------------------------------------------------------------------------
+class Attention(nn.Module):
+    """Multi-head self-attention on ``(B, N, C)`` tokens through
+    :func:`torch.nn.functional.scaled_dot_product_attention`.
+
+    With ``use_rel_pos`` it holds decomposed relative position tables for a ``rel_pos_size`` grid
+    (zero-initialised) and its ``forward`` needs the token grid ``hw``.
+    """
+
+    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True, attn_drop: float = 0.,
+                 proj_drop: float = 0., use_rel_pos: bool = False,
+                 rel_pos_size: Optional[Tuple[int, int]] = None):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f'embed dim {dim} is not divisible by num_heads {num_heads}')
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.use_rel_pos = use_rel_pos
+        if use_rel_pos:
+            if rel_pos_size is None:
+                raise ValueError('use_rel_pos=True needs rel_pos_size (the token grid or window)')
+            self.rel_pos_h = nn.Parameter(torch.zeros(2 * rel_pos_size[0] - 1, self.head_dim))
+            self.rel_pos_w = nn.Parameter(torch.zeros(2 * rel_pos_size[1] - 1, self.head_dim))
+
+    def forward(self, x: torch.Tensor, hw: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        bias = None
+        if self.use_rel_pos:
+            if hw is None or hw[0] * hw[1] != N:
+                raise ValueError(f'relative position needs the token grid of the {N} tokens, got {hw}')
+            bias = decomposed_rel_pos_bias(q, self.rel_pos_h, self.rel_pos_w, hw, hw)
+        x = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias, dropout_p=self.attn_drop if self.training else 0.)
+        x = x.transpose(1, 2).reshape(B, N, C)
+        return self.proj_drop(self.proj(x))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm ViT block: ``x + attn(norm1(x))`` then ``x + mlp(norm2(x))``.
+
+    Parameter names (``norm1``, ``attn.qkv``, ``attn.proj``, ``norm2``, ``mlp.fc1``, ``mlp.fc2``)
+    are those of the released ADDP/MAGE/MAE checkpoints. ``window_size > 0`` makes it a ViTDet
+    window-attention block (inputs padded to a multiple of the window and cropped back).
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4., qkv_bias: bool = True,
+                 drop: float = 0., attn_drop: float = 0., drop_path: float = 0.,
+                 norm_layer: Callable[[int], nn.Module] = LayerNorm6,
+                 act_layer: Callable[..., nn.Module] = nn.GELU, window_size: int = 0,
+                 use_rel_pos: bool = False, input_size: Optional[Tuple[int, int]] = None):
+        super().__init__()
+        self.window_size = window_size
+        self.norm1 = norm_layer(dim)
+        rel_pos_size = (window_size, window_size) if window_size > 0 else input_size
+        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop,
+                              proj_drop=drop, use_rel_pos=use_rel_pos, rel_pos_size=rel_pos_size)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = norm_layer(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
+
+    @property
+    def needs_grid(self) -> bool:
+        return self.window_size > 0 or self.attn.use_rel_pos
+
+    def forward(self, x: torch.Tensor, hw: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+        h = self.norm1(x)
+        if self.window_size > 0:
+            if hw is None or hw[0] * hw[1] != x.shape[1]:
+                raise ValueError('window attention needs patch tokens only (no class token) and '
+                                 f'their grid size; got {x.shape[1]} tokens for grid {hw}')
+            B, N, C = h.shape
+            windows, padded_hw = window_partition(h.view(B, hw[0], hw[1], C), self.window_size)
+            windows = self.attn(windows, (self.window_size, self.window_size))
+            h = window_unpartition(windows, self.window_size, padded_hw, hw).view(B, N, C)
+        else:
+            h = self.attn(h, hw)
+        x = x + self.drop_path(h)
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+def build_blocks(depth: int, dim: int, num_heads: int, mlp_ratio: float = 4., qkv_bias: bool = True,
+                 drop: float = 0., attn_drop: float = 0., drop_path_rate: float = 0.,
+                 norm_layer: Callable[[int], nn.Module] = LayerNorm6, window_size: int = 0,
+                 window_block_indexes=(), use_rel_pos: bool = False,
+                 input_size: Optional[Tuple[int, int]] = None) -> nn.ModuleList:
+    """``depth`` blocks with a linear drop-path ramp; with ``window_size > 0`` only the blocks in
+    ``window_block_indexes`` use window attention, the others stay global."""
+    dpr = torch.linspace(0, drop_path_rate, depth).tolist() if depth > 1 else [drop_path_rate] * depth
+    return nn.ModuleList([
+        TransformerBlock(dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, drop=drop, attn_drop=attn_drop,
+                         drop_path=dpr[i], norm_layer=norm_layer,
+                         window_size=window_size if i in window_block_indexes else 0,
+                         use_rel_pos=use_rel_pos, input_size=input_size)
+        for i in range(depth)
+    ])

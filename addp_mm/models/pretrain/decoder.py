@@ -1,0 +1,189 @@
+"""The ADDP pretraining decoder and its MLM head (spec 2.6).
+
+The decoder reads the encoder features of the current pixels, hides the cls slot and every
+unreliable (masked) position behind a learned mask token, appends the token embeddings of the
+reliable (visible) positions, runs ViT blocks and scores every position against the whole token
+vocabulary (codebook, class slots, mask id) through the tied, detached token embedding.
+
+Sequence layout (``N`` grid positions, ``V`` visible per row):
+``[cls slot | N grid slots | V appended visible tokens]``, length ``1 + N + V``.
+"""
+from functools import partial
+from typing import Dict, List, Tuple, Union
+
+import torch
+import torch.nn as nn
+from mmengine.registry import MODELS
+
+from addp_mm.models.layers import MLMHead, build_blocks
+
+
+@MODELS.register_module()
+class ADDPDecoder(nn.Module):
+    """ADDP token decoder: encoder features + reliable tokens -> logits over the vocabulary.
+
+    Args:
+        embed_dim: encoder width (also the width of ``token_emb``, ``pos_mask_embed`` and the
+            MLM head's output).
+        decoder_embed_dim: decoder width; must equal ``embed_dim`` (see below).
+        depth, num_heads, mlp_ratio: decoder blocks.
+        num_patches: number of grid positions ``N`` (h * w of the token grid).
+        vocab_size: token ids ``0..vocab_size-1`` (release: 1024 codes + 1000 class slots + mask).
+        codebook_size: number of VQ codes (the first entries of the vocabulary).
+        drop: dropout in attention and MLP (the release's pretraining uses 0.1).
+        norm_eps: eps of the block and final LayerNorms.
+        mlm_ln_eps: eps of the MLM head's LayerNorm (1e-5 in the release).
+    """
+
+    def __init__(self, embed_dim: int, decoder_embed_dim: int, depth: int, num_heads: int,
+                 num_patches: int, vocab_size: int, codebook_size: int, mlp_ratio: float = 4.,
+                 drop: float = 0.1, norm_eps: float = 1e-6, mlm_ln_eps: float = 1e-5):
+        super().__init__()
+        if decoder_embed_dim != embed_dim:
+            raise ValueError(
+                f'ADDPDecoder needs decoder_embed_dim == embed_dim (got {decoder_embed_dim} and '
+                f'{embed_dim}): the token embeddings of the visible positions (width '
+                'embed_dim) are appended to the decoder sequence, and the masked-position '
+                'embedding (release decoder_pos_mask_embed) has width embed_dim, as in the '
+                'released checkpoints')
+        if vocab_size <= codebook_size:
+            raise ValueError(f'vocab_size ({vocab_size}) must exceed codebook_size '
+                             f'({codebook_size}): the last id is the mask id')
+        self.embed_dim = embed_dim
+        self.num_patches = num_patches
+        self.vocab_size = vocab_size
+        self.codebook_size = codebook_size
+        dim = decoder_embed_dim
+
+        self.decoder_embed = nn.Linear(embed_dim, dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, dim))
+        self.pos_mask_embed = nn.Parameter(torch.zeros(1, num_patches + 1, embed_dim))
+        self.pos_token_embed = nn.Parameter(torch.zeros(1, num_patches + 1, dim))
+        self.token_emb = nn.Embedding(vocab_size, embed_dim)
+        norm_layer = partial(nn.LayerNorm, eps=norm_eps)
+        self.blocks = build_blocks(depth, dim, num_heads, mlp_ratio, qkv_bias=True, drop=drop,
+                                   attn_drop=drop, norm_layer=norm_layer)
+        self.norm = norm_layer(dim)
+        self.mlm_head = MLMHead(dim, embed_dim, vocab_size, ln_eps=mlm_ln_eps)
+        self.init_weights()
+
+    @property
+    def mask_token_id(self) -> int:
+        return self.vocab_size - 1
+
+    def init_weights(self) -> None:
+        """The release's initialisation: N(0, 0.02) for the tables and the mask token,
+        Xavier-uniform Linear weights with zero bias, unit/zero LayerNorms, zero MLM bias."""
+        for p in (self.pos_embed, self.pos_mask_embed, self.pos_token_embed, self.mask_token,
+                  self.token_emb.weight):
+            nn.init.normal_(p, std=.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        nn.init.zeros_(self.mlm_head.bias)
+
+    # ------------------------------------------------------------------------------------------
+    def embed(self, enc_out: torch.Tensor, indices: torch.Tensor,
+              mask: torch.Tensor) -> torch.Tensor:
+        """The decoder input sequence with position embeddings added, ``B x (1+N+V) x D``."""
+        B, N = mask.shape
+        if N != self.num_patches:
+            raise ValueError(f'mask has {N} positions, the decoder was built for '
+                             f'{self.num_patches}')
+        if enc_out.shape[:2] != (B, N + 1):
+            raise ValueError(f'enc_out must be B x (1+N) x C = {B} x {N + 1} x C (cls at 0), got '
+                             f'{tuple(enc_out.shape)}')
+        if indices.shape != (B, N):
+            raise ValueError(f'indices must be {B} x {N}, got {tuple(indices.shape)}')
+        masked = mask.bool()
+        visible = ~masked
+        num_visible = visible.sum(1)
+        if B and bool((num_visible != num_visible[0]).any()):
+            raise ValueError('every row must have the same number of visible positions, got '
+                             f'{num_visible.tolist()}')
+        V = int(num_visible[0]) if B else 0
+
+        x = self.decoder_embed(enc_out)
+        D = x.shape[-1]
+        # the cls slot and the masked grid slots are replaced by the mask token
+        hide = torch.cat([masked.new_ones(B, 1), masked], dim=1).unsqueeze(-1)
+        grid = torch.where(hide, self.mask_token.to(x.dtype), x)
+        # masked grid slots take the masked-position embedding; the cls slot keeps pos_embed[0]
+        pos_masked = torch.cat([masked.new_zeros(B, 1), masked], dim=1).unsqueeze(-1)
+        grid_pos = torch.where(pos_masked, self.pos_mask_embed, self.pos_embed)
+        # reliable tokens, row-wise in position order, with their own position embedding
+        tokens = self.token_emb(indices)[visible].reshape(B, V, D)
+        token_pos = self.pos_token_embed[:, 1:].expand(B, -1, -1)[visible].reshape(B, V, D)
+        return torch.cat([grid + grid_pos, tokens + token_pos], dim=1)
+
+    def forward(self, enc_out: torch.Tensor, indices: torch.Tensor, mask: torch.Tensor,
+                return_hidden: bool = False
+                ) -> Union[torch.Tensor, Tuple[torch.Tensor, Dict[str, torch.Tensor]]]:
+        """Logits ``B x (1+N+V) x vocab_size``.
+
+        Args:
+            enc_out: encoder output ``B x (1+N) x embed_dim``, cls at index 0.
+            indices: token ids ``B x N`` (int64) of the current grid; only visible ones are read.
+            mask: ``B x N``, 1 = masked (unreliable); every row must have the same count.
+            return_hidden: also return ``{'tokens_in': decoder input after position embeddings,
+                'hidden': output of the final norm}``.
+        """
+        tokens_in = self.embed(enc_out, indices, mask)
+        x = tokens_in
+        for blk in self.blocks:
+            x = blk(x)
+        hidden = self.norm(x)
+        logits = self.mlm_head(hidden, self.token_emb.weight.detach())
+        if return_hidden:
+            return logits, dict(tokens_in=tokens_in, hidden=hidden)
+        return logits
+
+    def grid_logits(self, logits: torch.Tensor, codebook_only: bool = False) -> torch.Tensor:
+        """Logits of the ``N`` grid positions (``B x N x vocab``), optionally only the codes."""
+        out = logits[:, 1:1 + self.num_patches]
+        return out[..., :self.codebook_size] if codebook_only else out
+
+
+# ----------------------------------------------------------------------------------------------
+# released checkpoint -> ADDPDecoder
+# ----------------------------------------------------------------------------------------------
+# (release name, our name): whole keys, or prefixes of dotted keys
+RELEASE_DECODER_KEYS: List[Tuple[str, str]] = [
+    ('decoder_embed', 'decoder_embed'),
+    ('mask_token', 'mask_token'),
+    ('decoder_pos_embed_learned', 'pos_embed'),
+    ('decoder_pos_mask_embed', 'pos_mask_embed'),
+    ('decoder_pos_token_embed', 'pos_token_embed'),
+    ('token_emb', 'token_emb'),
+    ('decoder_blocks', 'blocks'),
+    ('decoder_norm', 'norm'),
+    ('mlm_layer', 'mlm_head'),
+]
+# decoder-side release parameters that no forward pass of the release uses
+RELEASE_DECODER_DROPPED: List[str] = [
+    'decoder_pos_embed', 'decoder_pred', 'pos_token_embed', 'pos_mask_embed']
+
+
+def _matches(key: str, name: str) -> bool:
+    return key == name or key.startswith(name + '.')
+
+
+def release_decoder_state_dict(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Map a released ADDP state dict (``ckpt['model']``) to :class:`ADDPDecoder` keys.
+
+    Keys outside the decoder (encoder, ``vqgan.*``, ``token_predictor.*``) and the unused ones in
+    :data:`RELEASE_DECODER_DROPPED` are left out. Pure: tensors are not copied.
+    """
+    out = {}
+    for key, value in state.items():
+        for old, new in RELEASE_DECODER_KEYS:
+            if _matches(key, old):
+                out[new + key[len(old):]] = value
+                break
+    return out

@@ -1,0 +1,113 @@
+"""Which diffusion step a pretraining batch is trained on, and the two nested masks it needs.
+
+ADDP discretises the cosine schedule ``r_k = cos(pi/2 * k / num_steps)`` and keeps the ratios in
+``[min_ratio, max_ratio)``. A batch draws one of them (``r_t``) with probability proportional to a
+truncated-normal density, and a more masked ratio ``r_{t+1}`` a few steps further along the kept
+list. ``mask_t`` hides ``ceil(N * r_t)`` tokens and ``mask_t_next`` hides ``ceil(N * r_{t+1})``,
+both taken as the smallest values of the same per-sample noise, so ``mask_t_next`` contains
+``mask_t``.
+"""
+import math
+from typing import Optional, Tuple, Union
+
+import numpy as np
+import torch
+from mmengine.registry import TASK_UTILS
+from scipy import stats
+
+
+@TASK_UTILS.register_module()
+class MaskSchedule:
+    """The release's mask-ratio distribution and its two-mask sampler (spec 2.2).
+
+    Args:
+        num_steps: number of steps the cosine schedule is discretised into (``k = 0..num_steps``).
+        min_ratio, max_ratio: kept ratios satisfy ``min_ratio <= r < max_ratio``.
+        mu, std: location and scale of the truncated normal on ``[min_ratio, max_ratio]`` that
+            weights the kept ratios.
+        max_step_gap: the next state is ``1..max_step_gap`` (uniform) positions further along the
+            ascending ratio list, capped at the last (most masked) ratio.
+
+    Attributes:
+        ratios: ``float32`` tensor of kept ratios, ascending (computed in float32 as the release).
+        probs: ``float64`` tensor, the normalised truncated-normal pdf at ``ratios``.
+    """
+
+    def __init__(self, num_steps: int = 100, min_ratio: float = 0.5, max_ratio: float = 1.0,
+                 mu: float = 0.55, std: float = 0.25, max_step_gap: int = 5):
+        if num_steps < 1:
+            raise ValueError(f'num_steps must be >= 1, got {num_steps}')
+        if not 0. <= min_ratio < max_ratio <= 1.:
+            raise ValueError(f'need 0 <= min_ratio < max_ratio <= 1, got {min_ratio}, {max_ratio}')
+        if std <= 0:
+            raise ValueError(f'std must be positive, got {std}')
+        if max_step_gap < 1:
+            raise ValueError(f'max_step_gap must be >= 1, got {max_step_gap}')
+        self.num_steps = num_steps
+        self.min_ratio = min_ratio
+        self.max_ratio = max_ratio
+        self.mu = mu
+        self.std = std
+        self.max_step_gap = max_step_gap
+
+        # float32 throughout, like the release (its ratios are a float32 tensor)
+        t = torch.arange(num_steps + 1, dtype=torch.float32) / num_steps
+        cosine = torch.cos(math.pi / 2. * t).clamp(0., 1.)
+        kept = cosine[(cosine >= min_ratio) & (cosine < max_ratio)]
+        if kept.numel() == 0:
+            raise ValueError(f'no cosine-schedule ratio with {num_steps} steps lies in '
+                             f'[{min_ratio}, {max_ratio})')
+        self.ratios = kept.flip(0).contiguous()
+
+        density = stats.truncnorm((min_ratio - mu) / std, (max_ratio - mu) / std, loc=mu, scale=std)
+        pdf = torch.from_numpy(np.asarray(density.pdf(self.ratios.numpy()), dtype=np.float64))
+        self.probs = pdf / pdf.sum()
+
+    def __len__(self) -> int:
+        return self.ratios.numel()
+
+    def __repr__(self) -> str:
+        return (f'{type(self).__name__}(num_steps={self.num_steps}, min_ratio={self.min_ratio}, '
+                f'max_ratio={self.max_ratio}, mu={self.mu}, std={self.std}, '
+                f'max_step_gap={self.max_step_gap}; {len(self)} ratios)')
+
+    # ------------------------------------------------------------------------------------------
+    def sample_steps(self, generator: Optional[torch.Generator] = None) -> Tuple[int, int]:
+        """Indices into :attr:`ratios` of the current and the next (more masked) state."""
+        i = int(torch.multinomial(self.probs, 1, generator=generator))
+        gap = int(torch.randint(1, self.max_step_gap + 1, (1,), generator=generator))
+        return i, min(i + gap, len(self) - 1)
+
+    def num_masked(self, num_tokens: int, step: int) -> int:
+        """``ceil(num_tokens * ratios[step])``, the product taken in float32 as in the release."""
+        prod = torch.tensor(float(num_tokens), dtype=torch.float32) * self.ratios[step]
+        return int(math.ceil(float(prod)))
+
+    @staticmethod
+    def masks_from_noise(noise: torch.Tensor, n_t: int,
+                         n_next: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Mask the ``n_t`` (resp. ``n_next``) positions of smallest noise in each row.
+
+        Both masks come from one ranking of the same noise (ties broken by position), so the
+        one with more masked positions contains the other. Returns float 0/1 masks like ``noise``.
+        """
+        rank = noise.argsort(dim=1, stable=True).argsort(dim=1)
+        return (rank < n_t).to(noise.dtype), (rank < n_next).to(noise.dtype)
+
+    def sample(self, batch_size: int, num_tokens: int, generator: Optional[torch.Generator] = None,
+               device: Optional[Union[str, torch.device]] = None
+               ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Draw ``(mask_t, mask_t_next)``, each ``batch_size x num_tokens`` float 0/1 (1 = masked).
+
+        One step (hence one pair of counts) for the whole batch, one uniform noise per sample.
+        The random draws use ``generator`` (and happen on its device) when given, else the global
+        RNG on ``device``; the masks are returned on ``device``.
+        """
+        i, j = self.sample_steps(generator)
+        n_t, n_next = self.num_masked(num_tokens, i), self.num_masked(num_tokens, j)
+        noise_device = generator.device if generator is not None else device
+        noise = torch.rand(batch_size, num_tokens, generator=generator, device=noise_device)
+        mask_t, mask_next = self.masks_from_noise(noise, n_t, n_next)
+        if device is not None:
+            mask_t, mask_next = mask_t.to(device), mask_next.to(device)
+        return mask_t, mask_next

@@ -1,0 +1,500 @@
+"""The frozen VQ tokenizer of ADDP: MAGE's PyTorch port of the MaskGIT VQGAN.
+
+Architecture (see ADDP_SPEC.md, section 1.1). It is *not* the stock taming VQGAN:
+
+* GroupNorm(32, eps=1e-6) + swish everywhere, no attention layers (``attn_resolutions`` is accepted
+  for config compatibility and ignored), no ``quant_conv`` / ``post_quant_conv``;
+* residual convolutions have no bias; when a residual block changes the channel count, its 1x1
+  ``nin_shortcut`` maps the *residual branch output* ``h`` (out -> out channels) and the block
+  returns ``nin_shortcut(h) + h`` -- the input ``x`` does not reach the output of such a block;
+* the encoder downsamples with 2x2 average pooling, the decoder upsamples with nearest x2 + a
+  3x3 conv;
+* every level of the encoder *and* of the decoder holds ``num_res_blocks`` residual blocks.
+
+Parameter names follow taming's ``Encoder`` / ``Decoder`` / ``VectorQuantizer2`` so that MAGE's
+``vqgan_jax_strongaug.ckpt`` (``{'state_dict': ...}``), and the ``vqgan.*`` entries of the released
+ADDP / MAGE checkpoints, load strictly.
+
+Pixels are consumed as RGB in [0, 1] without any normalisation and :meth:`VQGANTokenizer.decode`
+returns unclamped pixels in the same space.
+"""
+import argparse
+import os
+import os.path as osp
+from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.registry import MODELS
+
+__all__ = [
+    'VQGANTokenizer', 'VectorQuantizer', 'load_vqgan_state_dict', 'vqgan_config_from_yaml',
+    'VQGAN_CHECKPOINT_HINT'
+]
+
+VQGAN_CHECKPOINT_HINT = (
+    "ADDP's tokenizer is MAGE's VQGAN checkpoint 'vqgan_jax_strongaug.ckpt' (linked from the MAGE "
+    'release, github.com/LTH14/mage, and used unchanged by github.com/ChangyaoTian/ADDP); the '
+    "released ADDP checkpoints (addp-vit-*-16.pth) and MAGE's mage-vit*-1600.pth also hold it "
+    "under the 'vqgan.' prefix. Nothing can be downloaded automatically here: copy the file to "
+    'this machine and pass its local path.')
+
+# prefixes under which the tokenizer weights are stored by the released checkpoints, in the order
+# they are looked for when no prefix is given
+_KNOWN_PREFIXES = ('vqgan.', 'token_predictor.vqgan.')
+_OWN_ROOTS = ('encoder.', 'decoder.', 'quantize.')
+
+
+def _group_norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
+
+
+def _swish(x: torch.Tensor) -> torch.Tensor:
+    return x * torch.sigmoid(x)
+
+
+class _ResBlock(nn.Module):
+    """norm-swish-conv3x3-norm-swish-dropout-conv3x3 (convs without bias).
+
+    With a channel change the 1x1 ``nin_shortcut`` (out -> out) is applied to the residual output.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, dropout: float = 0.0):
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.norm1 = _group_norm(in_channels)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+        self.norm2 = _group_norm(out_channels)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        if in_channels != out_channels:
+            self.nin_shortcut = nn.Conv2d(out_channels, out_channels, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(_swish(self.norm1(x)))
+        h = self.conv2(self.dropout(_swish(self.norm2(h))))
+        if self.in_channels != self.out_channels:
+            return self.nin_shortcut(h) + h
+        return x + h
+
+
+class _MidBlocks(nn.Module):
+
+    def __init__(self, channels: int, dropout: float):
+        super().__init__()
+        self.block_1 = _ResBlock(channels, channels, dropout)
+        self.block_2 = _ResBlock(channels, channels, dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block_2(self.block_1(x))
+
+
+class _Upsample(nn.Module):
+    """Nearest-neighbour x2 followed by a 3x3 conv (with bias)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode='nearest'))
+
+
+class _Level(nn.Module):
+    """One resolution level: ``block`` (ModuleList), optionally ``upsample`` (decoder only)."""
+
+    def __init__(self, in_channels: int, out_channels: int, num_blocks: int, dropout: float,
+                 upsample: bool = False):
+        super().__init__()
+        blocks = []
+        for _ in range(num_blocks):
+            blocks.append(_ResBlock(in_channels, out_channels, dropout))
+            in_channels = out_channels
+        self.block = nn.ModuleList(blocks)
+        if upsample:
+            self.upsample = _Upsample(out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for blk in self.block:
+            x = blk(x)
+        if hasattr(self, 'upsample'):
+            x = self.upsample(x)
+        return x
+
+
+class _Encoder(nn.Module):
+
+    def __init__(self, ch: int, ch_mult: Sequence[int], num_res_blocks: int, in_channels: int,
+                 z_channels: int, dropout: float):
+        super().__init__()
+        self.conv_in = nn.Conv2d(in_channels, ch, 3, padding=1, bias=False)
+        levels = []
+        block_in = ch
+        for mult in ch_mult:
+            levels.append(_Level(block_in, ch * mult, num_res_blocks, dropout))
+            block_in = ch * mult
+        self.down = nn.ModuleList(levels)
+        self.mid = _MidBlocks(block_in, dropout)
+        self.norm_out = _group_norm(block_in)
+        self.conv_out = nn.Conv2d(block_in, z_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv_in(x)
+        last = len(self.down) - 1
+        for i, level in enumerate(self.down):
+            h = level(h)
+            if i != last:
+                h = F.avg_pool2d(h, kernel_size=2, stride=2)
+        h = self.mid(h)
+        return self.conv_out(_swish(self.norm_out(h)))
+
+
+class _Decoder(nn.Module):
+
+    def __init__(self, ch: int, ch_mult: Sequence[int], num_res_blocks: int, out_ch: int,
+                 z_channels: int, dropout: float):
+        super().__init__()
+        block_in = ch * ch_mult[-1]
+        self.conv_in = nn.Conv2d(z_channels, block_in, 3, padding=1)
+        self.mid = _MidBlocks(block_in, dropout)
+        # ``up[i]`` works at the resolution of encoder level i; the decoder runs them last to first
+        levels = [None] * len(ch_mult)
+        for i in reversed(range(len(ch_mult))):
+            levels[i] = _Level(block_in, ch * ch_mult[i], num_res_blocks, dropout, upsample=i != 0)
+            block_in = ch * ch_mult[i]
+        self.up = nn.ModuleList(levels)
+        self.norm_out = _group_norm(block_in)
+        self.conv_out = nn.Conv2d(block_in, out_ch, 3, padding=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.mid(self.conv_in(z))
+        for level in reversed(self.up):
+            h = level(h)
+        return self.conv_out(_swish(self.norm_out(h)))
+
+
+class VectorQuantizer(nn.Module):
+    """Nearest-codebook quantizer (``embedding``: n_embed x embed_dim)."""
+
+    def __init__(self, n_embed: int, embed_dim: int, beta: float = 0.25):
+        super().__init__()
+        self.n_embed = n_embed
+        self.embed_dim = embed_dim
+        self.beta = beta
+        self.embedding = nn.Embedding(n_embed, embed_dim)
+        self.embedding.weight.data.uniform_(-1.0 / n_embed, 1.0 / n_embed)
+
+    def distances(self, z_flat: torch.Tensor) -> torch.Tensor:
+        """Squared L2 distances (N x n_embed) as ``(|z|^2 + |e|^2) - 2 z.e`` in that order."""
+        e = self.embedding.weight
+        z_sq = z_flat.pow(2).sum(dim=1, keepdim=True)
+        e_sq = e.pow(2).sum(dim=1)
+        return z_sq + e_sq - 2 * torch.matmul(z_flat, e.t())
+
+    def forward(self, z: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """z: B x C x h x w -> (z_q straight-through value, indices B x (h*w) in raster order)."""
+        b, c, h, w = z.shape
+        if c != self.embed_dim:
+            raise ValueError(f'expected {self.embed_dim} latent channels, got {c}')
+        # the nearest-code decision is always taken in float32, also under autocast
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            z32 = z.float()
+            z_flat = z32.permute(0, 2, 3, 1).reshape(-1, c)
+            indices = torch.argmin(self.distances(z_flat), dim=1)
+            e = self.embedding.weight[indices].view(b, h, w, c).permute(0, 3, 1, 2)
+            z_q = z32 + (e - z32).detach()
+        return z_q.contiguous(), indices.view(b, h * w)
+
+    def legacy_loss(self, z: torch.Tensor, z_q: torch.Tensor) -> torch.Tensor:
+        """taming's ``legacy`` VQ loss: ``mean((sg[e]-z)^2) + beta * mean((e-sg[z])^2)``."""
+        return torch.mean((z_q.detach() - z)**2) + self.beta * torch.mean((z_q - z.detach())**2)
+
+
+def _check_channels(ch: int, ch_mult: Sequence[int]) -> None:
+    bad = [(i, ch * m) for i, m in enumerate(ch_mult) if (ch * m) % 32 != 0 or ch * m <= 0]
+    if bad:
+        raise ValueError(
+            f'VQGANTokenizer uses GroupNorm with 32 groups, so every channel count ch*ch_mult[i] '
+            f'must be a positive multiple of 32; got ch={ch}, ch_mult={tuple(ch_mult)} '
+            f'(offending levels/channels: {bad})')
+
+
+def _torch_load(path: str):
+    # the released ADDP checkpoints pickle their argparse.Namespace; allow exactly that class
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        return torch.load(path, map_location='cpu', weights_only=True)
+
+
+def load_vqgan_state_dict(path_or_state: Union[str, os.PathLike, Mapping],
+                          prefix: Optional[str] = None) -> Dict[str, torch.Tensor]:
+    """The tokenizer's weights (``encoder.*``, ``decoder.*``, ``quantize.*``) from a checkpoint.
+
+    Accepts a file path or an already loaded object:
+
+    * MAGE's ``vqgan_jax_strongaug.ckpt``: ``{'state_dict': {encoder.*, decoder.*, quantize.*}}``;
+    * the released ADDP / MAGE checkpoints: ``{'model': {..., 'vqgan.*', ...}}``;
+    * a bare state dict in either layout.
+
+    ``prefix`` selects the keys to take (``'vqgan.'``, ``''``, ...). By default the un-prefixed
+    layout is used when present, otherwise ``vqgan.`` then ``token_predictor.vqgan.``. Other keys
+    are dropped; a strict ``load_state_dict`` catches anything missing.
+    """
+    if isinstance(path_or_state, (str, os.PathLike)):
+        path = os.fspath(path_or_state)
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'VQGAN tokenizer checkpoint {path!r} not found. '
+                                    f'{VQGAN_CHECKPOINT_HINT}')
+        obj = _torch_load(path)
+        source = path
+    else:
+        obj = path_or_state
+        source = 'the given state dict'
+    if not isinstance(obj, Mapping):
+        raise TypeError(f'{source}: expected a dict-like checkpoint, got {type(obj).__name__}')
+    for wrapper in ('state_dict', 'model'):
+        if wrapper in obj and isinstance(obj[wrapper], Mapping):
+            obj = obj[wrapper]
+            break
+
+    keys = list(obj.keys())
+    if prefix is None:
+        if any(k.startswith(_OWN_ROOTS) for k in keys):
+            prefix = ''
+        else:
+            prefix = next((p for p in _KNOWN_PREFIXES if any(k.startswith(p) for k in keys)), None)
+        if prefix is None:
+            raise KeyError(
+                f'{source} holds no VQGAN weights: expected keys encoder.*/decoder.*/quantize.* '
+                f"(optionally under 'vqgan.'), got e.g. {keys[:5]}. {VQGAN_CHECKPOINT_HINT}")
+    state = {}
+    for k, v in obj.items():
+        if not k.startswith(prefix):
+            continue
+        name = k[len(prefix):]
+        if prefix == '' and not name.startswith(_OWN_ROOTS):
+            continue
+        state[name] = v
+    if not state:
+        raise KeyError(f'{source} holds no keys with prefix {prefix!r}')
+    return state
+
+
+def vqgan_config_from_yaml(path: str) -> Dict:
+    """Constructor kwargs of :class:`VQGANTokenizer` from a release-style ``vqgan*.yaml``.
+
+    The yaml is taming's layout: ``model.params.{embed_dim, n_embed, ddconfig{...}}``.
+    """
+    import yaml
+    if not osp.isfile(path):
+        raise FileNotFoundError(
+            f'VQGAN config {path!r} not found (release: configs/release/vqgan.yaml)')
+    with open(path) as f:
+        cfg = yaml.safe_load(f)
+    try:
+        params = cfg['model']['params']
+        dd = dict(params['ddconfig'])
+    except (KeyError, TypeError) as e:
+        raise ValueError(f'{path}: expected model.params.ddconfig (taming VQModel yaml)') from e
+    if dd.pop('double_z', False):
+        raise ValueError(f'{path}: double_z=True is not the MAGE/ADDP tokenizer (no KL head)')
+    kwargs = dict(n_embed=int(params['n_embed']), embed_dim=int(params['embed_dim']))
+    allowed = ('ch', 'ch_mult', 'num_res_blocks', 'attn_resolutions', 'z_channels', 'resolution',
+               'in_channels', 'out_ch', 'dropout')
+    unknown = sorted(set(dd) - set(allowed))
+    if unknown:
+        raise ValueError(f'{path}: unknown ddconfig entries {unknown}')
+    for k, v in dd.items():
+        kwargs[k] = tuple(v) if isinstance(v, list) else v
+    return kwargs
+
+
+@MODELS.register_module()
+class VQGANTokenizer(nn.Module):
+    """Frozen VQGAN tokenizer (MAGE / ADDP layout).
+
+    Args:
+        ch, ch_mult, num_res_blocks: base width, per-level multipliers, residual blocks per level.
+        attn_resolutions: accepted for config compatibility and ignored (no attention layers).
+        z_channels: encoder output channels; must equal ``embed_dim`` (no quant_conv).
+        n_embed, embed_dim: codebook size and code dimension.
+        resolution: nominal image size (informational; any multiple of the downsample factor works).
+        in_channels, out_ch: image channels in / out.
+        dropout: dropout of the residual blocks (inactive: the tokenizer is always in eval mode).
+        checkpoint: path (or loaded checkpoint / state dict) loaded strictly, see
+            :func:`load_vqgan_state_dict`. ``None`` keeps random weights (tests only).
+    """
+
+    def __init__(self,
+                 ch: int = 128,
+                 ch_mult: Sequence[int] = (1, 1, 2, 2, 4),
+                 num_res_blocks: int = 2,
+                 attn_resolutions: Iterable[int] = (16, ),
+                 z_channels: int = 256,
+                 n_embed: int = 1024,
+                 embed_dim: int = 256,
+                 resolution: int = 256,
+                 in_channels: int = 3,
+                 out_ch: int = 3,
+                 dropout: float = 0.0,
+                 checkpoint: Optional[Union[str, Mapping]] = None):
+        super().__init__()
+        if len(ch_mult) == 0 or any(float(m) != int(m) for m in ch_mult) or float(ch) != int(ch):
+            raise ValueError('ch and ch_mult must be integers with at least one level; '
+                             f'got ch={ch}, ch_mult={tuple(ch_mult)}')
+        ch_mult = tuple(int(m) for m in ch_mult)
+        _check_channels(int(ch), ch_mult)
+        if z_channels != embed_dim:
+            raise ValueError(f'z_channels ({z_channels}) must equal embed_dim ({embed_dim}): this '
+                             'tokenizer has no quant_conv / post_quant_conv')
+        self.ch = int(ch)
+        self.ch_mult = ch_mult
+        self.num_res_blocks = int(num_res_blocks)
+        self.attn_resolutions = tuple(attn_resolutions or ())  # ignored, as in the release
+        self.z_channels = int(z_channels)
+        self.n_embed = int(n_embed)
+        self.embed_dim = int(embed_dim)
+        self.resolution = int(resolution)
+        self.in_channels = int(in_channels)
+        self.out_ch = int(out_ch)
+
+        self.encoder = _Encoder(self.ch, ch_mult, self.num_res_blocks, self.in_channels,
+                                self.z_channels, dropout)
+        self.decoder = _Decoder(self.ch, ch_mult, self.num_res_blocks, self.out_ch,
+                                self.z_channels, dropout)
+        self.quantize = VectorQuantizer(self.n_embed, self.embed_dim)
+
+        self._checkpoint_path: Optional[str] = None
+        if checkpoint is not None:
+            self.load_checkpoint(checkpoint)
+        self._freeze()
+
+    # ------------------------------------------------------------------ construction / loading
+    @classmethod
+    def from_yaml(cls, path: str, checkpoint: Optional[Union[str, Mapping]] = None,
+                  **overrides) -> 'VQGANTokenizer':
+        """Build from a release-style ``vqgan*.yaml`` (taming ``VQModel`` params)."""
+        kwargs = vqgan_config_from_yaml(path)
+        kwargs.update(overrides)
+        return cls(checkpoint=checkpoint, **kwargs)
+
+    def load_checkpoint(self, checkpoint: Union[str, Mapping],
+                        prefix: Optional[str] = None) -> 'VQGANTokenizer':
+        """Load tokenizer weights strictly (see :func:`load_vqgan_state_dict`)."""
+        state = load_vqgan_state_dict(checkpoint, prefix=prefix)
+        if isinstance(checkpoint, (str, os.PathLike)):
+            self._checkpoint_path = os.fspath(checkpoint)
+            self._checkpoint_prefix = prefix
+        try:
+            self.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            src = (checkpoint if isinstance(checkpoint, (str, os.PathLike)) else
+                   'the given state dict')
+            raise RuntimeError(f'VQGAN checkpoint {src} does not match this tokenizer config '
+                               f'(ch={self.ch}, ch_mult={self.ch_mult}, num_res_blocks='
+                               f'{self.num_res_blocks}, n_embed={self.n_embed}, embed_dim='
+                               f'{self.embed_dim}): {e}') from e
+        self._freeze()
+        return self
+
+    def init_weights(self) -> None:
+        """Re-load the checkpoint file given at construction (if any).
+
+        mmengine's ``BaseModule.init_weights`` applies a parent's ``init_cfg`` to every matching
+        sub-layer and then calls ``init_weights`` of its children, so this restores the frozen
+        weights a parent initialiser may have overwritten.
+        """
+        if self._checkpoint_path is not None:
+            self.load_checkpoint(self._checkpoint_path, prefix=self._checkpoint_prefix)
+
+    def _freeze(self) -> None:
+        self.requires_grad_(False)
+        self.train(False)
+
+    def train(self, mode: bool = True) -> 'VQGANTokenizer':
+        """Always stays in eval mode (the tokenizer is frozen)."""
+        return super().train(False)
+
+    # ------------------------------------------------------------------ geometry
+    @property
+    def downsample_factor(self) -> int:
+        return 2**(len(self.ch_mult) - 1)
+
+    def grid_size(self, img_hw: Union[int, Sequence[int]]) -> Tuple[int, int]:
+        """Token grid (h, w) of an image of size ``img_hw`` (int or (H, W))."""
+        hw = (img_hw, img_hw) if isinstance(img_hw, int) else tuple(img_hw)
+        f = self.downsample_factor
+        if len(hw) != 2 or any(s % f for s in hw):
+            raise ValueError(f'image size {hw} must be divisible by the downsample factor {f}')
+        return hw[0] // f, hw[1] // f
+
+    @property
+    def codebook(self) -> torch.Tensor:
+        """The code vectors, n_embed x embed_dim."""
+        return self.quantize.embedding.weight
+
+    # ------------------------------------------------------------------ forward paths
+    def encode_latent(self, x: torch.Tensor) -> torch.Tensor:
+        """Encoder output before quantisation, B x embed_dim x h x w."""
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f'expected B x {self.in_channels} x H x W pixels, got {tuple(x.shape)}')
+        self.grid_size(x.shape[-2:])
+        return self.encoder(x)
+
+    def encode(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Pixels in [0, 1] (no normalisation) -> (z_q B x C x h x w, indices B x (h*w) int64).
+
+        ``z_q`` is the straight-through value ``z + (e - z)`` (equal to the code up to rounding);
+        indices are in raster order: ``indices[b, w*r + c]`` is the code of ``z_q[b, :, r, c]``.
+        """
+        return self.quantize(self.encode_latent(x))
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        return self.encode(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Codes B x embed_dim x h x w -> pixels B x out_ch x (f*h) x (f*w), not clamped."""
+        if z.dim() != 4 or z.shape[1] != self.embed_dim:
+            raise ValueError(f'expected B x {self.embed_dim} x h x w codes, got {tuple(z.shape)}')
+        return self.decoder(z)
+
+    def embed_indices(self, indices: torch.Tensor,
+                      hw: Optional[Sequence[int]] = None) -> torch.Tensor:
+        """Codebook lookup: indices B x L (raster order) or B x h x w -> B x embed_dim x h x w.
+
+        For B x L indices ``hw`` defaults to a square grid.
+        """
+        if indices.dim() == 3:
+            b, h, w = indices.shape
+        elif indices.dim() == 2:
+            b, n = indices.shape
+            if hw is None:
+                side = int(round(n**0.5))
+                if side * side != n:
+                    raise ValueError(f'{n} tokens do not form a square grid: pass hw=(h, w)')
+                hw = (side, side)
+            h, w = int(hw[0]), int(hw[1])
+            if h * w != n:
+                raise ValueError(f'hw={tuple(hw)} does not match {n} tokens')
+        else:
+            raise ValueError(f'expected B x L or B x h x w indices, got {tuple(indices.shape)}')
+        e = F.embedding(indices.reshape(b, h * w).long(), self.codebook)
+        return e.view(b, h, w, self.embed_dim).permute(0, 3, 1, 2).contiguous()
+
+    def soft_embed(self, probs: torch.Tensor) -> torch.Tensor:
+        """Expected code under a distribution: B x n_embed x h x w -> B x embed_dim x h x w."""
+        if probs.dim() != 4 or probs.shape[1] != self.n_embed:
+            raise ValueError(f'expected B x {self.n_embed} x h x w probabilities, '
+                             f'got {tuple(probs.shape)}')
+        return torch.einsum('bnhw,nd->bdhw', probs, self.codebook.to(probs.dtype))
+
+    def decode_indices(self, indices: torch.Tensor,
+                       hw: Optional[Sequence[int]] = None) -> torch.Tensor:
+        """``decode(embed_indices(indices, hw))``."""
+        return self.decode(self.embed_indices(indices, hw))
+
+    def extra_repr(self) -> str:
+        return (f'ch={self.ch}, ch_mult={self.ch_mult}, num_res_blocks={self.num_res_blocks}, '
+                f'n_embed={self.n_embed}, embed_dim={self.embed_dim}, frozen')

@@ -1,0 +1,1 @@
+"""Reference checks: generation rows (see addp_mm/verify/core.py)."""

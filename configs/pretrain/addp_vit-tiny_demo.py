@@ -1,0 +1,48 @@
+# A tiny ADDP pretraining that runs on a CPU in a few minutes on the demo images
+# (python tools/make_demo_data.py data/demo). Same algorithm as the release configs, tiny sizes:
+# 128x128 images -> 8x8 token grid, a 4-block 64-wide encoder, a 2-block decoder.
+# Without real MAGE weights the frozen tokenizer and token predictor are randomly initialised
+# (the runner says so at start): the run shows that the pipeline trains (the loss falls) and
+# exports a backbone.pth, not a useful representation.
+_base_ = './addp_vit-base-p16_1600e_in1k.py'
+
+tokenizer_checkpoint = None
+token_predictor_checkpoint = None
+data_root = 'data/demo/unlabeled'
+img_size = 128
+
+model = dict(
+    backbone=dict(arch='demo', img_size=img_size, drop_rate=0.0, attn_drop_rate=0.0),
+    neck=dict(embed_dim=64, decoder_embed_dim=64, depth=2, num_heads=4, num_patches=(img_size // 16) ** 2,
+              drop=0.0),
+    tokenizer=dict(ch=32, ch_mult=[1, 1, 1, 1, 2], num_res_blocks=1, resolution=img_size,
+                   checkpoint=tokenizer_checkpoint),
+    token_predictor=dict(embed_dim=64, depth=2, num_heads=4, decoder_embed_dim=64, decoder_depth=1,
+                         decoder_num_heads=4, grid_size=img_size // 16, checkpoint=token_predictor_checkpoint))
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='RandomResizedCrop', scale=img_size, crop_ratio_range=(0.2, 1.0), backend='pillow',
+         interpolation='bicubic'),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackInputs'),
+]
+train_dataloader = dict(
+    batch_size=16, num_workers=2, persistent_workers=True,
+    dataset=dict(_delete_=True, type='CustomDataset', data_root=data_root, with_label=False,
+                 extensions=('.jpg', '.jpeg', '.png', '.webp', '.bmp'), pipeline=train_pipeline))
+
+optim_wrapper = dict(type='OptimWrapper', _delete_=True,
+                     optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05),
+                     clip_grad=dict(max_norm=3.0),
+                     constructor='LayerDecayOptimWrapperConstructor',
+                     paramwise_cfg=dict(layer_decay_rate=1.0, no_decay_names=()))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=20),
+    dict(type='CosineAnnealingLR', by_epoch=False, begin=20, end=300),
+]
+train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=300)
+default_hooks = dict(logger=dict(type='LoggerHook', interval=20),
+                     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=100, max_keep_ckpts=2))
+log_processor = dict(by_epoch=False)
+auto_scale_lr = dict(base_batch_size=16)

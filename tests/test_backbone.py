@@ -1,0 +1,171 @@
+"""ADDPViT: output types, freezing, position interpolation, checkpoint formats, ViTDet options."""
+import copy
+
+import pytest
+import torch
+from mmengine.registry import MODELS
+
+from addp_mm.models.backbones import ADDPViT
+
+TINY = dict(embed_dims=32, num_layers=3, num_heads=4, feedforward_channels=64)
+
+
+def tiny(**kwargs):
+    cfg = dict(arch=TINY, img_size=64, patch_size=16)
+    cfg.update(kwargs)
+    m = ADDPViT(**cfg)
+    m.init_weights()
+    return m
+
+
+@pytest.mark.parametrize('out_type,shape', [
+    ('featmap', (2, 32, 4, 4)), ('raw', (2, 17, 32)), ('cls_token', (2, 32)), ('avg_featmap', (2, 32))])
+def test_out_types(out_type, shape):
+    m = tiny(out_type=out_type, out_indices=(1, -1)).eval()
+    outs = m(torch.randn(2, 3, 64, 64))
+    assert len(outs) == 2 and all(tuple(o.shape) == shape for o in outs)
+
+
+def test_avg_featmap_is_fc_norm_of_mean_patch_tokens():
+    m = tiny(out_type='avg_featmap', final_norm=False).eval()
+    raw = copy.deepcopy(m)
+    raw.out_type = 'raw'
+    x = torch.randn(2, 3, 64, 64)
+    tokens = raw(x)[0]
+    assert torch.allclose(m(x)[0], m.fc_norm(tokens[:, 1:].mean(1)), atol=1e-6)
+
+
+def test_final_norm_only_on_last_layer():
+    m = tiny(out_type='raw', out_indices=(0, 2), final_norm=True).eval()
+    x = torch.randn(1, 3, 64, 64)
+    first, last = m(x)
+    ln = torch.nn.functional.layer_norm(last, (32,), eps=1e-6)
+    assert torch.allclose(last, ln * m.norm.weight + m.norm.bias, atol=1e-5)  # normalised output
+    assert first.abs().mean() > 0
+
+
+def test_bad_options_are_clear():
+    with pytest.raises(KeyError, match='arch'):
+        ADDPViT(arch='huge-ish')
+    with pytest.raises(ValueError, match='with_cls_token=False'):
+        ADDPViT(arch=TINY, window_size=2, window_block_indexes=(0,))
+    with pytest.raises(ValueError, match='out_type'):
+        ADDPViT(arch=TINY, out_type='tokens')
+    with pytest.raises(ValueError, match='out_indices'):
+        ADDPViT(arch=TINY, out_indices=(5,))
+
+
+def test_frozen_stages():
+    m = tiny(frozen_stages=2)
+    m.train()
+    assert not m.pos_embed.requires_grad and not m.cls_token.requires_grad
+    assert all(not p.requires_grad for p in m.patch_embed.parameters())
+    for i, block in enumerate(m.blocks):
+        assert all(p.requires_grad == (i >= 2) for p in block.parameters())
+        assert block.training == (i >= 2)
+    assert all(p.requires_grad for p in m.norm.parameters())
+
+
+def test_get_layer_depth():
+    m = tiny()
+    assert m.get_layer_depth('backbone.pos_embed', 'backbone.') == (0, 5)
+    assert m.get_layer_depth('backbone.patch_embed.proj.weight', 'backbone.') == (0, 5)
+    assert m.get_layer_depth('backbone.blocks.2.mlp.fc1.weight', 'backbone.') == (3, 5)
+    assert m.get_layer_depth('backbone.norm.weight', 'backbone.') == (4, 5)
+    assert m.get_layer_depth('head.fc.weight', 'backbone.') == (4, 5)
+
+
+def test_pos_embed_interpolation_on_load_and_on_the_fly(tmp_path):
+    src = tiny(img_size=64)  # 4x4 grid
+    torch.save({'model': src.state_dict()}, tmp_path / 'src.pth')
+    dst = tiny(img_size=96, init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'src.pth')))
+    assert dst.pos_embed.shape == (1, 1 + 36, 32)
+    assert torch.equal(dst.pos_embed[:, 0], src.pos_embed[:, 0])  # cls slot kept
+    grid = src.pos_embed[:, 1:].reshape(1, 4, 4, 32).permute(0, 3, 1, 2)
+    expected = torch.nn.functional.interpolate(grid, size=(6, 6), mode='bicubic', align_corners=False)
+    assert torch.allclose(dst.pos_embed[:, 1:], expected.permute(0, 2, 3, 1).reshape(1, 36, 32), atol=1e-6)
+    # an input of another size uses the table resized on the fly
+    out = dst.eval()(torch.randn(1, 3, 128, 80))[0]
+    assert out.shape == (1, 32, 8, 5)
+
+
+def test_checkpoint_formats(tmp_path):
+    src = tiny(pre_norm=True, out_type='avg_featmap')
+    sd = src.state_dict()
+    release = {k.replace('pre_norm.', 'tokenizer_norm.'): v for k, v in sd.items()}
+    release.update({'decoder_embed.weight': torch.zeros(2, 2), 'vqgan.encoder.conv_in.weight': torch.zeros(1)})
+    files = {
+        'release_pretrain': {'model': release, 'epoch': 3},
+        'ours': {'state_dict': {f'backbone.{k}': v for k, v in sd.items()} | {'neck.x': torch.zeros(1)},
+                 'meta': {'epoch': 3}},
+        'converted': {'state_dict': sd},
+        'plain': sd,
+    }
+    for name, ckpt in files.items():
+        path = tmp_path / f'{name}.pth'
+        torch.save(ckpt, path)
+        m = tiny(pre_norm=True, out_type='avg_featmap')
+        report = m.load_pretrained(str(path))
+        assert not report['initialised'], name
+        for k, v in m.state_dict().items():
+            assert torch.equal(v, sd[k]), (name, k)
+    report = tiny(pre_norm=True).load_pretrained(str(tmp_path / 'release_pretrain.pth'))
+    assert 'decoder_embed.weight' in report['ignored'] and 'tokenizer_norm.weight' in report['used']
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    m = ADDPViT(arch=TINY, img_size=64, init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'nope.pth')))
+    with pytest.raises(FileNotFoundError, match='nope.pth.*ADDP release'):
+        m.init_weights()
+
+
+@pytest.mark.parametrize('size', [(64, 64), (70, 100), (33, 47)])
+def test_window_attention_with_rel_pos_any_size(size):
+    m = tiny(with_cls_token=False, window_size=3, window_block_indexes=(0, 2), use_rel_pos=True).eval()
+    for block in m.blocks:  # make the zero-initialised tables matter
+        torch.nn.init.normal_(block.attn.rel_pos_h, std=0.1)
+        torch.nn.init.normal_(block.attn.rel_pos_w, std=0.1)
+    x = torch.randn(1, 3, *size)
+    out = m(x)[0]
+    assert out.shape == (1, 32, -(-size[0] // 16), -(-size[1] // 16))
+    assert torch.isfinite(out).all()
+    assert m.blocks[0].attn.rel_pos_h.shape == (5, 8)   # window grid 3 -> 2*3-1
+    assert m.blocks[1].attn.rel_pos_h.shape == (7, 8)   # global: 4x4 grid -> 7
+
+
+def test_window_attention_equals_global_when_window_covers_grid():
+    g = tiny(with_cls_token=False, use_rel_pos=True).eval()
+    w = tiny(with_cls_token=False, use_rel_pos=True, window_size=4, window_block_indexes=(0, 1, 2)).eval()
+    w.load_state_dict(g.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    assert torch.allclose(g(x)[0], w(x)[0], atol=1e-5)
+
+
+def test_with_cp_same_outputs_and_grads():
+    torch.manual_seed(0)
+    a = tiny(drop_path_rate=0.0)
+    b = tiny(with_cp=True)
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    outs = []
+    for m in (a, b):
+        m.train()
+        m.zero_grad()
+        y = m(x)[0]
+        y.square().mean().backward()
+        outs.append((y.detach(), {n: p.grad.clone() for n, p in m.named_parameters()}))
+    assert torch.allclose(outs[0][0], outs[1][0], atol=1e-6)
+    for n in outs[0][1]:
+        assert torch.allclose(outs[0][1][n], outs[1][1][n], atol=1e-6), n
+
+
+@pytest.mark.parametrize('scope', ['mmdet', 'mmseg', 'mmpretrain'])
+def test_builds_from_every_toolbox_scope(scope):
+    import importlib
+
+    from mmengine.registry import DefaultScope
+    models = importlib.import_module(f'{scope}.registry').MODELS
+    with DefaultScope.overwrite_default_scope(scope):
+        m = models.build(dict(type='ADDPViT', arch=TINY, img_size=64))
+    assert isinstance(m, ADDPViT)
+    assert MODELS.get('ADDPViT') is ADDPViT

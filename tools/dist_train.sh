@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Multi-process training with torchrun: tools/dist_train.sh CONFIG NUM_PROCS [train.py args...]
+# Works on GPUs (nccl) and on CPU-only machines (gloo, one process per NUM_PROCS).
+set -euo pipefail
+CONFIG=$1
+GPUS=$2
+NNODES=${NNODES:-1}
+NODE_RANK=${NODE_RANK:-0}
+PORT=${PORT:-29500}
+MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+PYTHONPATH="$ROOT:${PYTHONPATH:-}" \
+python -m torch.distributed.run --nnodes="$NNODES" --node_rank="$NODE_RANK" --master_addr="$MASTER_ADDR" \
+  --nproc_per_node="$GPUS" --master_port="$PORT" "$ROOT/tools/train.py" "$CONFIG" --launcher pytorch "${@:3}"

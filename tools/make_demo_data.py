@@ -1,0 +1,61 @@
+"""Write the small synthetic demo datasets (COCO, ADE20K-style, ImageNet-style, unlabeled).
+
+    python tools/make_demo_data.py data/demo [--seed 0] [--num-train 200] [--num-val 50] \
+        [--size 128] [--imagenet-train 60] [--imagenet-val 20] [--num-unlabeled 64] \
+        [--unlabeled-size 256] [--only coco ade ...]
+
+Same arguments -> byte-identical files. See addp_mm/datasets/demo_data.py for the formats.
+"""
+import argparse
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+def _load_demo_data():
+    """Load addp_mm/datasets/demo_data.py by path: ``import addp_mm`` would pull in torch and the
+    OpenMMLab stack (seconds), which the generator does not need."""
+    import importlib.util
+    path = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
+                    'addp_mm', 'datasets', 'demo_data.py')
+    spec = importlib.util.spec_from_file_location('addp_mm_demo_data', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('out', help='output root (coco/, ade/, imagenet/, unlabeled/ inside)')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--num-train', type=int, default=200,
+                        help='COCO and ADE training images')
+    parser.add_argument('--num-val', type=int, default=50, help='COCO and ADE validation images')
+    parser.add_argument('--size', type=int, default=128,
+                        help='side of the COCO / ADE / ImageNet images')
+    parser.add_argument('--imagenet-train', type=int, default=60,
+                        help='ImageNet training images per class')
+    parser.add_argument('--imagenet-val', type=int, default=20,
+                        help='ImageNet validation images per class')
+    parser.add_argument('--num-unlabeled', type=int, default=64)
+    parser.add_argument('--unlabeled-size', type=int, default=256,
+                        help='short side of the unlabeled images')
+    parser.add_argument('--only', nargs='+', default=['coco', 'ade', 'imagenet', 'unlabeled'],
+                        choices=['coco', 'ade', 'imagenet', 'unlabeled'],
+                        help='write only these parts')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    demo_data = _load_demo_data()
+    demo_data.make_all(
+        args.out, seed=args.seed, num_train=args.num_train, num_val=args.num_val,
+        size=args.size, imagenet_train=args.imagenet_train, imagenet_val=args.imagenet_val,
+        num_unlabeled=args.num_unlabeled, unlabeled_size=args.unlabeled_size,
+        parts=args.only, verbose=True)
+
+
+if __name__ == '__main__':
+    main()
