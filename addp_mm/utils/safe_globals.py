@@ -10,9 +10,6 @@ import argparse
 import numpy as np
 import torch
 
-_DONE = False
-
-
 def _numpy_types():
     types = [np.ndarray, np.dtype]
     try:  # numpy >= 1.25 keeps the reconstructor in numpy.core.multiarray / numpy._core.multiarray
@@ -40,8 +37,9 @@ def safe_globals():
 
 
 def register_safe_globals() -> None:
-    """Add :func:`safe_globals` to torch's process-wide allow-list (idempotent)."""
-    global _DONE
-    if not _DONE:
-        torch.serialization.add_safe_globals(safe_globals())
-        _DONE = True
+    """Add :func:`safe_globals` to torch's process-wide allow-list (idempotent, cheap).
+
+    Called at import and again before each of our loads: leaving a
+    ``torch.serialization.safe_globals([...])`` block elsewhere removes its types from the list.
+    """
+    torch.serialization.add_safe_globals(safe_globals())

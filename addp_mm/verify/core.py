@@ -118,6 +118,8 @@ def register_check(fn: CheckFn) -> CheckFn:
 def run_checks(path: str, num_threads: Optional[int] = 1) -> List[Row]:
     """Run every registered check on the folder ``path``. A check that raises gives a FAIL row."""
     ref = ReferenceDir(path)
+    from mmengine.logging import MMLogger
+    MMLogger.get_current_instance().setLevel('WARNING')  # rows only, no loading chatter
     if num_threads:
         torch.set_num_threads(num_threads)
     rows: List[Row] = []

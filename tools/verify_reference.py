@@ -1,0 +1,33 @@
+"""Recompute the outputs recorded by the released ADDP implementation and compare.
+
+    python tools/verify_reference.py ../shared/reference [--threads 1]
+
+DIR is a folder laid out like shared/reference (any variant name). One row per output, starting
+with its key in the vectors file, then shape, max abs error, PASS/FAIL. Exits 1 on any failure.
+"""
+import argparse
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+import addp_mm  # noqa: E402,F401
+from addp_mm.verify import run_checks  # noqa: E402
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('dir', help='reference folder (vectors_*.pt + release-format checkpoints)')
+    p.add_argument('--threads', type=int, default=1, help='torch threads (the reference used 1)')
+    args = p.parse_args(argv)
+    rows = run_checks(args.dir, num_threads=args.threads)
+    print(f'{"key":<28} {"shape":<22} {"max_abs_err":>10}  result')
+    for row in rows:
+        print(row.format())
+    failed = [r for r in rows if not r.passed]
+    print(f'{len(rows) - len(failed)} passed, {len(failed)} failed')
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
