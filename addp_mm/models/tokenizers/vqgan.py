@@ -18,7 +18,6 @@ ADDP / MAGE checkpoints, load strictly.
 Pixels are consumed as RGB in [0, 1] without any normalisation and :meth:`VQGANTokenizer.decode`
 returns unclamped pixels in the same space.
 """
-import argparse
 import os
 import os.path as osp
 from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
@@ -27,6 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.registry import MODELS
+
+from ..utils.checkpoint import load_checkpoint_file
 
 __all__ = [
     'VQGANTokenizer', 'VectorQuantizer', 'load_vqgan_state_dict', 'vqgan_config_from_yaml',
@@ -222,9 +223,8 @@ def _check_channels(ch: int, ch_mult: Sequence[int]) -> None:
 
 
 def _torch_load(path: str):
-    # the released ADDP checkpoints pickle their argparse.Namespace; allow exactly that class
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        return torch.load(path, map_location='cpu', weights_only=True)
+    # weights_only loading; the release's argparse.Namespace is allow-listed there
+    return load_checkpoint_file(path, what='VQGAN tokenizer checkpoint')
 
 
 def load_vqgan_state_dict(path_or_state: Union[str, os.PathLike, Mapping],
