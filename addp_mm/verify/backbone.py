@@ -69,7 +69,7 @@ def finetune_rows(ref: ReferenceDir):
     # 1. what loading the pretraining checkpoint into the classifier uses, ignores and initialises
     model = build_finetune_classifier(ref, checkpoint=ref.file('addp'))
     report = model.backbone.load_pretrained(ref.file('addp'))
-    own_head = [k[len('head.fc.'):] for k, _ in model.head.named_parameters(prefix='head.fc')]
+    own_head = [k for k, _ in model.head.fc.named_parameters()]
     missing = report['initialised'] + [f'head.{k}' for k in own_head]
     rows = [compare('ft_missing_keys', missing, v['ft_missing_keys']),
             compare('ft_unexpected_keys', report['ignored'], v['ft_unexpected_keys'])]

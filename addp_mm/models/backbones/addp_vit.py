@@ -163,10 +163,10 @@ class ADDPViT(BaseModule):
         if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
             self._init_random()
             self.load_pretrained(self.init_cfg['checkpoint'])
+        elif self.init_cfg is None:
+            self._init_random()
         else:
             super().init_weights()
-            if self.init_cfg is None:
-                self._init_random()
         self._freeze_stages()
 
     def _init_random(self):
