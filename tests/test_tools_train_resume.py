@@ -75,3 +75,24 @@ def test_train_two_epochs_then_resume_to_three(tmp_path):
     # the saved optimizer state was loaded: its second moments at resume equal the epoch-2 ones
     # for a parameter group count that matches the layer-decay grouping
     assert len(final['optimizer']['param_groups']) == len(first['optimizer']['param_groups'])
+
+
+def test_checkpoints_hold_only_allow_listed_globals(tmp_path):
+    """What an mmengine checkpoint pickles besides tensors is exactly what we allow-list."""
+    from mmengine.logging import MessageHub
+
+    from addp_mm.utils import safe_globals
+    hub = MessageHub.get_instance('safe-globals-test')
+    hub.update_scalar('train/loss', 1.5)
+    hub.update_scalar('train/loss', 0.5)
+    path = tmp_path / 'ckpt.pth'
+    torch.save(dict(message_hub=hub.state_dict(), meta=dict(seed=np.int64(3), arr=np.zeros(2))), path)
+    import zipfile
+    with zipfile.ZipFile(path) as z:
+        pickled = z.read(next(n for n in z.namelist() if n.endswith('data.pkl')))
+    assert b'HistoryBuffer' in pickled and b'getattr' not in pickled
+    # nothing in it is outside torch's defaults plus our allow-list
+    assert torch.serialization.get_unsafe_globals_in_checkpoint(str(path)) == []
+    assert any(t.__name__ == 'HistoryBuffer' for t in safe_globals())
+    loaded = torch.load(path, weights_only=True)
+    assert loaded['message_hub']['log_scalars']['train/loss'].mean() == 1.0

@@ -22,6 +22,12 @@ def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
     imports = list(cfg.get('custom_imports', {}).get('imports', []))
     if 'addp_mm' not in imports:
         cfg.custom_imports = dict(imports=imports + ['addp_mm'], allow_failed_imports=False)
+    # mmengine marks dicts inherited with ``pkg::`` with ``_scope_``; its dataloader builder passes
+    # that on to the collate function (``default_collate() got an unexpected keyword '_scope_'``)
+    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg.get(name)
+        if isinstance(loader, dict) and isinstance(loader.get('collate_fn'), dict):
+            loader['collate_fn'].pop('_scope_', None)
     scope = cfg.get('default_scope', None)
     if scope is not None and scope not in TOOLBOX_SCOPES:
         raise ValueError(f'{path}: default_scope={scope!r} is not one of {TOOLBOX_SCOPES}')

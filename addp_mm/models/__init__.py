@@ -5,3 +5,4 @@ from .tokenizers import *  # noqa: F401,F403
 from .backbones import *  # noqa: F401,F403
 from .pretrain import *  # noqa: F401,F403
 from .necks import *  # noqa: F401,F403
+from .generation import *  # noqa: F401,F403

@@ -36,6 +36,19 @@ def safe_globals():
     return [argparse.Namespace, HistoryBuffer] + _numpy_types()
 
 
+def _history_buffer_state(self) -> dict:
+    """``HistoryBuffer.__getstate__`` without the table of statistics functions.
+
+    mmengine pickles that table as ``getattr(HistoryBuffer, 'min')``, ..., which a weights-only load
+    refuses (it would need ``builtins.getattr`` allow-listed). The table is class-level and
+    ``HistoryBuffer.__setstate__`` rebuilds the default entries, so nothing is lost; our checkpoints
+    then hold only the types listed in :func:`safe_globals`.
+    """
+    state = dict(self.__dict__)
+    state.pop('statistics_methods', None)
+    return state
+
+
 def register_safe_globals() -> None:
     """Add :func:`safe_globals` to torch's process-wide allow-list (idempotent, cheap).
 
@@ -43,3 +56,5 @@ def register_safe_globals() -> None:
     ``torch.serialization.safe_globals([...])`` block elsewhere removes its types from the list.
     """
     torch.serialization.add_safe_globals(safe_globals())
+    from mmengine.logging import HistoryBuffer
+    HistoryBuffer.__getstate__ = _history_buffer_state

@@ -22,7 +22,6 @@ from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from mmengine.registry import TASK_UTILS
 
 SCHEDULES = ('cosine', 'linear')

@@ -1,0 +1,246 @@
+"""What ``tools/generate.py`` does, as functions: build an ADDP model for generation from a
+pretraining config and a checkpoint, split the images across ranks, sample, write PNG files and a
+grid.
+
+    model, cfg = build_generation_model('configs/generation/addp_vit-base-p16_steps20_in1k.py',
+                                        'checkpoints/addp-vit-base-16.pth', device='cuda')
+    sampler = build_sampler(cfg.get('sampler'))
+    generate_to_dir(model, sampler, 'samples/', start=0, stop=64, batch_size=32, seed=0)
+    write_grid('samples/', num_images=64)
+"""
+import copy
+import os
+import os.path as osp
+from typing import Dict, List, Optional, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+from mmengine.logging import print_log
+from mmengine.registry import MODELS, TASK_UTILS
+
+from addp_mm.models.generation import ADDPSampler, to_uint8
+from addp_mm.models.utils.checkpoint import WHERE_TO_GET, load_checkpoint_file, unwrap_state_dict
+
+IMAGE_NAME = '{:06d}.png'
+GRID_NAME = 'grid.png'
+
+
+# ---------------------------------------------------------------------------------------------
+# model and sampler
+# ---------------------------------------------------------------------------------------------
+def build_generation_model(config, checkpoint: str, device: Union[str, torch.device] = 'cpu',
+                           cfg_options: Optional[Dict] = None) -> Tuple[nn.Module, object]:
+    """An ``ADDP`` model for generation, in eval mode on ``device``, and the config.
+
+    Args:
+        config: path of (or loaded) config whose ``model`` is an ADDP pretraining model; its
+            ``token_predictor`` is dropped (generation does not use it).
+        checkpoint: the released ADDP file (``addp-vit-*-16.pth``) or one of our pretraining
+            checkpoints. Encoder and decoder load strictly. The tokenizer loads from the file's
+            ``vqgan.*`` entries when it has them (the released files do), otherwise from
+            ``model.tokenizer.checkpoint`` of the config.
+    """
+    from mmengine.config import Config
+
+    from addp_mm.engine.launch import load_config
+    cfg = load_config(config, cfg_options) if isinstance(config, str) else config
+    if not isinstance(cfg, Config) and not isinstance(cfg, dict):
+        raise TypeError(f'config must be a path or a Config, got {type(cfg).__name__}')
+    model_cfg = cfg['model']
+    if hasattr(model_cfg, 'to_dict'):
+        model_cfg = model_cfg.to_dict()
+    model_cfg = copy.deepcopy(dict(model_cfg))
+    if model_cfg.get('type') != 'ADDP':
+        raise ValueError(f"the config's model must be an ADDP pretraining model (type='ADDP'), got "
+                         f"type={model_cfg.get('type')!r}")
+    model_cfg['token_predictor'] = None
+    model_cfg.pop('init_cfg', None)
+
+    ckpt = load_checkpoint_file(checkpoint, 'ADDP checkpoint', WHERE_TO_GET['addp'])
+    has_vqgan = any(k.startswith('vqgan.') for k in unwrap_state_dict(ckpt))
+    tokenizer_cfg = dict(model_cfg['tokenizer'])
+    if has_vqgan:
+        tokenizer_cfg['checkpoint'] = None  # loaded from the ADDP file below
+    elif tokenizer_cfg.get('checkpoint') is None:
+        print_log(f'{checkpoint} holds no tokenizer weights and model.tokenizer.checkpoint is '
+                  'None: the VQGAN tokenizer is RANDOMLY INITIALISED, the images are meaningless '
+                  '(only for demos and tests; give the tokenizer checkpoint in the config).',
+                  logger='current', level=30)
+    model_cfg['tokenizer'] = tokenizer_cfg
+
+    model = MODELS.build(model_cfg)
+    if has_vqgan:
+        model.tokenizer.load_checkpoint(ckpt, prefix='vqgan.')
+        source = f'the vqgan.* entries of {checkpoint}'
+    else:
+        source = tokenizer_cfg.get('checkpoint') or 'random weights'
+    del ckpt
+    model.load_addp_checkpoint(checkpoint)
+    print_log(f'generation: tokenizer from {source}', logger='current')
+    return model.to(device).eval(), cfg
+
+
+def build_sampler(sampler_cfg: Optional[Union[Dict, ADDPSampler]] = None,
+                  **overrides) -> ADDPSampler:
+    """An :class:`ADDPSampler` from a config dict (``type`` optional) with ``overrides`` applied
+    (``None`` values are ignored)."""
+    if isinstance(sampler_cfg, ADDPSampler) and not any(v is not None for v in overrides.values()):
+        return sampler_cfg
+    cfg = dict(type='ADDPSampler')
+    if isinstance(sampler_cfg, ADDPSampler):
+        cfg.update(num_steps=sampler_cfg.num_steps, schedule=sampler_cfg.schedule,
+                   choice_temperature=sampler_cfg.choice_temperature,
+                   temperature_mode=sampler_cfg.temperature_mode, top_p=sampler_cfg.top_p)
+    elif sampler_cfg is not None:
+        cfg.update(dict(sampler_cfg))
+    cfg.update({k: v for k, v in overrides.items() if v is not None})
+    return TASK_UTILS.build(cfg)
+
+
+# ---------------------------------------------------------------------------------------------
+# work split, sampling, files
+# ---------------------------------------------------------------------------------------------
+def rank_range(num_images: int, rank: int = 0, world_size: int = 1) -> Tuple[int, int]:
+    """The contiguous block ``[start, stop)`` of image indices that ``rank`` generates."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f'rank {rank} is not in [0, {world_size})')
+    return num_images * rank // world_size, num_images * (rank + 1) // world_size
+
+
+def save_png(image: torch.Tensor, path: str) -> None:
+    """Write one uint8 ``3 x H x W`` (or ``H x W x 3``) RGB image."""
+    from PIL import Image
+    array = image.detach().cpu()
+    if array.dim() == 3 and array.shape[0] == 3:
+        array = array.permute(1, 2, 0)
+    Image.fromarray(np.ascontiguousarray(array.numpy())).save(path)
+
+
+def make_grid(images: torch.Tensor, nrow: Optional[int] = None, padding: int = 2) -> torch.Tensor:
+    """uint8 ``B x 3 x H x W`` -> one uint8 ``H' x W' x 3`` grid (``nrow`` images per row,
+    default about square), black padding."""
+    B, C, H, W = images.shape
+    nrow = nrow or max(1, int(np.ceil(np.sqrt(B))))
+    rows = int(np.ceil(B / nrow))
+    grid = torch.zeros(C, rows * (H + padding) + padding, nrow * (W + padding) + padding,
+                       dtype=images.dtype)
+    for i in range(B):
+        r, c = divmod(i, nrow)
+        top, left = padding + r * (H + padding), padding + c * (W + padding)
+        grid[:, top:top + H, left:left + W] = images[i].cpu()
+    return grid.permute(1, 2, 0).contiguous()
+
+
+def write_grid(out_dir: str, num_images: int, max_images: int = 64, nrow: Optional[int] = None,
+               name: str = GRID_NAME) -> str:
+    """``grid.png`` of the first ``min(num_images, max_images)`` PNGs written to ``out_dir``."""
+    from PIL import Image
+    n = min(num_images, max_images)
+    images = []
+    for i in range(n):
+        with Image.open(osp.join(out_dir, IMAGE_NAME.format(i))) as img:
+            images.append(torch.from_numpy(np.array(img.convert('RGB'))).permute(2, 0, 1))
+    path = osp.join(out_dir, name)
+    save_png(make_grid(torch.stack(images), nrow), path)
+    return path
+
+
+class _Progress:
+    """tqdm when it is installed, otherwise mmengine's text progress bar; silent if disabled."""
+
+    def __init__(self, total: int, enabled: bool = True, desc: str = 'generating'):
+        self.bar = None
+        if not enabled:
+            return
+        try:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, desc=desc, unit='img')
+        except ImportError:
+            from mmengine.utils import ProgressBar
+            self.bar = ProgressBar(total)
+
+    def update(self, n: int) -> None:
+        if self.bar is None:
+            return
+        if hasattr(self.bar, 'n'):  # tqdm
+            self.bar.update(n)
+        else:
+            for _ in range(n):
+                self.bar.update()
+
+    def close(self) -> None:
+        if self.bar is not None and hasattr(self.bar, 'close'):
+            self.bar.close()
+        elif self.bar is not None:
+            print()
+
+
+def generate_to_dir(model: nn.Module, sampler: ADDPSampler, out_dir: str, start: int, stop: int,
+                    batch_size: int = 64, seed: int = 0,
+                    device: Optional[Union[str, torch.device]] = None,
+                    autocast_dtype: Optional[Union[str, torch.dtype]] = None,
+                    progress: bool = True) -> List[str]:
+    """Generate images ``start .. stop-1`` into ``out_dir/{index:06d}.png``.
+
+    One generator seeded with ``seed`` draws every batch in turn, so the images depend on
+    ``seed`` and ``batch_size`` only (ranks pass ``seed + rank``).
+    """
+    if batch_size < 1:
+        raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+    os.makedirs(out_dir, exist_ok=True)
+    if device is None:
+        device = next(model.parameters()).device
+    device = torch.device(device)
+    generator = torch.Generator(device=device).manual_seed(int(seed))
+    bar = _Progress(stop - start, enabled=progress)
+    paths = []
+    try:
+        for first in range(start, stop, batch_size):
+            n = min(batch_size, stop - first)
+            images = to_uint8(sampler.sample(model, n, generator=generator, device=device,
+                                             autocast_dtype=autocast_dtype)).cpu()
+            for i in range(n):
+                path = osp.join(out_dir, IMAGE_NAME.format(first + i))
+                save_png(images[i], path)
+                paths.append(path)
+            bar.update(n)
+    finally:
+        bar.close()
+    return paths
+
+
+def init_launcher(launcher: str = 'none') -> Tuple[int, int, torch.device]:
+    """Start ``torch.distributed`` for ``--launcher pytorch`` (torchrun sets the environment; nccl
+    with GPUs, gloo without). Returns ``(rank, world_size, device)``."""
+    if launcher not in ('none', 'pytorch'):
+        raise ValueError(f'launcher {launcher!r}: choose none or pytorch')
+    cuda = torch.cuda.is_available()
+    if launcher == 'none':
+        return 0, 1, torch.device('cuda' if cuda else 'cpu')
+    import torch.distributed as dist
+    local_rank = int(os.environ.get('LOCAL_RANK', 0))
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend='nccl' if cuda else 'gloo')
+    device = torch.device('cuda', local_rank) if cuda else torch.device('cpu')
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def barrier() -> None:
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def close_launcher() -> None:
+    """End the process group :func:`init_launcher` started (no-op without one)."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+__all__ = ['build_generation_model', 'build_sampler', 'rank_range', 'generate_to_dir', 'make_grid',
+           'write_grid', 'save_png', 'init_launcher', 'barrier', 'close_launcher', 'IMAGE_NAME',
+           'GRID_NAME']

@@ -1,0 +1,3 @@
+from .sample_grid_hook import GenerationVisHook
+
+__all__ = ['GenerationVisHook']

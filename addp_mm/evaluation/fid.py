@@ -1,0 +1,244 @@
+"""FID and Inception Score of a folder of generated images, through torch-fidelity.
+
+The paper scores 50k samples against ImageNet-1k val at 256x256 with torch-fidelity (spec 3). The
+reference is either a folder of images (``ref_dir``: both sets go through
+``torch_fidelity.calculate_metrics``) or cached statistics (``ref_stats``: an ``.npz`` with ``mu``
+and ``sigma``, e.g. written by :func:`save_statistics` from the val images once).
+
+Nothing is downloaded: the Inception-v3 weights come from a local file. torch-fidelity is
+imported only when a metric is computed.
+"""
+import os
+import os.path as osp
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+INCEPTION = 'inception-v3-compat'
+INCEPTION_WEIGHTS_HINT = (
+    "torch-fidelity's Inception-v3 weights are the file "
+    "'weights-inception-2015-12-05-6726825d.pth' (a release asset of "
+    'github.com/toshas/torch-fidelity, v0.2.0). Nothing is downloaded here: copy the file to this '
+    'machine and pass its path.')
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.webp')
+# what tools/generate.py writes next to the samples, not a sample itself
+NOT_SAMPLES = ('grid.png', )
+FEATURE_FID = '2048'
+FEATURE_ISC = 'logits_unbiased'
+
+
+def require_torch_fidelity():
+    """``import torch_fidelity`` with a clear message when it is not installed."""
+    try:
+        import torch_fidelity
+    except ImportError as e:
+        raise ImportError('FID/IS need torch-fidelity (requirements.txt pins '
+                          'torch-fidelity==0.4.0; tools/install.sh installs it)') from e
+    return torch_fidelity
+
+
+# ---------------------------------------------------------------------------------------------
+# images
+# ---------------------------------------------------------------------------------------------
+def list_images(folder: str, recursive: bool = False,
+                exclude: Sequence[str] = NOT_SAMPLES) -> List[str]:
+    """Sorted image files of ``folder`` (sub-folders too when ``recursive``), without ``exclude``
+    names (``grid.png``)."""
+    if not osp.isdir(folder):
+        raise FileNotFoundError(f'image folder {folder!r} does not exist')
+    files = []
+    for root, dirs, names in os.walk(folder):
+        dirs.sort()
+        for name in names:
+            if name.lower().endswith(IMAGE_EXTENSIONS) and name not in exclude:
+                files.append(osp.join(root, name))
+        if not recursive:
+            break
+    if not files:
+        raise FileNotFoundError(f'no images ({", ".join(IMAGE_EXTENSIONS)}) in {folder!r}'
+                                + ('' if recursive else ' (sub-folders are not searched)'))
+    return sorted(files)
+
+
+class ImageFiles(Dataset):
+    """Images as uint8 RGB ``3 x H x W`` tensors, what torch-fidelity's extractors take.
+
+    Args:
+        files: image paths.
+        resize: if given, resize the short side to ``resize`` (bicubic) and center-crop a
+            ``resize x resize`` square (e.g. ImageNet val images -> 256x256).
+    """
+
+    def __init__(self, files: Sequence[str], resize: Optional[int] = None):
+        self.files = list(files)
+        self.resize = resize
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        from PIL import Image
+        with Image.open(self.files[i]) as img:
+            img = img.convert('RGB')
+            if self.resize:
+                s = self.resize
+                w, h = img.size
+                scale = s / min(w, h)
+                img = img.resize((max(s, round(w * scale)), max(s, round(h * scale))),
+                                 Image.BICUBIC)
+                w, h = img.size
+                left, top = (w - s) // 2, (h - s) // 2
+                img = img.crop((left, top, left + s, top + s))
+            return torch.from_numpy(np.array(img)).permute(2, 0, 1).contiguous()
+
+
+def image_dataset(folder: str, recursive: bool = False, resize: Optional[int] = None) -> ImageFiles:
+    return ImageFiles(list_images(folder, recursive), resize)
+
+
+# ---------------------------------------------------------------------------------------------
+# statistics
+# ---------------------------------------------------------------------------------------------
+def load_statistics(path: str) -> Dict[str, np.ndarray]:
+    """``{'mu': (D,), 'sigma': (D, D)}`` from an ``.npz`` (float64)."""
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'FID statistics file {path!r} not found (an .npz with mu and '
+                                'sigma, e.g. written by tools/fid_is.py --save-ref-stats)')
+    with np.load(path) as f:
+        missing = [k for k in ('mu', 'sigma') if k not in f]
+        if missing:
+            raise KeyError(f'{path}: no {missing} array(s) (found {list(f.keys())})')
+        mu, sigma = f['mu'].astype(np.float64), f['sigma'].astype(np.float64)
+    if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
+        raise ValueError(f'{path}: mu {mu.shape} and sigma {sigma.shape} do not match')
+    return dict(mu=mu, sigma=sigma)
+
+
+def _check_weights(feature_extractor: str, weights: Optional[str]) -> None:
+    if feature_extractor == INCEPTION and (weights is None or not osp.isfile(weights)):
+        what = 'no path was given' if weights is None else f'file {weights!r} not found'
+        raise FileNotFoundError(f'Inception weights: {what}. {INCEPTION_WEIGHTS_HINT}')
+    if weights is not None and not osp.isfile(weights):
+        raise FileNotFoundError(f'feature extractor weights {weights!r} not found')
+
+
+def _fidelity_kwargs(feature_extractor: str, weights: Optional[str], batch_size: int,
+                     device: Optional[Union[str, torch.device]], verbose: bool,
+                     save_cpu_ram: bool) -> Dict:
+    if device is None:
+        cuda = torch.cuda.is_available()
+    else:
+        cuda = torch.device(device).type == 'cuda'
+    kwargs = dict(feature_extractor=feature_extractor, batch_size=batch_size, cuda=cuda,
+                  verbose=verbose, cache=False, save_cpu_ram=save_cpu_ram,
+                  feature_layer_fid=FEATURE_FID, feature_layer_isc=FEATURE_ISC)
+    if weights is not None:
+        kwargs['feature_extractor_weights_path'] = weights
+    return kwargs
+
+
+def extract_features(dataset: Dataset, layers: Sequence[str] = (FEATURE_FID, FEATURE_ISC),
+                     inception_weights: Optional[str] = None,
+                     feature_extractor: str = INCEPTION, batch_size: int = 64,
+                     device: Optional[Union[str, torch.device]] = None, verbose: bool = False,
+                     save_cpu_ram: bool = False) -> Dict[str, torch.Tensor]:
+    """torch-fidelity features of every image: ``{layer: N x D}``, computed the way
+    ``calculate_metrics`` computes them."""
+    _check_weights(feature_extractor, inception_weights)
+    require_torch_fidelity()
+    from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
+    kwargs = _fidelity_kwargs(feature_extractor, inception_weights, batch_size, device, verbose,
+                              save_cpu_ram)
+    cuda = kwargs.pop('cuda')
+    extractor = create_feature_extractor(feature_extractor, list(layers), cuda=cuda, **kwargs)
+    return get_featuresdict_from_dataset(dataset, extractor, batch_size, cuda, save_cpu_ram,
+                                         verbose)
+
+
+def statistics_from_features(features: torch.Tensor) -> Dict[str, np.ndarray]:
+    """FID statistics (mean and covariance, float64) of ``N x D`` features, as torch-fidelity."""
+    require_torch_fidelity()
+    from torch_fidelity.metric_fid import fid_features_to_statistics
+    stats = fid_features_to_statistics(features)
+    return {k: np.asarray(stats[k], np.float64) for k in ('mu', 'sigma')}
+
+
+def fid_from_statistics(stats1: Dict[str, np.ndarray], stats2: Dict[str, np.ndarray]) -> float:
+    """Frechet distance of two Gaussians (torch-fidelity's formula)."""
+    require_torch_fidelity()
+    from torch_fidelity import KEY_METRIC_FID
+    from torch_fidelity.metric_fid import fid_statistics_to_metric
+    s1 = {k: np.asarray(v, np.float64) for k, v in stats1.items()}
+    s2 = {k: np.asarray(v, np.float64) for k, v in stats2.items()}
+    if s1['mu'].shape != s2['mu'].shape:
+        raise ValueError(f"feature sizes differ: {s1['mu'].shape} vs {s2['mu'].shape} (statistics "
+                         'of another feature extractor or layer?)')
+    return float(fid_statistics_to_metric(s1, s2, False)[KEY_METRIC_FID])
+
+
+def save_statistics(folder: str, path: str, recursive: bool = True, resize: Optional[int] = None,
+                    **feature_kwargs) -> Dict[str, np.ndarray]:
+    """Compute the FID statistics of the images in ``folder`` and write them to ``path`` (.npz)."""
+    feats = extract_features(image_dataset(folder, recursive, resize), layers=(FEATURE_FID, ),
+                             **feature_kwargs)
+    stats = statistics_from_features(feats[FEATURE_FID])
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    np.savez(path, mu=stats['mu'], sigma=stats['sigma'], num_images=len(feats[FEATURE_FID]))
+    return stats
+
+
+# ---------------------------------------------------------------------------------------------
+# the metrics
+# ---------------------------------------------------------------------------------------------
+def compute_fid_is(gen_dir: str, ref_dir: Optional[str] = None, ref_stats: Optional[str] = None,
+                   inception_weights: Optional[str] = None, feature_extractor: str = INCEPTION,
+                   batch_size: int = 64, device: Optional[Union[str, torch.device]] = None,
+                   isc: bool = True, isc_splits: int = 10, ref_recursive: bool = True,
+                   ref_resize: Optional[int] = None, verbose: bool = False,
+                   save_cpu_ram: bool = False) -> Dict[str, float]:
+    """FID of the images in ``gen_dir`` against ``ref_dir`` or ``ref_stats``, and their IS.
+
+    Args:
+        gen_dir: generated PNGs (``grid.png`` is skipped; sub-folders are not searched).
+        ref_dir: reference images (sub-folders searched when ``ref_recursive``; ``ref_resize``
+            resizes + center-crops them to a square, e.g. 256 for ImageNet val).
+        ref_stats: ``.npz`` with the reference ``mu`` / ``sigma`` instead of ``ref_dir``.
+        inception_weights: local path of torch-fidelity's Inception-v3 weights (required for
+            the default extractor).
+        feature_extractor: a torch-fidelity registered extractor name.
+        isc, isc_splits: compute the Inception Score of the generated images (10 splits, as
+            torch-fidelity's default).
+
+    Returns:
+        ``{'fid', 'is_mean', 'is_std', 'num_gen', 'num_ref'}`` (IS keys only with ``isc``).
+    """
+    if (ref_dir is None) == (ref_stats is None):
+        raise ValueError('give exactly one of ref_dir and ref_stats')
+    _check_weights(feature_extractor, inception_weights)
+    tf = require_torch_fidelity()
+    gen = image_dataset(gen_dir)
+    out = dict(num_gen=len(gen))
+    if ref_dir is not None:
+        ref = image_dataset(ref_dir, ref_recursive, ref_resize)
+        kwargs = _fidelity_kwargs(feature_extractor, inception_weights, batch_size, device,
+                                  verbose, save_cpu_ram)
+        metrics = tf.calculate_metrics(input1=gen, input2=ref, fid=True, isc=isc,
+                                       isc_splits=isc_splits, **kwargs)
+        out.update(fid=float(metrics[tf.KEY_METRIC_FID]), num_ref=len(ref))
+    else:
+        reference = load_statistics(ref_stats)
+        layers = (FEATURE_FID, FEATURE_ISC) if isc else (FEATURE_FID, )
+        feats = extract_features(gen, layers, inception_weights, feature_extractor, batch_size,
+                                 device, verbose, save_cpu_ram)
+        out['fid'] = fid_from_statistics(statistics_from_features(feats[FEATURE_FID]), reference)
+        if isc:
+            from torch_fidelity.metric_isc import isc_featuresdict_to_metric
+            metrics = isc_featuresdict_to_metric(feats, FEATURE_ISC, isc_splits=isc_splits,
+                                                 verbose=verbose)
+        out['num_ref'] = None
+    if isc:
+        out.update(is_mean=float(metrics[tf.KEY_METRIC_ISC_MEAN]),
+                   is_std=float(metrics[tf.KEY_METRIC_ISC_STD]))
+    return out

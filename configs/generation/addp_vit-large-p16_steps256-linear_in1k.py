@@ -1,0 +1,13 @@
+# Unconditional generation with ADDP ViT-L/16, the release's long schedule
+# (configs/release/large/generate_addp_large_steps256_linear.sh): 256 steps with the linear mask
+# schedule (one more token becomes known per step), categorical sampling, choice temperature 6.0
+# annealed to 0. Paper numbers for ViT-L: see addp_vit-large-p16_steps20_in1k.py.
+#
+#   python tools/generate.py configs/generation/addp_vit-large-p16_steps256-linear_in1k.py \
+#       checkpoints/addp-vit-large-16.pth --num-images 50000 --out-dir work_dirs/gen_vit-l_256
+_base_ = './addp_vit-large-p16_steps20_in1k.py'
+
+sampler = dict(num_steps=256, schedule='linear')
+
+# the release ran this one with 512 images per step in total
+generate = dict(batch_size=64)

@@ -1,0 +1,176 @@
+"""FID / IS plumbing (addp_mm.evaluation, tools/fid_is.py) with a tiny stand-in feature extractor,
+offline: torch-fidelity's code computes the statistics and metrics, only the network is small."""
+import os.path as osp
+import shutil
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from addp_mm.evaluation import compute_fid_is, list_images, load_statistics, save_statistics
+from addp_mm.evaluation.fid import ImageFiles
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+STAND_IN = 'addp-test-stand-in'
+
+
+def _fid_tool():
+    sys.path.insert(0, osp.join(ROOT, 'tools'))
+    try:
+        import fid_is
+    finally:
+        sys.path.pop(0)
+    return fid_is
+
+
+def _write_images(folder, num, shift=0, size=32, seed=0):
+    folder.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(seed)
+    for i in range(num):
+        low = torch.rand(1, 3, 4, 4, generator=g)
+        img = F.interpolate(low, size=(size, size), mode='bilinear', align_corners=False)[0]
+        arr = (img.permute(1, 2, 0).numpy() * 200 + shift).clip(0, 255).astype(np.uint8)
+        Image.fromarray(arr).save(folder / f'{i:06d}.png')
+    return folder
+
+
+@pytest.fixture(scope='module')
+def stand_in(tmp_path_factory):
+    """Register a small torch-fidelity feature extractor whose weights come from a local file."""
+    tf = pytest.importorskip('torch_fidelity', reason='torch-fidelity is not installed')
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    class StandIn(tf.FeatureExtractorBase):
+        """uint8 images -> 2x2 average colours (12) -> 'features' (8) -> 'logits' (10)."""
+
+        def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+            super().__init__(name, features_list)
+            state = torch.load(feature_extractor_weights_path, weights_only=True)
+            self.register_buffer('proj', state['proj'])
+            self.register_buffer('cls', state['cls'])
+
+        def forward(self, x):
+            pooled = F.adaptive_avg_pool2d(x.float() / 255., 2).flatten(1)
+            feats = pooled @ self.proj
+            out = {'2048': feats, 'logits_unbiased': feats @ self.cls}
+            return tuple(out[name] for name in self.features_list)
+
+        @staticmethod
+        def get_provided_features_list():
+            return ('2048', 'logits_unbiased')
+
+        @staticmethod
+        def get_default_feature_for_isc():
+            return 'logits_unbiased'
+
+        @staticmethod
+        def get_default_feature_for_fid():
+            return '2048'
+
+        @staticmethod
+        def get_default_feature_for_kid():
+            return '2048'
+
+        @staticmethod
+        def get_default_feature_layer_for_metric(metric):
+            return 'logits_unbiased' if metric == 'isc' else '2048'
+
+    if STAND_IN not in FEATURE_EXTRACTORS_REGISTRY:
+        tf.register_feature_extractor(STAND_IN, StandIn)
+    weights = tmp_path_factory.mktemp('stand_in') / 'stand_in.pth'
+    g = torch.Generator().manual_seed(0)
+    torch.save(dict(proj=torch.randn(12, 8, generator=g), cls=torch.randn(8, 10, generator=g)),
+               weights)
+    return dict(feature_extractor=STAND_IN, inception_weights=str(weights), batch_size=16,
+                device='cpu', save_cpu_ram=True)
+
+
+@pytest.fixture(scope='module')
+def image_sets(tmp_path_factory):
+    root = tmp_path_factory.mktemp('fid_images')
+    gen = _write_images(root / 'gen', 40)
+    # the grid tools/generate.py writes next to the samples is not a sample (and has another size)
+    Image.fromarray(np.zeros((70, 70, 3), np.uint8)).save(gen / 'grid.png')
+    ref = root / 'ref' / 'class_a'  # reference folders are searched recursively
+    shutil.copytree(gen, ref)
+    (ref / 'grid.png').unlink()
+    shifted = _write_images(root / 'shifted', 40, shift=40)
+    other = _write_images(root / 'other', 40, seed=1)
+    return dict(gen=str(gen), ref=str(root / 'ref'), shifted=str(shifted), other=str(other))
+
+
+def test_fid_with_itself_is_zero_and_grows_with_a_shift(stand_in, image_sets):
+    same = compute_fid_is(image_sets['gen'], ref_dir=image_sets['ref'], isc_splits=2, **stand_in)
+    assert same['num_gen'] == 40 and same['num_ref'] == 40  # grid.png skipped
+    assert abs(same['fid']) < 1e-6
+    assert np.isfinite(same['is_mean']) and same['is_mean'] >= 1.0 and same['is_std'] >= 0
+    ref = image_sets['ref']
+    other = compute_fid_is(image_sets['other'], ref_dir=ref, isc=False, **stand_in)
+    shifted = compute_fid_is(image_sets['shifted'], ref_dir=ref, isc=False, **stand_in)
+    assert 'is_mean' not in shifted
+    assert shifted['fid'] > other['fid'] > 1e-3  # another draw: small; a brightness shift: large
+
+
+def test_cached_statistics_match_the_folder(stand_in, image_sets, tmp_path):
+    npz = tmp_path / 'ref_stats.npz'
+    stats = save_statistics(image_sets['ref'], str(npz), **stand_in)
+    loaded = load_statistics(str(npz))
+    assert loaded['mu'].shape == (8, ) and loaded['sigma'].shape == (8, 8)
+    assert np.allclose(loaded['mu'], stats['mu']) and np.allclose(loaded['sigma'], stats['sigma'])
+    for name in ('gen', 'shifted'):
+        by_dir = compute_fid_is(image_sets[name], ref_dir=image_sets['ref'], isc_splits=2,
+                                **stand_in)
+        by_npz = compute_fid_is(image_sets[name], ref_stats=str(npz), isc_splits=2, **stand_in)
+        assert by_npz['fid'] == pytest.approx(by_dir['fid'], rel=1e-5, abs=1e-6)
+        assert by_npz['is_mean'] == pytest.approx(by_dir['is_mean'], rel=1e-5)
+
+
+def test_fid_tool(stand_in, image_sets, tmp_path):
+    tool = _fid_tool()
+    common = ['--inception-weights', stand_in['inception_weights'], '--feature-extractor', STAND_IN,
+              '--device', 'cpu', '--isc-splits', '2', '--batch-size', '16']
+    npz = tmp_path / 'stats.npz'
+    out = tmp_path / 'metrics.json'
+    metrics = tool.main([image_sets['shifted'], '--ref-dir', image_sets['ref'], '--save-ref-stats',
+                         str(npz), '--out', str(out)] + common)
+    assert npz.is_file() and out.is_file() and metrics['fid'] > 1.0
+    again = tool.main([image_sets['shifted'], '--ref-stats', str(npz)] + common)
+    assert again['fid'] == pytest.approx(metrics['fid'], rel=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# no torch-fidelity needed
+# ----------------------------------------------------------------------------------------------
+def test_missing_inception_weights_is_a_clear_error(tmp_path):
+    gen = _write_images(tmp_path / 'gen', 2)
+    with pytest.raises(FileNotFoundError, match=r'nope\.pth.*weights-inception-2015-12-05'):
+        compute_fid_is(str(gen), ref_dir=str(gen), inception_weights=str(tmp_path / 'nope.pth'))
+    with pytest.raises(FileNotFoundError, match='no path was given'):
+        compute_fid_is(str(gen), ref_dir=str(gen))
+    with pytest.raises(FileNotFoundError, match=r'nope\.pth'):
+        _fid_tool().main([str(gen), '--ref-dir', str(gen), '--inception-weights',
+                          str(tmp_path / 'nope.pth')])
+    with pytest.raises(ValueError, match='exactly one'):
+        compute_fid_is(str(gen), inception_weights=str(tmp_path / 'nope.pth'))
+
+
+def test_image_listing_and_statistics_files(tmp_path):
+    gen = _write_images(tmp_path / 'gen', 3, size=40)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(gen / 'grid.png')
+    _write_images(gen / 'sub', 2)
+    names = [osp.basename(f) for f in list_images(str(gen))]
+    assert names == ['000000.png', '000001.png', '000002.png']
+    assert len(list_images(str(gen), recursive=True)) == 5
+    with pytest.raises(FileNotFoundError, match='no images'):
+        list_images(str(tmp_path / 'gen' / 'sub' / '..' / '..'))
+    # resize + center crop to a square
+    img = ImageFiles([str(gen / '000000.png')], resize=24)[0]
+    assert img.shape == (3, 24, 24) and img.dtype == torch.uint8
+    np.savez(tmp_path / 'bad.npz', mean=np.zeros(3))
+    with pytest.raises(KeyError, match='mu'):
+        load_statistics(str(tmp_path / 'bad.npz'))
+    with pytest.raises(FileNotFoundError, match='statistics'):
+        load_statistics(str(tmp_path / 'missing.npz'))

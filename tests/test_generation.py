@@ -1,0 +1,323 @@
+"""Unconditional generation (spec section 3): sampler, reference rows, tools/generate.py, hook."""
+import math
+import os.path as osp
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import HOOKS, MODELS, TASK_UTILS
+from PIL import Image
+
+from addp_mm.apis import make_grid, rank_range
+from addp_mm.engine.hooks import GenerationVisHook
+from addp_mm.models.generation import ADDPSampler, GenerationGeometry, to_uint8
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+# 64x64 images, 16 px patches and a 16x downsampling VQGAN: a 4x4 token grid, 64 codes of width 32
+TINY_MODEL = dict(
+    type='ADDP',
+    backbone=dict(type='ADDPViT', arch=dict(embed_dims=32, num_layers=1, num_heads=2,
+                                            feedforward_channels=64),
+                  img_size=64, patch_size=16, pre_norm=True, final_norm=True, out_type='raw'),
+    neck=dict(type='ADDPDecoder', embed_dim=32, decoder_embed_dim=32, depth=1, num_heads=2,
+              num_patches=16, vocab_size=64 + 1, codebook_size=64, drop=0.0),
+    head=dict(type='ADDPSoftTargetLoss', label_smoothing=0.1),
+    tokenizer=dict(type='VQGANTokenizer', ch=32, ch_mult=[1, 1, 1, 1, 1], num_res_blocks=1,
+                   z_channels=32, n_embed=64, embed_dim=32, resolution=64, checkpoint=None),
+    token_predictor=None)
+
+
+def tiny_model(seed: int = 0):
+    torch.manual_seed(seed)
+    model = MODELS.build(TINY_MODEL).eval()
+    # sharpen the decoder so that samples depend on the seed in an interesting way
+    torch.nn.init.normal_(model.neck.token_emb.weight, std=0.5)
+    return model
+
+
+@pytest.fixture(scope='module')
+def model():
+    return tiny_model()
+
+
+# ----------------------------------------------------------------------------------------------
+# schedule, temperature, sampling
+# ----------------------------------------------------------------------------------------------
+def test_schedule_counts():
+    s = ADDPSampler(num_steps=4)
+    assert [s.num_masked(i, 256) for i in range(4)] == [237, 182, 98, 1]  # the reference vectors
+    s = ADDPSampler(num_steps=20)
+    counts = [s.num_masked(i, 256) for i in range(20)]
+    assert counts[0] == math.ceil(256 * math.cos(math.pi / 40)) and counts[-1] == 1
+    assert all(a >= b for a, b in zip(counts, counts[1:]))
+    s = ADDPSampler(num_steps=256, schedule='linear')
+    counts = [s.num_masked(i, 256) for i in range(256)]
+    assert counts == list(range(255, 0, -1)) + [1]  # one more token per step; 1 stays masked
+    s = ADDPSampler(num_steps=3, schedule='linear')
+    assert [s.num_masked(i, 16) for i in range(3)] == [11, 6, 1]
+    assert TASK_UTILS.build(dict(type='ADDPSampler', num_steps=7)).num_steps == 7
+    for bad in (dict(num_steps=0), dict(schedule='exp'), dict(temperature_mode='x'),
+                dict(top_p=0.), dict(choice_temperature=-1.)):
+        with pytest.raises(ValueError):
+            ADDPSampler(**bad)
+
+
+def test_trajectory_masks_follow_schedule(model):
+    geo = GenerationGeometry(model)
+    assert (geo.num_tokens, geo.grid_hw, geo.codebook_size, geo.code_dim) == (16, (4, 4), 64, 32)
+    for schedule in ('cosine', 'linear'):
+        s = ADDPSampler(num_steps=4, schedule=schedule)
+        images, traj = s.sample(model, 2, seed=0, return_trajectory=True)
+        assert images.shape == (2, 3, 64, 64) and images.dtype == torch.float32
+        assert len(traj) == 4 and bool(traj[0]['mask'].all())
+        for i, st in enumerate(traj):
+            expected = s.num_masked(i, 16)
+            assert st['mask_len'] == expected
+            assert st['mask_next'].sum(1).tolist() == [expected] * 2
+            assert bool((st['mask_next'] <= st['mask']).all())  # a known token stays known
+            if i:  # tokens known before the step are kept
+                known = ~st['mask']
+                assert torch.equal(st['tokens'][known], traj[i - 1]['tokens'][known])
+            assert int(st['tokens'].max()) < 64  # codebook ids only
+        assert traj[-1]['mask_len'] == 1
+        assert torch.equal(traj[-1]['pixels'], images)
+
+
+def test_seed_determinism(model):
+    s = ADDPSampler(num_steps=3)
+    a = s.sample(model, 3, seed=1)
+    assert torch.equal(a, s.sample(model, 3, seed=1))
+    assert not torch.equal(a, s.sample(model, 3, seed=2))
+    # one generator for successive batches: a stream, reproducible from the seed
+    g = torch.Generator().manual_seed(5)
+    first, second = s.sample(model, 2, generator=g), s.sample(model, 2, generator=g)
+    assert not torch.equal(first, second)
+    g.manual_seed(5)
+    assert torch.equal(first, s.sample(model, 2, generator=g))
+    # rows of one batch are different draws
+    assert not torch.equal(a[0], a[1])
+    # the model's mode is restored
+    model.train()
+    s.sample(model, 1, seed=0)
+    assert model.training
+    model.eval()
+
+
+def test_top_p_tiny_is_argmax():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 50, 64) * 3
+    g = torch.Generator().manual_seed(0)
+    ids = ADDPSampler(top_p=1e-9).sample_ids(logits, g)
+    assert torch.equal(ids, logits.argmax(-1))
+    # nucleus: probabilities .3 .3 .2 .2 with top_p .5 keeps the first two only
+    probs = torch.tensor([0.2, 0.3, 0.2, 0.3])
+    logits = probs.log().expand(2000, 1, 4)
+    ids = ADDPSampler(top_p=0.5).sample_ids(logits, g)
+    assert set(ids.unique().tolist()) == {1, 3}
+    ids = ADDPSampler(top_p=None).sample_ids(logits, g)  # categorical: everything, at its rate
+    freq = torch.bincount(ids.flatten(), minlength=4).double() / ids.numel()
+    assert float((freq - probs.double()).abs().max()) < 0.05
+
+
+def test_temperature_modes_and_confidence():
+    dyn = ADDPSampler(num_steps=4, choice_temperature=6.0)
+    sta = ADDPSampler(num_steps=4, choice_temperature=6.0, temperature_mode='static')
+    assert [dyn.temperature(i) for i in range(4)] == [4.5, 3.0, 1.5, 0.0]
+    assert [sta.temperature(i) for i in range(4)] == [6.0] * 4
+    torch.manual_seed(0)
+    logits = torch.randn(2, 64, 64)
+    tokens = torch.randint(0, 64, (2, 64))
+    mask = torch.ones(2, 64, dtype=torch.bool)
+    mask[:, :8] = False  # known positions: never re-masked
+    log_p = logits.log_softmax(-1).gather(-1, tokens[..., None])[..., 0]
+    n = dyn.num_masked(1, 64)  # 46 of the 56 masked positions stay masked after step 1
+    # temperature 0: the n lowest log p among the masked positions, no randomness
+    cold = ADDPSampler(num_steps=4, choice_temperature=0.)
+    nxt = cold.next_mask(logits, tokens, mask, 1, torch.Generator().manual_seed(0))
+    ranked = torch.where(mask, log_p, torch.full_like(log_p, math.inf)).argsort(-1)[:, :n]
+    assert torch.equal(nxt, torch.zeros_like(nxt).scatter_(1, ranked, True))
+    # the last dynamic step has temperature 0 too
+    assert torch.equal(dyn.next_mask(logits, tokens, mask, 3, torch.Generator().manual_seed(1)),
+                       cold.next_mask(logits, tokens, mask, 3, None))
+    # with noise: the count still holds, known positions stay known, the draw depends on the seed
+    masks = [sta.next_mask(logits, tokens, mask, 1, torch.Generator().manual_seed(k))
+             for k in range(3)]
+    for m in masks:
+        assert m.sum(1).tolist() == [n, n] and not bool(m[:, :8].any())
+    assert not torch.equal(masks[0], masks[1]) and not torch.equal(masks[0], nxt)
+    # static keeps the noise at the last step, dynamic does not
+    g = torch.Generator().manual_seed(3)
+    assert not torch.equal(sta.next_mask(logits, tokens, mask, 3, g),
+                           cold.next_mask(logits, tokens, mask, 3))
+
+
+def test_release_args_and_autocast(model):
+    s = ADDPSampler.from_release_args(dict(num_iteration=4, choice_temperature=0.0,
+                                           sampling_strategy='top_p', top_p=1e-9,
+                                           temperature_strategy='dynamic',
+                                           mask_ratio_sample_strategy='cosine', mask_ratio=1.0))
+    assert (s.num_steps, s.top_p, s.choice_temperature) == (4, 1e-9, 0.0)
+    assert ADDPSampler.from_release_args(dict(sampling_strategy='default', top_p=1.0)).top_p is None
+    with pytest.raises(ValueError, match='mask_ratio'):
+        ADDPSampler.from_release_args(dict(mask_ratio=0.5))
+    out = ADDPSampler(num_steps=2).sample(model, 2, seed=0, autocast_dtype='bf16')
+    assert out.dtype == torch.float32 and out.shape == (2, 3, 64, 64) and torch.isfinite(out).all()
+    u8 = to_uint8(torch.tensor([[-0.5, 0.0, 0.5, 0.999, 1.0, 7.0]]))
+    assert u8.dtype == torch.uint8 and u8.tolist() == [[0, 0, 127, 254, 255, 255]]
+
+
+def test_rank_range_and_grid():
+    for world in (1, 3, 8):
+        blocks = [rank_range(50, r, world) for r in range(world)]
+        assert blocks[0][0] == 0 and blocks[-1][1] == 50
+        assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))
+    grid = make_grid(torch.full((5, 3, 8, 8), 200, dtype=torch.uint8), nrow=3, padding=2)
+    assert grid.shape == (2 * 10 + 2, 3 * 10 + 2, 3) and grid.dtype == torch.uint8
+    assert int(grid[2, 2, 0]) == 200 and int(grid[0, 0, 0]) == 0
+
+
+# ----------------------------------------------------------------------------------------------
+# reference rows
+# ----------------------------------------------------------------------------------------------
+def test_reference_generation_rows(reference_dir):
+    from addp_mm.verify.core import ReferenceDir
+    from addp_mm.verify.generation import check_generation
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            rows = check_generation(ReferenceDir(reference_dir))
+    finally:
+        torch.set_num_threads(threads)
+    keys = [r.key for r in rows]
+    for key in ('gen_logits', 'gen_sampled_ids', 'gen_tokens', 'gen_masks', 'gen_mask_len',
+                'gen_xt_next', 'gen_img'):
+        assert key in keys
+    failed = [r.format() for r in rows if not r.passed]
+    assert not failed, '\n'.join(failed)
+
+
+# ----------------------------------------------------------------------------------------------
+# tools/generate.py
+# ----------------------------------------------------------------------------------------------
+def _generate_tool():
+    sys.path.insert(0, osp.join(ROOT, 'tools'))
+    try:
+        import generate
+    finally:
+        sys.path.pop(0)
+    return generate
+
+
+def test_generate_tool_on_our_checkpoint(tmp_path):
+    model = tiny_model(seed=3)
+    ckpt = tmp_path / 'iter_10.pth'
+    torch.save({'meta': {'iter': 10}, 'state_dict': model.state_dict()}, ckpt)
+    cfg = tmp_path / 'tiny_gen.py'
+    Config(dict(model=dict(TINY_MODEL, token_predictor=dict(type='MAGETokenPredictor')),
+                sampler=dict(type='ADDPSampler', num_steps=3))).dump(str(cfg))
+    out = tmp_path / 'samples'
+    common = ['--batch-size', '2', '--seed', '4', '--device', 'cpu', '--no-progress']
+    _generate_tool().main([str(cfg), str(ckpt), '--num-images', '5', '--out-dir', str(out)] + common)
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [f'{i:06d}.png' for i in range(5)] + ['grid.png']
+    first = np.array(Image.open(out / '000000.png'))
+    assert first.shape == (64, 64, 3) and first.dtype == np.uint8
+    grid = np.array(Image.open(out / 'grid.png'))
+    assert grid.shape == (2 + 2 * 66, 2 + 3 * 66, 3)
+    # same seed and batches, same files (the random tokenizer of this demo setup is seeded too)
+    again = tmp_path / 'again'
+    _generate_tool().main([str(cfg), str(ckpt), '--num-images', '2', '--out-dir', str(again)]
+                          + common)
+    for i in range(2):
+        assert np.array_equal(np.array(Image.open(out / f'{i:06d}.png')),
+                              np.array(Image.open(again / f'{i:06d}.png')))
+
+
+@pytest.mark.slow
+def test_generate_tool_two_ranks(tmp_path):
+    """--launcher pytorch: each rank writes its own block of indices; rank 0 writes the grid."""
+    import subprocess
+    model = tiny_model(seed=3)
+    ckpt = tmp_path / 'iter_10.pth'
+    torch.save({'state_dict': model.state_dict()}, ckpt)
+    cfg = tmp_path / 'tiny_gen.py'
+    Config(dict(model=TINY_MODEL, sampler=dict(type='ADDPSampler', num_steps=2))).dump(str(cfg))
+    out = tmp_path / 'samples'
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
+           '--master_port', '29561', osp.join(ROOT, 'tools', 'generate.py'), str(cfg), str(ckpt),
+           '--num-images', '5', '--batch-size', '2', '--out-dir', str(out),
+           '--launcher', 'pytorch', '--device', 'cpu']
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [f'{i:06d}.png' for i in range(5)] + ['grid.png']
+    assert '5 images on 2 rank(s)' in proc.stdout
+
+
+def test_generate_tool_on_release_checkpoint(tmp_path, reference_dir):
+    """The released checkpoint format (tokenizer from its vqgan.* keys) with the recorded
+    deterministic settings reproduces the recorded images."""
+    from addp_mm.verify.core import ReferenceDir
+    from addp_mm.verify.pretrain import addp_model_cfg
+    ref = ReferenceDir(reference_dir)
+    model_cfg = addp_model_cfg(ref, with_token_predictor=False)
+    model_cfg['tokenizer']['checkpoint'] = str(tmp_path / 'not_needed.ckpt')  # vqgan.* win
+    cfg = tmp_path / 'ref_gen.py'
+    sampler = ADDPSampler.from_release_args(ref.vectors['gen_args'])
+    Config(dict(model=model_cfg, sampler=vars(sampler))).dump(str(cfg))
+    out = tmp_path / 'samples'
+    _generate_tool().main([str(cfg), ref.file('addp'), '--num-images', '2', '--out-dir', str(out),
+                           '--device', 'cpu', '--no-progress'])
+    expected = to_uint8(ref.vectors['gen_img']).permute(0, 2, 3, 1).numpy()
+    for i in range(2):
+        img = np.array(Image.open(out / f'{i:06d}.png')).astype(int)
+        # 1e-5 pixel noise may cross a truncation boundary: at most one level, rarely
+        diff = np.abs(img - expected[i].astype(int))
+        assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+
+
+# ----------------------------------------------------------------------------------------------
+# GenerationVisHook
+# ----------------------------------------------------------------------------------------------
+class _Visualizer:
+
+    def __init__(self):
+        self.images = []
+
+    def add_image(self, name, image, step=0):
+        self.images.append((name, image.shape, image.dtype, step))
+
+
+def test_generation_vis_hook(tmp_path, model):
+    hook = HOOKS.build(dict(type='GenerationVisHook', interval=3, num_images=4, nrow=2,
+                            sampler=dict(num_steps=2)))
+    assert isinstance(hook, GenerationVisHook) and hook.sampler.num_steps == 2
+    runner = SimpleNamespace(model=SimpleNamespace(module=model), work_dir=str(tmp_path),
+                             iter=0, visualizer=_Visualizer())
+    model.train()
+    for it in range(7):
+        runner.iter = it
+        hook.after_train_iter(runner, it)
+    assert model.training  # back in training mode after sampling
+    model.eval()
+    files = sorted(p.name for p in (tmp_path / 'samples').iterdir())
+    assert files == ['iter_3.png', 'iter_6.png']
+    grid = np.array(Image.open(tmp_path / 'samples' / 'iter_3.png'))
+    assert grid.shape == (2 + 2 * 66, 2 + 2 * 66, 3)
+    assert runner.visualizer.images == [('samples', grid.shape, np.uint8, 3),
+                                        ('samples', grid.shape, np.uint8, 6)]
+    # fixed seed: the same model gives the same grid
+    assert np.array_equal(grid, np.array(Image.open(tmp_path / 'samples' / 'iter_6.png')))
+    # mmengine's visualizer with a backend on (LocalVisBackend here; TensorBoard alike)
+    from mmengine.visualization import Visualizer
+    runner.visualizer = Visualizer(name='generation_vis_hook_test', save_dir=str(tmp_path / 'vis'),
+                                   vis_backends=[dict(type='LocalVisBackend')])
+    runner.iter = 8
+    hook.after_train_iter(runner, 8)
+    assert (tmp_path / 'samples' / 'iter_9.png').is_file()
+    assert (tmp_path / 'vis' / 'vis_data' / 'vis_image' / 'samples_9.png').is_file()
