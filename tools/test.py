@@ -13,7 +13,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from mmengine.config import DictAction  # noqa: E402
 
-from addp_mm.engine.launch import build_runner, load_config, setup_launcher, setup_test_outputs  # noqa: E402
+from addp_mm.engine.launch import (build_runner, load_config, set_work_dir, setup_launcher,  # noqa: E402
+                                   setup_test_outputs)
 
 
 def parse_args(argv=None):
@@ -39,10 +40,7 @@ def main(argv=None):
         raise FileNotFoundError(f'checkpoint {args.checkpoint!r} not found')
     cfg = load_config(args.config, args.cfg_options)
     setup_launcher(cfg, args.launcher)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('work_dirs', osp.splitext(osp.basename(args.config))[0])
+    set_work_dir(cfg, args.work_dir, args.config)
     cfg.load_from = args.checkpoint
     setup_test_outputs(cfg, args.out, args.show_dir, args.show, args.wait_time)
     runner = build_runner(cfg)

@@ -15,7 +15,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from 
 
 from mmengine.config import DictAction  # noqa: E402
 
-from addp_mm.engine.launch import build_runner, load_config, setup_launcher  # noqa: E402
+from addp_mm.engine.launch import build_runner, load_config, set_work_dir, setup_launcher  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -40,10 +40,7 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = load_config(args.config, args.cfg_options)
     setup_launcher(cfg, args.launcher)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('work_dirs', osp.splitext(osp.basename(args.config))[0])
+    set_work_dir(cfg, args.work_dir, args.config)
     if args.amp:
         wrapper = cfg.optim_wrapper
         if wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':

@@ -176,6 +176,19 @@ class TransformerBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
+def init_linear_and_norm(module: nn.Module) -> None:
+    """The MAE/MAGE/ADDP initialisation of a transformer's layers: Xavier-uniform Linear weights
+    with zero biases, unit/zero LayerNorms."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 def build_blocks(depth: int, dim: int, num_heads: int, mlp_ratio: float = 4., qkv_bias: bool = True,
                  drop: float = 0., attn_drop: float = 0., drop_path_rate: float = 0.,
                  norm_layer: Callable[[int], nn.Module] = LayerNorm6, window_size: int = 0,

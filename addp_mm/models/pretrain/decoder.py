@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 from mmengine.registry import MODELS
 
-from addp_mm.models.layers import MLMHead, build_blocks
+from addp_mm.models.layers import MLMHead, build_blocks, init_linear_and_norm
 
 
 @MODELS.register_module()
@@ -78,14 +78,7 @@ class ADDPDecoder(nn.Module):
         for p in (self.pos_embed, self.pos_mask_embed, self.pos_token_embed, self.mask_token,
                   self.token_emb.weight):
             nn.init.normal_(p, std=.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_linear_and_norm(self)
         nn.init.zeros_(self.mlm_head.bias)
 
     # ------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from mmengine.registry import MODELS
 from timm.layers import PatchEmbed
 
 from ..layers.pos_embed import sincos_pos_embed_2d
-from ..layers import MLMHead, build_blocks
+from ..layers import MLMHead, build_blocks, init_linear_and_norm
 from ..utils.checkpoint import load_checkpoint_file
 
 __all__ = ['MAGETokenPredictor', 'mage_state_dict', 'load_mage_checkpoint']
@@ -198,15 +198,9 @@ class MAGETokenPredictor(nn.Module):
         self.pos_embed.data.copy_(sincos_pos_embed_2d(self.pos_embed.shape[-1], grid))
         self.decoder_pos_embed.data.copy_(
             sincos_pos_embed_2d(self.decoder_pos_embed.shape[-1], grid))
+        init_linear_and_norm(self)
         for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Embedding):
+            if isinstance(m, nn.Embedding):
                 nn.init.normal_(m.weight, std=.02)
         w = self.patch_embed.proj.weight.data
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
