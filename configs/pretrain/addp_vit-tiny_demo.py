@@ -28,7 +28,7 @@ train_pipeline = [
     dict(type='PackInputs'),
 ]
 train_dataloader = dict(
-    batch_size=16, num_workers=2, persistent_workers=True,
+    batch_size=8, num_workers=2, persistent_workers=True,
     dataset=dict(_delete_=True, type='CustomDataset', data_root=data_root, with_label=False,
                  extensions=('.jpg', '.jpeg', '.png', '.webp', '.bmp'), pipeline=train_pipeline))
 
@@ -45,4 +45,4 @@ train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=300)
 default_hooks = dict(logger=dict(type='LoggerHook', interval=20),
                      checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=100, max_keep_ckpts=2))
 log_processor = dict(by_epoch=False)
-auto_scale_lr = dict(base_batch_size=16)
+auto_scale_lr = dict(base_batch_size=8)
