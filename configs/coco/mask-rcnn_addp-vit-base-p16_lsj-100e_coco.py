@@ -19,11 +19,12 @@ custom_imports = dict(imports=['addp_mm'], allow_failed_imports=False)
 pretrained = 'checkpoints/addp-vit-base-16.pth'
 
 image_size = (1024, 1024)  # ViTDet: LSJ crops of 1024x1024
-norm_cfg = dict(type='LN2d', requires_grad=True)  # ViTDet: LayerNorm in the pyramid and in the heads
+# ViTDet: LayerNorm (over channels) in the pyramid and in the heads
+norm_cfg = dict(type='LN2d', requires_grad=True)
 
 model = dict(
     data_preprocessor=dict(
-        # every training crop is padded to the full 1024x1024 canvas (normalised zeros = mean colour)
+        # every training crop is padded to the 1024x1024 canvas (normalised zeros = mean colour)
         batch_augments=[dict(type='BatchFixedSizePad', size=image_size, pad_mask=True)]),
     backbone=dict(
         _delete_=True,
@@ -42,7 +43,7 @@ model = dict(
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     neck=dict(
         _delete_=True,
-        type='SimpleFPN',               # ViTDet's simple feature pyramid: strides 4, 8, 16, 32 (+64)
+        type='SimpleFPN',               # ViTDet's simple pyramid: strides 4, 8, 16, 32 (+ 64)
         in_channels=768,
         out_channels=256,
         scale_factors=(4.0, 2.0, 1.0, 0.5),

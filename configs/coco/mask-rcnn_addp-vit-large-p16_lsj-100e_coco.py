@@ -9,7 +9,8 @@ model = dict(
         arch='large',                   # ViT-L/16: 1024 wide, 24 blocks, 16 heads
         drop_path_rate=0.4,             # ViTDet-L
         # ViTDet-L: 14x14 windows everywhere except the global blocks 5, 11, 17, 23
-        window_block_indexes=[0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 12, 13, 14, 15, 16, 18, 19, 20, 21, 22],
+        window_block_indexes=[0, 1, 2, 3, 4, 6, 7, 8, 9, 10,
+                              12, 13, 14, 15, 16, 18, 19, 20, 21, 22],
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     neck=dict(in_channels=1024))
 

@@ -5,7 +5,7 @@
 #   python tools/make_demo_data.py data/demo
 #   python tools/train.py configs/demo/addp-vit-demo_demo-in1k-128px.py
 #   python tools/test.py  configs/demo/addp-vit-demo_demo-in1k-128px.py \
-#       work_dirs/addp-vit-demo_demo-in1k-128px/epoch_60.pth
+#       work_dirs/addp-vit-demo_demo-in1k-128px/epoch_30.pth
 #
 # Target (issue 6): top-1 >= 0.8 on the demo val split after <= 15 minutes on 2 CPU cores.
 _base_ = '../imagenet/addp-vit-base-p16_8xb128-coslr-100e_in1k-256px.py'
@@ -17,8 +17,9 @@ metainfo = dict(classes=classes)
 img_size = 128
 data_preprocessor = dict(num_classes=len(classes))
 
-# Optional: start from the backbone of a demo pretraining run, e.g.
-# 'work_dirs/addp_demo_pretrain/backbone.pth'. None trains from scratch.
+# Optional: start from the backbone of a demo pretraining run
+# (configs/pretrain/addp_vit-tiny_demo.py: same 'demo' arch, 128 px), e.g.
+# pretrained = 'work_dirs/addp_vit-tiny_demo/backbone.pth'. None: train from scratch.
 pretrained = None
 
 model = dict(
@@ -41,7 +42,8 @@ train_pipeline = [
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='ResizeEdge', scale=img_size, edge='short', backend='pillow', interpolation='bicubic'),
+    dict(type='ResizeEdge', scale=img_size, edge='short', backend='pillow',
+         interpolation='bicubic'),
     dict(type='CenterCrop', crop_size=img_size),
     dict(type='PackInputs'),
 ]
@@ -81,7 +83,7 @@ optim_wrapper = dict(optimizer=dict(lr=1e-3, weight_decay=0.05),
                      paramwise_cfg=dict(layer_decay_rate=0.9))
 auto_scale_lr = dict(base_batch_size=32)
 
-max_epochs = 60
+max_epochs = 30
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0, end=5,
          convert_to_iter_based=True),

@@ -16,9 +16,9 @@ classes = ('circle', 'square', 'triangle', 'star')
 metainfo = dict(classes=classes)
 image_size = (128, 128)  # the demo images are 128x128
 
-# Optional: start from the backbone of a demo pretraining run (tools/train.py on the ADDP demo
-# pretraining config writes one), e.g. 'work_dirs/addp_demo_pretrain/backbone.pth'.
-# None trains from scratch.
+# Optional: start from the backbone of a demo pretraining run
+# (configs/pretrain/addp_vit-tiny_demo.py: same 'demo' arch, 128 px), e.g.
+# pretrained = 'work_dirs/addp_vit-tiny_demo/backbone.pth'. None: train from scratch.
 pretrained = None
 
 norm_cfg = dict(type='LN2d', requires_grad=True)

@@ -19,8 +19,9 @@ metainfo = dict(classes=classes, palette=palette)
 num_classes = len(classes)
 crop_size = (128, 128)
 
-# Optional: start from the backbone of a demo pretraining run, e.g.
-# 'work_dirs/addp_demo_pretrain/backbone.pth'. None trains from scratch.
+# Optional: start from the backbone of a demo pretraining run
+# (configs/pretrain/addp_vit-tiny_demo.py: same 'demo' arch, 128 px), e.g.
+# pretrained = 'work_dirs/addp_vit-tiny_demo/backbone.pth'. None: train from scratch.
 pretrained = None
 
 norm_cfg = dict(type='BN', requires_grad=True)  # one process on a CPU: plain BN, not SyncBN

@@ -45,9 +45,9 @@ model = dict(
     # paper: mixup 0.8, cutmix 1.0 (one of the two per batch)
     train_cfg=dict(augments=[dict(type='Mixup', alpha=0.8), dict(type='CutMix', alpha=1.0)]))
 
-# AdamW, weight decay 0.05 (none on norms, biases, position / class tokens), layer decay 0.65 (paper,
-# ViT-B). lr = blr x batch / 256 = 1e-3 x 1024 / 256 (paper: blr 1e-3); --auto-scale-lr rescales
-# it for other total batch sizes.
+# AdamW, weight decay 0.05 (none on norms, biases, position / class tokens), layer decay 0.65
+# (paper, ViT-B). lr = blr x batch / 256 = 1e-3 x 1024 / 256 (paper: blr 1e-3); --auto-scale-lr
+# rescales it for other total batch sizes.
 optim_wrapper = dict(
     optimizer=dict(type='AdamW', lr=1e-3 * 1024 / 256, weight_decay=0.05, betas=(0.9, 0.999)),
     constructor='LayerDecayOptimWrapperConstructor',

@@ -12,7 +12,8 @@ model = dict(
     head=dict(in_channels=1024))
 
 # paper, ViT-L: blr 2.5e-4 -> lr 2.5e-4 x 1024 / 256 = 1e-3 at batch 1024; layer decay 0.8
-optim_wrapper = dict(optimizer=dict(lr=2.5e-4 * 1024 / 256), paramwise_cfg=dict(layer_decay_rate=0.8))
+optim_wrapper = dict(optimizer=dict(lr=2.5e-4 * 1024 / 256),
+                     paramwise_cfg=dict(layer_decay_rate=0.8))
 
 # paper, ViT-L: 5 warm-up epochs, 50 epochs
 param_scheduler = [

@@ -1,0 +1,380 @@
+"""Every shipped config builds and runs, and ``ADDPViT`` drops into stock toolbox configs.
+
+For every config under ``configs/{coco,ade20k,imagenet,demo}``: ``Config.fromfile`` works, the model
+builds in its toolbox's scope without weights (``init_cfg=None`` for the backbone), the optimizer
+wrapper builds with our layer-decay constructor, and one forward + backward runs on the CPU at a
+reduced input size through the toolbox's own ``data_preprocessor``. The demo configs also take an
+optimizer step and predict.
+
+Reductions made for the CPU, none of which changes the architecture:
+
+* inputs of 128x128 (detection), 64x64 (segmentation, classification) instead of the recipe's
+  1024 / 512 / 256; the fixed-size padding (``BatchFixedSizePad``, ``SegDataPreProcessor.size``)
+  is set to the test size;
+* detection: fewer RPN proposals and sampled RoIs (``train_cfg``), so the 4-conv box head runs on
+  64 RoIs rather than 512;
+* SyncBN (mmseg's default) is converted to BN, and AMP wrappers to plain ``OptimWrapper``: no GPU;
+* ViT-L configs keep their 24 blocks (out_indices, window / global blocks, layer-decay groups as
+  configured) but run at width 256 instead of 1024 (the neck / head widths are checked against
+  1024 first): full-width ViT-L on 2 CPU cores would take most of this file's time budget.
+
+Drop-in: the stock ``mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py`` and
+``mmseg::upernet/upernet_r50_4xb2-40k_cityscapes-512x1024.py`` with the backbone swapped by the few
+lines below (with ``arch='demo'`` and small sizes in the test) train one step and predict. For the
+README, a user's config is just::
+
+    # mmdet: Mask R-CNN with ADDP ViT-B/16 (ViTDet's simple feature pyramid as the neck)
+    _base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
+    custom_imports = dict(imports=['addp_mm'], allow_failed_imports=False)
+    pretrained = 'checkpoints/addp-vit-base-16.pth'  # the released checkpoint, as released
+    model = dict(
+        backbone=dict(_delete_=True, type='ADDPViT', arch='base', img_size=1024,
+                      with_cls_token=False, final_norm=False, out_type='featmap',
+                      init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+        neck=dict(_delete_=True, type='SimpleFPN', in_channels=768, out_channels=256, num_outs=5))
+
+    # mmseg: UperNet with ADDP ViT-B/16 (mmseg's Feature2Pyramid turns 4 taps into 4 strides)
+    _base_ = 'mmseg::upernet/upernet_r50_4xb2-40k_cityscapes-512x1024.py'
+    custom_imports = dict(imports=['addp_mm'], allow_failed_imports=False)
+    pretrained = 'checkpoints/addp-vit-base-16.pth'
+    model = dict(
+        pretrained=None,  # the stock config names ResNet-50 weights here
+        backbone=dict(_delete_=True, type='ADDPViT', arch='base', img_size=512,
+                      out_indices=[3, 5, 7, 11], final_norm=False, out_type='featmap',
+                      init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+        neck=dict(type='Feature2Pyramid', embed_dim=768, rescales=[4, 2, 1, 0.5]),
+        decode_head=dict(in_channels=[768, 768, 768, 768]),
+        auxiliary_head=dict(in_channels=768))
+"""
+import glob
+import math
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip('mmcv.ops', reason='mmcv with its compiled ops is needed by the toolboxes')
+
+from mmengine.config import Config  # noqa: E402
+from mmengine.model.utils import revert_sync_batchnorm  # noqa: E402
+from mmengine.optim import build_optim_wrapper  # noqa: E402
+from mmengine.registry import DefaultScope  # noqa: E402
+from mmengine.structures import InstanceData, PixelData  # noqa: E402
+
+# the plugin's registrations (the configs' custom_imports does this inside a Runner)
+import addp_mm.engine.optimizers  # noqa: E402,F401
+import addp_mm.models.backbones  # noqa: E402,F401
+import addp_mm.models.necks  # noqa: E402,F401
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONFIG_DIRS = ('coco', 'ade20k', 'imagenet', 'demo')
+CONFIGS = sorted(p for d in CONFIG_DIRS for p in glob.glob(osp.join(ROOT, 'configs', d, '*.py')))
+
+DET_SIZE, SEG_SIZE, CLS_SIZE = 128, 64, 64
+
+
+def _rel(path: str) -> str:
+    return osp.relpath(path, ROOT)
+
+
+def _registry(scope: str):
+    if scope == 'mmdet':
+        from mmdet.registry import MODELS
+    elif scope == 'mmseg':
+        from mmseg.registry import MODELS
+    elif scope == 'mmpretrain':
+        from mmpretrain.registry import MODELS
+    else:
+        raise ValueError(f'unexpected default_scope {scope!r}')
+    return MODELS
+
+
+def _register_toolbox(scope: str) -> None:
+    """Import the toolbox's modules into its registries (what a Runner does via the scope)."""
+    import importlib
+    importlib.import_module(f'{scope}.utils').register_all_modules(init_default_scope=False)
+
+
+# ------------------------------------------------------------------------------ fake batches
+def _det_batch(n: int, size: int, num_classes: int, seed: int = 0):
+    """``n`` images of ``size x size`` with two boxes each and a filled-ellipse mask per box."""
+    from mmdet.structures import DetDataSample
+    from mmdet.structures.mask import BitmapMasks
+    g = torch.Generator().manual_seed(seed)
+    inputs, samples = [], []
+    yy, xx = np.mgrid[0:size, 0:size]
+    for i in range(n):
+        inputs.append(torch.randint(0, 256, (3, size, size), generator=g, dtype=torch.uint8))
+        boxes = torch.tensor([[8., 10., 70., 60.], [50., 40., 120., 118.]]) * size / 128
+        masks = []
+        for x1, y1, x2, y2 in boxes.tolist():
+            cx, cy, rx, ry = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) / 2, (y2 - y1) / 2
+            masks.append((((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 1).astype(np.uint8))
+        sample = DetDataSample(metainfo=dict(img_id=i, img_shape=(size, size),
+                                             ori_shape=(size, size), scale_factor=(1., 1.)))
+        sample.gt_instances = InstanceData(
+            bboxes=boxes, labels=torch.tensor([0, (i + 1) % num_classes]),
+            masks=BitmapMasks(np.stack(masks), size, size))
+        samples.append(sample)
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def _seg_batch(n: int, size: int, num_classes: int, seed: int = 0):
+    from mmseg.structures import SegDataSample
+    g = torch.Generator().manual_seed(seed)
+    inputs, samples = [], []
+    for i in range(n):
+        inputs.append(torch.randint(0, 256, (3, size, size), generator=g, dtype=torch.uint8))
+        label = torch.randint(0, num_classes, (1, size, size), generator=g)
+        label[:, :2] = 255  # a strip of ignored pixels
+        sample = SegDataSample(metainfo=dict(img_shape=(size, size), ori_shape=(size, size),
+                                             pad_shape=(size, size)))
+        sample.gt_sem_seg = PixelData(data=label)
+        samples.append(sample)
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def _cls_batch(n: int, size: int, num_classes: int, seed: int = 0):
+    from mmpretrain.structures import DataSample
+    g = torch.Generator().manual_seed(seed)
+    inputs = [torch.randint(0, 256, (3, size, size), generator=g, dtype=torch.uint8)
+              for _ in range(n)]
+    samples = [DataSample().set_gt_label(i % num_classes) for i in range(n)]
+    return dict(inputs=inputs, data_samples=samples)
+
+
+# ------------------------------------------------------------------------------ helpers
+def _num_classes(cfg) -> int:
+    if cfg.default_scope == 'mmdet':
+        return cfg.model.roi_head.bbox_head.num_classes
+    if cfg.default_scope == 'mmseg':
+        return cfg.model.decode_head.num_classes
+    return cfg.model.head.num_classes
+
+
+def _shrink_for_cpu(cfg) -> None:
+    """The reductions listed in the module doc; the model's structure stays the config's."""
+    cfg.model.backbone.init_cfg = None
+    scope = cfg.default_scope
+    if scope == 'mmpretrain':  # mmengine's Runner merges the top-level data_preprocessor likewise
+        cfg.model.setdefault('data_preprocessor', cfg.get('data_preprocessor'))
+    if scope == 'mmdet':
+        for aug in cfg.model.data_preprocessor.get('batch_augments') or []:
+            if aug.get('type') == 'BatchFixedSizePad':
+                aug['size'] = (DET_SIZE, DET_SIZE)
+        train_cfg = cfg.model.train_cfg
+        train_cfg.rpn_proposal.nms_pre = min(train_cfg.rpn_proposal.nms_pre, 500)
+        train_cfg.rpn_proposal.max_per_img = min(train_cfg.rpn_proposal.max_per_img, 100)
+        train_cfg.rcnn.sampler.num = min(train_cfg.rcnn.sampler.num, 64)
+    if scope == 'mmseg':
+        cfg.model.data_preprocessor.size = (SEG_SIZE, SEG_SIZE)
+    wrapper = cfg.optim_wrapper
+    if wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
+        wrapper.type = 'OptimWrapper'
+        wrapper.pop('loss_scale', None)
+
+
+LARGE_TEST_WIDTH = 256  # ViT-L runs 24 blocks of width 256 here (16 heads of 16), see below
+
+
+def _narrow_large(cfg) -> None:
+    """ViT-L configs: check that neck / head widths match ViT-L's 1024, then run them narrower.
+
+    The depth (24 blocks, so ``out_indices``, the windowed / global blocks and the 26 layer-decay
+    groups stay exactly the config's) is kept; only the width shrinks to ``LARGE_TEST_WIDTH`` (and
+    the UperNet head's 1024 channels with it), to keep this file within its CPU time budget.
+    """
+    from addp_mm.models.backbones import ADDPViT
+    backbone = cfg.model.backbone
+    if backbone.arch != 'large':
+        return
+    large = ADDPViT.arch_zoo['large']
+    full, w = large['embed_dims'], LARGE_TEST_WIDTH
+    scope = cfg.default_scope
+    if scope == 'mmdet':
+        assert cfg.model.neck.in_channels == full
+        cfg.model.neck.in_channels = w
+    elif scope == 'mmseg':
+        assert cfg.model.neck.embed_dim == full and cfg.model.auxiliary_head.in_channels == full
+        assert list(cfg.model.decode_head.in_channels) == [full] * 4
+        cfg.model.neck.embed_dim = w
+        cfg.model.decode_head.in_channels = [w] * 4
+        cfg.model.decode_head.channels = w
+        cfg.model.auxiliary_head.in_channels = w
+    else:
+        assert cfg.model.head.in_channels == full
+        cfg.model.head.in_channels = w
+    backbone.arch = dict(embed_dims=w, num_layers=large['num_layers'], num_heads=large['num_heads'],
+                         feedforward_channels=4 * w)
+
+
+def _build(cfg):
+    scope = cfg.default_scope
+    _register_toolbox(scope)
+    with DefaultScope.overwrite_default_scope(scope):
+        model = _registry(scope).build(cfg.model)
+        model = revert_sync_batchnorm(model)
+        optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    return model, optim_wrapper
+
+
+def _batch(cfg, n: int):
+    scope, num_classes = cfg.default_scope, _num_classes(cfg)
+    if scope == 'mmdet':
+        return _det_batch(n, DET_SIZE, num_classes)
+    if scope == 'mmseg':
+        return _seg_batch(n, SEG_SIZE, num_classes)
+    return _cls_batch(n, CLS_SIZE, num_classes)
+
+
+def _train_step(model, optim_wrapper, data, step: bool):
+    """Preprocess, loss, backward (and an optimizer step); returns the summed loss."""
+    model.train()
+    batch = model.data_preprocessor(data, True)
+    losses = model(**batch, mode='loss')
+    loss, log_vars = model.parse_losses(losses)
+    assert torch.isfinite(loss), log_vars
+    optim_wrapper.backward(loss)
+    no_grad = [n for n, p in model.named_parameters()
+               if n.startswith('backbone.') and p.requires_grad and p.grad is None]
+    if not getattr(model.backbone, 'with_cls_token', True):
+        # unused by design; under DDP it must not require grad (or find_unused_parameters=True)
+        no_grad = [n for n in no_grad if n != 'backbone.cls_token']
+    assert not no_grad, f'backbone parameters without a gradient: {no_grad}'
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    if step:
+        optim_wrapper.step()
+    optim_wrapper.zero_grad()
+    return loss.item()
+
+
+def _predict(model, data, scope: str, num_classes: int):
+    model.eval()
+    with torch.no_grad():
+        batch = model.data_preprocessor(data, False)
+        results = model(**batch, mode='predict')
+    assert len(results) == len(data['inputs'])
+    for r in results:
+        if scope == 'mmdet':
+            assert {'bboxes', 'scores', 'labels', 'masks'} <= set(r.pred_instances.keys())
+        elif scope == 'mmseg':
+            assert r.pred_sem_seg.data.shape[-2:] == tuple(r.ori_shape)
+        else:
+            assert r.pred_score.shape == (num_classes, )
+    return results
+
+
+def _check_layer_decay(cfg, optim_wrapper) -> None:
+    """One parameter group per (depth, decay) with lr = base lr x rate ** (L - 1 - depth)."""
+    rate = cfg.optim_wrapper.paramwise_cfg.layer_decay_rate
+    base_lr = cfg.optim_wrapper.optimizer.lr
+    groups = optim_wrapper.optimizer.param_groups
+    depths = sorted({g['layer_depth'] for g in groups})
+    assert depths[0] == 0 and len(depths) >= 3, depths
+    top = max(depths)
+    for g in groups:
+        assert math.isclose(g['lr'], base_lr * rate ** (top - g['layer_depth']), rel_tol=1e-6)
+
+
+# ------------------------------------------------------------------------------ shipped configs
+@pytest.mark.parametrize('path', CONFIGS, ids=[_rel(p) for p in CONFIGS])
+def test_config_builds_and_trains_one_step(path):
+    cfg = Config.fromfile(path)
+    assert cfg.model.backbone.type == 'ADDPViT'
+    assert 'addp_mm' in cfg.custom_imports.imports
+    is_demo = '/demo/' in path
+    if not is_demo:  # the release configs load the released encoder
+        assert cfg.model.backbone.init_cfg.type == 'Pretrained'
+        assert cfg.model.backbone.init_cfg.checkpoint == cfg.pretrained
+    _shrink_for_cpu(cfg)
+    _narrow_large(cfg)
+    torch.manual_seed(0)
+    model, optim_wrapper = _build(cfg)
+    if is_demo:
+        model.init_weights()
+    _check_layer_decay(cfg, optim_wrapper)
+    # two images; one for the release detection configs (LayerNorm only, and the slowest here)
+    data = _batch(cfg, 1 if cfg.default_scope == 'mmdet' and not is_demo else 2)
+    _train_step(model, optim_wrapper, data, step=is_demo)
+    if is_demo:
+        _predict(model, data, cfg.default_scope, _num_classes(cfg))
+
+
+def test_every_task_has_configs():
+    names = {d: [osp.basename(p) for p in CONFIGS if f'/configs/{d}/' in p] for d in CONFIG_DIRS}
+    for d in ('coco', 'ade20k', 'imagenet'):
+        assert any('base' in n for n in names[d]) and any('large' in n for n in names[d]), names[d]
+    assert len(names['demo']) >= 3, names['demo']
+
+
+# ------------------------------------------------------------------------------ drop-in
+DROP_IN_MMDET = """
+_base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
+custom_imports = dict(imports=['addp_mm'], allow_failed_imports=False)
+model = dict(
+    backbone=dict(_delete_=True, type='ADDPViT', arch='{arch}', img_size={img_size},
+                  with_cls_token=False, final_norm=False, out_type='featmap'),
+    neck=dict(_delete_=True, type='SimpleFPN', in_channels={dims}, out_channels=256, num_outs=5))
+"""
+
+DROP_IN_MMSEG = """
+_base_ = 'mmseg::upernet/upernet_r50_4xb2-40k_cityscapes-512x1024.py'
+custom_imports = dict(imports=['addp_mm'], allow_failed_imports=False)
+model = dict(
+    pretrained=None,
+    backbone=dict(_delete_=True, type='ADDPViT', arch='{arch}', img_size={img_size},
+                  out_indices={out_indices}, final_norm=False, out_type='featmap'),
+    neck=dict(type='Feature2Pyramid', embed_dim={dims}, rescales=[4, 2, 1, 0.5]),
+    decode_head=dict(in_channels=[{dims}, {dims}, {dims}, {dims}]),
+    auxiliary_head=dict(in_channels={dims}))
+"""
+
+
+def _drop_in(tmp_path, text: str, name: str):
+    path = tmp_path / name
+    path.write_text(text)
+    cfg = Config.fromfile(str(path))
+    assert cfg.model.backbone.type == 'ADDPViT'
+    return cfg
+
+
+def _drop_in_run(cfg, size: int, make_batch):
+    scope = cfg.default_scope
+    _register_toolbox(scope)
+    torch.manual_seed(0)
+    with DefaultScope.overwrite_default_scope(scope):
+        model = revert_sync_batchnorm(_registry(scope).build(cfg.model))
+        model.init_weights()
+        optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)  # the stock SGD
+    data = make_batch(2, size, _num_classes(cfg))
+    _train_step(model, optim_wrapper, data, step=True)
+    return _predict(model, data, scope, _num_classes(cfg))
+
+
+def test_drop_in_mmdet_mask_rcnn(tmp_path):
+    cfg = _drop_in(tmp_path, DROP_IN_MMDET.format(arch='demo', img_size=DET_SIZE, dims=64),
+                   'mask_rcnn_addp.py')
+    assert cfg.model.roi_head.bbox_head.type == 'Shared2FCBBoxHead'  # the stock head, untouched
+    cfg.model.train_cfg.rcnn.sampler.num = 64
+    _drop_in_run(cfg, DET_SIZE, _det_batch)
+
+
+def test_drop_in_mmseg_upernet(tmp_path):
+    cfg = _drop_in(tmp_path, DROP_IN_MMSEG.format(arch='demo', img_size=SEG_SIZE, dims=64,
+                                                  out_indices=[0, 1, 2, 3]),
+                   'upernet_addp.py')
+    assert cfg.model.decode_head.type == 'UPerHead'
+    cfg.model.data_preprocessor.size = (SEG_SIZE, SEG_SIZE)  # the stock crop is 512x1024
+    _drop_in_run(cfg, SEG_SIZE, _seg_batch)
+
+
+def test_drop_in_snippets_match_docstring():
+    """The README lines (module doc) and the tested templates are the same swap."""
+    doc = __doc__
+    for line in ("_base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'",
+                 "_base_ = 'mmseg::upernet/upernet_r50_4xb2-40k_cityscapes-512x1024.py'",
+                 "neck=dict(type='Feature2Pyramid', embed_dim=768, rescales=[4, 2, 1, 0.5]),",
+                 'pretrained=None,'):
+        assert line in doc
+    assert "type='SimpleFPN'" in DROP_IN_MMDET and "type='Feature2Pyramid'" in DROP_IN_MMSEG
