@@ -89,6 +89,8 @@ def setup_test_outputs(cfg: Config, out: Optional[str], show_dir: Optional[str],
     hook = hooks.get('visualization')
     if hook is None:
         raise ValueError(f'--show/--show-dir: the config has no default_hooks.visualization ({scope})')
+    if scope in ('mmseg', 'mmpretrain'):
+        hook['interval'] = 1  # their hooks otherwise draw only every 50th / 5000th image
     if scope == 'mmpretrain':
         hook['enable'] = True
         if show_dir:
