@@ -1,6 +1,7 @@
 # A tiny ADDP pretraining that runs on a CPU in a few minutes on the demo images
 # (python tools/make_demo_data.py data/demo). Same algorithm as the release configs, tiny sizes:
-# 128x128 images -> 8x8 token grid, a 4-block 64-wide encoder, a 2-block decoder.
+# 64x64 images, a tokenizer that downsamples by 8 -> 8x8 token grid, 8x8 patches for a 4-block
+# 64-wide encoder, a 2-block decoder (token grid and patch grid must coincide).
 # Without real MAGE weights the frozen tokenizer and token predictor are randomly initialised
 # (the runner says so at start): the run shows that the pipeline trains (the loss falls) and
 # exports a backbone.pth, not a useful representation.
@@ -9,16 +10,17 @@ _base_ = './addp_vit-base-p16_1600e_in1k.py'
 tokenizer_checkpoint = None
 token_predictor_checkpoint = None
 data_root = 'data/demo/unlabeled'
-img_size = 128
+img_size = 64
+patch_size = 8  # = the tokenizer's downsampling factor 2 ** (len(ch_mult) - 1)
 
 model = dict(
-    backbone=dict(arch='demo', img_size=img_size, drop_rate=0.0, attn_drop_rate=0.0),
-    neck=dict(embed_dim=64, decoder_embed_dim=64, depth=2, num_heads=4, num_patches=(img_size // 16) ** 2,
+    backbone=dict(arch='demo', img_size=img_size, patch_size=patch_size, drop_rate=0.0, attn_drop_rate=0.0),
+    neck=dict(embed_dim=64, decoder_embed_dim=64, depth=2, num_heads=4, num_patches=(img_size // patch_size) ** 2,
               drop=0.0),
-    tokenizer=dict(ch=32, ch_mult=[1, 1, 1, 1, 2], num_res_blocks=1, resolution=img_size,
+    tokenizer=dict(ch=32, ch_mult=[1, 1, 1, 2], num_res_blocks=1, resolution=img_size,
                    checkpoint=tokenizer_checkpoint),
     token_predictor=dict(embed_dim=64, depth=2, num_heads=4, decoder_embed_dim=64, decoder_depth=1,
-                         decoder_num_heads=4, grid_size=img_size // 16, checkpoint=token_predictor_checkpoint))
+                         decoder_num_heads=4, grid_size=img_size // patch_size, checkpoint=token_predictor_checkpoint))
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
