@@ -170,3 +170,10 @@ def test_builds_from_every_toolbox_scope(scope):
         m = models.build(dict(type='ADDPViT', arch=TINY, img_size=64))
     assert isinstance(m, ADDPViT)
     assert MODELS.get('ADDPViT') is ADDPViT
+
+
+def test_checkpoint_of_another_arch_is_a_clear_error(tmp_path):
+    torch.save({'state_dict': tiny().state_dict()}, tmp_path / 'p16.pth')
+    m = tiny(patch_size=8)
+    with pytest.raises(ValueError, match=r'patch_embed.proj.weight \(32, 3, 16, 16\) vs \(32, 3, 8, 8\)'):
+        m.load_pretrained(str(tmp_path / 'p16.pth'))

@@ -48,7 +48,7 @@ def test_demo_pretraining_trains_resumes_and_exports(unlabeled, tmp_path):
     assert 'resumed' in log.lower() and osp.isfile(osp.join(work, 'iter_6.pth'))
     # the exported encoder loads into a backbone
     from addp_mm.models.backbones import ADDPViT
-    backbone = ADDPViT(arch='demo', img_size=128, with_cls_token=False, window_size=4,
+    backbone = ADDPViT(arch='demo', img_size=128, patch_size=8, with_cls_token=False, window_size=4,
                        window_block_indexes=(0, 1), use_rel_pos=True,
                        init_cfg=dict(type='Pretrained', checkpoint=osp.join(work, 'backbone.pth')))
     report = backbone.load_pretrained(osp.join(work, 'backbone.pth'))

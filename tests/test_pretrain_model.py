@@ -110,4 +110,5 @@ def test_release_configs_build_parts():
     demo = Config.fromfile(osp.join(ROOT, 'configs', 'pretrain', 'addp_vit-tiny_demo.py'))
     m = MODELS.build(copy.deepcopy(demo.model))
     assert isinstance(m, ADDP)
-    assert torch.isfinite(m.loss(torch.rand(2, 3, 128, 128))['loss'])
+    size = demo.img_size
+    assert torch.isfinite(m.loss(torch.rand(2, 3, size, size))['loss'])

@@ -194,6 +194,11 @@ class ADDPViT(BaseModule):
         own = self.state_dict()
         unused = [source[k] for k in state if k not in own]
         state = {k: v for k, v in state.items() if k in own}
+        wrong = [f'{source[k]} {tuple(v.shape)} vs {tuple(own[k].shape)}' for k, v in state.items()
+                 if v.shape != own[k].shape]
+        if wrong:
+            raise ValueError(f'{checkpoint} does not fit this ADDPViT (arch / patch_size differ?): '
+                             + '; '.join(wrong[:4]))
         missing, _ = self.load_state_dict(state, strict=False)
         # names as in the file for what was read, as in this model for what was initialised
         report = dict(used=sorted(source[k] for k in state), ignored=sorted(ignored + unused),
