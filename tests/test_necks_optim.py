@@ -14,6 +14,7 @@ def test_simple_fpn_levels():
     outs = neck((torch.randn(2, 32, 8, 12),))
     assert [tuple(o.shape[2:]) for o in outs] == [(32, 48), (16, 24), (8, 12), (4, 6), (2, 3)]
     assert all(o.shape[:2] == (2, 16) for o in outs)
+    assert all(o.is_contiguous() for o in outs)  # mmcv's CPU RoIAlign reads the raw NCHW buffer
     with pytest.raises(ValueError, match='scale factor 3'):
         MODELS.build(dict(type='SimpleFPN', in_channels=32, scale_factors=(3.0,), num_outs=1))
 

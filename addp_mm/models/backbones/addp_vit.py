@@ -304,7 +304,7 @@ class ADDPViT(BaseModule):
         if self.out_type == 'avg_featmap':
             return self.fc_norm(patches.mean(dim=1))
         B, _, C = patches.shape
-        return patches.transpose(1, 2).reshape(B, C, hw[0], hw[1])
+        return patches.transpose(1, 2).reshape(B, C, hw[0], hw[1]).contiguous()
 
 
 def _summarise(keys: Sequence[str], limit: int = 6) -> str:

@@ -63,4 +63,6 @@ class SimpleFPN(BaseModule):
         outs = [stage(x) for stage in self.stages]
         while len(outs) < self.num_outs:
             outs.append(F.max_pool2d(outs[-1], kernel_size=1, stride=2))
-        return tuple(outs)
+        # LN2d permutes, so its outputs are channels-last in memory; mmcv's CPU RoIAlign reads the
+        # raw buffer as NCHW, so hand out contiguous maps
+        return tuple(o.contiguous() for o in outs)
