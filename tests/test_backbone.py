@@ -24,7 +24,8 @@ def test_out_types(out_type, shape):
     m = tiny(out_type=out_type, out_indices=(1, -1)).eval()
     outs = m(torch.randn(2, 3, 64, 64))
     assert len(outs) == 2 and all(tuple(o.shape) == shape for o in outs)
-    assert all(o.is_contiguous() for o in outs)
+    if out_type == 'featmap':  # dense heads (mmcv RoIAlign on CPU) read the raw NCHW buffer
+        assert all(o.is_contiguous() for o in outs)
 
 
 def test_avg_featmap_is_fc_norm_of_mean_patch_tokens():
