@@ -378,3 +378,30 @@ def test_drop_in_snippets_match_docstring():
                  'pretrained=None,'):
         assert line in doc
     assert "type='SimpleFPN'" in DROP_IN_MMDET and "type='Feature2Pyramid'" in DROP_IN_MMSEG
+
+
+# ------------------------------------------------------------------------------ RoI features
+@pytest.mark.parametrize('path', [p for p in CONFIGS if '/coco/' in p or 'mask-rcnn' in p],
+                         ids=lambda p: _rel(p))
+def test_detection_features_are_contiguous(path):
+    """mmcv's RoIAlign (CPU and CUDA kernels) reads its input as contiguous NCHW memory whatever the
+    strides, so a channels-last view (e.g. the output of a permute-based LayerNorm2d) silently gives
+    wrong RoI features: the box/mask heads then cannot learn (found on the demo: RoI classifier
+    stuck at 'background'). The pyramid handed to the RoI heads must be contiguous."""
+    from mmcv.ops import RoIAlign
+    x = torch.randn(1, 4, 8, 8)
+    rois = torch.tensor([[0., 1., 2., 20., 24.]])
+    align = RoIAlign((2, 2), spatial_scale=0.25, sampling_ratio=0, aligned=True)
+    channels_last = x.contiguous(memory_format=torch.channels_last)
+    strided_ok = torch.allclose(align(x, rois), align(channels_last, rois))
+    cfg = Config.fromfile(path)
+    _register_toolbox(cfg.default_scope)
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        neck = _registry(cfg.default_scope).build(cfg.model.neck).eval()
+    with torch.no_grad():  # a backbone-like (channels-last strided) stride-16 map
+        x = torch.randn(1, 8, 8, cfg.model.neck.in_channels).permute(0, 3, 1, 2)
+        feats = neck((x, ))
+    bad = [i for i, f in enumerate(feats) if not f.is_contiguous()]
+    assert strided_ok or not bad, (
+        f'pyramid levels {bad} are not contiguous (strides {[feats[i].stride() for i in bad]}) '
+        'and mmcv RoIAlign ignores strides')

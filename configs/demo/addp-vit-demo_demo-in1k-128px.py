@@ -18,13 +18,17 @@ img_size = 128
 data_preprocessor = dict(num_classes=len(classes))
 
 # Optional: start from the backbone of a demo pretraining run
-# (configs/pretrain/addp_vit-tiny_demo.py: same 'demo' arch, 128 px), e.g.
-# pretrained = 'work_dirs/addp_vit-tiny_demo/backbone.pth'. None: train from scratch.
+# (configs/pretrain/addp_vit-tiny_demo.py: same 'demo' arch, but 8x8 patches), e.g.
+# pretrained = 'work_dirs/addp_vit-tiny_demo/backbone.pth' together with patch_size = 8
+# (the position table is resized on load; a patch size that differs is an error).
+# None: train from scratch.
 pretrained = None
+patch_size = 16
 
 model = dict(
     backbone=dict(
         arch='demo',                    # 64 wide, 4 blocks, 4 heads
+        patch_size=patch_size,
         img_size=img_size,
         drop_path_rate=0.0,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained) if pretrained else None),

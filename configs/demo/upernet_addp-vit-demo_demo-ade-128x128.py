@@ -20,9 +20,12 @@ num_classes = len(classes)
 crop_size = (128, 128)
 
 # Optional: start from the backbone of a demo pretraining run
-# (configs/pretrain/addp_vit-tiny_demo.py: same 'demo' arch, 128 px), e.g.
-# pretrained = 'work_dirs/addp_vit-tiny_demo/backbone.pth'. None: train from scratch.
+# (configs/pretrain/addp_vit-tiny_demo.py: same 'demo' arch, but 8x8 patches), e.g.
+# pretrained = 'work_dirs/addp_vit-tiny_demo/backbone.pth' together with patch_size = 8
+# (the position table is resized on load; a patch size that differs is an error).
+# None: train from scratch.
 pretrained = None
+patch_size = 16
 
 norm_cfg = dict(type='BN', requires_grad=True)  # one process on a CPU: plain BN, not SyncBN
 embed_dims = 64
@@ -30,6 +33,7 @@ model = dict(
     data_preprocessor=dict(size=crop_size),
     backbone=dict(
         arch='demo',                    # 64 wide, 4 blocks, 4 heads
+        patch_size=patch_size,
         img_size=crop_size[0],
         drop_path_rate=0.0,
         out_indices=[0, 1, 2, 3],       # every block feeds one pyramid level
