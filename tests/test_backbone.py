@@ -179,3 +179,10 @@ def test_checkpoint_of_another_arch_is_a_clear_error(tmp_path):
     m = tiny(patch_size=8)
     with pytest.raises(ValueError, match=r'patch_embed.proj.weight \(32, 3, 16, 16\) vs \(32, 3, 8, 8\)'):
         m.load_pretrained(str(tmp_path / 'p16.pth'))
+
+
+def test_unused_cls_token_is_not_trainable():
+    m = tiny(with_cls_token=False, out_type='featmap')
+    assert not m.cls_token.requires_grad
+    m(torch.randn(1, 3, 64, 64))[0].sum().backward()
+    assert all(p.grad is not None for p in m.parameters() if p.requires_grad)

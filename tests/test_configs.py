@@ -238,9 +238,7 @@ def _train_step(model, optim_wrapper, data, step: bool):
     optim_wrapper.backward(loss)
     no_grad = [n for n, p in model.named_parameters()
                if n.startswith('backbone.') and p.requires_grad and p.grad is None]
-    if not getattr(model.backbone, 'with_cls_token', True):
-        # unused by design; under DDP it must not require grad (or find_unused_parameters=True)
-        no_grad = [n for n in no_grad if n != 'backbone.cls_token']
+    # (every trainable backbone parameter gets a gradient: DDP needs no find_unused_parameters)
     assert not no_grad, f'backbone parameters without a gradient: {no_grad}'
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     if step:

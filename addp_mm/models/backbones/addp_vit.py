@@ -121,7 +121,8 @@ class ADDPViT(BaseModule):
         self.patch_embed = PatchEmbed(img_size=self.img_size, patch_size=patch_size, in_chans=in_channels,
                                       embed_dim=self.embed_dims, flatten=False, output_fmt='NHWC',
                                       strict_img_size=False, dynamic_img_pad=True)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims))
+        # unused without a class token: no gradient, so DDP sees no unused trainable parameter
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims), requires_grad=with_cls_token)
         num_patches = self.patch_resolution[0] * self.patch_resolution[1]
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + self.num_extra_tokens, self.embed_dims))
         self.pre_norm = norm_layer(self.embed_dims) if pre_norm else nn.Identity()
