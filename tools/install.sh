@@ -8,6 +8,8 @@
 #   ADDP_MM_CACHE     where the built mmcv wheel is cached (default: ~/.cache/addp-mm)
 #   FORCE_CUDA=1      build mmcv's CUDA ops even if no GPU is visible (needs nvcc)
 #   MAX_JOBS          parallel compile jobs for mmcv (default: number of cores)
+#   REBUILD_MMCV=1    build (and reinstall) mmcv even when it is installed / cached, e.g. after
+#                     moving to a GPU machine
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -61,7 +63,10 @@ PY
 }
 
 say "4/6 mmcv $MMCV_VER with compiled ops ($FLAVOUR)"
-if mmcv_ok; then
+if [ "${REBUILD_MMCV:-0}" = "1" ]; then
+  rm -rf "$WHEEL_DIR"
+fi
+if [ "${REBUILD_MMCV:-0}" != "1" ] && mmcv_ok; then
   echo "mmcv $MMCV_VER with ops already installed: skipping"
 else
   WHEEL=$(ls "$WHEEL_DIR"/mmcv-*.whl 2>/dev/null | head -n1 || true)
