@@ -1,6 +1,5 @@
 """What ``tools/train.py`` and ``tools/test.py`` share: building the runner a config asks for,
 CPU-only distributed runs, and the test-time outputs (``--out``, ``--show-dir``) of each toolbox."""
-import os
 import os.path as osp
 from typing import Optional
 

@@ -10,7 +10,7 @@ The frozen parts are built from their own checkpoint files, kept in eval mode wi
 left out of the optimizer and out of this model's ``state_dict`` (so they are not saved; they are
 rebuilt from their files on resume).
 """
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn as nn
