@@ -1,11 +1,13 @@
 """addp-mm: ADDP (Alternating Denoising Diffusion Process, ICLR 2024) for OpenMMLab.
 
 ``import addp_mm`` (or ``custom_imports=dict(imports=['addp_mm'])`` in a config) registers the
-models, runner, hooks, optimizer constructor, metrics and datasets into mmengine's root registries,
-which mmdet, mmseg and mmpretrain all search.
+models (backbone, neck, pretraining algorithm and its parts), the mask schedule and the sampler
+(``TASK_UTILS``), the pretraining runner, the hooks and the layer-decay optimizer constructor into
+mmengine's root registries, which mmdet, mmseg and mmpretrain all search. ``addp_mm.evaluation``
+(FID / IS) and ``addp_mm.apis`` (generation to files) are plain functions.
 """
 from .version import __version__
-from .utils import register_safe_globals
+from .models.utils.safe_globals import register_safe_globals
 
 register_safe_globals()  # mmengine resume / load_from on torch >= 2.6 (weights_only loading)
 

@@ -7,13 +7,20 @@ import pytest
 import torch
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+TOOLS = osp.join(ROOT, 'tools')
+# the checkout (addp_mm without installing) and tools/ (verification, demo_data) are importable
+for path in (TOOLS, ROOT):
+    if path not in sys.path:
+        sys.path.insert(0, path)
 
 import addp_mm  # noqa: E402,F401  (registers everything)
-from addp_mm.verify.core import default_reference_dir  # noqa: E402
 
 torch.set_num_threads(2)
+
+
+def default_reference_dir() -> str:
+    """``$ADDP_REFERENCE_DIR``, else ``<repo>/../shared/reference``."""
+    return os.environ.get('ADDP_REFERENCE_DIR', osp.join(osp.dirname(ROOT), 'shared', 'reference'))
 
 
 def require_reference_dir() -> str:

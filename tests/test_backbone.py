@@ -181,8 +181,33 @@ def test_checkpoint_of_another_arch_is_a_clear_error(tmp_path):
         m.load_pretrained(str(tmp_path / 'p16.pth'))
 
 
-def test_unused_cls_token_is_not_trainable():
+def test_no_cls_token_without_a_class_token():
     m = tiny(with_cls_token=False, out_type='featmap')
-    assert not m.cls_token.requires_grad
+    assert m.cls_token is None and 'cls_token' not in m.state_dict()
     m(torch.randn(1, 3, 64, 64))[0].sum().backward()
     assert all(p.grad is not None for p in m.parameters() if p.requires_grad)
+    # a checkpoint with a class token (the release's, ours before) still loads strictly
+    src = tiny().state_dict()
+    m.load_state_dict(src, strict=True)
+    assert torch.equal(m.pos_embed, src['pos_embed'])
+
+
+def test_every_load_path_resizes_the_tables(tmp_path):
+    """load_state_dict / mmengine's load_checkpoint (load_from, resume, tools/test.py) resize the
+    position table and the relative-position tables in the pre-hook, as init_cfg does."""
+    from mmengine.runner import load_checkpoint
+    kw = dict(with_cls_token=False, use_rel_pos=True, window_size=2, window_block_indexes=(0,))
+    src = tiny(img_size=64, **kw)  # 4x4 grid, rel-pos tables of 2*4-1 = 7 (global) / 3 (window)
+    torch.nn.init.normal_(src.blocks[1].attn.rel_pos_h)
+    sd = {f'backbone.{k}': v for k, v in src.state_dict().items()}
+    torch.save({'state_dict': sd}, tmp_path / 'ours.pth')
+    dst = tiny(img_size=96, **kw)  # 6x6 grid
+    expected = tiny(img_size=96, **kw, init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'ours.pth')))
+    expected.init_weights()
+    assert expected.pos_embed.shape == (1, 37, 32) and expected.blocks[1].attn.rel_pos_h.shape[0] == 11
+    parent = torch.nn.Module()
+    parent.backbone = dst
+    load_checkpoint(parent, str(tmp_path / 'ours.pth'), strict=True)
+    for k, v in expected.state_dict().items():
+        assert torch.equal(dst.state_dict()[k], v), k
+    assert torch.equal(dst.blocks[0].attn.rel_pos_h, src.blocks[0].attn.rel_pos_h)  # window: same size

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from addp_mm.datasets.demo_data import (ADE_DEMO_CLASSES, COCO_DEMO_CLASSES,
+from demo_data import (ADE_DEMO_CLASSES, COCO_DEMO_CLASSES,
                                         IMAGENET_DEMO_CLASSES, SHAPE_CLASSES, SHAPE_COLORS,
                                         ade_scene, coco_scene, make_all)
 

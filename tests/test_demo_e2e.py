@@ -29,7 +29,7 @@ CASES = {
 @pytest.fixture(scope='module')
 def demo_cwd(tmp_path_factory):
     """A working directory with data/demo/{coco,ade,imagenet}, as the demo configs expect."""
-    from addp_mm.datasets.demo_data import make_all
+    from demo_data import make_all
     cwd = tmp_path_factory.mktemp('demo_cwd')
     make_all(str(cwd / 'data' / 'demo'), seed=0, num_train=8, num_val=4, imagenet_train=4,
              imagenet_val=2, parts=('coco', 'ade', 'imagenet'))

@@ -1,4 +1,4 @@
-"""Unconditional generation (spec section 3): sampler, reference rows, tools/generate.py, hook."""
+"""Unconditional generation: sampler, reference rows, tools/generate.py, hook."""
 import math
 import os.path as osp
 import sys
@@ -11,9 +11,11 @@ from mmengine.config import Config
 from mmengine.registry import HOOKS, MODELS, TASK_UTILS
 from PIL import Image
 
-from addp_mm.apis import make_grid, rank_range
+from addp_mm.apis import image_grid, rank_range
 from addp_mm.engine.hooks import GenerationVisHook
-from addp_mm.models.generation import ADDPSampler, GenerationGeometry, to_uint8
+from addp_mm.models.generation import ADDPSampler, GenerationGeometry
+from addp_mm.models.utils import to_uint8
+from verification.generation import sampler_from_release_args
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -23,12 +25,13 @@ TINY_MODEL = dict(
     backbone=dict(type='ADDPViT', arch=dict(embed_dims=32, num_layers=1, num_heads=2,
                                             feedforward_channels=64),
                   img_size=64, patch_size=16, pre_norm=True, final_norm=True, out_type='raw'),
-    neck=dict(type='ADDPDecoder', embed_dim=32, decoder_embed_dim=32, depth=1, num_heads=2,
-              num_patches=16, vocab_size=64 + 1, codebook_size=64, drop=0.0),
+    neck=dict(type='ADDPDecoder', depth=1, num_heads=2, num_classes=0, drop=0.0),
     head=dict(type='ADDPSoftTargetLoss', label_smoothing=0.1),
-    tokenizer=dict(type='VQGANTokenizer', ch=32, ch_mult=[1, 1, 1, 1, 1], num_res_blocks=1,
-                   z_channels=32, n_embed=64, embed_dim=32, resolution=64, checkpoint=None),
-    token_predictor=None)
+    target_generator=dict(
+        type='ADDPNoiser',
+        tokenizer=dict(type='VQGANTokenizer', ch=32, ch_mult=[1, 1, 1, 1, 1], num_res_blocks=1,
+                       z_channels=32, n_embed=64, embed_dim=32, resolution=64, checkpoint=None),
+        token_predictor=None))
 
 
 def tiny_model(seed: int = 0):
@@ -156,14 +159,14 @@ def test_temperature_modes_and_confidence():
 
 
 def test_release_args_and_autocast(model):
-    s = ADDPSampler.from_release_args(dict(num_iteration=4, choice_temperature=0.0,
-                                           sampling_strategy='top_p', top_p=1e-9,
-                                           temperature_strategy='dynamic',
-                                           mask_ratio_sample_strategy='cosine', mask_ratio=1.0))
+    s = sampler_from_release_args(dict(num_iteration=4, choice_temperature=0.0,
+                                       sampling_strategy='top_p', top_p=1e-9,
+                                       temperature_strategy='dynamic',
+                                       mask_ratio_sample_strategy='cosine', mask_ratio=1.0))
     assert (s.num_steps, s.top_p, s.choice_temperature) == (4, 1e-9, 0.0)
-    assert ADDPSampler.from_release_args(dict(sampling_strategy='default', top_p=1.0)).top_p is None
+    assert sampler_from_release_args(dict(sampling_strategy='default', top_p=1.0)).top_p is None
     with pytest.raises(ValueError, match='mask_ratio'):
-        ADDPSampler.from_release_args(dict(mask_ratio=0.5))
+        sampler_from_release_args(dict(mask_ratio=0.5))
     out = ADDPSampler(num_steps=2).sample(model, 2, seed=0, autocast_dtype='bf16')
     assert out.dtype == torch.float32 and out.shape == (2, 3, 64, 64) and torch.isfinite(out).all()
     u8 = to_uint8(torch.tensor([[-0.5, 0.0, 0.5, 0.999, 1.0, 7.0]]))
@@ -175,17 +178,19 @@ def test_rank_range_and_grid():
         blocks = [rank_range(50, r, world) for r in range(world)]
         assert blocks[0][0] == 0 and blocks[-1][1] == 50
         assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))
-    grid = make_grid(torch.full((5, 3, 8, 8), 200, dtype=torch.uint8), nrow=3, padding=2)
-    assert grid.shape == (2 * 10 + 2, 3 * 10 + 2, 3) and grid.dtype == torch.uint8
-    assert int(grid[2, 2, 0]) == 200 and int(grid[0, 0, 0]) == 0
+    grid = image_grid(torch.full((5, 3, 8, 8), 200, dtype=torch.uint8), nrow=3, padding=2)
+    assert grid.shape == (3, 2 * 10 + 2, 3 * 10 + 2) and grid.dtype == torch.uint8
+    assert int(grid[0, 2, 2]) == 200 and int(grid[0, 0, 0]) == 0
+    assert int(grid[0, 12, 22]) == 0  # the empty sixth slot is black
+    assert image_grid(torch.zeros(4, 3, 8, 8, dtype=torch.uint8)).shape == (3, 22, 22)  # 2 x 2
 
 
 # ----------------------------------------------------------------------------------------------
 # reference rows
 # ----------------------------------------------------------------------------------------------
 def test_reference_generation_rows(reference_dir):
-    from addp_mm.verify.core import ReferenceDir
-    from addp_mm.verify.generation import check_generation
+    from verification.core import ReferenceDir
+    from verification.generation import check_generation
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -218,7 +223,8 @@ def test_generate_tool_on_our_checkpoint(tmp_path):
     ckpt = tmp_path / 'iter_10.pth'
     torch.save({'meta': {'iter': 10}, 'state_dict': model.state_dict()}, ckpt)
     cfg = tmp_path / 'tiny_gen.py'
-    Config(dict(model=dict(TINY_MODEL, token_predictor=dict(type='MAGETokenPredictor')),
+    Config(dict(model=dict(TINY_MODEL, target_generator=dict(
+        TINY_MODEL['target_generator'], token_predictor=dict(type='MAGETokenPredictor'))),
                 sampler=dict(type='ADDPSampler', num_steps=3))).dump(str(cfg))
     out = tmp_path / 'samples'
     common = ['--batch-size', '2', '--seed', '4', '--device', 'cpu', '--no-progress']
@@ -262,13 +268,13 @@ def test_generate_tool_two_ranks(tmp_path):
 def test_generate_tool_on_release_checkpoint(tmp_path, reference_dir):
     """The released checkpoint format (tokenizer from its vqgan.* keys) with the recorded
     deterministic settings reproduces the recorded images."""
-    from addp_mm.verify.core import ReferenceDir
-    from addp_mm.verify.pretrain import addp_model_cfg
+    from verification.core import ReferenceDir
+    from verification.pretrain import addp_model_cfg
     ref = ReferenceDir(reference_dir)
     model_cfg = addp_model_cfg(ref, with_token_predictor=False)
-    model_cfg['tokenizer']['checkpoint'] = str(tmp_path / 'not_needed.ckpt')  # vqgan.* win
+    model_cfg['target_generator']['tokenizer']['checkpoint'] = str(tmp_path / 'not_needed.ckpt')  # vqgan.* win
     cfg = tmp_path / 'ref_gen.py'
-    sampler = ADDPSampler.from_release_args(ref.vectors['gen_args'])
+    sampler = sampler_from_release_args(ref.vectors['gen_args'])
     Config(dict(model=model_cfg, sampler=vars(sampler))).dump(str(cfg))
     out = tmp_path / 'samples'
     _generate_tool().main([str(cfg), ref.file('addp'), '--num-images', '2', '--out-dir', str(out),

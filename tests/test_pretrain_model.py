@@ -1,4 +1,5 @@
-"""The ADDP model and its runner: frozen parts, saving, non-finite losses, early errors."""
+"""The ADDP model, its noiser and its runner: frozen parts, saving, building without files,
+non-finite losses, early errors, no host synchronisation in a step."""
 import copy
 import os.path as osp
 
@@ -9,7 +10,7 @@ from mmengine.optim import OptimWrapper
 from mmengine.registry import MODELS
 
 from addp_mm.engine.runner import ADDPPretrainRunner, check_frozen_checkpoints
-from addp_mm.models.pretrain import ADDP, NonFiniteLossError
+from addp_mm.models.pretrain import ADDP, ADDPNoiser, NonFiniteLossError
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 IMG = 64  # 64x64 pixels -> 4x4 token grid (VQGAN downsamples by 16)
@@ -20,15 +21,17 @@ def tiny_cfg():
         type='ADDP',
         backbone=dict(type='ADDPViT', arch=dict(embed_dims=32, num_layers=2, num_heads=2, feedforward_channels=64),
                       img_size=IMG, patch_size=16, pre_norm=True, final_norm=True, out_type='raw'),
-        neck=dict(type='ADDPDecoder', embed_dim=32, decoder_embed_dim=32, depth=1, num_heads=2,
-                  num_patches=16, vocab_size=64 + 100 + 1, codebook_size=64, drop=0.0),
+        # embed_dim, num_patches, codebook_size: from the backbone and the tokenizer
+        neck=dict(type='ADDPDecoder', depth=1, num_heads=2, num_classes=100, drop=0.0),
         head=dict(type='ADDPSoftTargetLoss'),
-        tokenizer=dict(type='VQGANTokenizer', ch=32, ch_mult=[1, 1, 1, 1, 1], num_res_blocks=1,
-                       z_channels=32, n_embed=64, embed_dim=32, resolution=IMG),
-        token_predictor=dict(type='MAGETokenPredictor', embed_dim=32, depth=1, num_heads=2,
-                             decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2,
-                             codebook_size=64, num_classes=100, grid_size=4),
-        mask_schedule=dict(type='MaskSchedule'))
+        target_generator=dict(
+            type='ADDPNoiser',
+            tokenizer=dict(type='VQGANTokenizer', ch=32, ch_mult=[1, 1, 1, 1, 1], num_res_blocks=1,
+                           z_channels=32, n_embed=64, embed_dim=32, resolution=IMG),
+            token_predictor=dict(type='MAGETokenPredictor', embed_dim=32, depth=1, num_heads=2,
+                                 decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2,
+                                 num_classes=100),
+            mask_schedule=dict(type='MaskSchedule')))
 
 
 @pytest.fixture
@@ -39,74 +42,158 @@ def model():
     return m
 
 
+def test_sizes_come_from_backbone_and_tokenizer(model):
+    noiser = model.target_generator
+    assert isinstance(noiser, ADDPNoiser)
+    assert (model.neck.embed_dim, model.neck.num_patches, model.neck.codebook_size,
+            model.neck.vocab_size) == (32, 16, 64, 64 + 100 + 1)
+    assert noiser.token_predictor.grid_size == (4, 4) and noiser.token_predictor.codebook_size == 64
+    bad = tiny_cfg()
+    bad['neck']['num_patches'] = 25
+    with pytest.raises(ValueError, match='num_patches=25'):
+        MODELS.build(bad)
+    bad = tiny_cfg()
+    bad['backbone']['patch_size'] = 8
+    with pytest.raises(ValueError, match='must coincide'):
+        MODELS.build(bad)
+
+
 def test_loss_and_gradients_only_reach_trained_parts(model):
     model.train()
-    assert not model.tokenizer.training and not model.token_predictor.training
+    noiser = model.target_generator
+    assert not any(m.training for m in noiser.modules())
     losses = model.loss(torch.rand(2, 3, IMG, IMG))
     assert torch.isfinite(losses['loss'])
     losses['loss'].backward()
-    assert all(p.grad is None for p in model.frozen_parameters())
-    assert all(not p.requires_grad for p in model.frozen_parameters())
+    assert all(p.grad is None and not p.requires_grad for p in noiser.parameters())
     assert model.backbone.blocks[0].attn.qkv.weight.grad is not None
     assert model.neck.blocks[0].mlp.fc1.weight.grad is not None
 
 
 def test_frozen_parts_are_not_saved_and_reload(model):
     sd = model.state_dict()
-    assert sd and not any(k.startswith(('tokenizer.', 'token_predictor.')) for k in sd)
+    assert sd and not any(k.startswith('target_generator.') for k in sd)
     assert any(k.startswith('backbone.') for k in sd) and any(k.startswith('neck.') for k in sd)
+    torch.manual_seed(1)
     other = MODELS.build(tiny_cfg())
+    frozen = {k: v.clone() for k, v in other.target_generator.frozen_state_dict().items()}
+    assert frozen and not torch.equal(frozen['tokenizer.quantize.embedding.weight'],
+                                      model.target_generator.tokenizer.codebook)
     result = other.load_state_dict(sd, strict=True)  # frozen keys missing is fine
     assert not result.missing_keys and not result.unexpected_keys
     for k, v in other.state_dict().items():
         assert torch.equal(v, sd[k])
+    # ... and the frozen weights are the ones it had (they come from their own files)
+    for k, v in other.target_generator.frozen_state_dict().items():
+        assert torch.equal(v, frozen[k]), k
+    # mmengine's loader (load_from / resume) too
+    from mmengine.runner.checkpoint import load_state_dict
+    load_state_dict(other, sd, strict=True)
 
 
 def test_masks_nest_and_targets_are_distributions(model):
-    state = model.noisy_pixels(torch.rand(3, 3, IMG, IMG))
+    state = model.target_generator(torch.rand(3, 3, IMG, IMG))
     assert bool((state['mask_next'] >= state['mask_t']).all())
     assert torch.allclose(state['target'].sum(1), torch.ones(3, 4, 4), atol=1e-5)
     assert state['x_t'].shape == (3, 3, IMG, IMG)
+    assert state['num_visible'] == int((state['mask_t'][0] == 0).sum())
+    # given masks: the same state as the decoder reading the count itself
+    torch.manual_seed(0)
+    loss = model.loss(torch.rand(2, 3, IMG, IMG), mask_t=state['mask_t'][:2],
+                      mask_next=state['mask_next'][:2])['loss']
+    assert torch.isfinite(loss)
+
+
+def test_a_step_reads_nothing_from_the_device(model):
+    """No .item(), int/bool(tensor) or data-dependent boolean indexing in a pretraining step:
+    such reads wait for the device. On the meta device every one of them raises, so a whole
+    step (forward and backward) running there shows there is none; the mask schedule draws its
+    step on the host."""
+    model = model.to('meta').train()
+    loss = model.loss(torch.empty(2, 3, IMG, IMG, device='meta'))['loss']
+    loss.backward()
+    assert loss.device.type == 'meta'
+    assert model.backbone.blocks[0].attn.qkv.weight.grad is not None
+
+
+def _runner_after_step(loss, wrapper):
+    from types import SimpleNamespace
+
+    from mmengine.logging import MessageHub
+    hub = MessageHub.get_instance(f'non-finite-{id(wrapper)}')
+    hub.update_scalar('train/loss', loss)  # what RuntimeInfoHook does with the step's outputs
+    return SimpleNamespace(message_hub=hub, optim_wrapper=wrapper, iter=6)
 
 
 def test_non_finite_loss_stops_in_fp32(model):
-    model.head.forward = lambda *a, **k: torch.tensor(float('nan'), requires_grad=True)
+    from addp_mm.engine.hooks import NonFiniteLossHook
+    hook = NonFiniteLossHook()
     wrapper = OptimWrapper(torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3))
-    data = dict(inputs=[torch.randint(0, 255, (3, IMG, IMG), dtype=torch.uint8)] * 2)
-    with pytest.raises(NonFiniteLossError, match='last good'):
-        model.train_step(data, wrapper)
+    hook.after_train_iter(_runner_after_step(1.5, wrapper), 6)  # finite: nothing happens
+    for bad in (float('nan'), float('inf')):
+        with pytest.raises(NonFiniteLossError, match='iteration 7.*last good'):
+            hook.after_train_iter(_runner_after_step(bad, wrapper), 6)
 
 
 def test_non_finite_loss_is_skipped_under_amp(model, monkeypatch):
-    from mmengine.optim import AmpOptimWrapper
-    monkeypatch.setattr('addp_mm.models.pretrain.addp.AmpOptimWrapper', OptimWrapper)  # CPU stand-in
-    model.head.forward = lambda *a, **k: torch.tensor(float('inf'), requires_grad=True)
-    params = [p for p in model.parameters() if p.requires_grad]
-    before = [p.detach().clone() for p in params]
-    wrapper = OptimWrapper(torch.optim.AdamW(params, lr=1e-3))
-    data = dict(inputs=[torch.randint(0, 255, (3, IMG, IMG), dtype=torch.uint8)] * 2)
-    model.train_step(data, wrapper)
-    assert all(torch.equal(a, b) for a, b in zip(before, params))
-    assert AmpOptimWrapper is not OptimWrapper
+    from addp_mm.engine.hooks import NonFiniteLossHook
+
+    class CPUAmpWrapper(OptimWrapper):  # AmpOptimWrapper needs a GPU
+        pass
+    monkeypatch.setattr('addp_mm.engine.hooks.non_finite_loss_hook.AmpOptimWrapper', CPUAmpWrapper)
+    wrapper = CPUAmpWrapper(torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3))
+    NonFiniteLossHook().after_train_iter(_runner_after_step(float('nan'), wrapper), 6)
+
+
+def test_runner_registers_the_non_finite_loss_hook(tmp_path):
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'pretrain', 'addp_vit-tiny_demo.py'))
+    cfg.work_dir = str(tmp_path)
+    runner = ADDPPretrainRunner.from_cfg(cfg)
+    names = [type(h).__name__ for h in runner.hooks]
+    assert names.count('NonFiniteLossHook') == 1
+    assert names.index('NonFiniteLossHook') < names.index('CheckpointHook')
 
 
 def test_runner_checks_frozen_checkpoints_before_anything(tmp_path):
     cfg = Config.fromfile(osp.join(ROOT, 'configs', 'pretrain', 'addp_vit-base-p16_1600e_in1k.py'))
     cfg.work_dir = str(tmp_path)
-    cfg.model.tokenizer.checkpoint = str(tmp_path / 'missing_vqgan.ckpt')
-    with pytest.raises(FileNotFoundError, match=r'model\.tokenizer\.checkpoint.*missing_vqgan\.ckpt.*MAGE'):
+    noiser = cfg.model.target_generator
+    noiser.tokenizer.checkpoint = str(tmp_path / 'missing_vqgan.ckpt')
+    with pytest.raises(FileNotFoundError,
+                       match=r'model\.target_generator\.tokenizer\.checkpoint.*missing_vqgan\.ckpt.*MAGE'):
         ADDPPretrainRunner.from_cfg(cfg)
-    cfg.model.tokenizer.checkpoint = None
-    cfg.model.token_predictor.checkpoint = str(tmp_path / 'no_mage.pth')
-    with pytest.raises(FileNotFoundError, match=r'model\.token_predictor\.checkpoint'):
+    noiser.tokenizer.checkpoint = None
+    noiser.token_predictor.checkpoint = str(tmp_path / 'no_mage.pth')
+    with pytest.raises(FileNotFoundError, match=r'model\.target_generator\.token_predictor\.checkpoint'):
         check_frozen_checkpoints(cfg)
+
+
+@pytest.mark.parametrize('name', ['pretrain/addp_vit-base-p16_1600e_in1k.py',
+                                  'generation/addp_vit-base-p16_steps20_in1k.py'])
+def test_configs_build_without_their_weights(name, tmp_path):
+    """Building a model reads no file; init_weights names the key and the missing file."""
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
+    noiser = cfg.model.target_generator
+    noiser.tokenizer.checkpoint = str(tmp_path / 'vqgan_missing.ckpt')
+    if noiser.get('token_predictor'):
+        noiser.token_predictor.checkpoint = str(tmp_path / 'mage_missing.pth')
+    cfg.model.init_cfg = dict(type='Pretrained', checkpoint=str(tmp_path / 'addp_missing.pth'))
+    model = MODELS.build(cfg.model)
+    assert isinstance(model, ADDP) and model.neck.num_patches == 256
+    with pytest.raises(FileNotFoundError, match=r'model\.target_generator\.tokenizer\.checkpoint.*'
+                                                r'vqgan_missing\.ckpt.*MAGE release'):
+        model.init_weights()
+    noiser.tokenizer.checkpoint = None
+    noiser.token_predictor = None
+    with pytest.raises(FileNotFoundError, match=r'model\.init_cfg\.checkpoint.*addp_missing\.pth.*ADDP release'):
+        MODELS.build(cfg.model).init_weights()
 
 
 def test_release_configs_build_parts():
     for name in ('addp_vit-base-p16_1600e_in1k.py', 'addp_vit-large-p16_800e_in1k.py', 'addp_vit-tiny_demo.py'):
         cfg = Config.fromfile(osp.join(ROOT, 'configs', 'pretrain', name))
         assert cfg.runner_type == 'ADDPPretrainRunner'
-        assert cfg.model.neck.embed_dim == cfg.model.neck.decoder_embed_dim
+        assert cfg.model.target_generator.type == 'ADDPNoiser'
     demo = Config.fromfile(osp.join(ROOT, 'configs', 'pretrain', 'addp_vit-tiny_demo.py'))
     m = MODELS.build(copy.deepcopy(demo.model))
     assert isinstance(m, ADDP)

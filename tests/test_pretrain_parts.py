@@ -7,10 +7,11 @@ import torch
 import torch.nn as nn
 from mmengine.registry import MODELS, TASK_UTILS
 
-from addp_mm.models.pretrain import (RELEASE_DECODER_DROPPED, ADDPDecoder, ADDPSoftTargetLoss,
-                                     MaskSchedule, release_decoder_state_dict,
+from addp_mm.models.pretrain import (ADDPDecoder, ADDPSoftTargetLoss, MaskSchedule,
                                      soft_target_cross_entropy)
-from addp_mm.verify.core import ReferenceDir, default_reference_dir
+from addp_mm.models.utils import RELEASE_DECODER_DROPPED, release_decoder_state_dict
+from conftest import default_reference_dir
+from verification.core import ReferenceDir
 
 
 # ----------------------------------------------------------------------------------------------
@@ -85,6 +86,15 @@ def test_schedule_masks_from_noise_and_determinism():
     a = s.sample(3, 256, generator=torch.Generator().manual_seed(5))
     b = s.sample(3, 256, generator=torch.Generator().manual_seed(5))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    # draw(): the same masks and their counts, known on the host
+    d = s.draw(3, 256, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(d.mask_t, a[0]) and torch.equal(d.mask_next, a[1])
+    assert isinstance(d.num_masked_t, int) and d.mask_t.sum(1).tolist() == [d.num_masked_t] * 3
+    assert d.mask_next.sum(1).tolist() == [d.num_masked_next] * 3
+    # without a generator: the step from the seeded default generator, noise on the device
+    torch.manual_seed(7)
+    e = s.draw(2, 64, device='meta')
+    assert e.mask_t.device.type == 'meta' and 0 < e.num_masked_t <= e.num_masked_next <= 64
 
 
 # ----------------------------------------------------------------------------------------------
@@ -112,10 +122,12 @@ def test_decoder_shapes_and_registry():
     assert isinstance(dec, ADDPDecoder) and dec.mask_token_id == 11
     dec = _tiny_decoder().eval()
     enc, idx, mask = _inputs()
-    logits, inter = dec(enc, idx, mask, return_hidden=True)
+    logits = dec(enc, idx, mask)
     L = 1 + 16 + 6
     assert logits.shape == (2, L, 12)
-    assert inter['tokens_in'].shape == inter['hidden'].shape == (2, L, 32)
+    assert dec.embed(enc, idx, mask).shape == (2, L, 32)
+    # the visible count given by the caller (pretraining) gives the same result
+    assert torch.equal(dec(enc, idx, mask, num_visible=6), logits)
     assert dec.grid_logits(logits).shape == (2, 16, 12)
     assert dec.grid_logits(logits, codebook_only=True).shape == (2, 16, 8)
     assert torch.equal(dec(enc, idx, mask), logits)
@@ -130,6 +142,10 @@ def test_decoder_shapes_and_registry():
 def test_decoder_dim_mismatch():
     with pytest.raises(ValueError, match='decoder_pos_mask_embed'):
         _tiny_decoder(decoder_embed_dim=16)
+    with pytest.raises(ValueError, match='num_patches'):
+        ADDPDecoder(embed_dim=32, codebook_size=8)
+    assert ADDPDecoder(embed_dim=32, depth=1, num_heads=2, num_patches=4, codebook_size=8,
+                       num_classes=3).vocab_size == 12
 
 
 def test_decoder_reads_only_visible_information():
@@ -259,7 +275,7 @@ def _reference_dir():
 
 
 def test_reference_rows():
-    from addp_mm.verify import pretrain
+    from verification import pretrain
     ref = _reference_dir()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -1,4 +1,5 @@
-"""Frozen MAGE token predictor: tiny random configs, loading, and the reference rows."""
+"""MAGE token predictor: tiny random configs, loading (in init_weights), frozen inside the noiser,
+and the reference rows."""
 import argparse
 import os
 import os.path as osp
@@ -7,8 +8,8 @@ import pytest
 import torch
 from mmengine.registry import MODELS
 
-from addp_mm.models.tokenizers.token_predictor import (MAGETokenPredictor, load_mage_checkpoint,
-                                                       mage_state_dict)
+from addp_mm.models.target_generators import MAGETokenPredictor
+from addp_mm.models.utils import mage_state_dict, read_checkpoint, unwrap_state_dict
 
 # 16 codes + 100 class slots + mask: the default fake class id 16 + 76 = 92 is a class slot
 TINY = dict(embed_dim=32, depth=1, num_heads=2, decoder_embed_dim=32, decoder_depth=1,
@@ -18,6 +19,13 @@ TINY = dict(embed_dim=32, depth=1, num_heads=2, decoder_embed_dim=32, decoder_de
 def tiny(**kw):
     torch.manual_seed(0)
     return MAGETokenPredictor(**{**TINY, **kw})
+
+
+def loaded(**kw):
+    """A token predictor whose checkpoint is read, as a parent's init_weights() does."""
+    m = MAGETokenPredictor(**{**TINY, **kw})
+    m.init_weights()
+    return m
 
 
 def random_inputs(B=3, seed=1):
@@ -78,11 +86,15 @@ def test_batched_predict_equals_separate_calls():
     assert len(m.predict(idx, [mask_t])) == 1
 
 
-def test_frozen():
-    m = MODELS.build(dict(type='MAGETokenPredictor', **TINY))
+def test_frozen_inside_the_noiser():
+    noiser = MODELS.build(dict(
+        type='ADDPNoiser', token_predictor=dict(type='MAGETokenPredictor', **TINY),
+        tokenizer=dict(type='VQGANTokenizer', ch=32, ch_mult=(1, 1, 1), num_res_blocks=1, z_channels=8,
+                       embed_dim=8, n_embed=16, resolution=16)))
+    m = noiser.token_predictor
     assert isinstance(m, MAGETokenPredictor)
     assert not any(p.requires_grad for p in m.parameters())
-    m.train()
+    noiser.train()
     assert not any(mod.training for mod in m.modules())
     idx, mask_t, _ = random_inputs()
     with torch.enable_grad():
@@ -112,10 +124,9 @@ def test_strict_loading_mage_and_addp_layouts(tmp_path):
                 'epoch': 0, 'args': argparse.Namespace(model='x')}, addp)
     for path in (mage, addp):
         torch.manual_seed(123)  # a different random init before loading
-        m = MAGETokenPredictor(**TINY, checkpoint=str(path))
+        m = loaded(checkpoint=str(path))
         torch.testing.assert_close(m(idx, mask_t), expected, rtol=0, atol=0)
-        assert not any(p.requires_grad for p in m.parameters()) and not m.training
-        assert set(load_mage_checkpoint(str(path))) == set(state)
+        assert set(mage_state_dict(unwrap_state_dict(read_checkpoint(str(path))))) == set(state)
 
     # init_weights() (what a parent BaseModule calls last) restores the checkpoint
     m.blocks[0].attn.qkv.weight.data.zero_()
@@ -125,16 +136,16 @@ def test_strict_loading_mage_and_addp_layouts(tmp_path):
     bad = tmp_path / 'bad.pth'
     torch.save({'model': {**state, 'extra.weight': torch.ones(1)}}, bad)
     with pytest.raises(RuntimeError, match='extra.weight'):
-        MAGETokenPredictor(**TINY, checkpoint=str(bad))
+        loaded(checkpoint=str(bad))
     with pytest.raises(RuntimeError, match='size mismatch'):
-        MAGETokenPredictor(**{**TINY, 'embed_dim': 64}, checkpoint=str(mage))
+        loaded(embed_dim=64, checkpoint=str(mage))
 
 
 def test_mage_state_dict_is_pure():
     w = torch.ones(2)
     mage = {'norm.weight': w, **fake_vqgan_entries()}
     assert mage_state_dict(mage) == {'norm.weight': w}
-    assert mage_state_dict({'model': mage}) == {'norm.weight': w}
+    assert mage_state_dict(unwrap_state_dict({'model': mage})) == {'norm.weight': w}
     assert len(mage) == 3
     addp = {'norm.weight': torch.zeros(2), 'token_predictor.norm.weight': w,
             **fake_vqgan_entries('token_predictor.'), **fake_vqgan_entries()}
@@ -143,8 +154,9 @@ def test_mage_state_dict_is_pure():
 
 def test_missing_checkpoint(tmp_path):
     path = str(tmp_path / 'nowhere' / 'mage-vitb-1600.pth')
+    m = MAGETokenPredictor(**TINY, checkpoint=path)  # building reads no file
     with pytest.raises(FileNotFoundError) as info:
-        MAGETokenPredictor(**TINY, checkpoint=path)
+        m.init_weights()
     msg = str(info.value)
     assert path in msg and 'mage-vitb-1600.pth' in msg and 'mage-vitl-1600.pth' in msg \
         and 'MAGE' in msg
@@ -154,7 +166,7 @@ def test_missing_checkpoint(tmp_path):
 # reference rows
 # ----------------------------------------------------------------------------------------------
 def reference_dir():
-    from addp_mm.verify.core import default_reference_dir
+    from conftest import default_reference_dir
     path = default_reference_dir()
     if not osp.isdir(path):
         if os.environ.get('CI', '').lower() == 'true':
@@ -164,8 +176,8 @@ def reference_dir():
 
 
 def test_reference_rows():
-    from addp_mm.verify import token_predictor as checks
-    from addp_mm.verify.core import ReferenceDir
+    from verification import token_predictor as checks
+    from verification.core import ReferenceDir
     ref = ReferenceDir(reference_dir())
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

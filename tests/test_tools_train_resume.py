@@ -81,7 +81,7 @@ def test_checkpoints_hold_only_allow_listed_globals(tmp_path):
     """What an mmengine checkpoint pickles besides tensors is exactly what we allow-list."""
     from mmengine.logging import MessageHub
 
-    from addp_mm.utils import safe_globals
+    from addp_mm.models.utils import safe_globals
     hub = MessageHub.get_instance('safe-globals-test')
     hub.update_scalar('train/loss', 1.5)
     hub.update_scalar('train/loss', 0.5)

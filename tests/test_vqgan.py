@@ -1,4 +1,5 @@
-"""VQGAN tokenizer: shape contracts, strict loading, frozen behaviour, reference rows."""
+"""VQGAN tokenizer: shape contracts, strict loading (in init_weights), frozen inside the noiser,
+reference rows."""
 import argparse
 import glob
 import os
@@ -7,8 +8,9 @@ import os.path as osp
 import pytest
 import torch
 
-from addp_mm.models.tokenizers.vqgan import (VQGANTokenizer, load_vqgan_state_dict,
-                                             vqgan_config_from_yaml)
+from addp_mm.models.target_generators import VQGANTokenizer
+from addp_mm.models.utils import read_checkpoint, unwrap_state_dict, vqgan_state_dict
+from verification.tokenizers import vqgan_config_from_yaml, vqgan_from_yaml
 
 TINY = dict(ch=32, ch_mult=(1, 2), num_res_blocks=1, z_channels=16, embed_dim=16, n_embed=24,
             resolution=32)
@@ -28,6 +30,13 @@ def tiny(**kw):
     cfg = dict(TINY)
     cfg.update(kw)
     return VQGANTokenizer(**cfg)
+
+
+def loaded(**kw):
+    """A tokenizer whose checkpoint is read, as a parent's init_weights() does."""
+    m = tiny(**kw)
+    m.init_weights()
+    return m
 
 
 def perturb(model, seed=1):
@@ -145,18 +154,21 @@ def test_soft_embed_one_hot_equals_lookup():
 # ---------------------------------------------------------------------------------------------
 # frozen behaviour
 
-def test_frozen_and_always_eval():
-    m = tiny(dropout=0.5)
+def test_frozen_and_always_eval_inside_the_noiser():
+    from mmengine.registry import MODELS
+    noiser = MODELS.build(dict(type='ADDPNoiser', tokenizer=dict(type='VQGANTokenizer', **TINY, dropout=0.5)))
+    m = noiser.tokenizer
     assert not m.training
     assert not any(p.requires_grad for p in m.parameters())
-    m.train()
+    noiser.train()
     assert not m.training and not any(mod.training for mod in m.modules())
-    parent = torch.nn.Sequential(m)
+    parent = torch.nn.Sequential(noiser)
     parent.train()
     assert not m.training
     x = torch.rand(1, 3, 8, 8)
     with torch.no_grad():
         assert torch.equal(m.decode(m.encode(x)[0]), m.decode(m.encode(x)[0]))  # dropout off
+    assert parent.state_dict() == {}  # frozen weights are never saved
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,17 +187,17 @@ def test_strict_loading_layouts(tmp_path):
     model.update({f'token_predictor.vqgan.{k}': v + 1 for k, v in sd.items()})
     torch.save({'model': model, 'epoch': 0, 'args': argparse.Namespace(a=1)}, release)
     for ckpt in (str(mage), release, {'state_dict': sd}, sd):
-        m = tiny(checkpoint=ckpt)
+        assert not torch.equal(tiny(checkpoint=ckpt).codebook, sd['quantize.embedding.weight'])
+        m = loaded(checkpoint=ckpt)
         for k, v in m.state_dict().items():
             assert torch.equal(v, sd[k]), k
-        assert not m.training and not any(p.requires_grad for p in m.parameters())
     # a parent's initialiser overwrote the weights: init_weights() restores the checkpoint
-    m = tiny(checkpoint=str(mage))
+    m = loaded(checkpoint=str(mage))
     with torch.no_grad():
         m.decoder.conv_out.weight.zero_()
     m.init_weights()
     assert torch.equal(m.decoder.conv_out.weight, sd['decoder.conv_out.weight'])
-    tp = load_vqgan_state_dict(str(release), prefix='token_predictor.vqgan.')
+    tp = vqgan_state_dict(unwrap_state_dict(read_checkpoint(str(release))), prefix='token_predictor.vqgan.')
     assert torch.equal(tp['quantize.embedding.weight'], sd['quantize.embedding.weight'] + 1)
 
 
@@ -194,21 +206,22 @@ def test_strict_loading_rejects_mismatch(tmp_path):
     missing = dict(sd)
     missing.pop('decoder.conv_out.bias')
     with pytest.raises(RuntimeError, match='conv_out.bias'):
-        tiny(checkpoint=missing)
+        loaded(checkpoint=missing)
     extra = dict(sd)
     extra['encoder.down.0.attn.0.q.weight'] = torch.zeros(1)
     with pytest.raises(RuntimeError, match='attn'):
-        tiny(checkpoint=extra)
+        loaded(checkpoint=extra)
     with pytest.raises(RuntimeError, match='ch_mult'):
-        tiny(ch=64, checkpoint=sd)
+        loaded(ch=64, checkpoint=sd)
     with pytest.raises(KeyError, match='no VQGAN weights'):
-        load_vqgan_state_dict({'model': {'blocks.0.w': torch.zeros(1)}})
+        vqgan_state_dict({'blocks.0.w': torch.zeros(1)})
 
 
 def test_missing_checkpoint_message(tmp_path):
     path = str(tmp_path / 'vqgan_jax_strongaug.ckpt')
+    m = tiny(checkpoint=path)  # building reads no file
     with pytest.raises(FileNotFoundError) as e:
-        tiny(checkpoint=path)
+        m.init_weights()
     msg = str(e.value)
     assert path in msg and 'vqgan_jax_strongaug.ckpt' in msg and 'MAGE' in msg
 
@@ -237,17 +250,17 @@ def test_from_yaml(tmp_path):
     src = perturb(tiny())
     ck = tmp_path / 'w.ckpt'
     torch.save({'state_dict': src.state_dict()}, ck)
-    m = VQGANTokenizer.from_yaml(str(y), checkpoint=str(ck))
+    m = vqgan_from_yaml(str(y), checkpoint=str(ck))
     assert torch.equal(m.codebook, src.codebook)
     with pytest.raises(FileNotFoundError):
-        VQGANTokenizer.from_yaml(str(tmp_path / 'nope.yaml'))
+        vqgan_from_yaml(str(tmp_path / 'nope.yaml'))
 
 
 # ---------------------------------------------------------------------------------------------
 # reference rows (outputs of the released implementation)
 
 def _reference_dir():
-    from addp_mm.verify.core import default_reference_dir
+    from conftest import default_reference_dir
     path = default_reference_dir()
     if not glob.glob(osp.join(path, 'vectors_*.pt')):
         reason = f'reference folder {path} not found (set ADDP_REFERENCE_DIR)'
@@ -259,8 +272,8 @@ def _reference_dir():
 
 def test_reference_rows():
     path = _reference_dir()
-    from addp_mm.verify.core import ReferenceDir
-    from addp_mm.verify.tokenizers import TOKENIZER_CHECKS
+    from verification.core import ReferenceDir
+    from verification.tokenizers import TOKENIZER_CHECKS
     ref = ReferenceDir(path)
     with torch.no_grad():  # one thread (module fixture), like the reference run
         rows = [r for fn in TOKENIZER_CHECKS for r in fn(ref)]

@@ -5,7 +5,7 @@
         [--isc-splits 10] [--no-isc]
 
 GEN_DIR holds the PNGs of tools/generate.py (grid.png is skipped). The paper scores 50k samples
-against ImageNet-1k val at 256x256: ViT-B FID 8.9 / IS 95.3, ViT-L FID 7.6 / IS 105.1 (spec 3).
+against ImageNet-1k val at 256x256: ViT-B FID 8.9 / IS 95.3, ViT-L FID 7.6 / IS 105.1 (paper).
 Compute the val statistics once and reuse them:
 
     python tools/fid_is.py --save-ref-stats work_dirs/in1k_val_256.npz --ref-dir data/imagenet/val \

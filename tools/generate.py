@@ -1,4 +1,4 @@
-"""Unconditional generation with a pretrained ADDP model (spec section 3).
+"""Unconditional generation with a pretrained ADDP model.
 
     python tools/generate.py CONFIG CHECKPOINT [--num-images N] --out-dir DIR
         [--steps 20] [--schedule cosine|linear] [--temperature 6.0]
@@ -8,7 +8,7 @@
 CONFIG is a generation config (configs/generation/) or any ADDP pretraining config; its
 ``sampler`` dict gives the defaults of the sampling options. CHECKPOINT is the released
 ``addp-vit-*-16.pth`` (tokenizer taken from its ``vqgan.*`` entries) or one of our pretraining
-checkpoints (tokenizer from ``model.tokenizer.checkpoint``).
+checkpoints (tokenizer from ``model.target_generator.tokenizer.checkpoint``).
 
 Writes ``DIR/{index:06d}.png`` for index 0..N-1 and ``DIR/grid.png`` (the first 64). With
 ``--launcher pytorch`` (torchrun) each rank writes its own block of indices, seeded with
@@ -49,7 +49,7 @@ def parse_args(argv=None):
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
     p.add_argument('--launcher', choices=['none', 'pytorch'], default='none')
     p.add_argument('--cfg-options', nargs='+', action=DictAction,
-                   help='override config entries, e.g. model.tokenizer.checkpoint=PATH')
+                   help='override config entries, e.g. model.target_generator.tokenizer.checkpoint=PATH')
     p.add_argument('--local_rank', '--local-rank', type=int, default=0)
     return p.parse_args(argv)
 
@@ -58,8 +58,9 @@ def main(argv=None):
     args = parse_args(argv)
     import torch
 
-    from addp_mm.apis import (barrier, build_generation_model, build_sampler, close_launcher,
-                              generate_to_dir, init_launcher, rank_range, write_grid)
+    from addp_mm.apis import (barrier, build_generation_model, close_launcher, generate_to_dir,
+                              init_launcher, rank_range, write_grid)
+    from addp_mm.models.generation import build_sampler
     rank, world_size, device = init_launcher(args.launcher)
     if args.device is not None:
         device = torch.device(args.device)

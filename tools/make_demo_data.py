@@ -4,25 +4,14 @@
         [--size 128] [--imagenet-train 60] [--imagenet-val 20] [--num-unlabeled 64] \
         [--unlabeled-size 256] [--only coco ade ...]
 
-Same arguments -> byte-identical files. See addp_mm/datasets/demo_data.py for the formats.
+Same arguments -> byte-identical files. See tools/demo_data.py for the formats.
 """
 import argparse
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-
-def _load_demo_data():
-    """Load addp_mm/datasets/demo_data.py by path: ``import addp_mm`` would pull in torch and the
-    OpenMMLab stack (seconds), which the generator does not need."""
-    import importlib.util
-    path = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
-                    'addp_mm', 'datasets', 'demo_data.py')
-    spec = importlib.util.spec_from_file_location('addp_mm_demo_data', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/, also when loaded by path
+from demo_data import make_all  # noqa: E402  (tools/demo_data.py: numpy, Pillow, scikit-image only)
 
 
 def parse_args(argv=None):
@@ -49,8 +38,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    demo_data = _load_demo_data()
-    demo_data.make_all(
+    make_all(
         args.out, seed=args.seed, num_train=args.num_train, num_val=args.num_val,
         size=args.size, imagenet_train=args.imagenet_train, imagenet_val=args.imagenet_val,
         num_unlabeled=args.num_unlabeled, unlabeled_size=args.unlabeled_size,

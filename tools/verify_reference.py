@@ -9,10 +9,10 @@ import argparse
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
 import addp_mm  # noqa: E402,F401
-from addp_mm.verify import run_checks  # noqa: E402
+from verification import run_checks  # noqa: E402  (tools/verification)
 
 
 def main(argv=None) -> int:

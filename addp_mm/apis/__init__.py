@@ -1,8 +1,7 @@
-"""High-level entry points used by the tools (kept out of ``import addp_mm``)."""
-from .generate import (GRID_NAME, IMAGE_NAME, barrier, build_generation_model, build_sampler,
-                       close_launcher, generate_to_dir, init_launcher, make_grid, rank_range,
-                       save_png, write_grid)
+"""Generation to files, as used by ``tools/generate.py``: build the model from a config and a
+checkpoint, split the images over ranks, sample, write PNGs and a grid."""
+from .generate import (GRID_NAME, IMAGE_NAME, barrier, build_generation_model, close_launcher,
+                       generate_to_dir, image_grid, init_launcher, rank_range, write_grid)
 
-__all__ = ['build_generation_model', 'build_sampler', 'rank_range', 'generate_to_dir', 'make_grid',
-           'write_grid', 'save_png', 'init_launcher', 'barrier', 'close_launcher', 'IMAGE_NAME',
-           'GRID_NAME']
+__all__ = ['build_generation_model', 'rank_range', 'generate_to_dir', 'image_grid', 'write_grid',
+           'init_launcher', 'barrier', 'close_launcher', 'IMAGE_NAME', 'GRID_NAME']

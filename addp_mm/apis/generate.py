@@ -4,7 +4,7 @@ grid.
 
     model, cfg = build_generation_model('configs/generation/addp_vit-base-p16_steps20_in1k.py',
                                         'checkpoints/addp-vit-base-16.pth', device='cuda')
-    sampler = build_sampler(cfg.get('sampler'))
+    sampler = build_sampler(cfg.get('sampler'))  # addp_mm.models.generation
     generate_to_dir(model, sampler, 'samples/', start=0, stop=64, batch_size=32, seed=0)
     write_grid('samples/', num_images=64)
 """
@@ -16,11 +16,14 @@ from typing import Dict, List, Optional, Tuple, Union
 import numpy as np
 import torch
 import torch.nn as nn
+from mmengine.dist import barrier, get_dist_info, init_dist, is_distributed
 from mmengine.logging import print_log
-from mmengine.registry import MODELS, TASK_UTILS
+from mmengine.registry import MODELS
+from torchvision.utils import make_grid
 
-from addp_mm.models.generation import ADDPSampler, to_uint8
-from addp_mm.models.utils.checkpoint import WHERE_TO_GET, load_checkpoint_file, unwrap_state_dict
+from addp_mm.models.generation import ADDPSampler
+from addp_mm.models.utils import (read_checkpoint, save_image, to_uint8, unwrap_state_dict,
+                                  vqgan_state_dict)
 
 IMAGE_NAME = '{:06d}.png'
 GRID_NAME = 'grid.png'
@@ -54,48 +57,32 @@ def build_generation_model(config, checkpoint: str, device: Union[str, torch.dev
     if model_cfg.get('type') != 'ADDP':
         raise ValueError(f"the config's model must be an ADDP pretraining model (type='ADDP'), got "
                          f"type={model_cfg.get('type')!r}")
-    model_cfg['token_predictor'] = None
+    model_cfg['target_generator'] = dict(model_cfg['target_generator'], token_predictor=None)
     model_cfg.pop('init_cfg', None)
 
-    ckpt = load_checkpoint_file(checkpoint, 'ADDP checkpoint', WHERE_TO_GET['addp'])
-    has_vqgan = any(k.startswith('vqgan.') for k in unwrap_state_dict(ckpt))
-    tokenizer_cfg = dict(model_cfg['tokenizer'])
+    state = unwrap_state_dict(read_checkpoint(checkpoint, 'CHECKPOINT', source='addp'))
+    has_vqgan = any(k.startswith('vqgan.') for k in state)
+    tokenizer_cfg = dict(model_cfg['target_generator']['tokenizer'])
     if has_vqgan:
-        tokenizer_cfg['checkpoint'] = None  # loaded from the ADDP file below
+        tokenizer_cfg['checkpoint'] = None  # taken from the ADDP file below
     elif tokenizer_cfg.get('checkpoint') is None:
-        print_log(f'{checkpoint} holds no tokenizer weights and model.tokenizer.checkpoint is '
-                  'None: the VQGAN tokenizer is RANDOMLY INITIALISED, the images are meaningless '
-                  '(only for demos and tests; give the tokenizer checkpoint in the config).',
-                  logger='current', level=30)
-    model_cfg['tokenizer'] = tokenizer_cfg
+        print_log(f'{checkpoint} holds no tokenizer weights and '
+                  'model.target_generator.tokenizer.checkpoint is None: the VQGAN tokenizer is '
+                  'RANDOMLY INITIALISED, the images are meaningless (only for demos and tests; '
+                  'give the tokenizer checkpoint in the config).', logger='current', level=30)
+    model_cfg['target_generator']['tokenizer'] = tokenizer_cfg
 
-    model = MODELS.build(model_cfg)
+    model = MODELS.build(model_cfg)  # reads no file
+    model.target_generator.init_weights()  # the tokenizer's own file, if it has one
     if has_vqgan:
-        model.tokenizer.load_checkpoint(ckpt, prefix='vqgan.')
+        model.target_generator.tokenizer.load_state_dict(vqgan_state_dict(state, 'vqgan.'))
         source = f'the vqgan.* entries of {checkpoint}'
     else:
         source = tokenizer_cfg.get('checkpoint') or 'random weights'
-    del ckpt
-    model.load_addp_checkpoint(checkpoint)
+    model.load_addp_checkpoint(state)
+    del state
     print_log(f'generation: tokenizer from {source}', logger='current')
     return model.to(device).eval(), cfg
-
-
-def build_sampler(sampler_cfg: Optional[Union[Dict, ADDPSampler]] = None,
-                  **overrides) -> ADDPSampler:
-    """An :class:`ADDPSampler` from a config dict (``type`` optional) with ``overrides`` applied
-    (``None`` values are ignored)."""
-    if isinstance(sampler_cfg, ADDPSampler) and not any(v is not None for v in overrides.values()):
-        return sampler_cfg
-    cfg = dict(type='ADDPSampler')
-    if isinstance(sampler_cfg, ADDPSampler):
-        cfg.update(num_steps=sampler_cfg.num_steps, schedule=sampler_cfg.schedule,
-                   choice_temperature=sampler_cfg.choice_temperature,
-                   temperature_mode=sampler_cfg.temperature_mode, top_p=sampler_cfg.top_p)
-    elif sampler_cfg is not None:
-        cfg.update(dict(sampler_cfg))
-    cfg.update({k: v for k, v in overrides.items() if v is not None})
-    return TASK_UTILS.build(cfg)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,30 +95,6 @@ def rank_range(num_images: int, rank: int = 0, world_size: int = 1) -> Tuple[int
     return num_images * rank // world_size, num_images * (rank + 1) // world_size
 
 
-def save_png(image: torch.Tensor, path: str) -> None:
-    """Write one uint8 ``3 x H x W`` (or ``H x W x 3``) RGB image."""
-    from PIL import Image
-    array = image.detach().cpu()
-    if array.dim() == 3 and array.shape[0] == 3:
-        array = array.permute(1, 2, 0)
-    Image.fromarray(np.ascontiguousarray(array.numpy())).save(path)
-
-
-def make_grid(images: torch.Tensor, nrow: Optional[int] = None, padding: int = 2) -> torch.Tensor:
-    """uint8 ``B x 3 x H x W`` -> one uint8 ``H' x W' x 3`` grid (``nrow`` images per row,
-    default about square), black padding."""
-    B, C, H, W = images.shape
-    nrow = nrow or max(1, int(np.ceil(np.sqrt(B))))
-    rows = int(np.ceil(B / nrow))
-    grid = torch.zeros(C, rows * (H + padding) + padding, nrow * (W + padding) + padding,
-                       dtype=images.dtype)
-    for i in range(B):
-        r, c = divmod(i, nrow)
-        top, left = padding + r * (H + padding), padding + c * (W + padding)
-        grid[:, top:top + H, left:left + W] = images[i].cpu()
-    return grid.permute(1, 2, 0).contiguous()
-
-
 def write_grid(out_dir: str, num_images: int, max_images: int = 64, nrow: Optional[int] = None,
                name: str = GRID_NAME) -> str:
     """``grid.png`` of the first ``min(num_images, max_images)`` PNGs written to ``out_dir``."""
@@ -142,8 +105,15 @@ def write_grid(out_dir: str, num_images: int, max_images: int = 64, nrow: Option
         with Image.open(osp.join(out_dir, IMAGE_NAME.format(i))) as img:
             images.append(torch.from_numpy(np.array(img.convert('RGB'))).permute(2, 0, 1))
     path = osp.join(out_dir, name)
-    save_png(make_grid(torch.stack(images), nrow), path)
+    save_image(image_grid(torch.stack(images), nrow), path)
     return path
+
+
+def image_grid(images: torch.Tensor, nrow: Optional[int] = None, padding: int = 2) -> torch.Tensor:
+    """uint8 ``B x 3 x H x W`` -> one uint8 ``3 x H' x W'`` grid (torchvision's ``make_grid``;
+    ``nrow`` images per row, default about square; black padding)."""
+    nrow = nrow or max(1, int(np.ceil(np.sqrt(images.shape[0]))))
+    return make_grid(images.cpu(), nrow=nrow, padding=padding, pad_value=0)
 
 
 class _Progress:
@@ -202,7 +172,7 @@ def generate_to_dir(model: nn.Module, sampler: ADDPSampler, out_dir: str, start:
                                              autocast_dtype=autocast_dtype)).cpu()
             for i in range(n):
                 path = osp.join(out_dir, IMAGE_NAME.format(first + i))
-                save_png(images[i], path)
+                save_image(images[i], path)
                 paths.append(path)
             bar.update(n)
     finally:
@@ -211,36 +181,28 @@ def generate_to_dir(model: nn.Module, sampler: ADDPSampler, out_dir: str, start:
 
 
 def init_launcher(launcher: str = 'none') -> Tuple[int, int, torch.device]:
-    """Start ``torch.distributed`` for ``--launcher pytorch`` (torchrun sets the environment; nccl
-    with GPUs, gloo without). Returns ``(rank, world_size, device)``."""
+    """Start ``torch.distributed`` for ``--launcher pytorch`` (torchrun sets the environment) with
+    mmengine's ``init_dist`` (nccl) on GPUs, gloo on a CPU-only machine. Returns
+    ``(rank, world_size, device)``."""
     if launcher not in ('none', 'pytorch'):
         raise ValueError(f'launcher {launcher!r}: choose none or pytorch')
     cuda = torch.cuda.is_available()
-    if launcher == 'none':
-        return 0, 1, torch.device('cuda' if cuda else 'cpu')
-    import torch.distributed as dist
+    if launcher == 'pytorch' and not is_distributed():
+        if cuda:
+            init_dist('pytorch')
+        else:  # mmengine's init_dist assumes CUDA
+            torch.distributed.init_process_group(backend='gloo')
+    rank, world_size = get_dist_info()
     local_rank = int(os.environ.get('LOCAL_RANK', 0))
-    if cuda:
-        torch.cuda.set_device(local_rank)
-    if not dist.is_initialized():
-        dist.init_process_group(backend='nccl' if cuda else 'gloo')
     device = torch.device('cuda', local_rank) if cuda else torch.device('cpu')
-    return dist.get_rank(), dist.get_world_size(), device
-
-
-def barrier() -> None:
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+    return rank, world_size, device
 
 
 def close_launcher() -> None:
     """End the process group :func:`init_launcher` started (no-op without one)."""
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    if is_distributed():
+        torch.distributed.destroy_process_group()
 
 
-__all__ = ['build_generation_model', 'build_sampler', 'rank_range', 'generate_to_dir', 'make_grid',
-           'write_grid', 'save_png', 'init_launcher', 'barrier', 'close_launcher', 'IMAGE_NAME',
-           'GRID_NAME']
+__all__ = ['build_generation_model', 'rank_range', 'generate_to_dir', 'image_grid', 'write_grid',
+           'init_launcher', 'barrier', 'close_launcher', 'IMAGE_NAME', 'GRID_NAME']

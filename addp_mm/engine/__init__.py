@@ -1,3 +1,6 @@
+"""Training machinery: ``ADDPPretrainRunner``, ``GenerationVisHook``, the layer-decay optimizer
+constructor, and ``launch`` (config loading, work dir, launcher and runner setup shared by
+``tools/train.py`` and ``tools/test.py``)."""
 from .hooks import GenerationVisHook
 from .optimizers import LayerDecayOptimWrapperConstructor
 from .runner import ADDPPretrainRunner, check_frozen_checkpoints

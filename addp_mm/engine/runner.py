@@ -2,8 +2,10 @@
 
 - Before anything is built or loaded it checks the frozen parts' checkpoint files, naming the
   config key and the file in the error.
-- The frozen tokenizer and token predictor stay out of the optimizer (checked) and out of the saved
-  checkpoints (see ``ADDP``); on resume they are rebuilt from their own files.
+- The frozen tokenizer and token predictor (``model.target_generator``, an ``ADDPNoiser``) stay out
+  of the optimizer (checked) and out of the saved checkpoints (the noiser leaves them out); on
+  resume they come from their own files again.
+- It registers ``NonFiniteLossHook`` (a full-precision run stops at a non-finite loss).
 - At the end of training it exports ``backbone.pth`` (encoder only), which
   ``ADDPViT(init_cfg=dict(type='Pretrained', checkpoint=...))`` loads.
 """
@@ -15,29 +17,29 @@ from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-FROZEN_WEIGHTS = {
-    'tokenizer': "MAGE's VQGAN tokenizer (vqgan_jax_strongaug.ckpt)",
-    'token_predictor': "MAGE's token predictor (mage-vitb-1600.pth / mage-vitl-1600.pth)",
-}
+from addp_mm.models.utils import WEIGHT_SOURCES
+
+FROZEN_PARTS = {'tokenizer': 'vqgan', 'token_predictor': 'token_predictor'}
 
 
 def check_frozen_checkpoints(cfg) -> None:
     """Fail early and clearly when a frozen part's checkpoint file is missing; log loudly when a
     part has none (random weights: only for demos and tests)."""
-    model = cfg.get('model', {})
-    for key, what in FROZEN_WEIGHTS.items():
-        part = model.get(key)
+    noiser = cfg.get('model', {}).get('target_generator') or {}
+    for name, source in FROZEN_PARTS.items():
+        part = noiser.get(name)
         if part is None:
             continue
+        key = f'model.target_generator.{name}.checkpoint'
         ckpt = part.get('checkpoint')
         if ckpt is None:
-            print_log(f'model.{key}.checkpoint is None: {what} is RANDOMLY INITIALISED. This is only '
-                      'meaningful for demos and tests; real pretraining needs the released weights.',
+            print_log(f'{key} is None: the {name} is RANDOMLY INITIALISED. This is only meaningful '
+                      'for demos and tests; real pretraining needs the released weights.',
                       logger='current', level=30)
         elif not osp.isfile(ckpt):
             raise FileNotFoundError(
-                f'model.{key}.checkpoint = {ckpt!r}: file not found. It is {what} from the MAGE '
-                'release; put it there (nothing is downloaded) or set the path in the config.')
+                f'{key} = {ckpt!r}: file not found. It comes from {WEIGHT_SOURCES[source]}; put it '
+                'there (nothing is downloaded) or set the path in the config.')
 
 
 @RUNNERS.register_module()
@@ -51,10 +53,17 @@ class ADDPPretrainRunner(Runner):
         check_frozen_checkpoints(cfg)
         return super().from_cfg(cfg)
 
+    def register_hooks(self, default_hooks=None, custom_hooks=None) -> None:
+        custom_hooks = list(custom_hooks or [])
+        if not any(isinstance(h, dict) and h.get('type') == 'NonFiniteLossHook' for h in custom_hooks):
+            custom_hooks.append(dict(type='NonFiniteLossHook'))
+        super().register_hooks(default_hooks, custom_hooks)
+
     def build_optim_wrapper(self, optim_wrapper):
         wrapper = super().build_optim_wrapper(optim_wrapper)
         model = self.model.module if hasattr(self.model, 'module') else self.model
-        frozen = {id(p) for p in getattr(model, 'frozen_parameters', lambda: [])()}
+        noiser = getattr(model, 'target_generator', None)
+        frozen = {id(p) for p in noiser.parameters()} if noiser is not None else set()
         optimizers = wrapper.optim_wrappers.values() if hasattr(wrapper, 'optim_wrappers') else [wrapper]
         for w in optimizers:
             for group in w.optimizer.param_groups:

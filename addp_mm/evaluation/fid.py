@@ -1,6 +1,6 @@
 """FID and Inception Score of a folder of generated images, through torch-fidelity.
 
-The paper scores 50k samples against ImageNet-1k val at 256x256 with torch-fidelity (spec 3). The
+The paper scores 50k samples against ImageNet-1k val at 256x256 with torch-fidelity. The
 reference is either a folder of images (``ref_dir``: both sets go through
 ``torch_fidelity.calculate_metrics``) or cached statistics (``ref_stats``: an ``.npz`` with ``mu``
 and ``sigma``, e.g. written by :func:`save_statistics` from the val images once).

@@ -11,7 +11,7 @@
 _base_ = '../imagenet/addp-vit-base-p16_8xb128-coslr-100e_in1k-256px.py'
 
 data_root = 'data/demo/imagenet/'
-# = addp_mm.datasets.demo_data.IMAGENET_DEMO_CLASSES (also data_root/classes.txt)
+# = tools/demo_data.py: IMAGENET_DEMO_CLASSES (also data_root/classes.txt)
 classes = ('circle', 'square', 'triangle', 'star')
 metainfo = dict(classes=classes)
 img_size = 128

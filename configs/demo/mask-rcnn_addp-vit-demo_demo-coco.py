@@ -11,7 +11,7 @@
 _base_ = '../coco/mask-rcnn_addp-vit-base-p16_lsj-100e_coco.py'
 
 data_root = 'data/demo/coco/'
-# = addp_mm.datasets.demo_data.COCO_DEMO_CLASSES (category ids 1..4 in the json files)
+# = tools/demo_data.py: COCO_DEMO_CLASSES (category ids 1..4 in the json files)
 classes = ('circle', 'square', 'triangle', 'star')
 metainfo = dict(classes=classes)
 image_size = (128, 128)  # the demo images are 128x128

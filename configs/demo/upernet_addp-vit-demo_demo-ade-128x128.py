@@ -11,7 +11,7 @@
 _base_ = '../ade20k/upernet_addp-vit-base-p16_8xb2-160k_ade20k-512x512.py'
 
 data_root = 'data/demo/ade/'
-# = addp_mm.datasets.demo_data.ADE_DEMO_CLASSES / ADE_DEMO_PALETTE. On disk 0 is an ignored
+# = tools/demo_data.py: ADE_DEMO_CLASSES / ADE_DEMO_PALETTE. On disk 0 is an ignored
 # outline, 1 the background, 2..5 the shapes; reduce_zero_label maps them to 255, 0, 1..4.
 classes = ('background', 'circle', 'square', 'triangle', 'star')
 palette = [[120, 120, 120], [220, 50, 50], [50, 190, 70], [50, 90, 225], [240, 210, 40]]

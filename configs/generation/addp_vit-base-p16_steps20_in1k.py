@@ -1,4 +1,4 @@
-# Unconditional generation with ADDP ViT-B/16 (spec section 3), the release's settings
+# Unconditional generation with ADDP ViT-B/16, the release's settings
 # (configs/release/base/generate_addp_base_steps20.sh): 20 steps, cosine mask schedule,
 # categorical sampling, choice temperature 6.0 annealed linearly to 0 ('dynamic').
 # Paper, ImageNet-1k 256x256, 50k samples, torch-fidelity: FID 8.9, IS 95.3.
@@ -11,10 +11,10 @@
 #
 # The model is the pretraining model without its token predictor (generation does not use it).
 # With the released checkpoint the tokenizer is read from its `vqgan.*` entries; with one of our
-# checkpoints it is loaded from model.tokenizer.checkpoint.
+# checkpoints it is loaded from model.target_generator.tokenizer.checkpoint.
 _base_ = '../pretrain/addp_vit-base-p16_1600e_in1k.py'
 
-model = dict(token_predictor=None)
+model = dict(target_generator=dict(token_predictor=None))
 
 sampler = dict(
     type='ADDPSampler',

@@ -1,14 +1,14 @@
-# Unconditional generation with ADDP ViT-L/16 (spec section 3), the release's settings
+# Unconditional generation with ADDP ViT-L/16, the release's settings
 # (configs/release/large/generate_addp_large_steps20.sh): 20 steps, cosine mask schedule,
 # categorical sampling, choice temperature 6.0 annealed linearly to 0 ('dynamic').
-# Paper, ViT-L, ImageNet-1k 256x256, 50k samples, torch-fidelity: FID 7.6, IS 105.1 (the spec
+# Paper, ViT-L, ImageNet-1k 256x256, 50k samples, torch-fidelity: FID 7.6, IS 105.1 (the paper
 # does not say which of the two ViT-L release settings, 20 cosine or 256 linear steps, gave it).
 #
 #   python tools/generate.py configs/generation/addp_vit-large-p16_steps20_in1k.py \
 #       checkpoints/addp-vit-large-16.pth --num-images 50000 --out-dir work_dirs/gen_vit-l
 _base_ = '../pretrain/addp_vit-large-p16_800e_in1k.py'
 
-model = dict(token_predictor=None)
+model = dict(target_generator=dict(token_predictor=None))
 
 sampler = dict(
     type='ADDPSampler',

@@ -1,4 +1,4 @@
-# ADDP pretraining of ViT-B/16 on ImageNet-1k, the release's recipe (spec section 2):
+# ADDP pretraining of ViT-B/16 on ImageNet-1k, the release's recipe (configs/release/base/*.sh):
 # 1600 epochs, batch 4096, AdamW (0.9, 0.95) wd 0.05, blr 1e-4 x 4096/256, 40 warm-up epochs then
 # cosine, grad clip 3.0, AMP, RandomResizedCrop(256, 0.2-1.0, bicubic) + flip.
 #   tools/dist_train.sh configs/pretrain/addp_vit-base-p16_1600e_in1k.py 8   (--auto-scale-lr)
@@ -20,23 +20,28 @@ model = dict(
     # the pixel encoder: ViT-B/16 with the release's tokenizer_norm (pre_norm) and dropout 0.1
     backbone=dict(type='ADDPViT', arch='base', img_size=256, patch_size=16, pre_norm=True,
                   final_norm=True, out_type='raw', drop_rate=0.1, attn_drop_rate=0.1),
-    # the token decoder: 8 blocks, 16 heads, width = encoder width (spec 1)
-    neck=dict(type='ADDPDecoder', embed_dim=768, decoder_embed_dim=768, depth=8, num_heads=16,
-              num_patches=256, vocab_size=1024 + 1000 + 1, codebook_size=1024, drop=0.1),
+    # the token decoder of the release: 8 blocks, 16 heads, as wide as the encoder; its width,
+    # token grid and codebook come from the backbone and the tokenizer
+    neck=dict(type='ADDPDecoder', depth=8, num_heads=16, drop=0.1),
     head=dict(type='ADDPSoftTargetLoss', label_smoothing=0.1),
-    # MAGE's VQGAN: 1024 codes of 256-d, 256x256 -> 16x16 (spec 1.1)
-    tokenizer=dict(type='VQGANTokenizer', ch=128, ch_mult=[1, 1, 2, 2, 4], num_res_blocks=2,
-                   z_channels=256, n_embed=1024, embed_dim=256, resolution=256,
-                   checkpoint=tokenizer_checkpoint),
-    # MAGE ViT-B token predictor
-    token_predictor=dict(type='MAGETokenPredictor', embed_dim=768, depth=12, num_heads=12,
-                         decoder_embed_dim=768, decoder_depth=8, decoder_num_heads=16,
-                         codebook_size=1024, grid_size=16, checkpoint=token_predictor_checkpoint),
-    # cosine schedule at 100 steps, ratios in [0.5, 1), truncnorm(0.55, 0.25) weights (spec 2.2)
-    mask_schedule=dict(type='MaskSchedule', num_steps=100, min_ratio=0.5, max_ratio=1.0, mu=0.55,
-                       std=0.25, max_step_gap=5))
+    # the frozen noising process
+    target_generator=dict(
+        type='ADDPNoiser',
+        # MAGE's VQGAN: 1024 codes of 256-d, 256x256 -> 16x16
+        tokenizer=dict(type='VQGANTokenizer', ch=128, ch_mult=[1, 1, 2, 2, 4], num_res_blocks=2,
+                       z_channels=256, n_embed=1024, embed_dim=256, resolution=256,
+                       checkpoint=tokenizer_checkpoint),
+        # MAGE ViT-B token predictor (codebook and grid from the tokenizer)
+        token_predictor=dict(type='MAGETokenPredictor', embed_dim=768, depth=12, num_heads=12,
+                             decoder_embed_dim=768, decoder_depth=8, decoder_num_heads=16,
+                             checkpoint=token_predictor_checkpoint),
+        # the release: cosine schedule at 100 steps, ratios in [0.5, 1), truncnorm(0.55, 0.25)
+        # weights, next state 1..5 steps further
+        mask_schedule=dict(type='MaskSchedule', num_steps=100, min_ratio=0.5, max_ratio=1.0,
+                           mu=0.55, std=0.25, max_step_gap=5)))
 
-# images as float RGB in [0, 1]: no normalisation before the tokenizer (spec 2)
+# images as float RGB in [0, 1]: no normalisation before the tokenizer (the encoder normalises
+# the noised pixels itself)
 data_preprocessor = dict(_delete_=True, type='ImgDataPreprocessor', mean=[0., 0., 0.],
                          std=[255., 255., 255.], bgr_to_rgb=True)
 train_pipeline = [

@@ -1,14 +1,16 @@
-# ADDP pretraining of ViT-L/16: the base recipe with ViT-L sizes and 800 epochs (spec section 2).
+# ADDP pretraining of ViT-L/16: the base recipe with ViT-L sizes and 800 epochs (the release's).
 _base_ = './addp_vit-base-p16_1600e_in1k.py'
 
 token_predictor_checkpoint = 'checkpoints/mage-vitl-1600.pth'
 
 model = dict(
+    # ViT-L: the decoder follows the encoder's width 1024 (8 blocks, 16 heads, as for ViT-B)
     backbone=dict(arch='large'),
-    # ViT-L: encoder 1024 wide, decoder 1024 wide, 8 blocks, 16 heads (spec 1)
-    neck=dict(embed_dim=1024, decoder_embed_dim=1024, depth=8, num_heads=16),
-    token_predictor=dict(embed_dim=1024, depth=24, num_heads=16, decoder_embed_dim=1024,
-                         decoder_depth=8, decoder_num_heads=16, checkpoint=token_predictor_checkpoint))
+    # MAGE ViT-L token predictor
+    target_generator=dict(
+        token_predictor=dict(embed_dim=1024, depth=24, num_heads=16, decoder_embed_dim=1024,
+                             decoder_depth=8, decoder_num_heads=16,
+                             checkpoint=token_predictor_checkpoint)))
 
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-4, by_epoch=True, begin=0, end=40, convert_to_iter_based=True),

@@ -15,12 +15,12 @@ patch_size = 8  # = the tokenizer's downsampling factor 2 ** (len(ch_mult) - 1)
 
 model = dict(
     backbone=dict(arch='demo', img_size=img_size, patch_size=patch_size, drop_rate=0.0, attn_drop_rate=0.0),
-    neck=dict(embed_dim=64, decoder_embed_dim=64, depth=2, num_heads=4, num_patches=(img_size // patch_size) ** 2,
-              drop=0.0),
-    tokenizer=dict(ch=32, ch_mult=[1, 1, 1, 2], num_res_blocks=1, resolution=img_size,
-                   checkpoint=tokenizer_checkpoint),
-    token_predictor=dict(embed_dim=64, depth=2, num_heads=4, decoder_embed_dim=64, decoder_depth=1,
-                         decoder_num_heads=4, grid_size=img_size // patch_size, checkpoint=token_predictor_checkpoint))
+    neck=dict(depth=2, num_heads=4, drop=0.0),
+    target_generator=dict(
+        tokenizer=dict(ch=32, ch_mult=[1, 1, 1, 2], num_res_blocks=1, resolution=img_size,
+                       checkpoint=tokenizer_checkpoint),
+        token_predictor=dict(embed_dim=64, depth=2, num_heads=4, decoder_embed_dim=64, decoder_depth=1,
+                             decoder_num_heads=4, checkpoint=token_predictor_checkpoint)))
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),

@@ -17,7 +17,7 @@ from mmengine.registry import MODELS
 from timm.layers import PatchEmbed
 
 from ..layers import build_blocks, resize_pos_embed
-from ..utils.checkpoint import WHERE_TO_GET, encoder_state_dict, load_checkpoint_file, unwrap_state_dict
+from ..utils.checkpoint import encoder_state_dict, read_checkpoint, unwrap_state_dict
 
 OUT_TYPES = ('featmap', 'raw', 'cls_token', 'avg_featmap')
 
@@ -44,12 +44,23 @@ class ADDPViT(BaseModule):
         img_size (int | tuple): the size the position table is made for; checkpoints are
             interpolated to it on load and inputs of other sizes are interpolated on the fly.
         patch_size (int): patch size (16 in the release).
+        in_channels (int): image channels.
+        qkv_bias (bool): bias of the attention's qkv projection.
+        drop_rate (float): dropout after the position embedding, in attention projections and MLPs.
+        attn_drop_rate (float): dropout of the attention weights.
+        drop_path_rate (float): stochastic depth, increasing linearly to this rate over the blocks.
+        norm_cfg (dict): the LayerNorms (``dict(type='LN', eps=1e-6)``; mmcv norm types otherwise).
+        out_indices (int | Sequence[int]): blocks whose outputs are returned (negative: from the
+            end).
+        frozen_stages (int): freeze the embeddings and the first ``frozen_stages`` blocks (and the
+            final norm when all are frozen); -1 freezes nothing.
         pre_norm (bool): apply the release's ``tokenizer_norm`` LayerNorm after adding position
             embeddings. ADDP pretraining uses it; the release's fine-tuning silently drops it (it
             loads non-strictly), so the default ``False`` reproduces the released downstream models.
         final_norm (bool): LayerNorm after the last block.
         with_cls_token (bool): prepend the class token. Must be ``False`` with window attention or
-            relative position (those work on the 2-D patch grid, as in ViTDet).
+            relative position (those work on the 2-D patch grid, as in ViTDet); then
+            ``cls_token`` is ``None`` (the position table keeps its class slot, unused).
         out_type (str): ``'featmap'`` (B x C x H/p x W/p per ``out_indices``), ``'raw'``
             (B x (1+N) x C tokens), ``'cls_token'`` or ``'avg_featmap'`` (mean of patch tokens
             followed by ``fc_norm``, as the release's classifier).
@@ -61,6 +72,9 @@ class ADDPViT(BaseModule):
         interpolate_mode (str): how the position table is resized.
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH)`` loads the encoder from a released
             ADDP pretraining or fine-tuning checkpoint, one of ours, or a converted file.
+
+    Every load (``init_cfg``, ``load_from``, resume, ``load_state_dict``) resizes a position table
+    or relative-position tables of another grid to this model's, in a load-state-dict pre-hook.
     """
 
     arch_zoo = {
@@ -121,8 +135,7 @@ class ADDPViT(BaseModule):
         self.patch_embed = PatchEmbed(img_size=self.img_size, patch_size=patch_size, in_chans=in_channels,
                                       embed_dim=self.embed_dims, flatten=False, output_fmt='NHWC',
                                       strict_img_size=False, dynamic_img_pad=True)
-        # unused without a class token: no gradient, so DDP sees no unused trainable parameter
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims), requires_grad=with_cls_token)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims)) if with_cls_token else None
         num_patches = self.patch_resolution[0] * self.patch_resolution[1]
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + self.num_extra_tokens, self.embed_dims))
         self.pre_norm = norm_layer(self.embed_dims) if pre_norm else nn.Identity()
@@ -136,6 +149,7 @@ class ADDPViT(BaseModule):
         self.norm = norm_layer(self.embed_dims) if final_norm else nn.Identity()
         self.fc_norm = norm_layer(self.embed_dims) if out_type == 'avg_featmap' else nn.Identity()
         self._freeze_stages()
+        self.register_load_state_dict_pre_hook(self._prepare_loaded_tables)
 
     # ------------------------------------------------------------------ construction helpers
     def _parse_arch(self, arch) -> Dict:
@@ -172,7 +186,8 @@ class ADDPViT(BaseModule):
 
     def _init_random(self):
         nn.init.trunc_normal_(self.pos_embed, std=.02)
-        nn.init.trunc_normal_(self.cls_token, std=.02)
+        if self.cls_token is not None:
+            nn.init.trunc_normal_(self.cls_token, std=.02)
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=.02)
@@ -187,11 +202,11 @@ class ADDPViT(BaseModule):
         Interpolates the position table to ``img_size`` and relative-position tables to this
         model's grids; logs which keys were used, ignored and left initialised.
         """
-        ckpt = load_checkpoint_file(checkpoint, what='ADDPViT init_cfg.checkpoint', where=WHERE_TO_GET['addp'])
+        ckpt = read_checkpoint(checkpoint, 'ADDPViT init_cfg.checkpoint', source='addp')
         state, ignored, source = encoder_state_dict(unwrap_state_dict(ckpt))
         if not state:
             raise ValueError(f'{checkpoint}: no ADDP encoder weights found (keys like blocks.0.attn.qkv.weight)')
-        state = self.adapt_state_dict(state)
+        self._resize_tables(state)
         own = self.state_dict()
         unused = [source[k] for k in state if k not in own]
         state = {k: v for k, v in state.items() if k in own}
@@ -210,23 +225,30 @@ class ADDPViT(BaseModule):
                   logger='current')
         return report
 
-    def adapt_state_dict(self, state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        """Resize the position table and relative-position tables of ``state`` to this model."""
-        state = dict(state)
-        if 'pos_embed' in state and state['pos_embed'].shape != self.pos_embed.shape:
-            src = state['pos_embed']
+    def _resize_tables(self, state: Dict[str, torch.Tensor], prefix: str = '') -> None:
+        """Resize, in ``state``, the position table and the relative-position tables of another
+        grid to this model's."""
+        key = prefix + 'pos_embed'
+        if key in state and state[key].shape != self.pos_embed.shape:
+            src = state[key]
             n = src.shape[1] - self.num_extra_tokens
             side = int(math.isqrt(n))
             if side * side != n:
                 raise ValueError(f'checkpoint pos_embed has {n} grid slots: not a square grid')
-            state['pos_embed'] = resize_pos_embed(src, (side, side), self.patch_resolution,
-                                                  self.num_extra_tokens, self.interpolate_mode)
-        own = self.state_dict()
-        for k, v in list(state.items()):
-            if 'rel_pos' in k and k in own and v.shape != own[k].shape:
-                state[k] = torch.nn.functional.interpolate(
-                    v.t().unsqueeze(0), size=own[k].shape[0], mode='linear').squeeze(0).t()
-        return state
+            state[key] = resize_pos_embed(src, (side, side), self.patch_resolution,
+                                          self.num_extra_tokens, self.interpolate_mode)
+        for name, table in self.named_parameters():
+            key = prefix + name
+            if 'rel_pos' in name and key in state and state[key].shape != table.shape:
+                state[key] = torch.nn.functional.interpolate(
+                    state[key].t().unsqueeze(0), size=table.shape[0], mode='linear').squeeze(0).t()
+
+    def _prepare_loaded_tables(self, module, state_dict, prefix, *args) -> None:
+        """Load-state-dict pre-hook: resize the tables; a ``cls_token`` this model does not have
+        (``with_cls_token=False``) is dropped."""
+        self._resize_tables(state_dict, prefix)
+        if self.cls_token is None:
+            state_dict.pop(prefix + 'cls_token', None)
 
     # ------------------------------------------------------------------ freezing / lr decay
     def _freeze_stages(self):
@@ -236,7 +258,8 @@ class ADDPViT(BaseModule):
         frozen += list(self.blocks[:self.frozen_stages])
         if self.frozen_stages >= self.num_layers:
             frozen += [self.norm]
-        self.cls_token.requires_grad = False
+        if self.cls_token is not None:
+            self.cls_token.requires_grad = False
         self.pos_embed.requires_grad = False
         for m in frozen:
             m.eval()

@@ -1,4 +1,4 @@
-"""Unconditional generation with a pretrained ADDP model (spec section 3)."""
-from .sampler import ADDPSampler, GenerationGeometry, to_uint8, unwrap_model
+"""Unconditional generation with a pretrained ADDP model: ``ADDPSampler`` (alternating denoising)."""
+from .sampler import ADDPSampler, GenerationGeometry, build_sampler, unwrap_model
 
-__all__ = ['ADDPSampler', 'GenerationGeometry', 'to_uint8', 'unwrap_model']
+__all__ = ['ADDPSampler', 'GenerationGeometry', 'build_sampler', 'unwrap_model']

@@ -1,4 +1,4 @@
-"""Unconditional image generation with a pretrained ADDP model (spec section 3).
+"""Unconditional image generation with a pretrained ADDP model.
 
 Generation alternates the two halves of ADDP for ``T`` steps, starting from a grid where every
 token is unknown:
@@ -13,8 +13,8 @@ The image is the last ``x``. One position is still soft-embedded after the last 
 length is clipped to at least 1), exactly as in the release.
 
 Sizes come from the model: the token grid from the encoder's image size and the tokenizer's
-downsampling factor, the codebook size and the code width from the tokenizer. The MAGE token
-predictor is not used.
+downsampling factor, the codebook size and the code width from the tokenizer
+(``model.target_generator.tokenizer``). The MAGE token predictor is not used.
 """
 import math
 from contextlib import contextmanager, nullcontext
@@ -35,14 +35,6 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, 'module') else model
 
 
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Generated pixels (float, about [0, 1], unclamped) -> uint8 RGB ``B x 3 x H x W``.
-
-    As the release saves its samples: ``clamp(x * 255, 0, 255)`` then truncation to uint8.
-    """
-    return (images.detach().float() * 255).clamp(0, 255).to(torch.uint8)
-
-
 @contextmanager
 def _eval_mode(model: nn.Module) -> Iterator[None]:
     was_training = model.training
@@ -57,11 +49,11 @@ class GenerationGeometry:
     """Token grid, codebook and widths of an ADDP model, read from its parts."""
 
     def __init__(self, model: nn.Module):
-        for part in ('backbone', 'neck', 'tokenizer'):
+        for part in ('backbone', 'neck', 'target_generator'):
             if getattr(model, part, None) is None:
                 raise TypeError(f'ADDPSampler needs an ADDP model with a {part!r}; got '
                                 f'{type(model).__name__}')
-        neck, tokenizer, backbone = model.neck, model.tokenizer, model.backbone
+        neck, tokenizer, backbone = model.neck, model.target_generator.tokenizer, model.backbone
         self.num_tokens = int(neck.num_patches)
         img_size = getattr(backbone, 'img_size', None)
         if img_size is not None:
@@ -86,7 +78,7 @@ class GenerationGeometry:
 
 @TASK_UTILS.register_module()
 class ADDPSampler:
-    """ADDP's iterative unconditional sampler (spec section 3).
+    """ADDP's iterative unconditional sampler.
 
     Args:
         num_steps: number of denoising steps ``T`` (release: 20; 256 with the linear schedule).
@@ -120,21 +112,6 @@ class ADDPSampler:
         self.choice_temperature = float(choice_temperature)
         self.temperature_mode = temperature_mode
         self.top_p = None if top_p is None else float(top_p)
-
-    @classmethod
-    def from_release_args(cls, args: Dict) -> 'ADDPSampler':
-        """A sampler with the settings of the release's ``main_generate.py`` arguments
-        (``num_iteration``, ``mask_ratio_sample_strategy``, ``choice_temperature``,
-        ``temperature_strategy``, ``sampling_strategy``, ``top_p``)."""
-        if float(args.get('mask_ratio', 1.0)) != 1.0:
-            raise ValueError('only unconditional generation (mask_ratio 1.0) is supported, got '
-                             f"mask_ratio={args['mask_ratio']}")
-        nucleus = args.get('sampling_strategy', 'default') == 'top_p'
-        return cls(num_steps=args.get('num_iteration', 20),
-                   schedule=args.get('mask_ratio_sample_strategy', 'cosine'),
-                   choice_temperature=args.get('choice_temperature', 6.0),
-                   temperature_mode=args.get('temperature_strategy', 'dynamic'),
-                   top_p=args.get('top_p', 1.0) if nucleus else None)
 
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(num_steps={self.num_steps}, schedule={self.schedule!r}, '
@@ -220,7 +197,7 @@ class ADDPSampler:
                autocast: Optional[torch.dtype] = None) -> torch.Tensor:
         """Pixels ``B x 3 x H x W`` (float32, unclamped): the VQ decoder on the expected code
         ``softmax(logits) @ codebook`` where ``mask`` is set, on ``codebook[tokens]`` elsewhere."""
-        tokenizer = unwrap_model(model).tokenizer
+        tokenizer = unwrap_model(model).target_generator.tokenizer
         B, N = tokens.shape
         if grid_hw is None:
             side = math.isqrt(N)
@@ -258,7 +235,8 @@ class ADDPSampler:
                 ``sampled`` ids, ``tokens``, next ``mask_next``, ``mask_len`` and ``pixels``.
 
         Returns:
-            images ``B x 3 x H x W`` float32, unclamped (convert with :func:`to_uint8`), and the
+            images ``B x 3 x H x W`` float32, unclamped (convert with
+            :func:`addp_mm.models.utils.to_uint8`), and the
             trajectory when asked for.
         """
         model = unwrap_model(model)
@@ -308,3 +286,20 @@ def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
     if dtype is None:
         return nullcontext()
     return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+def build_sampler(sampler_cfg: Optional[Union[Dict, ADDPSampler]] = None,
+                  **overrides) -> ADDPSampler:
+    """An :class:`ADDPSampler` from a config dict (``type`` optional) with ``overrides`` applied
+    (``None`` values are ignored)."""
+    if isinstance(sampler_cfg, ADDPSampler) and not any(v is not None for v in overrides.values()):
+        return sampler_cfg
+    cfg = dict(type='ADDPSampler')
+    if isinstance(sampler_cfg, ADDPSampler):
+        cfg.update(num_steps=sampler_cfg.num_steps, schedule=sampler_cfg.schedule,
+                   choice_temperature=sampler_cfg.choice_temperature,
+                   temperature_mode=sampler_cfg.temperature_mode, top_p=sampler_cfg.top_p)
+    elif sampler_cfg is not None:
+        cfg.update(dict(sampler_cfg))
+    cfg.update({k: v for k, v in overrides.items() if v is not None})
+    return TASK_UTILS.build(cfg)

@@ -1,3 +1,5 @@
+"""The one ViT shared by the encoder, the decoder and the token predictor: attention (SDPA,
+windows, decomposed relative position), block, position-embedding helpers, MLM head."""
 from .mlm_head import MLMHead
 from .pos_embed import resize_pos_embed, sincos_pos_embed_2d
 from .vit import (Attention, LayerNorm6, TransformerBlock, build_blocks, decomposed_rel_pos_bias,

@@ -1,10 +1,12 @@
+"""The ADDP pretraining algorithm: the frozen noising process (``ADDPNoiser`` with its
+``MaskSchedule``), the token decoder, the soft-target loss and the ``ADDP`` model that chains them."""
 from .addp import ADDP, NonFiniteLossError
-from .decoder import (RELEASE_DECODER_DROPPED, RELEASE_DECODER_KEYS, ADDPDecoder,
-                      release_decoder_state_dict)
+from .decoder import ADDPDecoder
 from .loss import ADDPSoftTargetLoss, soft_target_cross_entropy
-from .mask_schedule import MaskSchedule
+from .mask_schedule import MaskDraw, MaskSchedule
+from .noiser import ADDPNoiser
 
 __all__ = [
-    'ADDP', 'NonFiniteLossError', 'ADDPDecoder', 'release_decoder_state_dict', 'RELEASE_DECODER_KEYS',
-    'RELEASE_DECODER_DROPPED', 'ADDPSoftTargetLoss', 'soft_target_cross_entropy', 'MaskSchedule'
+    'ADDP', 'NonFiniteLossError', 'ADDPNoiser', 'ADDPDecoder', 'ADDPSoftTargetLoss',
+    'soft_target_cross_entropy', 'MaskSchedule', 'MaskDraw'
 ]

@@ -1,4 +1,4 @@
-"""The ADDP pretraining decoder and its MLM head (spec 2.6).
+"""The ADDP pretraining decoder and its MLM head.
 
 The decoder reads the encoder features of the current pixels, hides the cls slot and every
 unreliable (masked) position behind a learned mask token, appends the token embeddings of the
@@ -9,7 +9,7 @@ Sequence layout (``N`` grid positions, ``V`` visible per row):
 ``[cls slot | N grid slots | V appended visible tokens]``, length ``1 + N + V``.
 """
 from functools import partial
-from typing import Dict, List, Tuple, Union
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -22,23 +22,37 @@ from addp_mm.models.layers import MLMHead, build_blocks, init_linear_and_norm
 class ADDPDecoder(nn.Module):
     """ADDP token decoder: encoder features + reliable tokens -> logits over the vocabulary.
 
+    Inside ``ADDP`` the sizes the backbone and tokenizer fix are filled in when left out:
+    ``embed_dim`` (the backbone's width), ``num_patches`` (its patch grid) and ``codebook_size``
+    (the tokenizer's ``n_embed``).
+
     Args:
         embed_dim: encoder width (also the width of ``token_emb``, ``pos_mask_embed`` and the
             MLM head's output).
-        decoder_embed_dim: decoder width; must equal ``embed_dim`` (see below).
-        depth, num_heads, mlp_ratio: decoder blocks.
+        depth, num_heads, mlp_ratio: decoder blocks (the release: 8 blocks, 16 heads).
         num_patches: number of grid positions ``N`` (h * w of the token grid).
-        vocab_size: token ids ``0..vocab_size-1`` (release: 1024 codes + 1000 class slots + mask).
         codebook_size: number of VQ codes (the first entries of the vocabulary).
+        decoder_embed_dim: decoder width; ``None`` or ``embed_dim`` (see below).
+        vocab_size: token ids ``0..vocab_size-1``; default ``codebook_size + num_classes + 1``
+            (the release: 1024 codes + 1000 class slots + the mask id).
+        num_classes: class slots of the vocabulary after the codebook (MAGE's layout; unused ids).
         drop: dropout in attention and MLP (the release's pretraining uses 0.1).
         norm_eps: eps of the block and final LayerNorms.
         mlm_ln_eps: eps of the MLM head's LayerNorm (1e-5 in the release).
     """
 
-    def __init__(self, embed_dim: int, decoder_embed_dim: int, depth: int, num_heads: int,
-                 num_patches: int, vocab_size: int, codebook_size: int, mlp_ratio: float = 4.,
-                 drop: float = 0.1, norm_eps: float = 1e-6, mlm_ln_eps: float = 1e-5):
+    def __init__(self, embed_dim: Optional[int] = None, depth: int = 8, num_heads: int = 16,
+                 num_patches: Optional[int] = None, codebook_size: Optional[int] = None,
+                 decoder_embed_dim: Optional[int] = None, vocab_size: Optional[int] = None,
+                 num_classes: int = 1000, mlp_ratio: float = 4., drop: float = 0.1,
+                 norm_eps: float = 1e-6, mlm_ln_eps: float = 1e-5):
         super().__init__()
+        unset = [n for n, v in (('embed_dim', embed_dim), ('num_patches', num_patches),
+                                ('codebook_size', codebook_size)) if v is None]
+        if unset:
+            raise ValueError(f'ADDPDecoder needs {unset}: give them, or build it as the neck of '
+                             'ADDP, which takes them from its backbone and tokenizer')
+        decoder_embed_dim = embed_dim if decoder_embed_dim is None else decoder_embed_dim
         if decoder_embed_dim != embed_dim:
             raise ValueError(
                 f'ADDPDecoder needs decoder_embed_dim == embed_dim (got {decoder_embed_dim} and '
@@ -46,6 +60,7 @@ class ADDPDecoder(nn.Module):
                 'embed_dim) are appended to the decoder sequence, and the masked-position '
                 'embedding (release decoder_pos_mask_embed) has width embed_dim, as in the '
                 'released checkpoints')
+        vocab_size = codebook_size + num_classes + 1 if vocab_size is None else vocab_size
         if vocab_size <= codebook_size:
             raise ValueError(f'vocab_size ({vocab_size}) must exceed codebook_size '
                              f'({codebook_size}): the last id is the mask id')
@@ -82,9 +97,14 @@ class ADDPDecoder(nn.Module):
         nn.init.zeros_(self.mlm_head.bias)
 
     # ------------------------------------------------------------------------------------------
-    def embed(self, enc_out: torch.Tensor, indices: torch.Tensor,
-              mask: torch.Tensor) -> torch.Tensor:
-        """The decoder input sequence with position embeddings added, ``B x (1+N+V) x D``."""
+    def embed(self, enc_out: torch.Tensor, indices: torch.Tensor, mask: torch.Tensor,
+              num_visible: Optional[int] = None) -> torch.Tensor:
+        """The decoder input sequence with position embeddings added, ``B x (1+N+V) x D``.
+
+        ``num_visible`` (``V``, the same for every row) is known to the caller during
+        pretraining (from the mask schedule); without it it is read from ``mask`` (a device
+        read, for sampling and tests).
+        """
         B, N = mask.shape
         if N != self.num_patches:
             raise ValueError(f'mask has {N} positions, the decoder was built for '
@@ -95,12 +115,12 @@ class ADDPDecoder(nn.Module):
         if indices.shape != (B, N):
             raise ValueError(f'indices must be {B} x {N}, got {tuple(indices.shape)}')
         masked = mask.bool()
-        visible = ~masked
-        num_visible = visible.sum(1)
-        if B and bool((num_visible != num_visible[0]).any()):
-            raise ValueError('every row must have the same number of visible positions, got '
-                             f'{num_visible.tolist()}')
-        V = int(num_visible[0]) if B else 0
+        if num_visible is None:
+            counts = (~masked).sum(1)
+            if B and bool((counts != counts[0]).any()):
+                raise ValueError('every row must have the same number of visible positions, got '
+                                 f'{counts.tolist()}')
+            num_visible = int(counts[0]) if B else 0
 
         x = self.decoder_embed(enc_out)
         D = x.shape[-1]
@@ -110,73 +130,31 @@ class ADDPDecoder(nn.Module):
         # masked grid slots take the masked-position embedding; the cls slot keeps pos_embed[0]
         pos_masked = torch.cat([masked.new_zeros(B, 1), masked], dim=1).unsqueeze(-1)
         grid_pos = torch.where(pos_masked, self.pos_mask_embed, self.pos_embed)
-        # reliable tokens, row-wise in position order, with their own position embedding
-        tokens = self.token_emb(indices)[visible].reshape(B, V, D)
-        token_pos = self.pos_token_embed[:, 1:].expand(B, -1, -1)[visible].reshape(B, V, D)
+        # reliable tokens, row-wise in position order (a stable sort puts the visible positions
+        # first, in order), with their own position embedding
+        visible = masked.to(torch.uint8).argsort(dim=1, stable=True)[:, :num_visible]
+        tokens = self.token_emb(indices.gather(1, visible))
+        token_pos = self.pos_token_embed[:, 1:].expand(B, -1, -1).gather(
+            1, visible.unsqueeze(-1).expand(-1, -1, D))
         return torch.cat([grid + grid_pos, tokens + token_pos], dim=1)
 
     def forward(self, enc_out: torch.Tensor, indices: torch.Tensor, mask: torch.Tensor,
-                return_hidden: bool = False
-                ) -> Union[torch.Tensor, Tuple[torch.Tensor, Dict[str, torch.Tensor]]]:
+                num_visible: Optional[int] = None) -> torch.Tensor:
         """Logits ``B x (1+N+V) x vocab_size``.
 
         Args:
             enc_out: encoder output ``B x (1+N) x embed_dim``, cls at index 0.
             indices: token ids ``B x N`` (int64) of the current grid; only visible ones are read.
             mask: ``B x N``, 1 = masked (unreliable); every row must have the same count.
-            return_hidden: also return ``{'tokens_in': decoder input after position embeddings,
-                'hidden': output of the final norm}``.
+            num_visible: the number of unmasked positions per row when the caller knows it.
         """
-        tokens_in = self.embed(enc_out, indices, mask)
-        x = tokens_in
+        x = self.embed(enc_out, indices, mask, num_visible)
         for blk in self.blocks:
             x = blk(x)
-        hidden = self.norm(x)
-        logits = self.mlm_head(hidden, self.token_emb.weight.detach())
-        if return_hidden:
-            return logits, dict(tokens_in=tokens_in, hidden=hidden)
-        return logits
+        return self.mlm_head(self.norm(x), self.token_emb.weight.detach())
 
     def grid_logits(self, logits: torch.Tensor, codebook_only: bool = False) -> torch.Tensor:
         """Logits of the ``N`` grid positions (``B x N x vocab``), optionally only the codes."""
         out = logits[:, 1:1 + self.num_patches]
         return out[..., :self.codebook_size] if codebook_only else out
 
-
-# ----------------------------------------------------------------------------------------------
-# released checkpoint -> ADDPDecoder
-# ----------------------------------------------------------------------------------------------
-# (release name, our name): whole keys, or prefixes of dotted keys
-RELEASE_DECODER_KEYS: List[Tuple[str, str]] = [
-    ('decoder_embed', 'decoder_embed'),
-    ('mask_token', 'mask_token'),
-    ('decoder_pos_embed_learned', 'pos_embed'),
-    ('decoder_pos_mask_embed', 'pos_mask_embed'),
-    ('decoder_pos_token_embed', 'pos_token_embed'),
-    ('token_emb', 'token_emb'),
-    ('decoder_blocks', 'blocks'),
-    ('decoder_norm', 'norm'),
-    ('mlm_layer', 'mlm_head'),
-]
-# decoder-side release parameters that no forward pass of the release uses
-RELEASE_DECODER_DROPPED: List[str] = [
-    'decoder_pos_embed', 'decoder_pred', 'pos_token_embed', 'pos_mask_embed']
-
-
-def _matches(key: str, name: str) -> bool:
-    return key == name or key.startswith(name + '.')
-
-
-def release_decoder_state_dict(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Map a released ADDP state dict (``ckpt['model']``) to :class:`ADDPDecoder` keys.
-
-    Keys outside the decoder (encoder, ``vqgan.*``, ``token_predictor.*``) and the unused ones in
-    :data:`RELEASE_DECODER_DROPPED` are left out. Pure: tensors are not copied.
-    """
-    out = {}
-    for key, value in state.items():
-        for old, new in RELEASE_DECODER_KEYS:
-            if _matches(key, old):
-                out[new + key[len(old):]] = value
-                break
-    return out

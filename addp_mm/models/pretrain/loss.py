@@ -1,4 +1,4 @@
-"""ADDP's pretraining loss: soft-target cross-entropy on the masked grid positions (spec 2.7)."""
+"""ADDP's pretraining loss: soft-target cross-entropy on the masked grid positions."""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

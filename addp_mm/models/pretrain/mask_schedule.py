@@ -8,7 +8,7 @@ both taken as the smallest values of the same per-sample noise, so ``mask_t_next
 ``mask_t``.
 """
 import math
-from typing import Optional, Tuple, Union
+from typing import NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -16,9 +16,18 @@ from mmengine.registry import TASK_UTILS
 from scipy import stats
 
 
+class MaskDraw(NamedTuple):
+    """One draw of :meth:`MaskSchedule.draw`: the two masks (float 0/1, 1 = masked) and how many
+    positions each row of them masks (host integers, so no device read is needed)."""
+    mask_t: torch.Tensor
+    mask_next: torch.Tensor
+    num_masked_t: int
+    num_masked_next: int
+
+
 @TASK_UTILS.register_module()
 class MaskSchedule:
-    """The release's mask-ratio distribution and its two-mask sampler (spec 2.2).
+    """The release's mask-ratio distribution and its two-mask sampler.
 
     Args:
         num_steps: number of steps the cosine schedule is discretised into (``k = 0..num_steps``).
@@ -73,7 +82,14 @@ class MaskSchedule:
 
     # ------------------------------------------------------------------------------------------
     def sample_steps(self, generator: Optional[torch.Generator] = None) -> Tuple[int, int]:
-        """Indices into :attr:`ratios` of the current and the next (more masked) state."""
+        """Indices into :attr:`ratios` of the current and the next (more masked) state.
+
+        Drawn on the host: with ``generator`` when it is a CPU generator, otherwise (``None`` or a
+        CUDA generator) with torch's default CPU generator, which ``torch.manual_seed`` (and
+        mmengine's ``randomness.seed``) seeds.
+        """
+        if generator is not None and generator.device.type != 'cpu':
+            generator = None
         i = int(torch.multinomial(self.probs, 1, generator=generator))
         gap = int(torch.randint(1, self.max_step_gap + 1, (1,), generator=generator))
         return i, min(i + gap, len(self) - 1)
@@ -94,14 +110,14 @@ class MaskSchedule:
         rank = noise.argsort(dim=1, stable=True).argsort(dim=1)
         return (rank < n_t).to(noise.dtype), (rank < n_next).to(noise.dtype)
 
-    def sample(self, batch_size: int, num_tokens: int, generator: Optional[torch.Generator] = None,
-               device: Optional[Union[str, torch.device]] = None
-               ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Draw ``(mask_t, mask_t_next)``, each ``batch_size x num_tokens`` float 0/1 (1 = masked).
+    def draw(self, batch_size: int, num_tokens: int, generator: Optional[torch.Generator] = None,
+             device: Optional[Union[str, torch.device]] = None) -> MaskDraw:
+        """Draw ``mask_t`` and ``mask_t_next`` (``batch_size x num_tokens``) and their counts.
 
-        One step (hence one pair of counts) for the whole batch, one uniform noise per sample.
-        The random draws use ``generator`` (and happen on its device) when given, else the global
-        RNG on ``device``; the masks are returned on ``device``.
+        One step (hence one pair of counts) for the whole batch, drawn on the host
+        (:meth:`sample_steps`); one uniform noise per sample, drawn with ``generator`` on its
+        device when given, else with the global RNG on ``device``. The masks are returned on
+        ``device`` (default: where the noise was drawn).
         """
         i, j = self.sample_steps(generator)
         n_t, n_next = self.num_masked(num_tokens, i), self.num_masked(num_tokens, j)
@@ -110,4 +126,11 @@ class MaskSchedule:
         mask_t, mask_next = self.masks_from_noise(noise, n_t, n_next)
         if device is not None:
             mask_t, mask_next = mask_t.to(device), mask_next.to(device)
-        return mask_t, mask_next
+        return MaskDraw(mask_t, mask_next, n_t, n_next)
+
+    def sample(self, batch_size: int, num_tokens: int, generator: Optional[torch.Generator] = None,
+               device: Optional[Union[str, torch.device]] = None
+               ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(mask_t, mask_t_next)`` of :meth:`draw`, each ``batch_size x num_tokens`` float 0/1."""
+        drawn = self.draw(batch_size, num_tokens, generator, device)
+        return drawn.mask_t, drawn.mask_next

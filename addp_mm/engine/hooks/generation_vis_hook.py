@@ -3,19 +3,21 @@ import os
 import os.path as osp
 from typing import Dict, Optional, Union
 
+import numpy as np
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
+from torchvision.utils import make_grid
 
-from addp_mm.apis.generate import build_sampler, make_grid, save_png
-from addp_mm.models.generation import ADDPSampler, to_uint8, unwrap_model
+from addp_mm.models.generation import ADDPSampler, build_sampler, unwrap_model
+from addp_mm.models.utils import save_image, to_uint8
 
 
 @HOOKS.register_module()
 class GenerationVisHook(Hook):
     """Every ``interval`` training iterations, sample a grid of images from the model being
-    pretrained (spec section 3) and save it to ``work_dir/samples/iter_{k}.png`` (``k`` =
+    pretrained and save it to ``work_dir/samples/iter_{k}.png`` (``k`` =
     iterations done), and to the visualizer's backends (e.g. TensorBoard) under ``name``.
 
     Only the main process samples; the others go on training. The same seed is used every time,
@@ -65,13 +67,14 @@ class GenerationVisHook(Hook):
         device = next(model.parameters()).device
         images = self.sampler.sample(model, self.num_images, seed=self.seed, device=device,
                                      autocast_dtype=self.autocast_dtype)
-        grid = make_grid(to_uint8(images).cpu(), self.nrow)
+        nrow = self.nrow or max(1, int(np.ceil(np.sqrt(self.num_images))))
+        grid = make_grid(to_uint8(images).cpu(), nrow=nrow, padding=2, pad_value=0)
         out_dir = self.out_dir or osp.join(runner.work_dir, 'samples')
         os.makedirs(out_dir, exist_ok=True)
         path = osp.join(out_dir, f'iter_{step}.png')
-        save_png(grid, path)
+        save_image(grid, path)
         visualizer = getattr(runner, 'visualizer', None)
         if visualizer is not None:
-            visualizer.add_image(self.name, grid.numpy(), step=step)
+            visualizer.add_image(self.name, grid.permute(1, 2, 0).numpy(), step=step)
         print_log(f'GenerationVisHook: {self.num_images} samples -> {path}', logger='current')
         return path

@@ -1,4 +1,4 @@
-"""Reference checks: generation rows (see addp_mm/verify/core.py).
+"""Reference checks: generation rows (see core.py).
 
 The vectors record the release's deterministic trajectory (nucleus sampling with ``top_p=1e-9``,
 i.e. greedy; choice temperature 0; 4 cosine steps). Each stage of every step is recomputed from
@@ -15,17 +15,34 @@ from typing import List
 
 import torch
 
+from typing import Dict
+
 from addp_mm.models.generation import ADDPSampler, GenerationGeometry
 
 from .core import ReferenceDir, Row, compare, register_check
 from .pretrain import build_reference_addp
 
 
+def sampler_from_release_args(args: Dict) -> ADDPSampler:
+    """A sampler with the settings of the release's ``main_generate.py`` arguments
+    (``num_iteration``, ``mask_ratio_sample_strategy``, ``choice_temperature``,
+    ``temperature_strategy``, ``sampling_strategy``, ``top_p``)."""
+    if float(args.get('mask_ratio', 1.0)) != 1.0:
+        raise ValueError('only unconditional generation (mask_ratio 1.0) is supported, got '
+                         f"mask_ratio={args['mask_ratio']}")
+    nucleus = args.get('sampling_strategy', 'default') == 'top_p'
+    return ADDPSampler(num_steps=args.get('num_iteration', 20),
+                       schedule=args.get('mask_ratio_sample_strategy', 'cosine'),
+                       choice_temperature=args.get('choice_temperature', 6.0),
+                       temperature_mode=args.get('temperature_strategy', 'dynamic'),
+                       top_p=args.get('top_p', 1.0) if nucleus else None)
+
+
 @register_check
 def check_generation(ref: ReferenceDir) -> List[Row]:
     v = ref.vectors
     model = build_reference_addp(ref, with_token_predictor=False)
-    sampler = ADDPSampler.from_release_args(v['gen_args'])
+    sampler = sampler_from_release_args(v['gen_args'])
     geo = GenerationGeometry(model)
     steps = sampler.num_steps
     if v['gen_logits'].shape[0] != steps:

@@ -1,13 +1,12 @@
-"""Reference checks: pretrain rows (see addp_mm/verify/core.py).
+"""Reference checks: pretrain rows (see core.py).
 
 Decoder, loss and mask-ratio distribution, each fed the inputs the release recorded
 (``xt_encoder_out``, ``vq_indices``, ``mask_t``, ``tp_probs``), so a mismatch points at one stage.
 """
 from typing import List
 
-from addp_mm.models.pretrain import (ADDPDecoder, MaskSchedule, release_decoder_state_dict,
-                                     soft_target_cross_entropy)
-from addp_mm.models.utils.checkpoint import WHERE_TO_GET, load_checkpoint_file, unwrap_state_dict
+from addp_mm.models.pretrain import ADDPDecoder, MaskSchedule, soft_target_cross_entropy
+from addp_mm.models.utils import read_checkpoint, release_decoder_state_dict, unwrap_state_dict
 
 from .core import ReferenceDir, Row, compare, register_check
 
@@ -22,8 +21,7 @@ def build_reference_decoder(ref: ReferenceDir) -> ADDPDecoder:
         depth=cfg['decoder_depth'], num_heads=cfg['decoder_num_heads'], mlp_ratio=cfg['mlp_ratio'],
         num_patches=grid * grid, vocab_size=codebook_size + 1000 + 1, codebook_size=codebook_size,
         drop=cfg['drop_out_rate'], norm_eps=cfg['norm_eps'])
-    state = unwrap_state_dict(load_checkpoint_file(ref.file('addp'), 'ADDP checkpoint',
-                                                   WHERE_TO_GET['addp']))
+    state = unwrap_state_dict(read_checkpoint(ref.file('addp'), 'reference file'))
     decoder.load_state_dict(release_decoder_state_dict(state), strict=True)
     return decoder.eval()
 
@@ -32,12 +30,18 @@ def build_reference_decoder(ref: ReferenceDir) -> ADDPDecoder:
 def check_decoder(ref: ReferenceDir) -> List[Row]:
     v = ref.vectors
     decoder = build_reference_decoder(ref)
-    logits, inter = decoder(v['xt_encoder_out'], v['vq_indices'], v['mask_t'], return_hidden=True)
+    hidden = []
+    hook = decoder.norm.register_forward_hook(lambda m, i, o: hidden.append(o))
+    try:
+        logits = decoder(v['xt_encoder_out'], v['vq_indices'], v['mask_t'])
+    finally:
+        hook.remove()
+    tokens_in = decoder.embed(v['xt_encoder_out'], v['vq_indices'], v['mask_t'])
     loss = soft_target_cross_entropy(v['decoder_logits'], v['tp_probs'], v['mask_t'],
                                      label_smoothing=ref.config['label_smoothing'])
     return [
-        compare('decoder_tokens_in', inter['tokens_in'], v['decoder_tokens_in']),
-        compare('decoder_hidden', inter['hidden'], v['decoder_hidden']),
+        compare('decoder_tokens_in', tokens_in, v['decoder_tokens_in']),
+        compare('decoder_hidden', hidden[0], v['decoder_hidden']),
         compare('decoder_logits', logits, v['decoder_logits'], atol=5e-5),
         compare('loss_from_intermediates', loss, v['loss_from_intermediates'], atol=1e-5,
                 note='recorded tp_probs + decoder_logits + mask_t'),
@@ -64,7 +68,6 @@ def addp_model_cfg(ref: ReferenceDir, with_token_predictor: bool = True) -> dict
     part loads from the release-format files of ``ref`` through our public loaders."""
     cfg = ref.config
     grid = cfg['img_size'] // cfg['patch_size']
-    codebook_size = cfg['vqgan']['n_embed']
     vq = cfg['vqgan']
     tp = cfg['token_predictor']
     model = dict(
@@ -75,21 +78,24 @@ def addp_model_cfg(ref: ReferenceDir, with_token_predictor: bool = True) -> dict
                       img_size=cfg['img_size'], patch_size=cfg['patch_size'], pre_norm=True,
                       final_norm=True, out_type='raw', drop_rate=cfg['drop_out_rate'],
                       attn_drop_rate=cfg['drop_out_rate']),
-        neck=dict(type='ADDPDecoder', embed_dim=cfg['embed_dim'], decoder_embed_dim=cfg['decoder_embed_dim'],
+        # embed_dim, num_patches and codebook_size come from the backbone and the tokenizer
+        neck=dict(type='ADDPDecoder', decoder_embed_dim=cfg['decoder_embed_dim'],
                   depth=cfg['decoder_depth'], num_heads=cfg['decoder_num_heads'], mlp_ratio=cfg['mlp_ratio'],
-                  num_patches=grid * grid, vocab_size=codebook_size + 1000 + 1, codebook_size=codebook_size,
-                  drop=cfg['drop_out_rate'], norm_eps=cfg['norm_eps']),
+                  num_classes=1000, drop=cfg['drop_out_rate'], norm_eps=cfg['norm_eps']),
         head=dict(type='ADDPSoftTargetLoss', label_smoothing=cfg['label_smoothing']),
-        tokenizer=dict(type='VQGANTokenizer', n_embed=vq['n_embed'], embed_dim=vq['embed_dim'],
-                       **{k: v for k, v in vq['ddconfig'].items() if k != 'double_z'},
-                       checkpoint=ref.file('vqgan')),
-        token_predictor=dict(type='MAGETokenPredictor', embed_dim=tp['embed_dim'], depth=tp['depth'],
-                             num_heads=tp['num_heads'], decoder_embed_dim=tp['decoder_embed_dim'],
-                             decoder_depth=tp['decoder_depth'], decoder_num_heads=tp['decoder_num_heads'],
-                             mlp_ratio=tp['mlp_ratio'], codebook_size=codebook_size, grid_size=grid,
-                             checkpoint=ref.file('token_predictor')) if with_token_predictor else None,
-        mask_schedule=dict(type='MaskSchedule', min_ratio=cfg['mask_ratio_min'], max_ratio=cfg['mask_ratio_max'],
-                           mu=cfg['mask_ratio_mu'], std=cfg['mask_ratio_std']),
+        target_generator=dict(
+            type='ADDPNoiser',
+            tokenizer=dict(type='VQGANTokenizer', n_embed=vq['n_embed'], embed_dim=vq['embed_dim'],
+                           **{k: v for k, v in vq['ddconfig'].items() if k != 'double_z'},
+                           checkpoint=ref.file('vqgan')),
+            token_predictor=dict(type='MAGETokenPredictor', embed_dim=tp['embed_dim'], depth=tp['depth'],
+                                 num_heads=tp['num_heads'], decoder_embed_dim=tp['decoder_embed_dim'],
+                                 decoder_depth=tp['decoder_depth'], decoder_num_heads=tp['decoder_num_heads'],
+                                 mlp_ratio=tp['mlp_ratio'], grid_size=grid,
+                                 checkpoint=ref.file('token_predictor')) if with_token_predictor else None,
+            mask_schedule=dict(type='MaskSchedule', min_ratio=cfg['mask_ratio_min'],
+                               max_ratio=cfg['mask_ratio_max'], mu=cfg['mask_ratio_mu'],
+                               std=cfg['mask_ratio_std'])),
         init_cfg=dict(type='Pretrained', checkpoint=ref.file('addp')))
     return model
 
@@ -106,7 +112,7 @@ def check_addp_step(ref: ReferenceDir) -> List[Row]:
     """A whole pretraining step with the recorded fixed masks, stage by stage."""
     v = ref.vectors
     model = build_reference_addp(ref)
-    state = model.noisy_pixels(v['img'], v['mask_t'], v['mask_t_next'])
+    state = model.target_generator(v['img'], v['mask_t'], v['mask_t_next'])
     x = (v['x_t'].clamp(0, 1) - model.pixel_mean) / model.pixel_std
     tokens, hw = model.backbone.embed(x)
     blocks = []
@@ -115,8 +121,8 @@ def check_addp_step(ref: ReferenceDir) -> List[Row]:
         blocks.append(tokens)
     loss = model.loss(v['img'], mask_t=v['mask_t'], mask_next=v['mask_t_next'])['loss']
     return [
-        compare('z_t', state['z_t'], v['z_t'], note='ADDP.noisy_pixels'),
-        compare('x_t', state['x_t'], v['x_t'], note='ADDP.noisy_pixels'),
+        compare('z_t', state['z_t'], v['z_t'], note='ADDPNoiser'),
+        compare('x_t', state['x_t'], v['x_t'], note='ADDPNoiser'),
         compare('xt_encoder_tokens_in', model.backbone.embed(x)[0], v['xt_encoder_tokens_in']),
         compare('xt_encoder_block_outputs', blocks, v['xt_encoder_block_outputs']),
         compare('xt_encoder_out', model.encode(v['x_t']), v['xt_encoder_out']),

@@ -1,4 +1,4 @@
-"""Reference checks: the frozen MAGE token predictor (see addp_mm/verify/core.py).
+"""Reference checks: the frozen MAGE token predictor (see core.py).
 
 The predictor is built through the registry from the reference MAGE checkpoint, and both
 ``tp_probs`` (``mask_t``) and ``tp_pred_emb`` (``mask_t_next``) come from ONE batched ``predict``
@@ -9,7 +9,8 @@ from typing import List, Optional
 import torch
 from mmengine.registry import MODELS
 
-from ..models.tokenizers.token_predictor import MAGETokenPredictor, load_mage_checkpoint
+from addp_mm.models.target_generators import MAGETokenPredictor
+from addp_mm.models.utils import mage_state_dict, read_checkpoint, unwrap_state_dict
 from .core import ReferenceDir, Row, compare, register_check
 
 PROB_ATOL = 1e-6  # probabilities are ~1e-3; the README suggests rtol 1e-4
@@ -22,7 +23,7 @@ def build_reference_token_predictor(ref: ReferenceDir,
     cfg = ref.config
     tp = cfg['token_predictor']
     grid = (cfg['img_size'] // cfg['patch_size'],) * 2
-    return MODELS.build(dict(
+    model = MODELS.build(dict(
         type='MAGETokenPredictor',
         embed_dim=tp['embed_dim'], depth=tp['depth'], num_heads=tp['num_heads'],
         decoder_embed_dim=tp['decoder_embed_dim'], decoder_depth=tp['decoder_depth'],
@@ -30,10 +31,16 @@ def build_reference_token_predictor(ref: ReferenceDir,
         norm_eps=tp['norm_eps'], codebook_size=cfg['vqgan']['n_embed'], grid_size=grid,
         patch_size=cfg['patch_size'], in_chans=cfg['in_chans'],
         checkpoint=checkpoint or ref.file('token_predictor')))
+    model.init_weights()
+    return model.eval()
+
+
+def load_mage_checkpoint(path: str) -> dict:
+    return mage_state_dict(unwrap_state_dict(read_checkpoint(path, 'reference file')))
 
 
 def reference_codebook(ref: ReferenceDir) -> torch.Tensor:
-    state = torch.load(ref.file('vqgan'), map_location='cpu', weights_only=True)['state_dict']
+    state = read_checkpoint(ref.file('vqgan'), 'reference file')['state_dict']
     return state['quantize.embedding.weight']
 
 

@@ -1,4 +1,4 @@
-"""The frozen MAGE token predictor of ADDP (spec 1 and 2.3).
+"""The MAGE token predictor that ADDP keeps frozen.
 
 A pretrained MAGE ViT maps a partly masked grid of VQ token ids to a distribution over the
 codebook at every grid position. ADDP runs it (without gradients) twice per pretraining step on the
@@ -24,68 +24,24 @@ their ``vqgan.*`` entries) and the ``token_predictor.*`` part of the released AD
 strictly. Parameters that sampling never reads (``cls_token``, ``pos_embed``, ``patch_embed``,
 ``mask_token``, ``decoder_pos_embed``, ``decoder_pred``) exist only for that.
 """
-import os.path as osp
 from functools import partial
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 from mmengine.registry import MODELS
 from timm.layers import PatchEmbed
 
-from ..layers.pos_embed import sincos_pos_embed_2d
 from ..layers import MLMHead, build_blocks, init_linear_and_norm
-from ..utils.checkpoint import load_checkpoint_file
+from ..layers.pos_embed import sincos_pos_embed_2d
+from ..utils.checkpoint import load_converted, mage_state_dict
 
-__all__ = ['MAGETokenPredictor', 'mage_state_dict', 'load_mage_checkpoint']
+__all__ = ['MAGETokenPredictor']
 
-VQGAN_PREFIX = 'vqgan.'
-ADDP_PREFIX = 'token_predictor.'
 # The release derives the fake class id as ``codebook_size + 1100 - 1024``.
 FAKE_CLASS_OFFSET = 76
 
 
-# ----------------------------------------------------------------------------------------------
-# checkpoints
-# ----------------------------------------------------------------------------------------------
-def mage_state_dict(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """The token-predictor weights of a MAGE or ADDP state dict, in MAGE's key layout.
-
-    Accepts a MAGE checkpoint's ``model`` dict (its ``vqgan.*`` entries are dropped: the VQGAN is a
-    separate module here) or a released ADDP ``model`` dict, from which only the
-    ``token_predictor.*`` entries are kept, without that prefix (``token_predictor.vqgan.*`` dropped
-    as well). A whole checkpoint ``{'model': ...}`` is unwrapped. The input is not modified.
-    """
-    if 'model' in state and isinstance(state['model'], Mapping):
-        state = state['model']
-    if any(k.startswith(ADDP_PREFIX) for k in state):
-        state = {k[len(ADDP_PREFIX):]: v for k, v in state.items() if k.startswith(ADDP_PREFIX)}
-    return {k: v for k, v in state.items() if not k.startswith(VQGAN_PREFIX)}
-
-
-def _missing_checkpoint_message(path: str) -> str:
-    return (f'token predictor checkpoint {path!r} not found. It is MAGE\'s pretrained model '
-            'from the MAGE release (github.com/LTH14/mage): mage-vitb-1600.pth for ViT-B, '
-            'mage-vitl-1600.pth for ViT-L (a released ADDP checkpoint, which embeds it as '
-            'token_predictor.*, also works). Nothing is downloaded here: place the file locally '
-            'and pass its path.')
-
-
-def load_mage_checkpoint(path: str) -> Dict[str, torch.Tensor]:
-    """Read a MAGE (``{'model': ...}``) or released ADDP checkpoint with ``weights_only=True`` and
-    return :func:`mage_state_dict` of it. ADDP checkpoints pickle an ``argparse.Namespace``, which
-    is allow-listed (``addp_mm.utils.safe_globals``)."""
-    if not osp.isfile(path):
-        raise FileNotFoundError(_missing_checkpoint_message(path))
-    ckpt = load_checkpoint_file(path, what='MAGE token predictor checkpoint')
-    if not isinstance(ckpt, Mapping):
-        raise ValueError(f'{path!r} does not hold a state dict (got {type(ckpt).__name__})')
-    return mage_state_dict(ckpt)
-
-
-# ----------------------------------------------------------------------------------------------
-# modules
-# ----------------------------------------------------------------------------------------------
 class TokenEmbedding(nn.Module):
     """Word + learned position embedding followed by a LayerNorm (MAGE's ``BertEmbeddings``).
 
@@ -107,7 +63,7 @@ class TokenEmbedding(nn.Module):
 
 @MODELS.register_module()
 class MAGETokenPredictor(nn.Module):
-    """Frozen MAGE token predictor (see the module docstring for what it computes).
+    """MAGE token predictor (see the module docstring for what it computes).
 
     Args:
         embed_dim, depth, num_heads: encoder width, number of blocks, heads.
@@ -120,10 +76,11 @@ class MAGETokenPredictor(nn.Module):
             the release's 1024 codes).
         patch_size, in_chans: only shape the unused ``patch_embed`` / ``decoder_pred`` parameters.
         norm_eps: eps of the blocks' and the embedding's LayerNorms (MLM head LayerNorm: 1e-5).
-        checkpoint: MAGE ``mage-vit*-1600.pth`` or a released ADDP checkpoint, loaded strictly.
+        checkpoint: MAGE ``mage-vit*-1600.pth`` or a released ADDP checkpoint, loaded strictly
+            by :meth:`init_weights` (the constructor reads no file); ``None``: random weights.
 
     The vocabulary is ``codebook_size + num_classes + 1`` ids, the last being the mask id.
-    The module is always frozen: no parameter requires grad and ``train()`` keeps it in eval mode.
+    Inside ADDP it is frozen by ``ADDPNoiser``.
     """
 
     def __init__(self, embed_dim: int, depth: int, num_heads: int, decoder_embed_dim: int,
@@ -175,23 +132,17 @@ class MAGETokenPredictor(nn.Module):
 
         self.mlm_layer = MLMHead(decoder_embed_dim, embed_dim, self.vocab_size)
 
-        self.init_weights()
+        self._random_init()
 
     # ------------------------------------------------------------------------------------------
     # weights and frozen state
     # ------------------------------------------------------------------------------------------
     def init_weights(self) -> None:
-        """Load ``checkpoint`` when given, else MAGE's random initialisation; then freeze.
-
-        Named like mmengine's hook so that a parent ``BaseModule.init_weights()`` (which may first
-        apply its own ``init_cfg`` to every submodule) ends by restoring the pretrained weights.
-        """
+        """Load ``checkpoint`` (the only place the file is read), else MAGE's random init."""
         if self.checkpoint is not None:
-            self.load_mage_weights(self.checkpoint)
+            self.load_checkpoint(self.checkpoint)
         else:
             self._random_init()
-        self.requires_grad_(False)
-        self.eval()
 
     def _random_init(self) -> None:
         grid = self.grid_size
@@ -209,18 +160,10 @@ class MAGETokenPredictor(nn.Module):
             nn.init.normal_(p, std=.02)
         nn.init.zeros_(self.mlm_layer.bias)
 
-    def load_mage_weights(self, path: str) -> None:
-        """Strictly load a MAGE or released ADDP checkpoint (``vqgan.*`` ignored)."""
-        state = load_mage_checkpoint(path)
-        try:
-            self.load_state_dict(state, strict=True)
-        except RuntimeError as e:
-            raise RuntimeError(f'{path!r} does not match this token predictor '
-                               f'(check its embed_dim/depth/heads/codebook sizes): {e}') from None
-
-    def train(self, mode: bool = True) -> 'MAGETokenPredictor':
-        """Always stays in eval mode (frozen), whatever ``mode`` is."""
-        return super().train(False)
+    def load_checkpoint(self, checkpoint, key: str = 'MAGETokenPredictor checkpoint') -> None:
+        """Strictly load a MAGE or released ADDP checkpoint file (or loaded dict); ``vqgan.*``
+        entries are ignored (:func:`~addp_mm.models.utils.mage_state_dict`)."""
+        load_converted(self, checkpoint, mage_state_dict, key, source='token_predictor')
 
     # ------------------------------------------------------------------------------------------
     # forward

@@ -1,6 +1,5 @@
 """Rows, comparison and the reference-folder reader shared by every check module."""
 import glob
-import os
 import os.path as osp
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
@@ -83,7 +82,7 @@ class ReferenceDir:
         if not osp.isdir(path):
             raise FileNotFoundError(
                 f'reference folder {path!r} does not exist; pass the folder that holds vectors_*.pt '
-                '(e.g. ../shared/reference) or set ADDP_REFERENCE_DIR')
+                '(e.g. ../shared/reference)')
         self.path = path
         self._vectors = None
 
@@ -131,8 +130,3 @@ def run_checks(path: str, num_threads: Optional[int] = 1) -> List[Row]:
             rows.append(Row(fn.__name__, '-', None, False, f'{type(e).__name__}: {e}'))
     return rows
 
-
-def default_reference_dir() -> str:
-    """``$ADDP_REFERENCE_DIR`` or ``<repo>/../shared/reference``."""
-    repo = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-    return os.environ.get('ADDP_REFERENCE_DIR', osp.join(osp.dirname(repo), 'shared', 'reference'))

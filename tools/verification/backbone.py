@@ -3,7 +3,7 @@ pretraining encoder, with the pre-norm), ``ft_features`` / ``ft_logits`` (the re
 classifier: no pre-norm, average pooling, ``fc_norm``) and the fine-tuning load's key lists."""
 from mmengine.registry import MODELS
 
-from addp_mm.models.utils import finetune_classifier_state_dict, load_checkpoint_file, unwrap_state_dict
+from addp_mm.models.utils import finetune_classifier_state_dict, read_checkpoint, unwrap_state_dict
 from .core import ReferenceDir, compare, register_check
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -76,7 +76,7 @@ def finetune_rows(ref: ReferenceDir):
     # 2. the released fine-tuned classifier, converted, reproduces its features and logits
     model = build_finetune_classifier(ref)
     state = finetune_classifier_state_dict(unwrap_state_dict(
-        load_checkpoint_file(ref.file('finetune'), what='release fine-tuning checkpoint')))
+        read_checkpoint(ref.file('finetune'), 'release fine-tuning checkpoint')))
     model.load_state_dict(state, strict=True)
     model.eval()
     x = normalise(v['img'])

@@ -1,6 +1,6 @@
 """The frozen VQ tokenizer of ADDP: MAGE's PyTorch port of the MaskGIT VQGAN.
 
-Architecture (see ADDP_SPEC.md, section 1.1). It is *not* the stock taming VQGAN:
+Architecture (MaskGIT's VQGAN as ported by MAGE). It is *not* the stock taming VQGAN:
 
 * GroupNorm(32, eps=1e-6) + swish everywhere, no attention layers (``attn_resolutions`` is accepted
   for config compatibility and ignored), no ``quant_conv`` / ``post_quant_conv``;
@@ -19,32 +19,16 @@ Pixels are consumed as RGB in [0, 1] without any normalisation and :meth:`VQGANT
 returns unclamped pixels in the same space.
 """
 import os
-import os.path as osp
-from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
+from typing import Iterable, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.registry import MODELS
 
-from ..utils.checkpoint import load_checkpoint_file
+from ..utils.checkpoint import load_converted, vqgan_state_dict
 
-__all__ = [
-    'VQGANTokenizer', 'VectorQuantizer', 'load_vqgan_state_dict', 'vqgan_config_from_yaml',
-    'VQGAN_CHECKPOINT_HINT'
-]
-
-VQGAN_CHECKPOINT_HINT = (
-    "ADDP's tokenizer is MAGE's VQGAN checkpoint 'vqgan_jax_strongaug.ckpt' (linked from the MAGE "
-    'release, github.com/LTH14/mage, and used unchanged by github.com/ChangyaoTian/ADDP); the '
-    "released ADDP checkpoints (addp-vit-*-16.pth) and MAGE's mage-vit*-1600.pth also hold it "
-    "under the 'vqgan.' prefix. Nothing can be downloaded automatically here: copy the file to "
-    'this machine and pass its local path.')
-
-# prefixes under which the tokenizer weights are stored by the released checkpoints, in the order
-# they are looked for when no prefix is given
-_KNOWN_PREFIXES = ('vqgan.', 'token_predictor.vqgan.')
-_OWN_ROOTS = ('encoder.', 'decoder.', 'quantize.')
+__all__ = ['VQGANTokenizer', 'VectorQuantizer']
 
 
 def _group_norm(channels: int) -> nn.GroupNorm:
@@ -208,10 +192,6 @@ class VectorQuantizer(nn.Module):
             z_q = z32 + (e - z32).detach()
         return z_q.contiguous(), indices.view(b, h * w)
 
-    def legacy_loss(self, z: torch.Tensor, z_q: torch.Tensor) -> torch.Tensor:
-        """taming's ``legacy`` VQ loss: ``mean((sg[e]-z)^2) + beta * mean((e-sg[z])^2)``."""
-        return torch.mean((z_q.detach() - z)**2) + self.beta * torch.mean((z_q - z.detach())**2)
-
 
 def _check_channels(ch: int, ch_mult: Sequence[int]) -> None:
     bad = [(i, ch * m) for i, m in enumerate(ch_mult) if (ch * m) % 32 != 0 or ch * m <= 0]
@@ -222,97 +202,9 @@ def _check_channels(ch: int, ch_mult: Sequence[int]) -> None:
             f'(offending levels/channels: {bad})')
 
 
-def _torch_load(path: str):
-    # weights_only loading; the release's argparse.Namespace is allow-listed there
-    return load_checkpoint_file(path, what='VQGAN tokenizer checkpoint')
-
-
-def load_vqgan_state_dict(path_or_state: Union[str, os.PathLike, Mapping],
-                          prefix: Optional[str] = None) -> Dict[str, torch.Tensor]:
-    """The tokenizer's weights (``encoder.*``, ``decoder.*``, ``quantize.*``) from a checkpoint.
-
-    Accepts a file path or an already loaded object:
-
-    * MAGE's ``vqgan_jax_strongaug.ckpt``: ``{'state_dict': {encoder.*, decoder.*, quantize.*}}``;
-    * the released ADDP / MAGE checkpoints: ``{'model': {..., 'vqgan.*', ...}}``;
-    * a bare state dict in either layout.
-
-    ``prefix`` selects the keys to take (``'vqgan.'``, ``''``, ...). By default the un-prefixed
-    layout is used when present, otherwise ``vqgan.`` then ``token_predictor.vqgan.``. Other keys
-    are dropped; a strict ``load_state_dict`` catches anything missing.
-    """
-    if isinstance(path_or_state, (str, os.PathLike)):
-        path = os.fspath(path_or_state)
-        if not osp.isfile(path):
-            raise FileNotFoundError(f'VQGAN tokenizer checkpoint {path!r} not found. '
-                                    f'{VQGAN_CHECKPOINT_HINT}')
-        obj = _torch_load(path)
-        source = path
-    else:
-        obj = path_or_state
-        source = 'the given state dict'
-    if not isinstance(obj, Mapping):
-        raise TypeError(f'{source}: expected a dict-like checkpoint, got {type(obj).__name__}')
-    for wrapper in ('state_dict', 'model'):
-        if wrapper in obj and isinstance(obj[wrapper], Mapping):
-            obj = obj[wrapper]
-            break
-
-    keys = list(obj.keys())
-    if prefix is None:
-        if any(k.startswith(_OWN_ROOTS) for k in keys):
-            prefix = ''
-        else:
-            prefix = next((p for p in _KNOWN_PREFIXES if any(k.startswith(p) for k in keys)), None)
-        if prefix is None:
-            raise KeyError(
-                f'{source} holds no VQGAN weights: expected keys encoder.*/decoder.*/quantize.* '
-                f"(optionally under 'vqgan.'), got e.g. {keys[:5]}. {VQGAN_CHECKPOINT_HINT}")
-    state = {}
-    for k, v in obj.items():
-        if not k.startswith(prefix):
-            continue
-        name = k[len(prefix):]
-        if prefix == '' and not name.startswith(_OWN_ROOTS):
-            continue
-        state[name] = v
-    if not state:
-        raise KeyError(f'{source} holds no keys with prefix {prefix!r}')
-    return state
-
-
-def vqgan_config_from_yaml(path: str) -> Dict:
-    """Constructor kwargs of :class:`VQGANTokenizer` from a release-style ``vqgan*.yaml``.
-
-    The yaml is taming's layout: ``model.params.{embed_dim, n_embed, ddconfig{...}}``.
-    """
-    import yaml
-    if not osp.isfile(path):
-        raise FileNotFoundError(
-            f'VQGAN config {path!r} not found (release: configs/release/vqgan.yaml)')
-    with open(path) as f:
-        cfg = yaml.safe_load(f)
-    try:
-        params = cfg['model']['params']
-        dd = dict(params['ddconfig'])
-    except (KeyError, TypeError) as e:
-        raise ValueError(f'{path}: expected model.params.ddconfig (taming VQModel yaml)') from e
-    if dd.pop('double_z', False):
-        raise ValueError(f'{path}: double_z=True is not the MAGE/ADDP tokenizer (no KL head)')
-    kwargs = dict(n_embed=int(params['n_embed']), embed_dim=int(params['embed_dim']))
-    allowed = ('ch', 'ch_mult', 'num_res_blocks', 'attn_resolutions', 'z_channels', 'resolution',
-               'in_channels', 'out_ch', 'dropout')
-    unknown = sorted(set(dd) - set(allowed))
-    if unknown:
-        raise ValueError(f'{path}: unknown ddconfig entries {unknown}')
-    for k, v in dd.items():
-        kwargs[k] = tuple(v) if isinstance(v, list) else v
-    return kwargs
-
-
 @MODELS.register_module()
 class VQGANTokenizer(nn.Module):
-    """Frozen VQGAN tokenizer (MAGE / ADDP layout).
+    """VQGAN tokenizer (MAGE / ADDP layout); ADDP keeps it frozen inside ``ADDPNoiser``.
 
     Args:
         ch, ch_mult, num_res_blocks: base width, per-level multipliers, residual blocks per level.
@@ -321,9 +213,11 @@ class VQGANTokenizer(nn.Module):
         n_embed, embed_dim: codebook size and code dimension.
         resolution: nominal image size (informational; any multiple of the downsample factor works).
         in_channels, out_ch: image channels in / out.
-        dropout: dropout of the residual blocks (inactive: the tokenizer is always in eval mode).
-        checkpoint: path (or loaded checkpoint / state dict) loaded strictly, see
-            :func:`load_vqgan_state_dict`. ``None`` keeps random weights (tests only).
+        dropout: dropout of the residual blocks (inactive inside ``ADDPNoiser``, which keeps the
+            tokenizer in eval mode).
+        checkpoint: local file (or loaded checkpoint / state dict) that :meth:`init_weights`
+            loads strictly, in any layout :func:`~addp_mm.models.utils.vqgan_state_dict` reads.
+            The constructor reads no file. ``None`` keeps random weights (demos and tests).
     """
 
     def __init__(self,
@@ -365,56 +259,21 @@ class VQGANTokenizer(nn.Module):
                                 self.z_channels, dropout)
         self.quantize = VectorQuantizer(self.n_embed, self.embed_dim)
 
-        self._checkpoint_path: Optional[str] = None
-        if checkpoint is not None:
-            self.load_checkpoint(checkpoint)
-        self._freeze()
+        self.checkpoint = checkpoint
 
-    # ------------------------------------------------------------------ construction / loading
-    @classmethod
-    def from_yaml(cls, path: str, checkpoint: Optional[Union[str, Mapping]] = None,
-                  **overrides) -> 'VQGANTokenizer':
-        """Build from a release-style ``vqgan*.yaml`` (taming ``VQModel`` params)."""
-        kwargs = vqgan_config_from_yaml(path)
-        kwargs.update(overrides)
-        return cls(checkpoint=checkpoint, **kwargs)
-
-    def load_checkpoint(self, checkpoint: Union[str, Mapping],
-                        prefix: Optional[str] = None) -> 'VQGANTokenizer':
-        """Load tokenizer weights strictly (see :func:`load_vqgan_state_dict`)."""
-        state = load_vqgan_state_dict(checkpoint, prefix=prefix)
-        if isinstance(checkpoint, (str, os.PathLike)):
-            self._checkpoint_path = os.fspath(checkpoint)
-            self._checkpoint_prefix = prefix
-        try:
-            self.load_state_dict(state, strict=True)
-        except RuntimeError as e:
-            src = (checkpoint if isinstance(checkpoint, (str, os.PathLike)) else
-                   'the given state dict')
-            raise RuntimeError(f'VQGAN checkpoint {src} does not match this tokenizer config '
-                               f'(ch={self.ch}, ch_mult={self.ch_mult}, num_res_blocks='
-                               f'{self.num_res_blocks}, n_embed={self.n_embed}, embed_dim='
-                               f'{self.embed_dim}): {e}') from e
-        self._freeze()
+    # ------------------------------------------------------------------ weights
+    def load_checkpoint(self, checkpoint: Union[str, os.PathLike, Mapping],
+                        prefix: Optional[str] = None,
+                        key: str = 'VQGANTokenizer checkpoint') -> 'VQGANTokenizer':
+        """Load tokenizer weights strictly from a file or a loaded checkpoint (``prefix``: see
+        :func:`~addp_mm.models.utils.vqgan_state_dict`)."""
+        load_converted(self, checkpoint, vqgan_state_dict, key, source='vqgan', prefix=prefix)
         return self
 
     def init_weights(self) -> None:
-        """Re-load the checkpoint file given at construction (if any).
-
-        mmengine's ``BaseModule.init_weights`` applies a parent's ``init_cfg`` to every matching
-        sub-layer and then calls ``init_weights`` of its children, so this restores the frozen
-        weights a parent initialiser may have overwritten.
-        """
-        if self._checkpoint_path is not None:
-            self.load_checkpoint(self._checkpoint_path, prefix=self._checkpoint_prefix)
-
-    def _freeze(self) -> None:
-        self.requires_grad_(False)
-        self.train(False)
-
-    def train(self, mode: bool = True) -> 'VQGANTokenizer':
-        """Always stays in eval mode (the tokenizer is frozen)."""
-        return super().train(False)
+        """Load ``checkpoint`` (the only place the file is read); without one keep the weights."""
+        if self.checkpoint is not None:
+            self.load_checkpoint(self.checkpoint)
 
     # ------------------------------------------------------------------ geometry
     @property
@@ -497,4 +356,4 @@ class VQGANTokenizer(nn.Module):
 
     def extra_repr(self) -> str:
         return (f'ch={self.ch}, ch_mult={self.ch_mult}, num_res_blocks={self.num_res_blocks}, '
-                f'n_embed={self.n_embed}, embed_dim={self.embed_dim}, frozen')
+                f'n_embed={self.n_embed}, embed_dim={self.embed_dim}')

@@ -10,6 +10,7 @@ import argparse
 import numpy as np
 import torch
 
+
 def _numpy_types():
     types = [np.ndarray, np.dtype]
     try:  # numpy >= 1.25 keeps the reconstructor in numpy.core.multiarray / numpy._core.multiarray

@@ -1,22 +1,70 @@
-"""Reference checks: tokenizers rows (see addp_mm/verify/core.py).
+"""Reference checks: tokenizers rows (see core.py).
 
 The VQGAN is rebuilt from the reference ``vqgan_*.yaml`` + ``vqgan_*.ckpt`` through the public
 loaders. Each stage is fed the *recorded* inputs (e.g. ``vq_recon`` decodes the recorded
 ``vq_zq``), so one stage's float noise cannot propagate into the next.
 """
-from typing import Dict, List
+import os.path as osp
+from typing import Dict, List, Optional
 
 import torch
 
-from ..models.tokenizers.vqgan import VQGANTokenizer, load_vqgan_state_dict
+from addp_mm.models.target_generators import VQGANTokenizer
+from addp_mm.models.utils import read_checkpoint, unwrap_state_dict, vqgan_state_dict
 from .core import ReferenceDir, Row, compare, register_check
 
-__all__ = ['build_reference_vqgan', 'TOKENIZER_CHECKS']
+__all__ = ['build_reference_vqgan', 'vqgan_config_from_yaml', 'TOKENIZER_CHECKS']
+
+
+def vqgan_config_from_yaml(path: str) -> Dict:
+    """Constructor kwargs of :class:`VQGANTokenizer` from a release-style ``vqgan*.yaml``.
+
+    The yaml is taming's layout: ``model.params.{embed_dim, n_embed, ddconfig{...}}``.
+    """
+    import yaml
+    if not osp.isfile(path):
+        raise FileNotFoundError(
+            f'VQGAN config {path!r} not found (release: configs/release/vqgan.yaml)')
+    with open(path) as f:
+        cfg = yaml.safe_load(f)
+    try:
+        params = cfg['model']['params']
+        dd = dict(params['ddconfig'])
+    except (KeyError, TypeError) as e:
+        raise ValueError(f'{path}: expected model.params.ddconfig (taming VQModel yaml)') from e
+    if dd.pop('double_z', False):
+        raise ValueError(f'{path}: double_z=True is not the MAGE/ADDP tokenizer (no KL head)')
+    kwargs = dict(n_embed=int(params['n_embed']), embed_dim=int(params['embed_dim']))
+    allowed = ('ch', 'ch_mult', 'num_res_blocks', 'attn_resolutions', 'z_channels', 'resolution',
+               'in_channels', 'out_ch', 'dropout')
+    unknown = sorted(set(dd) - set(allowed))
+    if unknown:
+        raise ValueError(f'{path}: unknown ddconfig entries {unknown}')
+    for k, v in dd.items():
+        kwargs[k] = tuple(v) if isinstance(v, list) else v
+    return kwargs
+
+
+
+def vqgan_from_yaml(path: str, checkpoint: Optional[str] = None) -> VQGANTokenizer:
+    """A tokenizer with the sizes of a release-style ``vqgan*.yaml``, weights from ``checkpoint``."""
+    vq = VQGANTokenizer(checkpoint=checkpoint, **vqgan_config_from_yaml(path))
+    vq.init_weights()
+    return vq.eval()
 
 
 def build_reference_vqgan(ref: ReferenceDir) -> VQGANTokenizer:
     """The reference tokenizer: config from ``vqgan_*.yaml``, weights from ``vqgan_*.ckpt``."""
-    return VQGANTokenizer.from_yaml(ref.file('vqgan_yaml'), checkpoint=ref.file('vqgan'))
+    return vqgan_from_yaml(ref.file('vqgan_yaml'), checkpoint=ref.file('vqgan'))
+
+
+def legacy_vq_loss(z: torch.Tensor, z_q: torch.Tensor, beta: float = 0.25) -> torch.Tensor:
+    """taming's ``legacy`` VQ loss: ``mean((sg[e]-z)^2) + beta * mean((e-sg[z])^2)``."""
+    return torch.mean((z_q.detach() - z)**2) + beta * torch.mean((z_q - z.detach())**2)
+
+
+def vqgan_weights(path: str, prefix: Optional[str] = None) -> Dict[str, torch.Tensor]:
+    return vqgan_state_dict(unwrap_state_dict(read_checkpoint(path, 'reference file')), prefix)
 
 
 def _weights_row(key: str, ours: Dict[str, torch.Tensor], theirs: Dict[str, torch.Tensor],
@@ -45,7 +93,7 @@ def check_vqgan_encode_decode(ref: ReferenceDir) -> List[Row]:
         compare('vq_z', z, v['vq_z']),
         compare('vq_zq', zq, v['vq_zq']),
         compare('vq_indices', indices, v['vq_indices']),
-        compare('vq_emb_loss', vq.quantize.legacy_loss(z, zq), v['vq_emb_loss']),
+        compare('vq_emb_loss', legacy_vq_loss(z, zq, vq.quantize.beta), v['vq_emb_loss']),
         compare('vq_recon', vq.decode(v['vq_zq']), v['vq_recon'], note='decode(recorded vq_zq)'),
         compare('x_t', vq.decode(v['z_t']), v['x_t'], note='decode(recorded z_t)'),
     ]
@@ -80,19 +128,19 @@ def check_vqgan_generation_decode(ref: ReferenceDir) -> List[Row]:
 def check_vqgan_checkpoint_layouts(ref: ReferenceDir) -> List[Row]:
     """The ``vqgan.*`` weights inside the release-format checkpoints equal the MAGE ckpt, and load
     strictly into the tokenizer."""
-    base = load_vqgan_state_dict(ref.file('vqgan'))
+    base = vqgan_weights(ref.file('vqgan'))
     rows = []
-    addp = load_vqgan_state_dict(ref.file('addp'))  # auto: 'vqgan.' prefix
+    addp = vqgan_weights(ref.file('addp'))  # auto: 'vqgan.' prefix
     rows.append(_weights_row('vq_release_ckpt_weights', addp, base,
                              "official_addp 'vqgan.*' == vqgan ckpt"))
-    tp_copy = load_vqgan_state_dict(ref.file('addp'), prefix='token_predictor.vqgan.')
+    tp_copy = vqgan_weights(ref.file('addp'), prefix='token_predictor.vqgan.')
     rows.append(_weights_row('vq_release_tp_ckpt_weights', tp_copy, base,
                              "official_addp 'token_predictor.vqgan.*' == vqgan ckpt"))
-    mage = load_vqgan_state_dict(ref.file('token_predictor'))
+    mage = vqgan_weights(ref.file('token_predictor'))
     rows.append(_weights_row('vq_mage_ckpt_weights', mage, base,
                              "MAGE token predictor 'vqgan.*' == vqgan ckpt"))
     # strict load of the release checkpoint through the constructor, and the same outputs
-    vq = VQGANTokenizer.from_yaml(ref.file('vqgan_yaml'), checkpoint=ref.file('addp'))
+    vq = vqgan_from_yaml(ref.file('vqgan_yaml'), checkpoint=ref.file('addp'))
     v = ref.vectors
     rows.append(compare('vq_indices[official_addp]', vq.encode(v['img'])[1], v['vq_indices'],
                         note='tokenizer loaded from official_addp'))

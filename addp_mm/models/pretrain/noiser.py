@@ -1,0 +1,128 @@
+"""``ADDPNoiser``: the frozen noising process of an ADDP pretraining step (its target generator).
+
+    pixels x (RGB in [0, 1])
+      -> tokenizer.encode ...................... codes z0 and token ids idx0 (B x N)
+      -> mask_schedule.draw .................... mask_t ⊂ mask_next (one step per batch)
+      -> token_predictor.predict(idx0, masks) .. distributions over the codebook at every position:
+                                                 under mask_next (-> soft codes) and under mask_t
+                                                 (-> the training target)
+      -> z_t = soft codes where mask_t, z0 elsewhere
+      -> tokenizer.decode(z_t) ................. the pixels x_t of step t
+
+It holds the VQGAN tokenizer, the MAGE token predictor (optional: generation does not use it) and
+the mask schedule, like mmpretrain's frozen ``target_generator`` of BEiT v2. It is frozen here and
+only here: no parameter requires grad, ``train()`` keeps it in eval mode, and its weights are left
+out of every ``state_dict`` (they come from their own files, read by :meth:`init_weights`); loading
+a state dict without them keeps the current ones.
+"""
+from typing import Dict, Optional
+
+import torch
+from mmengine.model import BaseModule
+from mmengine.registry import MODELS, TASK_UTILS
+
+from ..utils.checkpoint import WEIGHT_SOURCES
+
+FROZEN_PARTS = ('tokenizer', 'token_predictor')
+
+
+@MODELS.register_module()
+class ADDPNoiser(BaseModule):
+    """Frozen tokenizer + token predictor + mask schedule: the ``x_t`` and the targets of a step.
+
+    Args:
+        tokenizer (dict): the ``VQGANTokenizer`` (with its ``checkpoint``).
+        token_predictor (dict, optional): the ``MAGETokenPredictor`` (with its ``checkpoint``);
+            ``codebook_size`` and ``grid_size`` default to the tokenizer's ``n_embed`` and its grid
+            at ``resolution``. Only training needs it.
+        mask_schedule (dict): the ``MaskSchedule`` (``TASK_UTILS``).
+        config_key (str): how configs name this module, for error messages.
+    """
+
+    def __init__(self, tokenizer: Dict, token_predictor: Optional[Dict] = None,
+                 mask_schedule: Dict = dict(type='MaskSchedule'),
+                 config_key: str = 'model.target_generator'):
+        super().__init__()
+        self.config_key = config_key
+        self.tokenizer = MODELS.build(tokenizer)
+        if token_predictor is not None:
+            token_predictor = dict(token_predictor)
+            token_predictor.setdefault('codebook_size', self.tokenizer.n_embed)
+            token_predictor.setdefault('grid_size',
+                                       self.tokenizer.grid_size(self.tokenizer.resolution))
+            token_predictor = MODELS.build(token_predictor)
+        self.token_predictor = token_predictor
+        self.mask_schedule = TASK_UTILS.build(mask_schedule)
+        # frozen: here and nowhere else
+        self.requires_grad_(False)
+        super().train(False)
+        self._in_state_dict = False
+        self.register_state_dict_post_hook(self._leave_out_of_state_dict)
+        self.register_load_state_dict_pre_hook(self._keep_weights_not_in_state_dict)
+
+    # ------------------------------------------------------------------ frozen
+    def train(self, mode: bool = True) -> 'ADDPNoiser':
+        """Stays in eval mode whatever ``mode`` is."""
+        return super().train(False)
+
+    def init_weights(self) -> None:
+        """Read each part's checkpoint file (a missing one names its config key and where the
+        file comes from); a part without one keeps random weights (demos and tests)."""
+        for name in FROZEN_PARTS:
+            part = getattr(self, name)
+            if part is None:
+                continue
+            if part.checkpoint is None:
+                part.init_weights()
+            else:
+                part.load_checkpoint(part.checkpoint, key=f'{self.config_key}.{name}.checkpoint')
+
+    def frozen_state_dict(self) -> Dict[str, torch.Tensor]:
+        """The weights that :meth:`state_dict` leaves out."""
+        self._in_state_dict = True
+        try:
+            return self.state_dict()
+        finally:
+            self._in_state_dict = False
+
+    @staticmethod
+    def _leave_out_of_state_dict(module, state_dict, prefix, local_metadata) -> None:
+        if not module._in_state_dict:
+            for key in [k for k in state_dict if k.startswith(prefix)]:
+                del state_dict[key]
+
+    def _keep_weights_not_in_state_dict(self, module, state_dict, prefix, *args) -> None:
+        for key, value in self.frozen_state_dict().items():
+            state_dict.setdefault(prefix + key, value)
+
+    # ------------------------------------------------------------------ a step
+    @torch.no_grad()
+    def forward(self, inputs: torch.Tensor, mask_t: Optional[torch.Tensor] = None,
+                mask_next: Optional[torch.Tensor] = None) -> Dict:
+        """The noised state of ``inputs`` (``B x 3 x H x W`` RGB in [0, 1]).
+
+        Masks are drawn from the schedule unless both are given (``B x N``, 1 = masked).
+
+        Returns:
+            dict: ``x_t`` (pixels of step t, unclamped), ``indices`` (token ids ``B x N``),
+            ``mask_t``, ``mask_next``, ``target`` (the token predictor's distribution under
+            ``mask_t``, ``B x K x h x w``), ``z_t`` (the codes decoded into ``x_t``) and
+            ``num_visible`` (unmasked positions per row of ``mask_t``: a host int when the
+            masks were drawn, else ``None``).
+        """
+        if self.token_predictor is None:
+            raise RuntimeError(f'{self.config_key}.token_predictor is None: training needs the '
+                               f"frozen MAGE token predictor, from {WEIGHT_SOURCES['token_predictor']}")
+        z0, indices = self.tokenizer.encode(inputs)
+        B, N = indices.shape
+        num_visible = None
+        if mask_t is None or mask_next is None:
+            drawn = self.mask_schedule.draw(B, N, device=inputs.device)
+            mask_t, mask_next = drawn.mask_t, drawn.mask_next
+            num_visible = N - drawn.num_masked_t
+        target, probs_next = self.token_predictor.predict(indices, [mask_t, mask_next])
+        soft = self.tokenizer.soft_embed(probs_next.to(z0.dtype))
+        hide = mask_t.bool().view(B, 1, *z0.shape[2:])
+        z_t = torch.where(hide, soft, z0)
+        return dict(x_t=self.tokenizer.decode(z_t), indices=indices, mask_t=mask_t,
+                    mask_next=mask_next, target=target, z_t=z_t, num_visible=num_visible)
