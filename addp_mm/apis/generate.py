@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Tuple, Union
 import numpy as np
 import torch
 import torch.nn as nn
-from mmengine.dist import barrier, get_dist_info, init_dist, is_distributed
+from mmengine.dist import barrier, get_dist_info, init_dist, is_distributed  # noqa: F401 (re-exported)
 from mmengine.logging import print_log
 from mmengine.registry import MODELS
 from torchvision.utils import make_grid

@@ -104,6 +104,16 @@ class ReferenceDir:
         return self.vectors['config']
 
 
+def call_capturing(module: torch.nn.Module, fn: Callable, *args, **kwargs):
+    """``fn(*args, **kwargs)`` and the list of outputs ``module`` produced during the call."""
+    captured = []
+    handle = module.register_forward_hook(lambda m, i, o: captured.append(o))
+    try:
+        return fn(*args, **kwargs), captured
+    finally:
+        handle.remove()
+
+
 CheckFn = Callable[[ReferenceDir], List[Row]]
 _CHECKS: List[CheckFn] = []
 

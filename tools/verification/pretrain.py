@@ -8,7 +8,7 @@ from typing import List
 from addp_mm.models.pretrain import ADDPDecoder, MaskSchedule, soft_target_cross_entropy
 from addp_mm.models.utils import read_checkpoint, release_decoder_state_dict, unwrap_state_dict
 
-from .core import ReferenceDir, Row, compare, register_check
+from .core import ReferenceDir, Row, call_capturing, compare, register_check
 
 
 def build_reference_decoder(ref: ReferenceDir) -> ADDPDecoder:
@@ -30,12 +30,8 @@ def build_reference_decoder(ref: ReferenceDir) -> ADDPDecoder:
 def check_decoder(ref: ReferenceDir) -> List[Row]:
     v = ref.vectors
     decoder = build_reference_decoder(ref)
-    hidden = []
-    hook = decoder.norm.register_forward_hook(lambda m, i, o: hidden.append(o))
-    try:
-        logits = decoder(v['xt_encoder_out'], v['vq_indices'], v['mask_t'])
-    finally:
-        hook.remove()
+    logits, hidden = call_capturing(decoder.norm, decoder, v['xt_encoder_out'], v['vq_indices'],
+                                    v['mask_t'])
     tokens_in = decoder.embed(v['xt_encoder_out'], v['vq_indices'], v['mask_t'])
     loss = soft_target_cross_entropy(v['decoder_logits'], v['tp_probs'], v['mask_t'],
                                      label_smoothing=ref.config['label_smoothing'])

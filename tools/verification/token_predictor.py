@@ -11,7 +11,7 @@ from mmengine.registry import MODELS
 
 from addp_mm.models.target_generators import MAGETokenPredictor
 from addp_mm.models.utils import mage_state_dict, read_checkpoint, unwrap_state_dict
-from .core import ReferenceDir, Row, compare, register_check
+from .core import ReferenceDir, Row, call_capturing, compare, register_check
 
 PROB_ATOL = 1e-6  # probabilities are ~1e-3; the README suggests rtol 1e-4
 
@@ -48,12 +48,8 @@ def reference_codebook(ref: ReferenceDir) -> torch.Tensor:
 def check_token_predictor(ref: ReferenceDir) -> List[Row]:
     v = ref.vectors
     model = build_reference_token_predictor(ref)
-    captured = []
-    hook = model.norm.register_forward_hook(lambda m, i, o: captured.append(o))
-    try:
-        probs_t, probs_next = model.predict(v['vq_indices'], [v['mask_t'], v['mask_t_next']])
-    finally:
-        hook.remove()
+    (probs_t, probs_next), captured = call_capturing(
+        model.norm, model.predict, v['vq_indices'], [v['mask_t'], v['mask_t_next']])
     B = v['vq_indices'].shape[0]
     enc_out = captured[0][:B]  # the batch is [mask_t rows, mask_t_next rows]
     pred_emb = torch.einsum('bnhw,nd->bdhw', probs_next, reference_codebook(ref))

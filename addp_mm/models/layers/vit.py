@@ -196,7 +196,8 @@ def build_blocks(depth: int, dim: int, num_heads: int, mlp_ratio: float = 4., qk
                  input_size: Optional[Tuple[int, int]] = None) -> nn.ModuleList:
     """``depth`` blocks with a linear drop-path ramp; with ``window_size > 0`` only the blocks in
     ``window_block_indexes`` use window attention, the others stay global."""
-    dpr = torch.linspace(0, drop_path_rate, depth).tolist() if depth > 1 else [drop_path_rate] * depth
+    dpr = (torch.linspace(0, drop_path_rate, depth, device='cpu').tolist() if depth > 1
+           else [drop_path_rate] * depth)
     return nn.ModuleList([
         TransformerBlock(dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, drop=drop, attn_drop=attn_drop,
                          drop_path=dpr[i], norm_layer=norm_layer,

@@ -59,8 +59,8 @@ class MaskSchedule:
         self.std = std
         self.max_step_gap = max_step_gap
 
-        # float32 throughout, like the release (its ratios are a float32 tensor)
-        t = torch.arange(num_steps + 1, dtype=torch.float32) / num_steps
+        # float32 throughout, like the release (its ratios are a float32 tensor); host tables
+        t = torch.arange(num_steps + 1, dtype=torch.float32, device='cpu') / num_steps
         cosine = torch.cos(math.pi / 2. * t).clamp(0., 1.)
         kept = cosine[(cosine >= min_ratio) & (cosine < max_ratio)]
         if kept.numel() == 0:

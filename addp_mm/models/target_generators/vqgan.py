@@ -183,8 +183,10 @@ class VectorQuantizer(nn.Module):
         b, c, h, w = z.shape
         if c != self.embed_dim:
             raise ValueError(f'expected {self.embed_dim} latent channels, got {c}')
-        # the nearest-code decision is always taken in float32, also under autocast
-        with torch.autocast(device_type=z.device.type, enabled=False):
+        # the nearest-code decision is always taken in float32, also under autocast (meta tensors,
+        # used for shape-only runs, have no autocast of their own)
+        device_type = 'cpu' if z.device.type == 'meta' else z.device.type
+        with torch.autocast(device_type=device_type, enabled=False):
             z32 = z.float()
             z_flat = z32.permute(0, 2, 3, 1).reshape(-1, c)
             indices = torch.argmin(self.distances(z_flat), dim=1)
