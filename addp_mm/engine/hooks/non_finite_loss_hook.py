@@ -22,6 +22,10 @@ class NonFiniteLossHook(Hook):
 
     ``ADDPPretrainRunner`` registers it; as a hook it acts the same under DDP (whose wrapper does
     not call the model's own ``train_step``).
+
+    Args:
+        key (str): the message-hub scalar to watch (``RuntimeInfoHook`` logs the step's ``loss``
+            as ``'train/loss'``).
     """
 
     priority = 'ABOVE_NORMAL'  # after RuntimeInfoHook logs the loss, before CheckpointHook
