@@ -1,9 +1,10 @@
 """Faithfulness checks against a folder of reference outputs written by the released ADDP code.
 
-A reference folder (``../shared/reference`` or any variant) holds release-format checkpoints and a
-``vectors_<variant>.pt`` file with the outputs the released implementation computed for them. Each
-check module registers functions that rebuild our models from those checkpoints (through our public
-loaders and the registries), recompute what the vectors record and return :class:`Row` objects.
+A reference folder (passed as an argument; any variant of the layout) holds release-format
+checkpoints and a ``vectors_<variant>.pt`` file with the outputs the released implementation
+computed for them. Each check module registers functions that rebuild our models from those
+checkpoints (through the library's checkpoint layer and the registries), recompute what the vectors
+record and return :class:`Row` objects.
 
 ``tools/verify_reference.py DIR`` prints the rows; the test suite asserts that they all pass.
 """
