@@ -17,12 +17,16 @@ data_root = 'data/imagenet/'
 
 model = dict(
     type='ADDP',
-    # the pixel encoder: ViT-B/16 with the release's tokenizer_norm (pre_norm) and dropout 0.1
+    # the pixel encoder: ViT-B/16 with the release's tokenizer_norm (pre_norm) and dropout 0.1;
+    # release models_addp.py: attention logits and softmax in float32 under AMP, Linear layers
+    # initialised Xavier-uniform (_init_weights)
     backbone=dict(type='ADDPViT', arch='base', img_size=256, patch_size=16, pre_norm=True,
-                  final_norm=True, out_type='raw', drop_rate=0.1, attn_drop_rate=0.1),
-    # the token decoder: 8 blocks, 16 heads, width = encoder width (spec 1)
+                  final_norm=True, out_type='raw', drop_rate=0.1, attn_drop_rate=0.1,
+                  attn_fp32=True, init_mode='release'),
+    # the token decoder: 8 blocks, 16 heads, width = encoder width (spec 1); float32 attention
     neck=dict(type='ADDPDecoder', embed_dim=768, decoder_embed_dim=768, depth=8, num_heads=16,
-              num_patches=256, vocab_size=1024 + 1000 + 1, codebook_size=1024, drop=0.1),
+              num_patches=256, vocab_size=1024 + 1000 + 1, codebook_size=1024, drop=0.1,
+              attn_fp32=True),
     head=dict(type='ADDPSoftTargetLoss', label_smoothing=0.1),
     # MAGE's VQGAN: 1024 codes of 256-d, 256x256 -> 16x16 (spec 1.1)
     tokenizer=dict(type='VQGANTokenizer', ch=128, ch_mult=[1, 1, 2, 2, 4], num_res_blocks=2,
@@ -31,7 +35,8 @@ model = dict(
     # MAGE ViT-B token predictor
     token_predictor=dict(type='MAGETokenPredictor', embed_dim=768, depth=12, num_heads=12,
                          decoder_embed_dim=768, decoder_depth=8, decoder_num_heads=16,
-                         codebook_size=1024, grid_size=16, checkpoint=token_predictor_checkpoint),
+                         codebook_size=1024, grid_size=16, checkpoint=token_predictor_checkpoint,
+                         attn_fp32=True),
     # cosine schedule at 100 steps, ratios in [0.5, 1), truncnorm(0.55, 0.25) weights (spec 2.2)
     mask_schedule=dict(type='MaskSchedule', num_steps=100, min_ratio=0.5, max_ratio=1.0, mu=0.55,
                        std=0.25, max_step_gap=5))
@@ -51,7 +56,9 @@ train_dataloader = dict(batch_size=128, num_workers=10,
                         dataset=dict(data_root=data_root, pipeline=train_pipeline))
 
 optim_wrapper = dict(
-    type='AmpOptimWrapper', loss_scale='dynamic',
+    # release main_pretrain.py: AMP with a dynamic loss scale that grows every 500 finite steps
+    # (--amp_growth_interval 500; torch's GradScaler default start 2 ** 16)
+    type='AmpOptimWrapper', loss_scale=dict(init_scale=2. ** 16, growth_interval=500),
     # lr = blr 1e-4 x 4096 / 256
     optimizer=dict(type='AdamW', lr=1e-4 * 4096 / 256, betas=(0.9, 0.95), weight_decay=0.05),
     clip_grad=dict(max_norm=3.0),
@@ -63,6 +70,8 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', T_max=1560, by_epoch=True, begin=40, end=1600, convert_to_iter_based=True),
 ]
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=1600)
+# release main_pretrain.py: no TF32 in matmuls / convolutions (keep this hook when adding others)
+custom_hooks = [dict(type='TF32Hook', allow_tf32=False)]
 default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3))
 randomness = dict(seed=0, diff_rank_seed=True)
 auto_scale_lr = dict(base_batch_size=4096)

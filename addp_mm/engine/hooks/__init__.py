@@ -1,3 +1,4 @@
 from .sample_grid_hook import GenerationVisHook
+from .tf32_hook import TF32Hook
 
-__all__ = ['GenerationVisHook']
+__all__ = ['GenerationVisHook', 'TF32Hook']

@@ -33,11 +33,13 @@ class ADDPDecoder(nn.Module):
         drop: dropout in attention and MLP (the release's pretraining uses 0.1).
         norm_eps: eps of the block and final LayerNorms.
         mlm_ln_eps: eps of the MLM head's LayerNorm (1e-5 in the release).
+        attn_fp32: attention in float32 under autocast, as the release (see ``Attention``).
     """
 
     def __init__(self, embed_dim: int, decoder_embed_dim: int, depth: int, num_heads: int,
                  num_patches: int, vocab_size: int, codebook_size: int, mlp_ratio: float = 4.,
-                 drop: float = 0.1, norm_eps: float = 1e-6, mlm_ln_eps: float = 1e-5):
+                 drop: float = 0.1, norm_eps: float = 1e-6, mlm_ln_eps: float = 1e-5,
+                 attn_fp32: bool = True):
         super().__init__()
         if decoder_embed_dim != embed_dim:
             raise ValueError(
@@ -63,7 +65,7 @@ class ADDPDecoder(nn.Module):
         self.token_emb = nn.Embedding(vocab_size, embed_dim)
         norm_layer = partial(nn.LayerNorm, eps=norm_eps)
         self.blocks = build_blocks(depth, dim, num_heads, mlp_ratio, qkv_bias=True, drop=drop,
-                                   attn_drop=drop, norm_layer=norm_layer)
+                                   attn_drop=drop, norm_layer=norm_layer, attn_fp32=attn_fp32)
         self.norm = norm_layer(dim)
         self.mlm_head = MLMHead(dim, embed_dim, vocab_size, ln_eps=mlm_ln_eps)
         self.init_weights()
