@@ -319,7 +319,10 @@ def _narrow_pasted(cfg, size: int) -> None:
     if scope == 'mmdet':
         assert cfg.model.neck.in_channels == dims
         cfg.model.neck.in_channels = NARROW
-        cfg.model.train_cfg.rcnn.sampler.num = 64
+        train_cfg = cfg.model.train_cfg
+        train_cfg.rpn_proposal.update(nms_pre=500, max_per_img=100)
+        train_cfg.rcnn.sampler.num = 64
+        cfg.model.test_cfg.rcnn.max_per_img = 20
     else:
         assert cfg.model.neck.embed_dim == dims and cfg.model.auxiliary_head.in_channels == dims
         assert list(cfg.model.decode_head.in_channels) == [dims] * 4

@@ -274,7 +274,7 @@ def test_coco_weight_decay_matches_vitdet(name):
     assert no_decay == expected
     assert all(v == pytest.approx(0.1) for n, v in wd.items() if n not in expected)
     for decayed in ('backbone.blocks.0.attn.qkv.bias', 'backbone.blocks.0.attn.rel_pos_h',
-                    'backbone.patch_embed.proj.bias', 'rpn_head.rpn_conv.0.bias'):
+                    'backbone.patch_embed.proj.bias', 'rpn_head.rpn_conv.0.conv.bias'):
         assert wd[decayed] == pytest.approx(0.1), decayed
     ln2d = [n for n, m in model.named_modules() if isinstance(m, nn.LayerNorm) and not n.startswith('backbone')]
     assert any(n.startswith('neck.') for n in ln2d) and any(n.startswith('roi_head.') for n in ln2d)
