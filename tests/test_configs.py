@@ -18,33 +18,11 @@ Reductions made for the CPU, none of which changes the architecture:
   configured) but run at width 256 instead of 1024 (the neck / head widths are checked against
   1024 first): full-width ViT-L on 2 CPU cores would take most of this file's time budget.
 
-Drop-in: the stock ``mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py`` and
-``mmseg::upernet/upernet_r50_4xb2-40k_cityscapes-512x1024.py`` with the backbone swapped by the few
-lines below (with ``arch='demo'`` and small sizes in the test) train one step and predict. For the
-README, a user's config is just::
-
-    # mmdet: Mask R-CNN with ADDP ViT-B/16 (ViTDet's simple feature pyramid as the neck)
-    _base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
-    custom_imports = dict(imports=['addp_mm'], allow_failed_imports=False)
-    pretrained = 'checkpoints/addp-vit-base-16.pth'  # the released checkpoint, as released
-    model = dict(
-        backbone=dict(_delete_=True, type='ADDPViT', arch='base', img_size=1024,
-                      with_cls_token=False, final_norm=False, out_type='featmap',
-                      init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-        neck=dict(_delete_=True, type='SimpleFPN', in_channels=768, out_channels=256, num_outs=5))
-
-    # mmseg: UperNet with ADDP ViT-B/16 (mmseg's Feature2Pyramid turns 4 taps into 4 strides)
-    _base_ = 'mmseg::upernet/upernet_r50_4xb2-40k_cityscapes-512x1024.py'
-    custom_imports = dict(imports=['addp_mm'], allow_failed_imports=False)
-    pretrained = 'checkpoints/addp-vit-base-16.pth'
-    model = dict(
-        pretrained=None,  # the stock config names ResNet-50 weights here
-        backbone=dict(_delete_=True, type='ADDPViT', arch='base', img_size=512,
-                      out_indices=[3, 5, 7, 11], final_norm=False, out_type='featmap',
-                      init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-        neck=dict(type='Feature2Pyramid', embed_dim=768, rescales=[4, 2, 1, 0.5]),
-        decode_head=dict(in_channels=[768, 768, 768, 768]),
-        auxiliary_head=dict(in_channels=768))
+Drop-in: the README's blocks marked ``<!-- paste: mmdet -->`` / ``<!-- paste: mmseg -->`` are read
+from README.md and pasted verbatim under the stock ``mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py``
+and ``mmseg::upernet/upernet_r50_4xb4-160k_ade20k-512x512.py``; the test then checks their widths
+against ViT-B, narrows the ViT to width 64 (all 12 blocks kept), points the checkpoint at a small
+file it writes, and trains one step and predicts at a reduced input size.
 """
 import glob
 import math
@@ -306,76 +284,164 @@ def test_every_task_has_configs():
     assert len(names['demo']) >= 3, names['demo']
 
 
-# ------------------------------------------------------------------------------ drop-in
-DROP_IN_MMDET = """
-_base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
-custom_imports = dict(imports=['addp_mm'], allow_failed_imports=False)
-model = dict(
-    backbone=dict(_delete_=True, type='ADDPViT', arch='{arch}', img_size={img_size},
-                  with_cls_token=False, final_norm=False, out_type='featmap'),
-    neck=dict(_delete_=True, type='SimpleFPN', in_channels={dims}, out_channels=256, num_outs=5))
-"""
-
-DROP_IN_MMSEG = """
-_base_ = 'mmseg::upernet/upernet_r50_4xb2-40k_cityscapes-512x1024.py'
-custom_imports = dict(imports=['addp_mm'], allow_failed_imports=False)
-model = dict(
-    pretrained=None,
-    backbone=dict(_delete_=True, type='ADDPViT', arch='{arch}', img_size={img_size},
-                  out_indices={out_indices}, final_norm=False, out_type='featmap'),
-    neck=dict(type='Feature2Pyramid', embed_dim={dims}, rescales=[4, 2, 1, 0.5]),
-    decode_head=dict(in_channels=[{dims}, {dims}, {dims}, {dims}]),
-    auxiliary_head=dict(in_channels={dims}))
-"""
+# ------------------------------------------------------------------------------ README drop-in
+README = osp.join(ROOT, 'README.md')
+STOCK = {'mmdet': 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py',
+         'mmseg': 'mmseg::upernet/upernet_r50_4xb4-160k_ade20k-512x512.py'}
+NARROW = 64  # the test's ViT width (12 blocks of 64, 4 heads), instead of ViT-B's 768
 
 
-def _drop_in(tmp_path, text: str, name: str):
-    path = tmp_path / name
-    path.write_text(text)
+def readme_block(tag: str) -> str:
+    """The python block that follows ``<!-- paste: TAG -->`` in README.md, verbatim."""
+    text = open(README, encoding='utf-8').read()
+    marker = f'<!-- paste: {tag} -->'
+    assert text.count(marker) == 1, f'README.md must mark exactly one block with {marker}'
+    rest = text[text.index(marker) + len(marker):].lstrip('\n')
+    assert rest.startswith('```python\n'), f'{marker} must be followed by a ```python block'
+    return rest[len('```python\n'):rest.index('\n```', len('```python'))] + '\n'
+
+
+def _paste(tmp_path, tag: str):
+    """Stock config + the README block, written as a user would and loaded by mmengine."""
+    path = tmp_path / f'{tag}_addp.py'
+    path.write_text(f"_base_ = '{STOCK[tag]}'\n" + readme_block(tag))
     cfg = Config.fromfile(str(path))
-    assert cfg.model.backbone.type == 'ADDPViT'
+    assert cfg.model.backbone.type == 'ADDPViT' and 'addp_mm' in cfg.custom_imports.imports
     return cfg
 
 
-def _drop_in_run(cfg, size: int, make_batch):
+def _narrow_pasted(cfg, size: int) -> None:
+    """Check the block's widths against its arch, then shrink for the CPU (see the module doc)."""
+    from addp_mm.models.backbones import ADDPViT
+    bb, scope = cfg.model.backbone, cfg.default_scope
+    full = ADDPViT.arch_zoo[bb.arch]
+    dims = full['embed_dims']
+    if scope == 'mmdet':
+        assert cfg.model.neck.in_channels == dims
+        cfg.model.neck.in_channels = NARROW
+        train_cfg = cfg.model.train_cfg
+        train_cfg.rpn_proposal.update(nms_pre=500, max_per_img=100)
+        train_cfg.rcnn.sampler.num = 64
+        cfg.model.test_cfg.rcnn.max_per_img = 20
+    else:
+        assert cfg.model.neck.embed_dim == dims and cfg.model.auxiliary_head.in_channels == dims
+        assert list(cfg.model.decode_head.in_channels) == [dims] * 4
+        cfg.model.neck.embed_dim = NARROW
+        cfg.model.decode_head.in_channels = [NARROW] * 4
+        cfg.model.auxiliary_head.in_channels = NARROW
+        cfg.model.decode_head.channels = NARROW
+        cfg.model.data_preprocessor.size = (size, size)
+    bb.arch = dict(embed_dims=NARROW, num_layers=full['num_layers'], num_heads=4,
+                   feedforward_channels=4 * NARROW)
+    bb.img_size = size
+    assert bb.init_cfg.type == 'Pretrained'
+    wrapper = cfg.optim_wrapper
+    assert wrapper.type == 'AmpOptimWrapper'  # the recipe trains in mixed precision
+    if not torch.cuda.is_available():  # mmengine's AmpOptimWrapper needs a GPU
+        wrapper.type = 'OptimWrapper'
+
+
+def _small_checkpoint(tmp_path, cfg) -> str:
+    """An encoder checkpoint (our export format) for the narrowed arch, with random weights."""
+    from addp_mm.models.backbones import ADDPViT
+    bb = cfg.model.backbone
+    torch.manual_seed(1)
+    src = ADDPViT(arch=bb.arch, img_size=bb.img_size, with_cls_token=False)
+    src.init_weights()
+    path = str(tmp_path / 'addp-vit-narrow.pth')
+    torch.save(dict(state_dict=src.state_dict()), path)
+    return path
+
+
+def _pasted_model(cfg):
     scope = cfg.default_scope
     _register_toolbox(scope)
     torch.manual_seed(0)
     with DefaultScope.overwrite_default_scope(scope):
         model = revert_sync_batchnorm(_registry(scope).build(cfg.model))
         model.init_weights()
-        optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)  # the stock SGD
-    data = make_batch(2, size, _num_classes(cfg))
+        optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    return model, optim_wrapper
+
+
+def _assert_loaded(model, ckpt: str) -> None:
+    """The backbone holds the checkpoint's weights (the toolbox ran our init_cfg)."""
+    state = torch.load(ckpt, map_location='cpu')['state_dict']
+    for key in ('blocks.0.attn.qkv.weight', 'blocks.11.mlp.fc2.weight', 'patch_embed.proj.weight'):
+        assert torch.equal(model.backbone.state_dict()[key], state[key]), key
+
+
+def _wd_and_lr(optim_wrapper, model):
+    names = {id(p): n for n, p in model.named_parameters()}
+    wd, lr = {}, {}
+    for g in optim_wrapper.optimizer.param_groups:
+        for p in g['params']:
+            wd[names[id(p)]], lr[names[id(p)]] = g['weight_decay'], g['lr']
+    return wd, lr
+
+
+def test_readme_mmdet_block(tmp_path):
+    cfg = _paste(tmp_path, 'mmdet')
+    # the ViTDet-B recipe, not the stock SGD
+    opt = cfg.optim_wrapper.optimizer
+    assert (opt.type, opt.lr, tuple(opt.betas), opt.weight_decay) == ('AdamW', 1e-4, (0.9, 0.999), 0.1)
+    assert cfg.optim_wrapper.paramwise_cfg.layer_decay_rate == 0.7
+    assert cfg.auto_scale_lr.base_batch_size == 64
+    assert cfg.model.roi_head.bbox_head.type == 'Shared2FCBBoxHead'  # the stock heads, untouched
+    _narrow_pasted(cfg, DET_SIZE)
+    ckpt = _small_checkpoint(tmp_path, cfg)
+    cfg.model.backbone.init_cfg.checkpoint = ckpt
+    model, optim_wrapper = _pasted_model(cfg)
+    _assert_loaded(model, ckpt)
+    assert isinstance(optim_wrapper.optimizer, torch.optim.AdamW)
+    wd, lr = _wd_and_lr(optim_wrapper, model)
+    # ViTDet's exemptions (see test_coco_weight_decay_matches_vitdet for the config)
+    assert wd['backbone.pos_embed'] == 0 and wd['backbone.blocks.0.norm1.weight'] == 0
+    assert wd['backbone.blocks.0.attn.qkv.bias'] == pytest.approx(0.1)
+    assert wd['backbone.blocks.0.attn.rel_pos_h'] == pytest.approx(0.1)
+    assert lr['backbone.blocks.0.attn.qkv.weight'] == pytest.approx(1e-4 * 0.7 ** 12)
+    data = _det_batch(2, DET_SIZE, _num_classes(cfg))
     _train_step(model, optim_wrapper, data, step=True)
-    return _predict(model, data, scope, _num_classes(cfg))
+    _predict(model, data, 'mmdet', _num_classes(cfg))
 
 
-def test_drop_in_mmdet_mask_rcnn(tmp_path):
-    cfg = _drop_in(tmp_path, DROP_IN_MMDET.format(arch='demo', img_size=DET_SIZE, dims=64),
-                   'mask_rcnn_addp.py')
-    assert cfg.model.roi_head.bbox_head.type == 'Shared2FCBBoxHead'  # the stock head, untouched
-    cfg.model.train_cfg.rcnn.sampler.num = 64
-    _drop_in_run(cfg, DET_SIZE, _det_batch)
-
-
-def test_drop_in_mmseg_upernet(tmp_path):
-    cfg = _drop_in(tmp_path, DROP_IN_MMSEG.format(arch='demo', img_size=SEG_SIZE, dims=64,
-                                                  out_indices=[0, 1, 2, 3]),
-                   'upernet_addp.py')
+def test_readme_mmseg_block(tmp_path):
+    cfg = _paste(tmp_path, 'mmseg')
+    assert cfg.model.pretrained is None  # the stock ResNet weights are not handed to ADDPViT
+    opt = cfg.optim_wrapper.optimizer
+    assert (opt.type, opt.lr, opt.weight_decay) == ('AdamW', 1e-4, 0.05)
+    assert cfg.optim_wrapper.paramwise_cfg.layer_decay_rate == 0.65
+    # the scheduler fits the stock schedule: warm-up, then linear decay to 0 at its last iteration
+    warmup, poly = cfg.param_scheduler
+    assert (warmup.type, warmup.end, poly.type, poly.eta_min) == ('LinearLR', 1500, 'PolyLR', 0.0)
+    assert poly.end == cfg.train_cfg.max_iters
     assert cfg.model.decode_head.type == 'UPerHead'
-    cfg.model.data_preprocessor.size = (SEG_SIZE, SEG_SIZE)  # the stock crop is 512x1024
-    _drop_in_run(cfg, SEG_SIZE, _seg_batch)
+    _narrow_pasted(cfg, SEG_SIZE)
+    ckpt = _small_checkpoint(tmp_path, cfg)
+    cfg.model.backbone.init_cfg.checkpoint = ckpt
+    model, optim_wrapper = _pasted_model(cfg)
+    _assert_loaded(model, ckpt)
+    data = _seg_batch(2, SEG_SIZE, _num_classes(cfg))
+    _train_step(model, optim_wrapper, data, step=True)
+    _predict(model, data, 'mmseg', _num_classes(cfg))
 
 
-def test_drop_in_snippets_match_docstring():
-    """The README lines (module doc) and the tested templates are the same swap."""
-    doc = __doc__
-    for line in ("_base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'",
-                 "_base_ = 'mmseg::upernet/upernet_r50_4xb2-40k_cityscapes-512x1024.py'",
-                 "neck=dict(type='Feature2Pyramid', embed_dim=768, rescales=[4, 2, 1, 0.5]),",
-                 'pretrained=None,'):
-        assert line in doc
-    assert "type='SimpleFPN'" in DROP_IN_MMDET and "type='Feature2Pyramid'" in DROP_IN_MMSEG
+def test_mmseg_pretrained_alias(tmp_path):
+    """mmseg's way: model.pretrained=PATH reaches ADDPViT as its deprecated ``pretrained``."""
+    cfg = _paste(tmp_path, 'mmseg')
+    _narrow_pasted(cfg, SEG_SIZE)
+    ckpt = _small_checkpoint(tmp_path, cfg)
+    cfg.model.backbone.init_cfg = None
+    cfg.model.pretrained = ckpt
+    with pytest.warns(UserWarning, match='pretrained is deprecated'):
+        model, _ = _pasted_model(cfg)
+    _assert_loaded(model, ckpt)
+    # the stock config's ResNet URL left in place next to the block's init_cfg: a clear error
+    cfg = _paste(tmp_path, 'mmseg')
+    cfg.model.pretrained = 'open-mmlab://resnet50_v1c'
+    _narrow_pasted(cfg, SEG_SIZE)
+    with pytest.raises(ValueError, match='model.pretrained=None'):
+        _pasted_model(cfg)
 
 
 # ------------------------------------------------------------------------------ RoI features

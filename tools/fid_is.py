@@ -30,7 +30,9 @@ def parse_args(argv=None):
     p.add_argument('--inception-weights', required=True,
                    help="local torch-fidelity Inception-v3 weights "
                         "(weights-inception-2015-12-05-6726825d.pth)")
-    p.add_argument('--ref-resize', type=int, help='resize + center-crop reference images to N x N')
+    p.add_argument('--ref-resize', type=int,
+                   help="torchvision Resize(N) (short side, bilinear) + CenterCrop(N) of the reference "
+                        "images, as the release's prepare_imagenet_val.py (ImageNet val: 256)")
     p.add_argument('--save-ref-stats', help='also write the statistics of --ref-dir to this .npz')
     p.add_argument('--batch-size', type=int, default=64)
     p.add_argument('--device', help='default: cuda when available, else cpu')

@@ -14,6 +14,7 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 INCEPTION = 'inception-v3-compat'
@@ -67,31 +68,44 @@ class ImageFiles(Dataset):
 
     Args:
         files: image paths.
-        resize: if given, resize the short side to ``resize`` (bicubic) and center-crop a
-            ``resize x resize`` square (e.g. ImageNet val images -> 256x256).
+        resize: if given, torchvision's ``Resize(resize)`` (short side, bilinear with PIL's
+            antialiasing) then ``CenterCrop(resize)``: the release's ``prepare_imagenet_val.py``
+            (ImageNet val images -> 256x256 references). Without it every image must have the
+            size of the first one (torch-fidelity batches them).
     """
 
     def __init__(self, files: Sequence[str], resize: Optional[int] = None):
         self.files = list(files)
         self.resize = resize
+        self._transform = None
+        if resize:
+            from torchvision import transforms
+            self._transform = transforms.Compose(
+                [transforms.Resize(resize), transforms.CenterCrop(resize)])
+        self._size = None
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        from PIL import Image
         with Image.open(self.files[i]) as img:
             img = img.convert('RGB')
-            if self.resize:
-                s = self.resize
-                w, h = img.size
-                scale = s / min(w, h)
-                img = img.resize((max(s, round(w * scale)), max(s, round(h * scale))),
-                                 Image.BICUBIC)
-                w, h = img.size
-                left, top = (w - s) // 2, (h - s) // 2
-                img = img.crop((left, top, left + s, top + s))
+            if self._transform is not None:
+                img = self._transform(img)
+            else:
+                self._check_size(img.size, i)
             return torch.from_numpy(np.array(img)).permute(2, 0, 1).contiguous()
+
+    def _check_size(self, size, i: int) -> None:
+        if self._size is None:
+            with Image.open(self.files[0]) as first:
+                self._size = first.size
+        if tuple(size) != tuple(self._size):
+            raise ValueError(
+                f'{self.files[i]} is {size[0]}x{size[1]} but {self.files[0]} is '
+                f'{self._size[0]}x{self._size[1]}: images of different sizes cannot be batched. '
+                'Resize the reference images, e.g. tools/fid_is.py --ref-resize 256 (ImageNet val, '
+                "as the release's prepare_imagenet_val.py)")
 
 
 def image_dataset(folder: str, recursive: bool = False, resize: Optional[int] = None) -> ImageFiles:

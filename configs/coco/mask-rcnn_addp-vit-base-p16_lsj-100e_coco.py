@@ -79,9 +79,17 @@ optim_wrapper = dict(
     _delete_=True,
     type='AmpOptimWrapper',             # ViTDet trains in mixed precision
     constructor='LayerDecayOptimWrapperConstructor',
-    paramwise_cfg=dict(layer_decay_rate=0.7),  # ViTDet-B layer-wise lr decay
-    # ViTDet-B: AdamW, lr 1e-4 for a batch of 64, weight decay 0.1 (none on norms, biases,
-    # position / relative-position tables)
+    paramwise_cfg=dict(
+        layer_decay_rate=0.7,           # ViTDet-B layer-wise lr decay
+        # ViTDet's weight-decay exemptions (detectron2 configs/common/optim.py AdamW:
+        # weight_decay_norm=0.0; ViTDet mask_rcnn_vitdet_b_100ep.py: overrides pos_embed 0.0):
+        # none on the backbone's LayerNorms and pos_embed; biases and relative-position tables
+        # are decayed. The channel LayerNorms of the pyramid and heads are decayed too: detectron2's
+        # norm rule only catches torch.nn norm classes and its channel LN is its own class.
+        no_decay_names=('backbone.pos_embed', ),
+        norm_decay_mult=0.0, bias_decay_mult=1.0, flat_decay_mult=1.0,
+        custom_keys={'neck.': dict(decay_mult=1.0), 'roi_head.': dict(decay_mult=1.0)}),
+    # ViTDet-B: AdamW, lr 1e-4 for a batch of 64, betas (0.9, 0.999), weight decay 0.1
     optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.1))
 
 # 100 epochs: the base runs 25 epochs over the train set repeated 4 times. ViTDet: linear

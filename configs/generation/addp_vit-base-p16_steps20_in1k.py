@@ -6,8 +6,10 @@
 #   python tools/generate.py configs/generation/addp_vit-base-p16_steps20_in1k.py \
 #       checkpoints/addp-vit-base-16.pth --num-images 50000 --out-dir work_dirs/gen_vit-b
 #   (multi-GPU: torchrun --nproc_per_node 8 tools/generate.py ... --launcher pytorch)
-#   python tools/fid_is.py work_dirs/gen_vit-b --ref-dir data/imagenet/val \
+#   python tools/fid_is.py work_dirs/gen_vit-b --ref-dir data/imagenet/val --ref-resize 256 \
 #       --inception-weights checkpoints/weights-inception-2015-12-05-6726825d.pth
+#   (--ref-resize 256: the val images resized as the release's prepare_imagenet_val.py,
+#   torchvision Resize(256) + CenterCrop(256); --save-ref-stats NPZ keeps their statistics)
 #
 # The model is the pretraining model without its token predictor (generation does not use it).
 # With the released checkpoint the tokenizer is read from its `vqgan.*` entries; with one of our

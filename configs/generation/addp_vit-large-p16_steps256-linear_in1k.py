@@ -5,6 +5,8 @@
 #
 #   python tools/generate.py configs/generation/addp_vit-large-p16_steps256-linear_in1k.py \
 #       checkpoints/addp-vit-large-16.pth --num-images 50000 --out-dir work_dirs/gen_vit-l_256
+#   python tools/fid_is.py work_dirs/gen_vit-l_256 --ref-dir data/imagenet/val --ref-resize 256 \
+#       --inception-weights checkpoints/weights-inception-2015-12-05-6726825d.pth
 _base_ = './addp_vit-large-p16_steps20_in1k.py'
 
 sampler = dict(num_steps=256, schedule='linear')

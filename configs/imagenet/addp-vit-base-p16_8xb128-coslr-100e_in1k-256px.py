@@ -17,10 +17,18 @@ custom_imports = dict(imports=['addp_mm'], allow_failed_imports=False)
 pretrained = 'checkpoints/addp-vit-base-16.pth'
 
 # Data (from the base): RandomResizedCrop 256 (bicubic), flip, RandAugment m9 / std 0.5 (timm's
-# 'rand-m9-mstd0.5-inc1'), random erasing p=0.25; test: short side 292, centre crop 256.
-# Batch 1024 = 8 GPUs x 128 (paper).
+# 'rand-m9-mstd0.5-inc1'), random erasing p=0.25. Batch 1024 = 8 GPUs x 128 (paper).
+# Evaluation as the release (util/datasets.py build_transform): for inputs larger than 224 the crop
+# ratio is 1.0, i.e. short side resized to 256 (bicubic), then the centre 256x256 crop (the base's
+# test pipeline resizes to 292 and crops 256, crop ratio 0.875).
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='ResizeEdge', scale=256, edge='short', backend='pillow', interpolation='bicubic'),
+    dict(type='CenterCrop', crop_size=256),
+    dict(type='PackInputs'),
+]
 train_dataloader = dict(batch_size=128)
-val_dataloader = dict(batch_size=128)
+val_dataloader = dict(batch_size=128, dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
 model = dict(

@@ -17,12 +17,15 @@ data_root = 'data/imagenet/'
 
 model = dict(
     type='ADDP',
-    # the pixel encoder: ViT-B/16 with the release's tokenizer_norm (pre_norm) and dropout 0.1
+    # the pixel encoder: ViT-B/16 with the release's tokenizer_norm (pre_norm) and dropout 0.1;
+    # release models_addp.py: attention logits and softmax in float32 under AMP, Linear layers
+    # initialised Xavier-uniform (_init_weights)
     backbone=dict(type='ADDPViT', arch='base', img_size=256, patch_size=16, pre_norm=True,
-                  final_norm=True, out_type='raw', drop_rate=0.1, attn_drop_rate=0.1),
-    # the token decoder of the release: 8 blocks, 16 heads, as wide as the encoder; its width,
-    # token grid and codebook come from the backbone and the tokenizer
-    neck=dict(type='ADDPDecoder', depth=8, num_heads=16, drop=0.1),
+                  final_norm=True, out_type='raw', drop_rate=0.1, attn_drop_rate=0.1,
+                  attn_fp32=True, init_mode='release'),
+    # the token decoder of the release: 8 blocks, 16 heads, as wide as the encoder, float32
+    # attention; its width, token grid and codebook come from the backbone and the tokenizer
+    neck=dict(type='ADDPDecoder', depth=8, num_heads=16, drop=0.1, attn_fp32=True),
     head=dict(type='ADDPSoftTargetLoss', label_smoothing=0.1),
     # the frozen noising process
     target_generator=dict(
@@ -34,7 +37,7 @@ model = dict(
         # MAGE ViT-B token predictor (codebook and grid from the tokenizer)
         token_predictor=dict(type='MAGETokenPredictor', embed_dim=768, depth=12, num_heads=12,
                              decoder_embed_dim=768, decoder_depth=8, decoder_num_heads=16,
-                             checkpoint=token_predictor_checkpoint),
+                             checkpoint=token_predictor_checkpoint, attn_fp32=True),
         # the release: cosine schedule at 100 steps, ratios in [0.5, 1), truncnorm(0.55, 0.25)
         # weights, next state 1..5 steps further
         mask_schedule=dict(type='MaskSchedule', num_steps=100, min_ratio=0.5, max_ratio=1.0,
@@ -56,7 +59,9 @@ train_dataloader = dict(batch_size=128, num_workers=10,
                         dataset=dict(data_root=data_root, pipeline=train_pipeline))
 
 optim_wrapper = dict(
-    type='AmpOptimWrapper', loss_scale='dynamic',
+    # release main_pretrain.py: AMP with a dynamic loss scale that grows every 500 finite steps
+    # (--amp_growth_interval 500; torch's GradScaler default start 2 ** 16)
+    type='AmpOptimWrapper', loss_scale=dict(init_scale=2. ** 16, growth_interval=500),
     # lr = blr 1e-4 x 4096 / 256
     optimizer=dict(type='AdamW', lr=1e-4 * 4096 / 256, betas=(0.9, 0.95), weight_decay=0.05),
     clip_grad=dict(max_norm=3.0),
@@ -68,6 +73,8 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', T_max=1560, by_epoch=True, begin=40, end=1600, convert_to_iter_based=True),
 ]
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=1600)
+# release main_pretrain.py: no TF32 in matmuls / convolutions (keep this hook when adding others)
+custom_hooks = [dict(type='TF32Hook', allow_tf32=False)]
 default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3))
 randomness = dict(seed=0, diff_rank_seed=True)
 auto_scale_lr = dict(base_batch_size=4096)

@@ -6,6 +6,7 @@ toolbox scope. Conventions follow mmpretrain's ``VisionTransformer`` (``arch``, 
 ViTDet's.
 """
 import math
+import warnings
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -20,6 +21,7 @@ from ..layers import build_blocks, resize_pos_embed
 from ..utils.checkpoint import encoder_state_dict, read_checkpoint, unwrap_state_dict
 
 OUT_TYPES = ('featmap', 'raw', 'cls_token', 'avg_featmap')
+INIT_MODES = ('trunc_normal', 'release')
 
 
 def _norm_factory(norm_cfg: Dict):
@@ -70,8 +72,18 @@ class ADDPViT(BaseModule):
             checkpoint has none).
         with_cp (bool): activation checkpointing per block.
         interpolate_mode (str): how the position table is resized.
+        attn_fp32 (bool): attention in float32 under autocast (see ``Attention``); the release's
+            pretraining does this, downstream fine-tuning does not (default).
+        init_mode (str): random initialisation of the Linear layers (position table and class
+            token: N(0, 0.02); patch embedding: Xavier-uniform; LayerNorms: 1 / 0 in both modes).
+            ``'trunc_normal'`` (default): truncated N(0, 0.02), as mmpretrain's / ViTDet's ViT.
+            ``'release'``: Xavier-uniform weights and zero biases, the ADDP release's
+            ``_init_weights``; pretraining from scratch uses it.
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH)`` loads the encoder from a released
             ADDP pretraining or fine-tuning checkpoint, one of ours, or a converted file.
+        pretrained (str, optional): deprecated alias of ``init_cfg=dict(type='Pretrained',
+            checkpoint=pretrained)``, as in mmseg's own ViT (mmseg's ``EncoderDecoder`` copies
+            ``model.pretrained`` here); ``None`` is ignored.
 
     Every load (``init_cfg``, ``load_from``, resume, ``load_state_dict``) resizes a position table
     or relative-position tables of another grid to this model's, in a load-state-dict pre-hook.
@@ -107,8 +119,15 @@ class ADDPViT(BaseModule):
                  use_rel_pos: bool = False,
                  with_cp: bool = False,
                  interpolate_mode: str = 'bicubic',
-                 init_cfg: Optional[Union[Dict, List[Dict]]] = None):
+                 attn_fp32: bool = False,
+                 init_mode: str = 'trunc_normal',
+                 init_cfg: Optional[Union[Dict, List[Dict]]] = None,
+                 pretrained: Optional[str] = None):
+        init_cfg = _pretrained_to_init_cfg(pretrained, init_cfg)
         super().__init__(init_cfg=init_cfg)
+        if init_mode not in INIT_MODES:
+            raise ValueError(f'ADDPViT init_mode={init_mode!r}: choose one of {INIT_MODES}')
+        self.init_mode = init_mode
         self.arch_settings = self._parse_arch(arch)
         self.embed_dims = self.arch_settings['embed_dims']
         self.num_layers = self.arch_settings['num_layers']
@@ -145,7 +164,7 @@ class ADDPViT(BaseModule):
             mlp_ratio=self.arch_settings['feedforward_channels'] / self.embed_dims, qkv_bias=qkv_bias,
             drop=drop_rate, attn_drop=attn_drop_rate, drop_path_rate=drop_path_rate,
             norm_layer=norm_layer, window_size=window_size, window_block_indexes=window_block_indexes,
-            use_rel_pos=use_rel_pos, input_size=self.patch_resolution)
+            use_rel_pos=use_rel_pos, input_size=self.patch_resolution, attn_fp32=attn_fp32)
         self.norm = norm_layer(self.embed_dims) if final_norm else nn.Identity()
         self.fc_norm = norm_layer(self.embed_dims) if out_type == 'avg_featmap' else nn.Identity()
         self._freeze_stages()
@@ -190,7 +209,10 @@ class ADDPViT(BaseModule):
             nn.init.trunc_normal_(self.cls_token, std=.02)
         for m in self.modules():
             if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=.02)
+                if self.init_mode == 'release':
+                    nn.init.xavier_uniform_(m.weight)
+                else:
+                    nn.init.trunc_normal_(m.weight, std=.02)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
         w = self.patch_embed.proj.weight
@@ -329,6 +351,29 @@ class ADDPViT(BaseModule):
             return self.fc_norm(patches.mean(dim=1))
         B, _, C = patches.shape
         return patches.transpose(1, 2).reshape(B, C, hw[0], hw[1]).contiguous()
+
+
+def _pretrained_to_init_cfg(pretrained: Optional[str], init_cfg):
+    """mmseg's convention for backbones: ``pretrained=PATH`` is a deprecated alias of
+    ``init_cfg=dict(type='Pretrained', checkpoint=PATH)``; ``None`` changes nothing."""
+    if pretrained is None:
+        return init_cfg
+    if not isinstance(pretrained, str):
+        raise TypeError(f'ADDPViT pretrained must be a checkpoint path or None, got {pretrained!r}')
+    if init_cfg is not None:
+        raise ValueError(
+            f'ADDPViT got both pretrained={pretrained!r} and init_cfg={init_cfg!r}. mmseg\'s '
+            'EncoderDecoder copies model.pretrained into the backbone: set model.pretrained=None '
+            '(stock configs name ImageNet ResNet weights there) and keep backbone.init_cfg, or give '
+            'the ADDP checkpoint as model.pretrained without an init_cfg')
+    if '://' in pretrained:
+        raise ValueError(
+            f'ADDPViT pretrained={pretrained!r} is not an ADDP checkpoint file (mmseg\'s '
+            'EncoderDecoder copied it from model.pretrained of the stock config, which names '
+            'ResNet weights): set model.pretrained to an ADDP checkpoint path or to None')
+    warnings.warn('ADDPViT: pretrained is deprecated, use init_cfg=dict(type=\'Pretrained\', '
+                  f'checkpoint={pretrained!r})')
+    return dict(type='Pretrained', checkpoint=pretrained)
 
 
 def _summarise(keys: Sequence[str], limit: int = 6) -> str:

@@ -8,6 +8,7 @@ Tokens are kept as ``(B, N, C)`` sequences; blocks that need the 2-D layout (win
 relative position) receive the token grid size ``hw`` and must then be fed patch tokens only
 (no class token), as in ViTDet.
 """
+from contextlib import nullcontext
 from functools import partial
 from typing import Callable, Optional, Tuple
 
@@ -97,11 +98,17 @@ class Attention(nn.Module):
 
     With ``use_rel_pos`` it holds decomposed relative position tables for a ``rel_pos_size`` grid
     (zero-initialised) and its ``forward`` needs the token grid ``hw``.
+
+    ``attn_fp32=True`` computes the attention (logits, softmax, weighted sum) in float32 when the
+    queries arrive in a lower precision (under autocast): q/k/v are upcast and attention runs with
+    autocast disabled, the result is cast back. This is what the ADDP/MAGE release does during
+    pretraining (its attention logits are computed with autocast off). In float32 it changes
+    nothing.
     """
 
     def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True, attn_drop: float = 0.,
                  proj_drop: float = 0., use_rel_pos: bool = False,
-                 rel_pos_size: Optional[Tuple[int, int]] = None):
+                 rel_pos_size: Optional[Tuple[int, int]] = None, attn_fp32: bool = False):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f'embed dim {dim} is not divisible by num_heads {num_heads}')
@@ -112,6 +119,7 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         self.use_rel_pos = use_rel_pos
+        self.attn_fp32 = attn_fp32
         if use_rel_pos:
             if rel_pos_size is None:
                 raise ValueError('use_rel_pos=True needs rel_pos_size (the token grid or window)')
@@ -122,14 +130,19 @@ class Attention(nn.Module):
         B, N, C = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
-        bias = None
-        if self.use_rel_pos:
-            if hw is None or hw[0] * hw[1] != N:
-                raise ValueError(f'relative position needs the token grid of the {N} tokens, got {hw}')
-            bias = decomposed_rel_pos_bias(q, self.rel_pos_h, self.rel_pos_w, hw, hw)
-        x = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias, dropout_p=self.attn_drop if self.training else 0.)
-        x = x.transpose(1, 2).reshape(B, N, C)
+        dtype = q.dtype
+        upcast = self.attn_fp32 and dtype in (torch.float16, torch.bfloat16)
+        if upcast:
+            q, k, v = q.float(), k.float(), v.float()
+        with torch.autocast(q.device.type, enabled=False) if upcast else nullcontext():
+            bias = None
+            if self.use_rel_pos:
+                if hw is None or hw[0] * hw[1] != N:
+                    raise ValueError(f'relative position needs the token grid of the {N} tokens, got {hw}')
+                bias = decomposed_rel_pos_bias(q, self.rel_pos_h, self.rel_pos_w, hw, hw)
+            x = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=bias, dropout_p=self.attn_drop if self.training else 0.)
+        x = x.to(dtype).transpose(1, 2).reshape(B, N, C)
         return self.proj_drop(self.proj(x))
 
 
@@ -145,13 +158,15 @@ class TransformerBlock(nn.Module):
                  drop: float = 0., attn_drop: float = 0., drop_path: float = 0.,
                  norm_layer: Callable[[int], nn.Module] = LayerNorm6,
                  act_layer: Callable[..., nn.Module] = nn.GELU, window_size: int = 0,
-                 use_rel_pos: bool = False, input_size: Optional[Tuple[int, int]] = None):
+                 use_rel_pos: bool = False, input_size: Optional[Tuple[int, int]] = None,
+                 attn_fp32: bool = False):
         super().__init__()
         self.window_size = window_size
         self.norm1 = norm_layer(dim)
         rel_pos_size = (window_size, window_size) if window_size > 0 else input_size
         self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop,
-                              proj_drop=drop, use_rel_pos=use_rel_pos, rel_pos_size=rel_pos_size)
+                              proj_drop=drop, use_rel_pos=use_rel_pos, rel_pos_size=rel_pos_size,
+                              attn_fp32=attn_fp32)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = norm_layer(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
@@ -193,15 +208,16 @@ def build_blocks(depth: int, dim: int, num_heads: int, mlp_ratio: float = 4., qk
                  drop: float = 0., attn_drop: float = 0., drop_path_rate: float = 0.,
                  norm_layer: Callable[[int], nn.Module] = LayerNorm6, window_size: int = 0,
                  window_block_indexes=(), use_rel_pos: bool = False,
-                 input_size: Optional[Tuple[int, int]] = None) -> nn.ModuleList:
+                 input_size: Optional[Tuple[int, int]] = None, attn_fp32: bool = False) -> nn.ModuleList:
     """``depth`` blocks with a linear drop-path ramp; with ``window_size > 0`` only the blocks in
-    ``window_block_indexes`` use window attention, the others stay global."""
+    ``window_block_indexes`` use window attention, the others stay global. ``attn_fp32``: see
+    :class:`Attention`."""
     dpr = (torch.linspace(0, drop_path_rate, depth, device='cpu').tolist() if depth > 1
            else [drop_path_rate] * depth)
     return nn.ModuleList([
         TransformerBlock(dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, drop=drop, attn_drop=attn_drop,
                          drop_path=dpr[i], norm_layer=norm_layer,
                          window_size=window_size if i in window_block_indexes else 0,
-                         use_rel_pos=use_rel_pos, input_size=input_size)
+                         use_rel_pos=use_rel_pos, input_size=input_size, attn_fp32=attn_fp32)
         for i in range(depth)
     ])

@@ -39,13 +39,14 @@ class ADDPDecoder(nn.Module):
         drop: dropout in attention and MLP (the release's pretraining uses 0.1).
         norm_eps: eps of the block and final LayerNorms.
         mlm_ln_eps: eps of the MLM head's LayerNorm (1e-5 in the release).
+        attn_fp32: attention in float32 under autocast, as the release (see ``Attention``).
     """
 
     def __init__(self, embed_dim: Optional[int] = None, depth: int = 8, num_heads: int = 16,
                  num_patches: Optional[int] = None, codebook_size: Optional[int] = None,
                  decoder_embed_dim: Optional[int] = None, vocab_size: Optional[int] = None,
                  num_classes: int = 1000, mlp_ratio: float = 4., drop: float = 0.1,
-                 norm_eps: float = 1e-6, mlm_ln_eps: float = 1e-5):
+                 norm_eps: float = 1e-6, mlm_ln_eps: float = 1e-5, attn_fp32: bool = True):
         super().__init__()
         unset = [n for n, v in (('embed_dim', embed_dim), ('num_patches', num_patches),
                                 ('codebook_size', codebook_size)) if v is None]
@@ -78,7 +79,7 @@ class ADDPDecoder(nn.Module):
         self.token_emb = nn.Embedding(vocab_size, embed_dim)
         norm_layer = partial(nn.LayerNorm, eps=norm_eps)
         self.blocks = build_blocks(depth, dim, num_heads, mlp_ratio, qkv_bias=True, drop=drop,
-                                   attn_drop=drop, norm_layer=norm_layer)
+                                   attn_drop=drop, norm_layer=norm_layer, attn_fp32=attn_fp32)
         self.norm = norm_layer(dim)
         self.mlm_head = MLMHead(dim, embed_dim, vocab_size, ln_eps=mlm_ln_eps)
         self.init_weights()

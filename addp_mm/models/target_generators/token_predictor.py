@@ -78,6 +78,7 @@ class MAGETokenPredictor(nn.Module):
         norm_eps: eps of the blocks' and the embedding's LayerNorms (MLM head LayerNorm: 1e-5).
         checkpoint: MAGE ``mage-vit*-1600.pth`` or a released ADDP checkpoint, loaded strictly
             by :meth:`init_weights` (the constructor reads no file); ``None``: random weights.
+        attn_fp32: attention in float32 under autocast, as MAGE's release (see ``Attention``).
 
     The vocabulary is ``codebook_size + num_classes + 1`` ids, the last being the mask id.
     Inside ADDP it is frozen by ``ADDPNoiser``.
@@ -88,7 +89,7 @@ class MAGETokenPredictor(nn.Module):
                  codebook_size: int = 1024, num_classes: int = 1000,
                  grid_size: Union[int, Tuple[int, int]] = 16,
                  fake_class_label: Optional[int] = None, patch_size: int = 16, in_chans: int = 3,
-                 norm_eps: float = 1e-6, checkpoint: Optional[str] = None):
+                 norm_eps: float = 1e-6, checkpoint: Optional[str] = None, attn_fp32: bool = True):
         super().__init__()
         gh, gw = (grid_size, grid_size) if isinstance(grid_size, int) else tuple(grid_size)
         self.grid_size = (gh, gw)
@@ -115,7 +116,7 @@ class MAGETokenPredictor(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, num_positions, embed_dim), requires_grad=False)
         self.blocks = build_blocks(depth, embed_dim, num_heads, mlp_ratio, qkv_bias=True,
-                                   norm_layer=norm_layer)
+                                   norm_layer=norm_layer, attn_fp32=attn_fp32)
         self.norm = norm_layer(embed_dim)
 
         # decoder
@@ -126,7 +127,8 @@ class MAGETokenPredictor(nn.Module):
         self.decoder_pos_embed_learned = nn.Parameter(
             torch.zeros(1, num_positions, decoder_embed_dim))
         self.decoder_blocks = build_blocks(decoder_depth, decoder_embed_dim, decoder_num_heads,
-                                           mlp_ratio, qkv_bias=True, norm_layer=norm_layer)
+                                           mlp_ratio, qkv_bias=True, norm_layer=norm_layer,
+                                           attn_fp32=attn_fp32)
         self.decoder_norm = norm_layer(decoder_embed_dim)
         self.decoder_pred = nn.Linear(decoder_embed_dim, patch_size ** 2 * in_chans)
 
