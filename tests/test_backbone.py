@@ -186,3 +186,15 @@ def test_unused_cls_token_is_not_trainable():
     assert not m.cls_token.requires_grad
     m(torch.randn(1, 3, 64, 64))[0].sum().backward()
     assert all(p.grad is not None for p in m.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize('requires_grad', [True, False])
+def test_norm_cfg_requires_grad_is_honoured(requires_grad):
+    """mm configs write ``norm_cfg=dict(type='LN', requires_grad=...)``: built, and honoured."""
+    m = tiny(norm_cfg=dict(type='LN', eps=1e-6, requires_grad=requires_grad), pre_norm=True,
+             out_type='avg_featmap')
+    norms = [m.pre_norm, m.norm, m.fc_norm] + [b.norm1 for b in m.blocks] + [b.norm2 for b in m.blocks]
+    assert all(isinstance(n, torch.nn.LayerNorm) and n.eps == 1e-6 for n in norms)
+    assert all(p.requires_grad == requires_grad for n in norms for p in n.parameters())
+    # everything else still trains
+    assert m.blocks[0].attn.qkv.weight.requires_grad and m.patch_embed.proj.weight.requires_grad

@@ -1,3 +1,6 @@
-"""Datasets of addp-mm. The demo-data generator (``demo_data``) is standalone (numpy, Pillow,
-scikit-image) and is used by ``tools/make_demo_data.py``; pretraining reads image folders with
-mmpretrain's ``CustomDataset(with_label=False)`` and ImageNet with its ``ImageNet``."""
+"""Datasets and transforms of addp-mm. Pretraining reads image folders with mmpretrain's
+``CustomDataset(with_label=False)`` and ImageNet with its ``ImageNet``; ``LoadImageChecked``
+loads any image of such a folder or names the bad file."""
+from .transforms import BadImageError, LoadImageChecked
+
+__all__ = ['LoadImageChecked', 'BadImageError']

@@ -51,7 +51,9 @@ train_dataloader = dict(batch_size=128, num_workers=10,
                         dataset=dict(data_root=data_root, pipeline=train_pipeline))
 
 optim_wrapper = dict(
-    type='AmpOptimWrapper', loss_scale='dynamic',
+    # AMP; a non-finite loss skips the step on every rank (as the release under AMP), more than
+    # 100 in a row stop training (our limit; addp_mm/engine/optimizers/non_finite_guard.py)
+    type='NonFiniteGuardAmpOptimWrapper', loss_scale='dynamic', max_consecutive_skips=100,
     # lr = blr 1e-4 x 4096 / 256
     optimizer=dict(type='AdamW', lr=1e-4 * 4096 / 256, betas=(0.9, 0.95), weight_decay=0.05),
     clip_grad=dict(max_norm=3.0),

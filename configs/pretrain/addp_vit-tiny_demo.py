@@ -34,7 +34,8 @@ train_dataloader = dict(
     dataset=dict(_delete_=True, type='CustomDataset', data_root=data_root, with_label=False,
                  extensions=('.jpg', '.jpeg', '.png', '.webp', '.bmp'), pipeline=train_pipeline))
 
-optim_wrapper = dict(type='OptimWrapper', _delete_=True,
+# fp32: a non-finite loss stops training on every rank (max_consecutive_skips=0)
+optim_wrapper = dict(type='NonFiniteGuardOptimWrapper', _delete_=True, max_consecutive_skips=0,
                      optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05),
                      clip_grad=dict(max_norm=3.0),
                      constructor='LayerDecayOptimWrapperConstructor',

@@ -1,3 +1,6 @@
 from .layer_decay import LayerDecayOptimWrapperConstructor
+from .non_finite_guard import (NonFiniteGuardAmpOptimWrapper, NonFiniteGuardMixin, NonFiniteGuardOptimWrapper,
+                               NonFiniteLossError)
 
-__all__ = ['LayerDecayOptimWrapperConstructor']
+__all__ = ['LayerDecayOptimWrapperConstructor', 'NonFiniteGuardOptimWrapper', 'NonFiniteGuardAmpOptimWrapper',
+           'NonFiniteGuardMixin', 'NonFiniteLossError']

@@ -16,7 +16,6 @@ import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 from mmengine.model import BaseModel
-from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.registry import MODELS, TASK_UTILS
 
 from ..utils.checkpoint import WHERE_TO_GET, encoder_state_dict, load_checkpoint_file, unwrap_state_dict
@@ -25,10 +24,6 @@ from .decoder import release_decoder_state_dict
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 FROZEN_PARTS = ('tokenizer', 'token_predictor')
-
-
-class NonFiniteLossError(RuntimeError):
-    """The pretraining loss became NaN/inf in full precision."""
 
 
 @MODELS.register_module()
@@ -156,28 +151,6 @@ class ADDP(BaseModel):
         if mode == 'predict':
             raise RuntimeError("ADDP has no 'predict' mode: generate images with tools/generate.py")
         raise ValueError(f'ADDP.forward: unknown mode {mode!r}')
-
-    def train_step(self, data, optim_wrapper: OptimWrapper) -> Dict[str, torch.Tensor]:
-        """mmengine's train step, plus the release's handling of a non-finite loss: under AMP the
-        step is skipped; in full precision training stops with a clear error (the checkpoints
-        saved so far are the last good ones)."""
-        with optim_wrapper.optim_context(self):
-            data = self.data_preprocessor(data, True)
-            losses = self._run_forward(data, mode='loss')
-        parsed, log_vars = self.parse_losses(losses)
-        if not torch.isfinite(parsed).all():
-            if isinstance(optim_wrapper, AmpOptimWrapper):
-                print_log(f'ADDP: non-finite loss {float(parsed)} under AMP: skipping this step',
-                          logger='current', level=30)
-                optim_wrapper.zero_grad()
-                return log_vars
-            raise NonFiniteLossError(
-                f'ADDP: the loss is {float(parsed)} (not finite) in full precision. Training '
-                'stopped; the last checkpoint written to the work dir is the last good one. Lower '
-                'optim_wrapper.optimizer.lr, check the tokenizer/token predictor checkpoints, or '
-                'train with --amp (which skips such steps, as the release does).')
-        optim_wrapper.update_params(parsed)
-        return log_vars
 
     def frozen_parameters(self) -> List[nn.Parameter]:
         return [p for name in FROZEN_PARTS if getattr(self, name, None) is not None
