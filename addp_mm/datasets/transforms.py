@@ -1,8 +1,9 @@
 """``LoadImageChecked``: load any image of an image folder as 8-bit BGR, or say which file is bad.
 
-mmcv's ``LoadImageFromFile`` decodes with OpenCV, which returns a partly grey image for a
-truncated JPEG without any error, and fails on a non-image file with a bare assertion. For
-pretraining on a folder of images (where one bad file among millions is common) this transform:
+mmcv's ``LoadImageFromFile`` decodes with OpenCV and stops on a truncated or non-image file with
+a bare ``AssertionError`` (some OpenCV builds even decode a truncated JPEG partly grey, silently);
+it cannot skip such a file. For pretraining on a folder of images (where one bad file among
+millions is common) this transform decodes with Pillow, fully, and:
 
 - converts every readable image to 3-channel 8-bit BGR, like ``LoadImageFromFile``: grayscale,
   grayscale + alpha, RGBA (alpha dropped), palette (``P``), 16-bit and 32-bit integer images

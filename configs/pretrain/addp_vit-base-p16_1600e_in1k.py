@@ -40,7 +40,9 @@ model = dict(
 data_preprocessor = dict(_delete_=True, type='ImgDataPreprocessor', mean=[0., 0., 0.],
                          std=[255., 255., 255.], bgr_to_rgb=True)
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    # any PNG/JPEG mode as 8-bit BGR; an unreadable file stops with its name (or
+    # on_bad_file='skip': skipped with a warning and a count), addp_mm/datasets/transforms.py
+    dict(type='LoadImageChecked', on_bad_file='error'),
     dict(type='RandomResizedCrop', scale=256, crop_ratio_range=(0.2, 1.0), backend='pillow',
          interpolation='bicubic'),
     dict(type='RandomFlip', prob=0.5),

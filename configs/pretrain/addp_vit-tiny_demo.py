@@ -23,7 +23,9 @@ model = dict(
                          decoder_num_heads=4, grid_size=img_size // patch_size, checkpoint=token_predictor_checkpoint))
 
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    # any PNG/JPEG mode as 8-bit BGR; an unreadable file stops with its name (or
+    # on_bad_file='skip': skipped with a warning and a count), addp_mm/datasets/transforms.py
+    dict(type='LoadImageChecked', on_bad_file='error'),
     dict(type='RandomResizedCrop', scale=img_size, crop_ratio_range=(0.2, 1.0), backend='pillow',
          interpolation='bicubic'),
     dict(type='RandomFlip', prob=0.5),
