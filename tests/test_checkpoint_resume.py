@@ -23,7 +23,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DRIVER = r'''
 import os, os.path as osp, runpy, signal, sys
 from mmengine.fileio import LocalBackend
-from mmengine.runner.loops import IterBasedTrainLoop
+from mmengine.runner.loops import EpochBasedTrainLoop, IterBasedTrainLoop
 
 name = os.environ.get('KILL_DURING_SAVE')
 if name:
@@ -39,12 +39,14 @@ if name:
     LocalBackend.put = put_and_die
 k = os.environ.get('KILL_BEFORE_ITER')
 if k:
-    run_iter = IterBasedTrainLoop.run_iter
-    def run_iter_or_die(self, data_batch):
-        if self._iter == int(k):
-            os.kill(os.getpid(), signal.SIGKILL)
-        return run_iter(self, data_batch)
-    IterBasedTrainLoop.run_iter = run_iter_or_die
+    def or_die(run_iter):
+        def run_iter_or_die(self, *args, **kwargs):
+            if self._iter == int(k):
+                os.kill(os.getpid(), signal.SIGKILL)
+            return run_iter(self, *args, **kwargs)
+        return run_iter_or_die
+    IterBasedTrainLoop.run_iter = or_die(IterBasedTrainLoop.run_iter)
+    EpochBasedTrainLoop.run_iter = or_die(EpochBasedTrainLoop.run_iter)
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name='__main__')
 '''
@@ -81,11 +83,11 @@ def make_images(root, n, size, classes=None):
         Image.fromarray(img).save(osp.join(d, f'{i}.png'))
 
 
-def train(tmp_path, args, env=None, expect_killed=False):
+def train(tmp_path, args, env=None, expect_killed=False, cwd=ROOT):
     driver = tmp_path / 'driver.py'
     driver.write_text(DRIVER)
     proc = subprocess.run([sys.executable, str(driver), osp.join(ROOT, 'tools', 'train.py'), *args],
-                          capture_output=True, text=True, cwd=ROOT, timeout=600,
+                          capture_output=True, text=True, cwd=cwd, timeout=600,
                           env={**os.environ, 'OMP_NUM_THREADS': '1', **(env or {})})
     out = proc.stdout + proc.stderr
     if expect_killed:
@@ -136,10 +138,15 @@ def test_kill_during_a_save_keeps_the_previous_checkpoint(tmp_path):
 
 
 LOSS = re.compile(r'Iter\(train\)\s+\[\s*(\d+)/\d+\].*?\sloss: (\S+)')
+EPOCH_LOSS = re.compile(r'Epoch\(train\)\s+\[(\d+)\]\[\s*(\d+)/\d+\].*?\sloss: (\S+)')
 
 
 def logged_losses(log):
     return {int(i): v for i, v in LOSS.findall(log)}
+
+
+def logged_epoch_losses(log):
+    return {(int(e), int(i)): v for e, i, v in EPOCH_LOSS.findall(log)}
 
 
 @pytest.mark.slow
@@ -173,3 +180,28 @@ def test_demo_pretraining_killed_and_resumed_logs_the_same_losses(tmp_path):
     for k, state in a['optimizer']['state'].items():
         for name, value in state.items():
             assert torch.equal(torch.as_tensor(value), torch.as_tensor(b['optimizer']['state'][k][name]))
+
+
+@pytest.mark.slow
+def test_demo_detection_killed_in_epoch_2_and_resumed_logs_the_same_losses(tmp_path):
+    """The demo Mask R-CNN (8 images, batch 2: 4 iterations per epoch), SIGKILLed during epoch 2
+    and resumed from ``epoch_1.pth`` (no data replay: the NumPy / random states of the data
+    augmentation are restored too): epoch 2 logs the same losses and ends with the same weights."""
+    from addp_mm.datasets.demo_data import make_coco
+    make_coco(str(tmp_path / 'data' / 'demo' / 'coco'), seed=0, num_train=8, num_val=2)
+    config = osp.join(ROOT, 'configs', 'demo', 'mask-rcnn_addp-vit-demo_demo-coco.py')
+    opts = ['--cfg-options', 'train_cfg.max_epochs=2', 'train_cfg.val_interval=100', 'train_dataloader.batch_size=2',
+            'default_hooks.checkpoint.interval=1', 'default_hooks.checkpoint.max_keep_ckpts=2',
+            'default_hooks.logger.interval=1', 'randomness.seed=0', 'randomness.deterministic=True']
+    full, cut = tmp_path / 'full', tmp_path / 'cut'
+    reference = logged_epoch_losses(train(tmp_path, [config, '--work-dir', str(full), *opts], cwd=tmp_path))
+    assert sorted(reference) == [(e, i) for e in (1, 2) for i in range(1, 5)]
+    train(tmp_path, [config, '--work-dir', str(cut), *opts], env=dict(KILL_BEFORE_ITER='6'), expect_killed=True,
+          cwd=tmp_path)
+    assert (cut / 'epoch_1.pth').exists() and not (cut / 'epoch_2.pth').exists()
+    log = train(tmp_path, [config, '--work-dir', str(cut), '--resume', *opts], cwd=tmp_path)
+    resumed = logged_epoch_losses(log)
+    assert resumed == {k: v for k, v in reference.items() if k[0] == 2}, (resumed, reference)
+    assert 'restored the RNG state of every rank from the checkpoint (torch, NumPy, random)' in log
+    a, b = load(full / 'epoch_2.pth'), load(cut / 'epoch_2.pth')
+    assert all(torch.equal(v, b['state_dict'][k]) for k, v in a['state_dict'].items())

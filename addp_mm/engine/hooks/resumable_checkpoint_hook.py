@@ -11,14 +11,17 @@
   then the oldest checkpoint is deleted. A kill at any point leaves ``last_checkpoint`` naming a
   complete file. Stale ``.partial`` files of a killed run are removed when training starts.
   (Non-local storage backends keep mmengine's behaviour.)
-- **Exact resume.** The checkpoint also holds every rank's torch RNG state (CPU and the current
-  CUDA device; gathered from all ranks, about 5 KB each), restored on ``--resume`` right before
-  training continues, so the mask schedule, noise and dropout draw what they would have drawn.
-  NumPy / ``random`` states are deliberately not restored: only the data pipeline uses them, and
-  mmengine's resume replays the data of the finished iterations, which reproduces those states
-  (in the main process or in seeded workers). For the same reason the train dataloader gets its
-  own generator for its per-epoch worker base seed, which would otherwise draw from the global
-  torch RNG at a different moment after a resume.
+- **Exact resume.** The checkpoint also holds every rank's RNG states (torch CPU and current
+  CUDA device, NumPy, ``random``; gathered from all ranks, about 15 KB each), restored on
+  ``--resume`` right before training continues, so the mask schedule, noise and dropout draw what
+  they would have drawn. With ``IterBasedTrainLoop`` only the torch states are restored: NumPy /
+  ``random`` serve the data pipeline, and mmengine replays the finished iterations' batches,
+  which reproduces them (restoring them before the replay would shift them). With
+  ``EpochBasedTrainLoop`` (resume at an epoch boundary, no replay) all are restored. The train
+  dataloader gets its own generator for its per-epoch worker base seed, which would otherwise
+  draw from the global torch RNG at a different moment after a resume. Not covered: the RNG state
+  inside *persistent* dataloader workers of an epoch-based loop (use non-persistent workers or
+  ``num_workers=0`` where an exact resume matters).
 
 Why a hook subclass and not a runner mixin or a file backend: the ordering problems (delete
 before write, ``last_checkpoint`` rewritten in place) are in ``CheckpointHook`` itself, the hook
@@ -27,31 +30,45 @@ for mmengine's ``Runner`` and every runner subclass alike.
 """
 import glob
 import os
+import random
 import os.path as osp
 from typing import List, Optional
 
+import numpy as np
 import torch
 from mmengine.dist import all_gather_object, get_rank, get_world_size, is_main_process
 from mmengine.fileio import LocalBackend
 from mmengine.hooks import CheckpointHook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
+from mmengine.runner.loops import IterBasedTrainLoop
 
 PARTIAL_SUFFIX = '.partial'
 
 
 def rng_state() -> dict:
-    """This process's torch RNG state (CPU, and the current CUDA device when CUDA is in use)."""
+    """This process's RNG states: torch (CPU, and the current CUDA device when CUDA is in use),
+    NumPy and ``random`` (as plain lists, which a weights-only load accepts)."""
     state = dict(torch=torch.get_rng_state())
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state['cuda'] = torch.cuda.get_rng_state()
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state['numpy'] = [kind, keys.tolist(), int(pos), int(has_gauss), float(gauss)]
+    version, internal, gauss_next = random.getstate()
+    state['random'] = [version, list(internal), gauss_next]
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict, data_rng: bool) -> None:
+    """Restore ``state``; NumPy and ``random`` only with ``data_rng`` (see the module docstring)."""
     torch.set_rng_state(state['torch'])
     if state.get('cuda') is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state(state['cuda'])
+    if data_rng and 'numpy' in state:
+        kind, keys, pos, has_gauss, gauss = state['numpy']
+        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+        version, internal, gauss_next = state['random']
+        random.setstate((version, tuple(internal), gauss_next))
 
 
 def atomic_replace(tmp_path: str, path: str) -> None:
@@ -107,8 +124,13 @@ class ResumableCheckpointHook(CheckpointHook):
                       f'{get_world_size()}: random draws after the resume differ from an '
                       'uninterrupted run', logger='current', level=30)
             return
-        set_rng_state(states[get_rank()])
-        print_log('restored the RNG state of every rank from the checkpoint', logger='current')
+        # mmengine's IterBasedTrainLoop replays the finished iterations' batches, which
+        # reproduces the data pipeline's NumPy / random states; EpochBasedTrainLoop resumes at an
+        # epoch boundary without a replay, so they are restored too
+        replays = isinstance(runner.train_loop, IterBasedTrainLoop)
+        set_rng_state(states[get_rank()], data_rng=not replays)
+        print_log('restored the RNG state of every rank from the checkpoint'
+                  + ('' if replays else ' (torch, NumPy, random)'), logger='current')
 
     # ------------------------------------------------------------------ saving
     def _local(self) -> bool:
