@@ -4,7 +4,6 @@ import copy
 import os
 import os.path as osp
 import subprocess
-import sys
 
 import numpy as np
 import pytest

@@ -74,13 +74,12 @@ def test_non_finite_loss_through_the_real_graph(model, max_consecutive_skips):
     """The pretraining step with the configs' optimizer wrapper: a NaN in the loss (still
     connected to the encoder and decoder) stops (fp32 default) or is skipped without moving the
     weights or AdamW's state."""
-    import copy as _copy
     params = [p for p in model.parameters() if p.requires_grad]
     wrapper = NonFiniteGuardOptimWrapper(optimizer=torch.optim.AdamW(params, lr=1e-3),
                                          max_consecutive_skips=max_consecutive_skips)
     data = dict(inputs=[torch.randint(0, 255, (3, IMG, IMG), dtype=torch.uint8)] * 2)
     model.train_step(data, wrapper)  # a good step: AdamW has state now
-    before = [p.detach().clone() for p in params], _copy.deepcopy(wrapper.optimizer.state_dict()['state'])
+    before = [p.detach().clone() for p in params], copy.deepcopy(wrapper.optimizer.state_dict()['state'])
     head = model.head.forward
     model.head.forward = lambda *a, **k: head(*a, **k) * float('nan')
     if max_consecutive_skips == 0:
