@@ -98,6 +98,31 @@ def test_skip_leaves_weights_and_optimizer_state_untouched(amp, monkeypatch):
         model.train_step(batch(nan=True), wrapper)
 
 
+def test_skip_under_gradient_accumulation_drops_only_the_bad_micro_batch():
+    """accumulative_counts=2: a window with one NaN micro-batch steps with the good one's
+    gradient (as if only that one had been seen); a window with only NaN ones does not step."""
+    torch.manual_seed(0)
+    model, twin = TinyModel(), TinyModel()
+    twin.load_state_dict(model.state_dict())
+    wrapper = build_wrapper(model, max_consecutive_skips=5, accumulative_counts=2)
+    reference = build_wrapper(twin, accumulative_counts=2)
+    wrapper.initialize_count_status(model, 0, 4)
+    reference.initialize_count_status(twin, 0, 4)
+    good = batch()
+    model.train_step(good, wrapper)
+    model.train_step(batch(nan=True), wrapper)  # window end: steps with the good micro-batch
+    twin.train_step(good, reference)
+    reference._inner_count += 1  # the same window end, without a second micro-batch
+    reference.step()
+    reference.zero_grad()
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), twin.parameters()))
+    before = snapshot(model, wrapper)
+    model.train_step(batch(nan=True), wrapper)
+    model.train_step(batch(nan=True), wrapper)  # a window of NaNs only: no step
+    assert_same(before, snapshot(model, wrapper))
+    assert wrapper.total_skips == 3
+
+
 def test_check_grads_catches_a_non_finite_gradient_of_a_finite_loss():
     torch.manual_seed(0)
     model = TinyModel()

@@ -11,9 +11,10 @@ the reports, and all ranks then take the same branch.
   every rank with :class:`NonFiniteLossError`; the checkpoints written so far are the last good
   ones.
 - ``max_consecutive_skips=N > 0`` (the AMP default, 100): such a step is skipped on every rank
-  (no backward pass, no optimizer step, the gradients are dropped, the optimizer state is
-  untouched), as the released implementation does under AMP; more than ``N`` skips in a row
-  stop training as above.
+  (no backward pass, no optimizer step, the optimizer state is untouched), as the released
+  implementation does under AMP; more than ``N`` skips in a row stop training as above. With
+  gradient accumulation only the bad micro-batch is left out: the window's good ones still step
+  at its end.
 
 Cost: the decision needs the combined flag on the host, i.e. one device-to-host sync (plus one
 tiny all-reduce) per step; ``check_grads=True`` adds a second one after the backward pass.
@@ -74,8 +75,6 @@ class NonFiniteGuardMixin:
         print_log(f'non-finite {what} {where}{mine}: step skipped on every rank '
                   f'({self.consecutive_skips} in a row, {self.total_skips} in total)',
                   logger='current', level=30)
-        self.optimizer.zero_grad(set_to_none=True)
-        self._window_has_grads = False
 
     # ------------------------------------------------------------------ OptimWrapper API
     def update_params(self, loss: torch.Tensor, step_kwargs: Optional[Dict] = None,
@@ -84,10 +83,15 @@ class NonFiniteGuardMixin:
         zero_kwargs = zero_kwargs or {}
         bad = self._bad_ranks([loss])
         if bad:
+            # no backward pass for this (micro-)batch; with gradient accumulation the window's
+            # good micro-batches still step at its end
             self._on_non_finite('loss', bad, loss)
             self._inner_count += 1  # keeps gradient-accumulation windows aligned with iterations
-            if self.should_update() and self._window_has_grads:
-                self._step_and_zero(step_kwargs, zero_kwargs)
+            if self.should_update():
+                if self._window_has_grads:
+                    self._step_and_zero(step_kwargs, zero_kwargs)
+                else:
+                    self.optimizer.zero_grad(set_to_none=True)
             return
         self.backward(self.scale_loss(loss))
         self._window_has_grads = True
@@ -97,6 +101,8 @@ class NonFiniteGuardMixin:
                 bad = self._bad_ranks(grads) if grads else []
                 if bad:
                     self._on_non_finite('gradient', bad, None)
+                    self.optimizer.zero_grad(set_to_none=True)  # the whole window is dropped
+                    self._window_has_grads = False
                     return
             self._step_and_zero(step_kwargs, zero_kwargs)
         self.consecutive_skips = 0
