@@ -187,7 +187,10 @@ def test_demo_detection_killed_in_epoch_2_and_resumed_logs_the_same_losses(tmp_p
     """The demo Mask R-CNN (8 images, batch 2: 4 iterations per epoch), SIGKILLed during epoch 2
     and resumed from ``epoch_1.pth`` (no data replay: the NumPy / random states of the data
     augmentation are restored too): epoch 2 logs the same losses and ends with the same weights."""
-    from addp_mm.datasets.demo_data import make_coco
+    try:  # tools/demo_data.py once the demo-data generator lives with the tools
+        from demo_data import make_coco
+    except ImportError:
+        from addp_mm.datasets.demo_data import make_coco
     make_coco(str(tmp_path / 'data' / 'demo' / 'coco'), seed=0, num_train=8, num_val=2)
     config = osp.join(ROOT, 'configs', 'demo', 'mask-rcnn_addp-vit-demo_demo-coco.py')
     opts = ['--cfg-options', 'train_cfg.max_epochs=2', 'train_cfg.val_interval=100', 'train_dataloader.batch_size=2',

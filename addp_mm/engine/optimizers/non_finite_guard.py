@@ -27,9 +27,7 @@ from mmengine.logging import MessageHub, print_log
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS
 
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss (or gradient) became NaN/inf and the policy says stop."""
+from addp_mm.models.pretrain.addp import NonFiniteLossError  # noqa: F401 (raised here, re-exported)
 
 
 class NonFiniteGuardMixin:

@@ -26,6 +26,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 FROZEN_PARTS = ('tokenizer', 'token_predictor')
 
 
+class NonFiniteLossError(RuntimeError):
+    """The pretraining loss became NaN/inf in full precision."""
+
+
 @MODELS.register_module()
 class ADDP(BaseModel):
     """Alternating Denoising Diffusion Process pretraining.
