@@ -10,7 +10,8 @@
   (``os.replace``, atomic on POSIX), then ``last_checkpoint`` is replaced the same way, and only
   then the oldest checkpoint is deleted. A kill at any point leaves ``last_checkpoint`` naming a
   complete file. Stale ``.partial`` files of a killed run are removed when training starts.
-  (Non-local storage backends keep mmengine's behaviour.)
+  (Non-local storage backends keep mmengine's behaviour, and so do ``save_best`` checkpoints,
+  which ``--resume`` does not read.)
 - **Exact resume.** The checkpoint also holds every rank's RNG states (torch CPU and current
   CUDA device, NumPy, ``random``; gathered from all ranks, about 15 KB each), restored on
   ``--resume`` right before training continues, so the mask schedule, noise and dropout draw what
