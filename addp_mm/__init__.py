@@ -13,6 +13,7 @@ register_safe_globals()  # mmengine resume / load_from on torch >= 2.6 (weights_
 
 from . import models  # noqa: E402,F401
 from . import engine  # noqa: E402,F401
+from . import datasets  # noqa: E402,F401
 from . import evaluation  # noqa: E402,F401
 
 __all__ = ['__version__']

@@ -211,3 +211,15 @@ def test_every_load_path_resizes_the_tables(tmp_path):
     for k, v in expected.state_dict().items():
         assert torch.equal(dst.state_dict()[k], v), k
     assert torch.equal(dst.blocks[0].attn.rel_pos_h, src.blocks[0].attn.rel_pos_h)  # window: same size
+
+
+@pytest.mark.parametrize('requires_grad', [True, False])
+def test_norm_cfg_requires_grad_is_honoured(requires_grad):
+    """mm configs write ``norm_cfg=dict(type='LN', requires_grad=...)``: built, and honoured."""
+    m = tiny(norm_cfg=dict(type='LN', eps=1e-6, requires_grad=requires_grad), pre_norm=True,
+             out_type='avg_featmap')
+    norms = [m.pre_norm, m.norm, m.fc_norm] + [b.norm1 for b in m.blocks] + [b.norm2 for b in m.blocks]
+    assert all(isinstance(n, torch.nn.LayerNorm) and n.eps == 1e-6 for n in norms)
+    assert all(p.requires_grad == requires_grad for n in norms for p in n.parameters())
+    # everything else still trains
+    assert m.blocks[0].attn.qkv.weight.requires_grad and m.patch_embed.proj.weight.requires_grad

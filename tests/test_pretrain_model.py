@@ -6,11 +6,11 @@ import os.path as osp
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.optim import OptimWrapper
 from mmengine.registry import MODELS
 
 from addp_mm.engine.runner import ADDPPretrainRunner, check_frozen_checkpoints
-from addp_mm.models.pretrain import ADDP, ADDPNoiser, NonFiniteLossError
+from addp_mm.engine.optimizers import NonFiniteGuardOptimWrapper, NonFiniteLossError
+from addp_mm.models.pretrain import ADDP, ADDPNoiser
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 IMG = 64  # 64x64 pixels -> 4x4 token grid (VQGAN downsamples by 16)
@@ -116,42 +116,29 @@ def test_a_step_reads_nothing_from_the_device(model):
     assert model.backbone.blocks[0].attn.qkv.weight.grad is not None
 
 
-def _runner_after_step(loss, wrapper):
-    from types import SimpleNamespace
-
-    from mmengine.logging import MessageHub
-    hub = MessageHub.get_instance(f'non-finite-{id(wrapper)}')
-    hub.update_scalar('train/loss', loss)  # what RuntimeInfoHook does with the step's outputs
-    return SimpleNamespace(message_hub=hub, optim_wrapper=wrapper, iter=6)
-
-
-def test_non_finite_loss_stops_in_fp32(model):
-    from addp_mm.engine.hooks import NonFiniteLossHook
-    hook = NonFiniteLossHook()
-    wrapper = OptimWrapper(torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3))
-    hook.after_train_iter(_runner_after_step(1.5, wrapper), 6)  # finite: nothing happens
-    for bad in (float('nan'), float('inf')):
-        with pytest.raises(NonFiniteLossError, match='iteration 7.*last good'):
-            hook.after_train_iter(_runner_after_step(bad, wrapper), 6)
-
-
-def test_non_finite_loss_is_skipped_under_amp(model, monkeypatch):
-    from addp_mm.engine.hooks import NonFiniteLossHook
-
-    class CPUAmpWrapper(OptimWrapper):  # AmpOptimWrapper needs a GPU
-        pass
-    monkeypatch.setattr('addp_mm.engine.hooks.non_finite_loss_hook.AmpOptimWrapper', CPUAmpWrapper)
-    wrapper = CPUAmpWrapper(torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3))
-    NonFiniteLossHook().after_train_iter(_runner_after_step(float('nan'), wrapper), 6)
-
-
-def test_runner_registers_the_non_finite_loss_hook(tmp_path):
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'pretrain', 'addp_vit-tiny_demo.py'))
-    cfg.work_dir = str(tmp_path)
-    runner = ADDPPretrainRunner.from_cfg(cfg)
-    names = [type(h).__name__ for h in runner.hooks]
-    assert names.count('NonFiniteLossHook') == 1
-    assert names.index('NonFiniteLossHook') < names.index('CheckpointHook')
+@pytest.mark.parametrize('max_consecutive_skips', [0, 1])
+def test_non_finite_loss_through_the_real_graph(model, max_consecutive_skips):
+    """The pretraining step with the configs' optimizer wrapper: a NaN in the loss (still
+    connected to the encoder and decoder) stops (fp32 default) or is skipped without moving the
+    weights or AdamW's state."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    wrapper = NonFiniteGuardOptimWrapper(optimizer=torch.optim.AdamW(params, lr=1e-3),
+                                         max_consecutive_skips=max_consecutive_skips)
+    data = dict(inputs=[torch.randint(0, 255, (3, IMG, IMG), dtype=torch.uint8)] * 2)
+    model.train_step(data, wrapper)  # a good step: AdamW has state now
+    before = [p.detach().clone() for p in params], copy.deepcopy(wrapper.optimizer.state_dict()['state'])
+    head = model.head.forward
+    model.head.forward = lambda *a, **k: head(*a, **k) * float('nan')
+    if max_consecutive_skips == 0:
+        with pytest.raises(NonFiniteLossError, match='last good'):
+            model.train_step(data, wrapper)
+    else:
+        assert torch.isnan(model.train_step(data, wrapper)['loss'])
+    assert all(torch.equal(a, b) for a, b in zip(before[0], params))
+    state = wrapper.optimizer.state_dict()['state']
+    assert state.keys() == before[1].keys()
+    assert all(torch.equal(torch.as_tensor(v), torch.as_tensor(state[i][k]))
+               for i in state for k, v in before[1][i].items())
 
 
 def test_runner_checks_frozen_checkpoints_before_anything(tmp_path):

@@ -111,7 +111,11 @@ def test_generation_configs_show_the_fid_command_with_ref_resize(path):
 def test_pretraining_amp_scaler_and_tf32(path):
     cfg = Config.fromfile(path)
     wrapper = cfg.optim_wrapper
-    assert wrapper.type == 'AmpOptimWrapper'
+    # mmengine's AmpOptimWrapper, with the non-finite guard that all ranks agree on
+    assert wrapper.type == 'NonFiniteGuardAmpOptimWrapper'
+    from mmengine.optim import AmpOptimWrapper
+    from addp_mm.engine import NonFiniteGuardAmpOptimWrapper
+    assert issubclass(NonFiniteGuardAmpOptimWrapper, AmpOptimWrapper)
     # release --amp_growth_interval 500 (mmengine's GradScaler default would be 2000)
     assert wrapper.loss_scale == dict(init_scale=2. ** 16, growth_interval=500)
     scaler = torch.amp.GradScaler('cpu', **wrapper.loss_scale)  # what AmpOptimWrapper builds

@@ -18,6 +18,10 @@ from mmengine.config import DictAction  # noqa: E402
 from addp_mm.engine.launch import build_runner, load_config, set_work_dir, setup_launcher  # noqa: E402
 
 
+# --amp: each fp32 optimizer wrapper and its mixed-precision counterpart
+AMP_WRAPPERS = {'OptimWrapper': 'AmpOptimWrapper', 'NonFiniteGuardOptimWrapper': 'NonFiniteGuardAmpOptimWrapper'}
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description='Train a model (addp-mm)')
     p.add_argument('config', help='config file')
@@ -43,11 +47,13 @@ def main(argv=None):
     set_work_dir(cfg, args.work_dir, args.config)
     if args.amp:
         wrapper = cfg.optim_wrapper
-        if wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
+        if wrapper.get('type', 'OptimWrapper') in AMP_WRAPPERS.values():
             print('AMP is already on in this config')
         else:
-            wrapper.type = 'AmpOptimWrapper'
+            wrapper.type = AMP_WRAPPERS.get(wrapper.get('type', 'OptimWrapper'), 'AmpOptimWrapper')
             wrapper.setdefault('loss_scale', 'dynamic')
+            if wrapper.type == 'NonFiniteGuardAmpOptimWrapper':
+                wrapper.pop('check_grads', None)  # the loss scaler checks gradients under AMP
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
             raise ValueError(f'--auto-scale-lr: {args.config} has no auto_scale_lr.base_batch_size')

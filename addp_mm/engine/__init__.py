@@ -1,10 +1,13 @@
 """Training machinery: ``ADDPPretrainRunner``, the hooks (``GenerationVisHook``,
-``NonFiniteLossHook``, ``TF32Hook``), the layer-decay optimizer constructor, and
-``launch`` (config loading, work dir, launcher and runner setup shared by ``tools/train.py`` and
-``tools/test.py``)."""
-from .hooks import GenerationVisHook, NonFiniteLossHook, TF32Hook
-from .optimizers import LayerDecayOptimWrapperConstructor
+``ResumableCheckpointHook``, ``TF32Hook``), the optimizer wrappers that agree across ranks on a
+non-finite loss (``NonFiniteGuardOptimWrapper``, ``NonFiniteGuardAmpOptimWrapper``), the
+layer-decay optimizer constructor, and ``launch`` (config loading, work dir, launcher and runner
+setup shared by ``tools/train.py`` and ``tools/test.py``)."""
+from .hooks import GenerationVisHook, ResumableCheckpointHook, TF32Hook
+from .optimizers import (LayerDecayOptimWrapperConstructor, NonFiniteGuardAmpOptimWrapper,
+                         NonFiniteGuardOptimWrapper, NonFiniteLossError)
 from .runner import ADDPPretrainRunner, check_frozen_checkpoints
 
-__all__ = ['LayerDecayOptimWrapperConstructor', 'ADDPPretrainRunner', 'check_frozen_checkpoints',
-           'GenerationVisHook', 'NonFiniteLossHook', 'TF32Hook']
+__all__ = ['LayerDecayOptimWrapperConstructor', 'NonFiniteGuardOptimWrapper',
+           'NonFiniteGuardAmpOptimWrapper', 'NonFiniteLossError', 'ADDPPretrainRunner',
+           'check_frozen_checkpoints', 'GenerationVisHook', 'ResumableCheckpointHook', 'TF32Hook']

@@ -64,8 +64,20 @@ def setup_launcher(cfg: Config, launcher: str) -> None:
     cfg.model_wrapper_cfg = wrapper
 
 
+def use_resumable_checkpoints(cfg: Config) -> None:
+    """Save checkpoints with ``ResumableCheckpointHook`` (atomic writes, RNG states for exact
+    resume) where the config has mmengine's ``CheckpointHook`` (or none: mmengine's default)."""
+    if cfg.get('default_hooks') is None:
+        cfg.default_hooks = {}
+    hooks = cfg.default_hooks
+    ckpt = hooks.get('checkpoint', dict(type='CheckpointHook', interval=1))  # mmengine's default
+    if isinstance(ckpt, dict) and ckpt.get('type') in ('CheckpointHook', 'mmengine.CheckpointHook'):
+        hooks['checkpoint'] = {**ckpt, 'type': 'ResumableCheckpointHook'}
+
+
 def build_runner(cfg: Config) -> Runner:
     """``runner_type`` in the config picks a registered runner (e.g. ``ADDPPretrainRunner``)."""
+    use_resumable_checkpoints(cfg)
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)

@@ -5,7 +5,6 @@
 - The frozen tokenizer and token predictor (``model.target_generator``, an ``ADDPNoiser``) stay out
   of the optimizer (checked) and out of the saved checkpoints (the noiser leaves them out); on
   resume they come from their own files again.
-- It registers ``NonFiniteLossHook`` (a full-precision run stops at a non-finite loss).
 - At the end of training it exports ``backbone.pth`` (encoder only), which
   ``ADDPViT(init_cfg=dict(type='Pretrained', checkpoint=...))`` loads.
 """
@@ -52,12 +51,6 @@ class ADDPPretrainRunner(Runner):
     def from_cfg(cls, cfg) -> 'ADDPPretrainRunner':
         check_frozen_checkpoints(cfg)
         return super().from_cfg(cfg)
-
-    def register_hooks(self, default_hooks=None, custom_hooks=None) -> None:
-        custom_hooks = list(custom_hooks or [])
-        if not any(isinstance(h, dict) and h.get('type') == 'NonFiniteLossHook' for h in custom_hooks):
-            custom_hooks.append(dict(type='NonFiniteLossHook'))
-        super().register_hooks(default_hooks, custom_hooks)
 
     def build_optim_wrapper(self, optim_wrapper):
         wrapper = super().build_optim_wrapper(optim_wrapper)

@@ -48,7 +48,9 @@ model = dict(
 data_preprocessor = dict(_delete_=True, type='ImgDataPreprocessor', mean=[0., 0., 0.],
                          std=[255., 255., 255.], bgr_to_rgb=True)
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    # any PNG/JPEG mode as 8-bit BGR; an unreadable file stops with its name (or
+    # on_bad_file='skip': skipped with a warning and a count), addp_mm/datasets/transforms.py
+    dict(type='LoadImageChecked', on_bad_file='error'),
     dict(type='RandomResizedCrop', scale=256, crop_ratio_range=(0.2, 1.0), backend='pillow',
          interpolation='bicubic'),
     dict(type='RandomFlip', prob=0.5),
@@ -60,8 +62,11 @@ train_dataloader = dict(batch_size=128, num_workers=10,
 
 optim_wrapper = dict(
     # release main_pretrain.py: AMP with a dynamic loss scale that grows every 500 finite steps
-    # (--amp_growth_interval 500; torch's GradScaler default start 2 ** 16)
-    type='AmpOptimWrapper', loss_scale=dict(init_scale=2. ** 16, growth_interval=500),
+    # (--amp_growth_interval 500; torch's GradScaler default start 2 ** 16). A non-finite loss
+    # skips the step on every rank (as the release under AMP); more than 100 in a row stop
+    # training (our limit; addp_mm/engine/optimizers/non_finite_guard.py)
+    type='NonFiniteGuardAmpOptimWrapper', loss_scale=dict(init_scale=2. ** 16, growth_interval=500),
+    max_consecutive_skips=100,
     # lr = blr 1e-4 x 4096 / 256
     optimizer=dict(type='AdamW', lr=1e-4 * 4096 / 256, betas=(0.9, 0.95), weight_decay=0.05),
     clip_grad=dict(max_norm=3.0),

@@ -23,7 +23,9 @@ model = dict(
                              decoder_num_heads=4, checkpoint=token_predictor_checkpoint)))
 
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    # any PNG/JPEG mode as 8-bit BGR; an unreadable file stops with its name (or
+    # on_bad_file='skip': skipped with a warning and a count), addp_mm/datasets/transforms.py
+    dict(type='LoadImageChecked', on_bad_file='error'),
     dict(type='RandomResizedCrop', scale=img_size, crop_ratio_range=(0.2, 1.0), backend='pillow',
          interpolation='bicubic'),
     dict(type='RandomFlip', prob=0.5),
@@ -34,7 +36,8 @@ train_dataloader = dict(
     dataset=dict(_delete_=True, type='CustomDataset', data_root=data_root, with_label=False,
                  extensions=('.jpg', '.jpeg', '.png', '.webp', '.bmp'), pipeline=train_pipeline))
 
-optim_wrapper = dict(type='OptimWrapper', _delete_=True,
+# fp32: a non-finite loss stops training on every rank (max_consecutive_skips=0)
+optim_wrapper = dict(type='NonFiniteGuardOptimWrapper', _delete_=True, max_consecutive_skips=0,
                      optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05),
                      clip_grad=dict(max_norm=3.0),
                      constructor='LayerDecayOptimWrapperConstructor',

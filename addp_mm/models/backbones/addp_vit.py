@@ -30,7 +30,12 @@ def _norm_factory(norm_cfg: Dict):
     layer_type = cfg.pop('type', 'LN')
     if layer_type in ('LN', 'LayerNorm'):
         eps = cfg.pop('eps', 1e-6)
-        return lambda dim: nn.LayerNorm(dim, eps=eps, **cfg)
+        requires_grad = cfg.pop('requires_grad', True)  # mm configs write it (mmcv honours it too)
+
+        def layer_norm(dim: int) -> nn.LayerNorm:
+            norm = nn.LayerNorm(dim, eps=eps, **cfg)
+            return norm.requires_grad_(requires_grad)
+        return layer_norm
     from mmcv.cnn import build_norm_layer
     return lambda dim: build_norm_layer(dict(norm_cfg), dim)[1]
 

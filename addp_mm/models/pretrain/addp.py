@@ -20,7 +20,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class NonFiniteLossError(RuntimeError):
-    """The pretraining loss became NaN/inf in full precision (raised by ``NonFiniteLossHook``)."""
+    """The pretraining loss became NaN/inf in full precision (raised on every rank by the
+    ``NonFiniteGuardOptimWrapper`` of ``addp_mm.engine``)."""
 
 
 @MODELS.register_module()

@@ -1,11 +1,13 @@
 """Allow-list, for ``torch.load(weights_only=True)``, exactly the non-tensor types our checkpoints hold.
 
 torch >= 2.6 loads with ``weights_only=True``. mmengine 0.10.7 checkpoints carry the message hub's
-``HistoryBuffer`` objects (numpy arrays inside) and the released ADDP checkpoints an
-``argparse.Namespace``; without this, ``--resume`` and ``load_from`` fail. We allow-list those types
-instead of turning ``weights_only`` off, so untrusted pickles are still refused.
+``HistoryBuffer`` objects (numpy arrays and ``getattr(HistoryBuffer, 'mean')``, ... inside, see
+:func:`history_buffer_statistic`) and the released ADDP checkpoints an ``argparse.Namespace``;
+without this, ``--resume`` and ``load_from`` fail. We allow-list those types instead of turning
+``weights_only`` off, so untrusted pickles are still refused. Nothing of mmengine is patched.
 """
 import argparse
+import pickle
 
 import numpy as np
 import torch
@@ -32,22 +34,34 @@ def _numpy_types():
 
 
 def safe_globals():
-    """The allow-listed types (for ``torch.serialization.safe_globals(...)``)."""
+    """The allow-listed types (for ``torch.serialization.safe_globals(...)``), and
+    :func:`history_buffer_statistic` in place of ``builtins.getattr``."""
     from mmengine.logging import HistoryBuffer
-    return [argparse.Namespace, HistoryBuffer] + _numpy_types()
+    return [argparse.Namespace, HistoryBuffer, (history_buffer_statistic, 'builtins.getattr')] + _numpy_types()
 
 
-def _history_buffer_state(self) -> dict:
-    """``HistoryBuffer.__getstate__`` without the table of statistics functions.
+# the statistics mmengine's ``HistoryBuffer`` registers itself (``_set_default_statistics``)
+HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
 
-    mmengine pickles that table as ``getattr(HistoryBuffer, 'min')``, ..., which a weights-only load
-    refuses (it would need ``builtins.getattr`` allow-listed). The table is class-level and
-    ``HistoryBuffer.__setstate__`` rebuilds the default entries, so nothing is lost; our checkpoints
-    then hold only the types listed in :func:`safe_globals`.
+
+def history_buffer_statistic(owner, name: str):
+    """Resolve exactly what an mmengine checkpoint pickles besides tensors and arrays.
+
+    ``HistoryBuffer.__getstate__`` saves its table of statistics functions; the default ones are
+    methods of ``HistoryBuffer`` and pickle (protocol 2, torch's) as ``getattr(HistoryBuffer,
+    'min')``, ... Allow-listing ``builtins.getattr`` would let a file call ``getattr`` on anything,
+    so a weights-only load sees this function under that name instead: it returns those four
+    methods and refuses every other use. Custom statistics that other code registered are pickled
+    by reference as usual (mmengine's ``__getstate__`` is left alone), so they survive a save; a
+    weights-only load refuses them by name unless that code allow-lists its function.
     """
-    state = dict(self.__dict__)
-    state.pop('statistics_methods', None)
-    return state
+    from mmengine.logging import HistoryBuffer
+    if owner is HistoryBuffer and name in HISTORY_BUFFER_STATISTICS:
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(
+        f'weights-only load refused getattr({getattr(owner, "__name__", type(owner).__name__)}, {name!r}): '
+        f'only HistoryBuffer.{"/".join(HISTORY_BUFFER_STATISTICS)} are allowed in a checkpoint '
+        '(load a trusted file with weights_only=False)')
 
 
 def register_safe_globals() -> None:
@@ -57,5 +71,3 @@ def register_safe_globals() -> None:
     ``torch.serialization.safe_globals([...])`` block elsewhere removes its types from the list.
     """
     torch.serialization.add_safe_globals(safe_globals())
-    from mmengine.logging import HistoryBuffer
-    HistoryBuffer.__getstate__ = _history_buffer_state

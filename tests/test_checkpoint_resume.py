@@ -1,0 +1,207 @@
+"""Checkpoints written by our tools: atomic (a SIGKILL during a save leaves the previous one
+loadable and ``last_checkpoint`` naming a complete file), and a SIGKILLed pretraining resumed with
+``--resume`` logs the same losses and ends with the same weights as an uninterrupted run."""
+import os
+import os.path as osp
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from PIL import Image
+
+from addp_mm.engine.launch import use_resumable_checkpoints
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+# Runs tools/train.py, after arranging a SIGKILL of this very process at a chosen moment:
+#   KILL_DURING_SAVE=NAME  half-way through writing the checkpoint whose file name contains NAME
+#   KILL_BEFORE_ITER=K     when iteration K+1 is about to run
+DRIVER = r'''
+import os, os.path as osp, runpy, signal, sys
+from mmengine.fileio import LocalBackend
+from mmengine.runner.loops import EpochBasedTrainLoop, IterBasedTrainLoop
+
+name = os.environ.get('KILL_DURING_SAVE')
+if name:
+    put = LocalBackend.put
+    def put_and_die(self, obj, filepath):
+        if name in osp.basename(str(filepath)):
+            with open(filepath, 'wb') as f:
+                f.write(obj[:len(obj) // 2])
+                f.flush()
+                os.fsync(f.fileno())
+            os.kill(os.getpid(), signal.SIGKILL)
+        return put(self, obj, filepath)
+    LocalBackend.put = put_and_die
+k = os.environ.get('KILL_BEFORE_ITER')
+if k:
+    def or_die(run_iter):
+        def run_iter_or_die(self, *args, **kwargs):
+            if self._iter == int(k):
+                os.kill(os.getpid(), signal.SIGKILL)
+            return run_iter(self, *args, **kwargs)
+        return run_iter_or_die
+    IterBasedTrainLoop.run_iter = or_die(IterBasedTrainLoop.run_iter)
+    EpochBasedTrainLoop.run_iter = or_die(EpochBasedTrainLoop.run_iter)
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+'''
+
+TINY_CLS = '''
+default_scope = 'mmpretrain'
+custom_imports = dict(imports=['addp_mm'], allow_failed_imports=False)
+model = dict(
+    type='ImageClassifier',
+    data_preprocessor=dict(num_classes=2, mean=[127.5] * 3, std=[127.5] * 3, to_rgb=True),
+    backbone=dict(type='ADDPViT', arch=dict(embed_dims=32, num_layers=2, num_heads=2,
+                  feedforward_channels=64), img_size=32, patch_size=8, out_type='avg_featmap',
+                  final_norm=False),
+    head=dict(type='LinearClsHead', num_classes=2, in_channels=32, loss=dict(type='CrossEntropyLoss')))
+train_dataloader = dict(
+    batch_size=4, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=True),
+    dataset=dict(type='CustomDataset', data_root=r'{data}',
+                 pipeline=[dict(type='LoadImageFromFile'), dict(type='PackInputs')]))
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=5)
+optim_wrapper = dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05))
+default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1, by_epoch=False, max_keep_ckpts=1),
+                     logger=dict(type='LoggerHook', interval=1))
+log_processor = dict(by_epoch=False)
+randomness = dict(seed=0)
+'''
+
+
+def make_images(root, n, size, classes=None):
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        d = osp.join(root, f'class{i % classes}') if classes else root
+        os.makedirs(d, exist_ok=True)
+        img = rng.integers(0, 255, size=(size, size, 3), dtype=np.uint8)
+        Image.fromarray(img).save(osp.join(d, f'{i}.png'))
+
+
+def train(tmp_path, args, env=None, expect_killed=False, cwd=ROOT):
+    driver = tmp_path / 'driver.py'
+    driver.write_text(DRIVER)
+    proc = subprocess.run([sys.executable, str(driver), osp.join(ROOT, 'tools', 'train.py'), *args],
+                          capture_output=True, text=True, cwd=cwd, timeout=600,
+                          env={**os.environ, 'OMP_NUM_THREADS': '1', **(env or {})})
+    out = proc.stdout + proc.stderr
+    if expect_killed:
+        assert proc.returncode == -9, (proc.returncode, out[-3000:])
+    else:
+        assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+def load(path):
+    return torch.load(path, map_location='cpu', weights_only=True)
+
+
+def test_build_runner_uses_the_resumable_checkpoint_hook():
+    cfg = Config(dict(default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=3, max_keep_ckpts=2))))
+    use_resumable_checkpoints(cfg)
+    assert cfg.default_hooks.checkpoint == dict(type='ResumableCheckpointHook', interval=3, max_keep_ckpts=2)
+    cfg = Config(dict())  # mmengine's default checkpoint hook
+    use_resumable_checkpoints(cfg)
+    assert cfg.default_hooks.checkpoint == dict(type='ResumableCheckpointHook', interval=1)
+    cfg = Config(dict(default_hooks=dict(checkpoint=None)))  # switched off stays off
+    use_resumable_checkpoints(cfg)
+    assert cfg.default_hooks.checkpoint is None
+
+
+@pytest.mark.slow
+def test_kill_during_a_save_keeps_the_previous_checkpoint(tmp_path):
+    data = tmp_path / 'data'
+    make_images(str(data), 8, 32, classes=2)
+    cfg = tmp_path / 'tiny_cls.py'
+    cfg.write_text(TINY_CLS.format(data=str(data)))
+    work = tmp_path / 'work'
+    # max_keep_ckpts=1: mmengine itself would delete iter_2.pth before writing iter_3.pth
+    train(tmp_path, [str(cfg), '--work-dir', str(work)], env=dict(KILL_DURING_SAVE='iter_3.pth'),
+          expect_killed=True)
+    assert not (work / 'iter_3.pth').exists()  # never a truncated file under the final name
+    assert (work / '.iter_3.pth.partial').exists()  # the write really was cut half-way
+    assert (work / 'last_checkpoint').read_text().strip() == str(work / 'iter_2.pth')
+    ckpt = load(work / 'iter_2.pth')
+    assert ckpt['meta']['iter'] == 2 and len(ckpt['meta']['rng_states']) == 1
+    # --resume continues from it, removes the partial file and ends where it should
+    log = train(tmp_path, [str(cfg), '--work-dir', str(work), '--resume'])
+    assert 'resumed epoch: 0, iter: 2' in log, log[-3000:]
+    assert not (work / '.iter_3.pth.partial').exists()
+    assert sorted(p.name for p in work.glob('iter_*.pth')) == ['iter_5.pth']
+    assert load(work / 'iter_5.pth')['meta']['iter'] == 5
+    assert (work / 'last_checkpoint').read_text().strip() == str(work / 'iter_5.pth')
+
+
+LOSS = re.compile(r'Iter\(train\)\s+\[\s*(\d+)/\d+\].*?\sloss: (\S+)')
+EPOCH_LOSS = re.compile(r'Epoch\(train\)\s+\[(\d+)\]\[\s*(\d+)/\d+\].*?\sloss: (\S+)')
+
+
+def logged_losses(log):
+    return {int(i): v for i, v in LOSS.findall(log)}
+
+
+def logged_epoch_losses(log):
+    return {(int(e), int(i)): v for e, i, v in EPOCH_LOSS.findall(log)}
+
+
+@pytest.mark.slow
+def test_demo_pretraining_killed_and_resumed_logs_the_same_losses(tmp_path):
+    """SIGKILL before iteration 6 of 6 (last checkpoint: iteration 4; 12 images of batch 4, so
+    the replay of the finished iterations crosses an epoch boundary), ``--resume``: iterations 5
+    and 6 log the same losses, and the final weights and optimizer state are bit-identical to an
+    uninterrupted run's."""
+    data = tmp_path / 'unlabeled'
+    make_images(str(data), 12, 96)
+    config = osp.join(ROOT, 'configs', 'pretrain', 'addp_vit-tiny_demo.py')
+    opts = ['--cfg-options', f'train_dataloader.dataset.data_root={data}', 'train_dataloader.num_workers=0',
+            'train_dataloader.persistent_workers=False', 'train_dataloader.batch_size=4',
+            'train_cfg.max_iters=6', 'default_hooks.logger.interval=1', 'default_hooks.checkpoint.interval=2',
+            'randomness.seed=0', 'randomness.deterministic=True']
+    full, cut = tmp_path / 'full', tmp_path / 'cut'
+    reference = logged_losses(train(tmp_path, [config, '--work-dir', str(full), *opts]))
+    assert sorted(reference) == [1, 2, 3, 4, 5, 6]
+    killed = logged_losses(train(tmp_path, [config, '--work-dir', str(cut), *opts],
+                                 env=dict(KILL_BEFORE_ITER='5'), expect_killed=True))
+    assert killed == {i: reference[i] for i in range(1, 6)}
+    assert not (cut / 'iter_6.pth').exists() and (cut / 'iter_4.pth').exists()
+    log = train(tmp_path, [config, '--work-dir', str(cut), '--resume', *opts])
+    assert re.search(r'resumed epoch: \d+, iter: 4', log), log[-3000:]
+    resumed = logged_losses(log)
+    assert resumed == {5: reference[5], 6: reference[6]}, (resumed, reference)
+    assert 'restored the RNG state' in log
+    a, b = load(full / 'iter_6.pth'), load(cut / 'iter_6.pth')
+    assert a['state_dict'].keys() == b['state_dict'].keys()
+    assert all(torch.equal(v, b['state_dict'][k]) for k, v in a['state_dict'].items())
+    for k, state in a['optimizer']['state'].items():
+        for name, value in state.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(b['optimizer']['state'][k][name]))
+
+
+@pytest.mark.slow
+def test_demo_detection_killed_in_epoch_2_and_resumed_logs_the_same_losses(tmp_path):
+    """The demo Mask R-CNN (8 images, batch 2: 4 iterations per epoch), SIGKILLed during epoch 2
+    and resumed from ``epoch_1.pth`` (no data replay: the NumPy / random states of the data
+    augmentation are restored too): epoch 2 logs the same losses and ends with the same weights."""
+    from demo_data import make_coco  # tools/demo_data.py (conftest puts tools/ on the path)
+    make_coco(str(tmp_path / 'data' / 'demo' / 'coco'), seed=0, num_train=8, num_val=2)
+    config = osp.join(ROOT, 'configs', 'demo', 'mask-rcnn_addp-vit-demo_demo-coco.py')
+    opts = ['--cfg-options', 'train_cfg.max_epochs=2', 'train_cfg.val_interval=100', 'train_dataloader.batch_size=2',
+            'default_hooks.checkpoint.interval=1', 'default_hooks.checkpoint.max_keep_ckpts=2',
+            'default_hooks.logger.interval=1', 'randomness.seed=0', 'randomness.deterministic=True']
+    full, cut = tmp_path / 'full', tmp_path / 'cut'
+    reference = logged_epoch_losses(train(tmp_path, [config, '--work-dir', str(full), *opts], cwd=tmp_path))
+    assert sorted(reference) == [(e, i) for e in (1, 2) for i in range(1, 5)]
+    train(tmp_path, [config, '--work-dir', str(cut), *opts], env=dict(KILL_BEFORE_ITER='6'), expect_killed=True,
+          cwd=tmp_path)
+    assert (cut / 'epoch_1.pth').exists() and not (cut / 'epoch_2.pth').exists()
+    log = train(tmp_path, [config, '--work-dir', str(cut), '--resume', *opts], cwd=tmp_path)
+    resumed = logged_epoch_losses(log)
+    assert resumed == {k: v for k, v in reference.items() if k[0] == 2}, (resumed, reference)
+    assert 'restored the RNG state of every rank from the checkpoint (torch, NumPy, random)' in log
+    a, b = load(full / 'epoch_2.pth'), load(cut / 'epoch_2.pth')
+    assert all(torch.equal(v, b['state_dict'][k]) for k, v in a['state_dict'].items())

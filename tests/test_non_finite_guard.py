@@ -1,0 +1,308 @@
+"""The non-finite policy (``NonFiniteGuard*OptimWrapper``): in one process, through a real graph,
+and on 2 CPU processes (gloo, ``tools/dist_train.sh``) with a NaN on one rank only."""
+import copy
+import os
+import os.path as osp
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.model import BaseModel
+from mmengine.registry import OPTIM_WRAPPERS
+
+from addp_mm.engine.optimizers import NonFiniteGuardOptimWrapper, NonFiniteLossError
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+class TinyModel(BaseModel):
+    """A real graph: the loss of an input holding a NaN is NaN, and so are its gradients."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(4, 8)
+        self.fc2 = nn.Linear(8, 1)
+
+    def forward(self, inputs, data_samples=None, mode='loss'):
+        return dict(loss=self.fc2(torch.relu(self.fc1(inputs))).pow(2).mean())
+
+
+def snapshot(model, wrapper):
+    return ([p.detach().clone() for p in model.parameters()], copy.deepcopy(wrapper.optimizer.state_dict()))
+
+
+def assert_same(a, b):
+    (params_a, opt_a), (params_b, opt_b) = a, b
+    assert all(torch.equal(x, y) for x, y in zip(params_a, params_b))
+    assert opt_a['state'].keys() == opt_b['state'].keys() and opt_a['state']
+    for k in opt_a['state']:
+        for name, value in opt_a['state'][k].items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(opt_b['state'][k][name])), (k, name)
+
+
+def batch(nan=False):
+    x = torch.randn(6, 4)
+    if nan:
+        x[2, 1] = float('nan')
+    return dict(inputs=x)
+
+
+def build_wrapper(model, cls=NonFiniteGuardOptimWrapper, **kwargs):
+    return cls(optimizer=torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.05), **kwargs)
+
+
+def test_fp32_default_stops_with_a_clear_error():
+    torch.manual_seed(0)
+    model = TinyModel()
+    wrapper = build_wrapper(model)
+    model.train_step(batch(), wrapper)
+    before = snapshot(model, wrapper)
+    with pytest.raises(NonFiniteLossError, match=r'not finite at iteration .* on rank\(s\) \[0\].*last good'):
+        model.train_step(batch(nan=True), wrapper)
+    assert_same(before, snapshot(model, wrapper))
+
+
+@pytest.mark.parametrize('amp', [False, True])
+def test_skip_leaves_weights_and_optimizer_state_untouched(amp, monkeypatch):
+    """The skip decision through a real graph (mmengine's train_step -> update_params): neither
+    the weights nor AdamW's moments/step counters move; the next finite step trains again; more
+    than ``max_consecutive_skips`` skips in a row stop. ``amp=True`` runs the AMP wrapper class
+    itself (mmengine refuses to build it without a GPU: we let it, and its loss scaler disables
+    itself on a CPU), i.e. the same policy code path as on a GPU."""
+    if amp:
+        from addp_mm.engine.optimizers import NonFiniteGuardAmpOptimWrapper as cls
+        monkeypatch.setattr('mmengine.optim.optimizer.amp_optimizer_wrapper.is_cuda_available', lambda: True)
+        kwargs = dict(max_consecutive_skips=2)
+        default = 100
+    else:
+        cls, kwargs, default = NonFiniteGuardOptimWrapper, dict(max_consecutive_skips=2), 0
+    torch.manual_seed(0)
+    model = TinyModel()
+    assert cls(optimizer=torch.optim.SGD(model.parameters(), lr=0.1)).max_consecutive_skips == default
+    wrapper = build_wrapper(model, cls, **kwargs)
+    model.train_step(batch(), wrapper)
+    before = snapshot(model, wrapper)
+    log_vars = model.train_step(batch(nan=True), wrapper)
+    assert not torch.isfinite(log_vars['loss'])  # the step really saw a NaN loss
+    assert_same(before, snapshot(model, wrapper))
+    assert all(p.grad is None for p in model.parameters())
+    assert wrapper.total_skips == 1 and wrapper.consecutive_skips == 1
+    model.train_step(batch(), wrapper)  # a finite step trains and resets the count
+    assert not torch.equal(before[0][0], model.fc1.weight)
+    assert wrapper.consecutive_skips == 0
+    model.train_step(batch(nan=True), wrapper)
+    model.train_step(batch(nan=True), wrapper)
+    with pytest.raises(NonFiniteLossError, match='3 non-finite steps in a row'):
+        model.train_step(batch(nan=True), wrapper)
+
+
+def test_skip_under_gradient_accumulation_drops_only_the_bad_micro_batch():
+    """accumulative_counts=2: a window with one NaN micro-batch steps with the good one's
+    gradient (as if only that one had been seen); a window with only NaN ones does not step."""
+    torch.manual_seed(0)
+    model, twin = TinyModel(), TinyModel()
+    twin.load_state_dict(model.state_dict())
+    wrapper = build_wrapper(model, max_consecutive_skips=5, accumulative_counts=2)
+    reference = build_wrapper(twin, accumulative_counts=2)
+    wrapper.initialize_count_status(model, 0, 4)
+    reference.initialize_count_status(twin, 0, 4)
+    good = batch()
+    model.train_step(good, wrapper)
+    model.train_step(batch(nan=True), wrapper)  # window end: steps with the good micro-batch
+    twin.train_step(good, reference)
+    reference._inner_count += 1  # the same window end, without a second micro-batch
+    reference.step()
+    reference.zero_grad()
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), twin.parameters()))
+    before = snapshot(model, wrapper)
+    model.train_step(batch(nan=True), wrapper)
+    model.train_step(batch(nan=True), wrapper)  # a window of NaNs only: no step
+    assert_same(before, snapshot(model, wrapper))
+    assert wrapper.total_skips == 3
+
+
+def test_check_grads_catches_a_non_finite_gradient_of_a_finite_loss():
+    torch.manual_seed(0)
+    model = TinyModel()
+    wrapper = build_wrapper(model, check_grads=True, max_consecutive_skips=1)
+    model.train_step(batch(), wrapper)
+    before = snapshot(model, wrapper)
+    # sqrt at 0 has an infinite derivative: a finite loss with inf gradients
+    model.forward = lambda inputs, data_samples=None, mode='loss': dict(
+        loss=(model.fc1.weight * 0).sum() + torch.sqrt(model.fc2.bias * 0).sum())
+    model.train_step(batch(), wrapper)
+    assert_same(before, snapshot(model, wrapper))
+    assert wrapper.total_skips == 1
+
+
+def test_registered_and_used_by_the_pretraining_configs():
+    from mmengine.config import Config
+    assert OPTIM_WRAPPERS.get('NonFiniteGuardOptimWrapper') is NonFiniteGuardOptimWrapper
+    assert OPTIM_WRAPPERS.get('NonFiniteGuardAmpOptimWrapper') is not None
+    for name, wrapper in [('addp_vit-base-p16_1600e_in1k.py', 'NonFiniteGuardAmpOptimWrapper'),
+                          ('addp_vit-large-p16_800e_in1k.py', 'NonFiniteGuardAmpOptimWrapper'),
+                          ('addp_vit-tiny_demo.py', 'NonFiniteGuardOptimWrapper')]:
+        cfg = Config.fromfile(osp.join(ROOT, 'configs', 'pretrain', name))
+        assert cfg.optim_wrapper.type == wrapper, name
+    with pytest.raises(ValueError, match='max_consecutive_skips'):
+        build_wrapper(TinyModel(), max_consecutive_skips=-1)
+
+
+# ---------------------------------------------------------------------- 2 processes (gloo)
+PLUGIN = '''
+"""Test plugin: a classifier whose loss is NaN on one rank at one iteration, and a hook that
+writes each rank's weights and skip count at the end."""
+import os.path as osp
+import torch
+from mmengine.dist import get_rank
+from mmengine.hooks import Hook
+from mmengine.logging import MessageHub
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+from mmpretrain.models import ImageClassifier
+from mmpretrain.registry import HOOKS, MODELS
+
+
+@MODELS.register_module()
+class NaNOnOneRankClassifier(ImageClassifier):
+    def __init__(self, nan_rank, nan_iter, **kwargs):
+        super().__init__(**kwargs)
+        self.nan_rank, self.nan_iter = nan_rank, nan_iter
+
+    def loss(self, inputs, data_samples):
+        losses = super().loss(inputs, data_samples)
+        if get_rank() == self.nan_rank and MessageHub.get_current_instance().get_info('iter') + 1 == self.nan_iter:
+            losses['loss'] = losses['loss'] * float('nan')  # still connected to the graph
+        return losses
+
+
+@HOOKS.register_module()
+class DumpRankStateHook(Hook):
+    def after_train(self, runner):
+        model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+        torch.save(dict(state_dict=model.state_dict(), skips=runner.optim_wrapper.total_skips),
+                   osp.join(runner.work_dir, f'rank{get_rank()}.pth'))
+
+
+@RUNNERS.register_module()
+class ErrorRecordingRunner(Runner):
+    def train(self):
+        try:
+            return super().train()
+        except Exception as e:
+            with open(osp.join(self.work_dir, f'error{get_rank()}.txt'), 'w') as f:
+                f.write(f'{type(e).__name__}: {e}')
+            raise
+'''
+
+CONFIG = '''
+default_scope = 'mmpretrain'
+custom_imports = dict(imports=['addp_mm', 'nan_plugin'], allow_failed_imports=False)
+runner_type = 'ErrorRecordingRunner'
+model = dict(
+    type='NaNOnOneRankClassifier', nan_rank=1, nan_iter=4,
+    data_preprocessor=dict(num_classes=2, mean=[127.5] * 3, std=[127.5] * 3, to_rgb=True),
+    backbone=dict(type='ADDPViT', arch=dict(embed_dims=32, num_layers=2, num_heads=2,
+                  feedforward_channels=64), img_size=32, patch_size=8, out_type='avg_featmap',
+                  final_norm=False),
+    head=dict(type='LinearClsHead', num_classes=2, in_channels=32, loss=dict(type='CrossEntropyLoss')))
+train_dataloader = dict(
+    batch_size=2, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=True),
+    dataset=dict(type='CustomDataset', data_root=r'{data}',
+                 pipeline=[dict(type='LoadImageFromFile'), dict(type='PackInputs')]))
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=6)
+optim_wrapper = dict(type='NonFiniteGuardOptimWrapper', max_consecutive_skips={skips},
+                     optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05))
+default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1, by_epoch=False, max_keep_ckpts=10),
+                     logger=dict(type='LoggerHook', interval=1))
+custom_hooks = [dict(type='DumpRankStateHook')]
+log_processor = dict(by_epoch=False)
+randomness = dict(seed=0)
+'''
+
+
+def make_class_folders(root, n=4):
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for c, colour in enumerate([(220, 30, 30), (30, 30, 220)]):
+        d = osp.join(root, f'class{c}')
+        os.makedirs(d, exist_ok=True)
+        for i in range(n):
+            img = np.clip(rng.normal(colour, 20, size=(32, 32, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(osp.join(d, f'{i}.png'))
+
+
+def dist_train(tmp_path, skips, port):
+    data = tmp_path / 'data'
+    make_class_folders(str(data))
+    (tmp_path / 'nan_plugin.py').write_text(PLUGIN)
+    cfg = tmp_path / 'cfg.py'
+    cfg.write_text(CONFIG.format(data=str(data), skips=skips))
+    work = tmp_path / 'work'
+    env = {**os.environ, 'PORT': str(port), 'OMP_NUM_THREADS': '1',
+           'PYTHONPATH': f'{tmp_path}{os.pathsep}{ROOT}{os.pathsep}{os.environ.get("PYTHONPATH", "")}'}
+    # a rank deciding alone would leave the other one waiting in DDP's all-reduce: the timeout
+    # turns such a hang into a failure
+    proc = subprocess.run(['bash', 'tools/dist_train.sh', str(cfg), '2', '--work-dir', str(work)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)
+    return proc.returncode, proc.stdout + proc.stderr, work
+
+
+def load(path):
+    return torch.load(path, map_location='cpu', weights_only=True)
+
+
+@pytest.mark.slow
+def test_two_ranks_skip_together_and_stay_identical(tmp_path):
+    rc, log, work = dist_train(tmp_path, skips=1, port=29631)
+    assert rc == 0, log[-4000:]
+    r0, r1 = load(work / 'rank0.pth'), load(work / 'rank1.pth')
+    assert r0['skips'] == r1['skips'] == 1  # the same decision on both ranks
+    assert r0['state_dict'].keys() == r1['state_dict'].keys()
+    assert all(torch.equal(v, r1['state_dict'][k]) for k, v in r0['state_dict'].items())
+    assert all(torch.isfinite(v).all() for v in r0['state_dict'].values() if v.is_floating_point())
+    # iteration 4 (the NaN on rank 1) changed nothing; iteration 5 trained again
+    it3, it4, it5 = (load(work / f'iter_{i}.pth')['state_dict'] for i in (3, 4, 5))
+    assert all(torch.equal(v, it4[k]) for k, v in it3.items())
+    assert not all(torch.equal(v, it5[k]) for k, v in it4.items())
+
+
+@pytest.mark.slow
+def test_two_ranks_stop_together_keeping_the_last_good_checkpoint(tmp_path):
+    rc, log, work = dist_train(tmp_path, skips=0, port=29633)
+    assert rc != 0
+    # both ranks stop at the same step, with the same decision
+    errors = [(work / f'error{r}.txt').read_text() for r in (0, 1)]
+    assert all(e.startswith('NonFiniteLossError: the loss is not finite at iteration 4 on rank(s) [1]')
+               for e in errors), (errors, log[-3000:])
+    assert '(this rank: nan)' in errors[1] and 'this rank' not in errors[0]
+    assert not (work / 'iter_4.pth').exists()
+    with open(work / 'last_checkpoint') as f:
+        assert f.read().strip() == str(work / 'iter_3.pth')
+    good = load(work / 'iter_3.pth')
+    assert good['meta']['iter'] == 3
+    assert all(torch.isfinite(v).all() for v in good['state_dict'].values() if v.is_floating_point())
+
+
+def test_the_plugin_model_really_makes_a_nan(tmp_path, monkeypatch):
+    """Guards the 2-process tests against passing vacuously: the injected loss is NaN."""
+    (tmp_path / 'nan_plugin.py').write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+    importlib.import_module('nan_plugin')
+    from mmengine.logging import MessageHub
+    from mmengine.registry import DefaultScope
+    from mmpretrain.registry import MODELS
+    from mmpretrain.structures import DataSample
+    cfg = eval(CONFIG.split('model = ')[1].split('\ntrain_dataloader')[0].replace('nan_rank=1', 'nan_rank=0'))
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = MODELS.build(cfg)
+    hub = MessageHub.get_current_instance()
+    samples = [DataSample().set_gt_label(0), DataSample().set_gt_label(1)]
+    hub.update_info('iter', 3)
+    loss = model.loss(torch.randn(2, 3, 32, 32), samples)['loss']
+    assert torch.isnan(loss) and loss.requires_grad
+    hub.update_info('iter', 2)
+    assert torch.isfinite(model.loss(torch.randn(2, 3, 32, 32), samples)['loss'])
