@@ -116,9 +116,11 @@ class ADDPDecoder(nn.Module):
         return torch.cat([grid + grid_pos, tokens + token_pos], dim=1)
 
     def forward(self, enc_out: torch.Tensor, indices: torch.Tensor, mask: torch.Tensor,
-                return_hidden: bool = False
+                return_hidden: bool = False, grid_codes_only: bool = False
                 ) -> Union[torch.Tensor, Tuple[torch.Tensor, Dict[str, torch.Tensor]]]:
-        """Logits ``B x (1+N+V) x vocab_size``.
+        """Logits ``B x (1+N+V) x vocab_size``; with ``grid_codes_only`` only what generation
+        samples from, ``B x N x codebook_size`` (= ``grid_logits(forward(...), True)``, computed
+        without the other positions and vocabulary entries).
 
         Args:
             enc_out: encoder output ``B x (1+N) x embed_dim``, cls at index 0.
@@ -131,8 +133,11 @@ class ADDPDecoder(nn.Module):
         x = tokens_in
         for blk in self.blocks:
             x = blk(x)
+        if grid_codes_only:
+            x = x[:, 1:1 + self.num_patches]
         hidden = self.norm(x)
-        logits = self.mlm_head(hidden, self.token_emb.weight.detach())
+        logits = self.mlm_head(hidden, self.token_emb.weight.detach(),
+                               self.codebook_size if grid_codes_only else None)
         if return_hidden:
             return logits, dict(tokens_in=tokens_in, hidden=hidden)
         return logits

@@ -36,6 +36,7 @@ from timm.layers import PatchEmbed
 from ..layers.pos_embed import sincos_pos_embed_2d
 from ..layers import MLMHead, build_blocks, init_linear_and_norm
 from ..utils.checkpoint import load_checkpoint_file
+from ..utils.precision import check_precision, precision_context
 
 __all__ = ['MAGETokenPredictor', 'mage_state_dict', 'load_mage_checkpoint']
 
@@ -121,6 +122,9 @@ class MAGETokenPredictor(nn.Module):
         patch_size, in_chans: only shape the unused ``patch_embed`` / ``decoder_pred`` parameters.
         norm_eps: eps of the blocks' and the embedding's LayerNorms (MLM head LayerNorm: 1e-5).
         checkpoint: MAGE ``mage-vit*-1600.pth`` or a released ADDP checkpoint, loaded strictly.
+        precision: ``'fp32'``, ``'bf16'``, ``'fp16'``, ``'auto'`` (bf16 where the hardware runs it
+            natively, else fp32) or ``None`` (follow the caller's autocast), see
+            :mod:`addp_mm.models.utils.precision`; the softmax is always float32.
 
     The vocabulary is ``codebook_size + num_classes + 1`` ids, the last being the mask id.
     The module is always frozen: no parameter requires grad and ``train()`` keeps it in eval mode.
@@ -131,8 +135,10 @@ class MAGETokenPredictor(nn.Module):
                  codebook_size: int = 1024, num_classes: int = 1000,
                  grid_size: Union[int, Tuple[int, int]] = 16,
                  fake_class_label: Optional[int] = None, patch_size: int = 16, in_chans: int = 3,
-                 norm_eps: float = 1e-6, checkpoint: Optional[str] = None):
+                 norm_eps: float = 1e-6, checkpoint: Optional[str] = None,
+                 precision: Optional[str] = None):
         super().__init__()
+        self.precision = check_precision(precision, 'MAGETokenPredictor precision')
         gh, gw = (grid_size, grid_size) if isinstance(grid_size, int) else tuple(grid_size)
         self.grid_size = (gh, gw)
         self.num_tokens = gh * gw
@@ -266,7 +272,8 @@ class MAGETokenPredictor(nn.Module):
             indices: ``(B, h*w)`` (or ``(B, h, w)``) token ids in raster order.
             mask: same shape, 1/True = masked (hidden from the predictor).
         """
-        logits = self.decode(self.encode(indices, mask), mask)
+        with precision_context(self.precision, indices.device):
+            logits = self.decode(self.encode(indices, mask), mask)
         probs = logits.float().softmax(dim=-1)
         B = probs.shape[0]
         return probs.transpose(1, 2).reshape(B, self.codebook_size, *self.grid_size)
