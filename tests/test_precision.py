@@ -71,8 +71,9 @@ def test_channels_last_keeps_keys_and_loads_nchw_weights():
     torch.manual_seed(0)
     kw = dict(ch=32, ch_mult=(1, 2), num_res_blocks=1, z_channels=32, embed_dim=32, n_embed=16)
     a = VQGANTokenizer(**kw)
-    conv = a.encoder.conv_in.weight
+    conv = a.decoder.conv_in.weight
     assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert a.encoder.conv_in.weight.is_contiguous()  # NCHW: exact token ids
     nchw = {k: v.contiguous() for k, v in a.state_dict().items()}
     b = VQGANTokenizer(**kw)
     b.load_state_dict(nchw, strict=True)
@@ -153,7 +154,7 @@ def test_release_style_benchmark_path_matches_ours(ref):
     v = ref.vectors
     model = build_reference_addp(ref)
     tok = release_tokenizer(model.tokenizer)
-    assert tok.encoder.conv_in.weight.is_contiguous()
+    assert tok.decoder.conv_in.weight.is_contiguous()
     forward = vit.Attention.forward
     loss = release_loss(model, tok, v['img'], v['mask_t'], v['mask_t_next'])
     assert vit.Attention.forward is forward  # swapped back

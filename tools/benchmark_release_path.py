@@ -74,7 +74,6 @@ def _plain_decode(self, z: torch.Tensor) -> torch.Tensor:
 def release_tokenizer(tokenizer: vqgan.VQGANTokenizer) -> vqgan.VQGANTokenizer:
     """A float32, NCHW copy of ``tokenizer`` (same weights) that runs without autocast tricks."""
     ref = copy.deepcopy(tokenizer)
-    ref.encoder.to(memory_format=torch.contiguous_format)
     ref.decoder.to(memory_format=torch.contiguous_format)
     ref.precision = ref.encode_precision = 'fp32'
     ref.encode_latent = types.MethodType(_plain_encode_latent, ref)

@@ -19,12 +19,17 @@ Pixels are consumed as RGB in [0, 1] without any normalisation and :meth:`VQGANT
 returns unclamped pixels in the same space.
 
 Speed (the tokenizer is frozen and inference-only; most of an ADDP pretraining step is spent here):
-weights and activations are kept channels-last (the layout oneDNN / cuDNN convolutions run fastest
-in), GroupNorm + swish run as one normalisation and one in-place SiLU, residual sums are taken in
-place when no gradient is recorded, ``precision`` selects bf16/fp16 autocast where the hardware
+the decoder's weights and activations are kept channels-last (the layout oneDNN / cuDNN
+convolutions run fastest in), GroupNorm + swish run as one normalisation and one in-place SiLU,
+residual sums are taken in place when no gradient is recorded, ``precision`` selects bf16/fp16 autocast where the hardware
 runs it natively (:mod:`addp_mm.models.utils.precision`), and ``compile=True`` hands the encoder
 and decoder to ``torch.compile`` (which fuses GroupNorm + SiLU + residual sums). None of this
 changes a parameter name or the state dict.
+
+The encoder stays in NCHW: PyTorch's channels-last GroupNorm on a CPU sums in float32 without
+pairwise accumulation and takes ``E[x^2] - E[x]^2``, which moved the reference latents by 3e-4
+(NCHW: 2e-6) -- too much for the token ids, which are training targets. The decoder's pixels
+stay within 5e-5 of the release's in channels-last.
 """
 import os
 import os.path as osp
@@ -444,8 +449,8 @@ class VQGANTokenizer(nn.Module):
     def _freeze(self) -> None:
         self.requires_grad_(False)
         self.train(False)
-        # convolution weights channels-last: the fast layout of oneDNN / cuDNN (keys unchanged)
-        self.encoder.to(memory_format=torch.channels_last)
+        # decoder convolutions channels-last: the fast layout of oneDNN / cuDNN (keys unchanged);
+        # the encoder stays NCHW for exact token ids (see the module doc)
         self.decoder.to(memory_format=torch.channels_last)
 
     def train(self, mode: bool = True) -> 'VQGANTokenizer':
@@ -478,7 +483,7 @@ class VQGANTokenizer(nn.Module):
                 f'expected B x {self.in_channels} x H x W pixels, got {tuple(x.shape)}')
         self.grid_size(x.shape[-2:])
         with precision_context(self.encode_precision, x.device):
-            return self.encoder(x.contiguous(memory_format=torch.channels_last))
+            return self.encoder(x.contiguous())
 
     def encode(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Pixels in [0, 1] (no normalisation) -> (z_q B x C x h x w, indices B x (h*w) int64).
