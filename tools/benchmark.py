@@ -50,6 +50,9 @@ ARCHS = {
     # the issue's measurement dims: ViT 384x6, a 2-block decoder, a same-size MAGE predictor
     'bench': dict(embed_dims=384, num_layers=6, num_heads=6, feedforward_channels=1536,
                   decoder_depth=2, predictor_decoder_depth=2, vq_width=64),
+    # a smoke test of the script itself (seconds)
+    'demo': dict(embed_dims=64, num_layers=2, num_heads=2, feedforward_channels=256,
+                 decoder_depth=1, predictor_decoder_depth=1, vq_width=32),
     'base': dict(embed_dims=768, num_layers=12, num_heads=12, feedforward_channels=3072,
                  decoder_depth=8, predictor_decoder_depth=8, vq_width=128),
     'large': dict(embed_dims=1024, num_layers=24, num_heads=16, feedforward_channels=4096,
@@ -238,13 +241,13 @@ def rows_flops(t: Table, args, a: Dict, device: torch.device) -> None:
         achieved = flops / sec['enc'] / 1e9
         peak = 2 * n**3 / sec['mm'] / 1e9
         t.add(f'encoder fwd {name} achieved FLOP/s vs mm', achieved, peak, 'GFLOP/s', True, None,
-              f'{100 * achieved / peak:.0f}% of a {n}x{n} torch.mm ({flops / 1e9:.1f} GFLOP/fwd, '
+              f'{100 * achieved / peak:.0f}% of a {n}x{n} torch.mm ({flops / 1e9:.3g} GFLOP/fwd, '
               f'{args.img_size}px b8)')
 
 
 def rows_vitdet(t: Table, args, a: Dict, device: torch.device) -> None:
     from mmengine.registry import MODELS
-    d = vit_arch(ARCHS['bench'] if args.arch == 'bench' else a)
+    d = vit_arch(a)
     if args.arch == 'bench':  # keep the CPU table short: 1024 px global attention is heavy
         d = dict(embed_dims=192, num_layers=4, num_heads=3, feedforward_channels=768)
     depth = d['num_layers']
@@ -258,7 +261,8 @@ def rows_vitdet(t: Table, args, a: Dict, device: torch.device) -> None:
 
     for size in (512, 1024):
         win, glob, win_cp = build(size, 14), build(size, 0), build(size, 14, with_cp=True)
-        glob.load_state_dict(win.state_dict())
+        glob.load_state_dict(glob.adapt_state_dict(win.state_dict()))  # rel-pos tables resized
+        win_cp.load_state_dict(win.state_dict())
         x = torch.randn(1, 3, size, size, device=device)
 
         def step(m):
