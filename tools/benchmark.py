@@ -41,7 +41,6 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
 import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
 
 import addp_mm  # noqa: E402,F401
 from addp_mm.models.utils.precision import native_bf16, resolve_precision  # noqa: E402
