@@ -18,9 +18,12 @@ model = dict(
     neck=dict(depth=2, num_heads=4, drop=0.0),
     target_generator=dict(
         tokenizer=dict(ch=32, ch_mult=[1, 1, 1, 2], num_res_blocks=1, resolution=img_size,
-                       checkpoint=tokenizer_checkpoint),
+                       checkpoint=tokenizer_checkpoint, precision='fp32'),
         token_predictor=dict(embed_dim=64, depth=2, num_heads=4, decoder_embed_dim=64, decoder_depth=1,
-                             decoder_num_heads=4, checkpoint=token_predictor_checkpoint)))
+                             decoder_num_heads=4, checkpoint=token_predictor_checkpoint,
+                             precision='fp32')))
+# the demo's numbers are the same on every CPU: float32 frozen parts (the base config's 'auto'
+# takes bf16 where the hardware has it natively)
 
 train_pipeline = [
     # any PNG/JPEG mode as 8-bit BGR; an unreadable file stops with its name (or

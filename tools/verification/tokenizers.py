@@ -46,9 +46,10 @@ def vqgan_config_from_yaml(path: str) -> Dict:
 
 
 
-def vqgan_from_yaml(path: str, checkpoint: Optional[str] = None) -> VQGANTokenizer:
-    """A tokenizer with the sizes of a release-style ``vqgan*.yaml``, weights from ``checkpoint``."""
-    vq = VQGANTokenizer(checkpoint=checkpoint, **vqgan_config_from_yaml(path))
+def vqgan_from_yaml(path: str, checkpoint: Optional[str] = None, **overrides) -> VQGANTokenizer:
+    """A tokenizer with the sizes of a release-style ``vqgan*.yaml``, weights from ``checkpoint``;
+    ``overrides`` are further ``VQGANTokenizer`` arguments (e.g. ``precision``)."""
+    vq = VQGANTokenizer(checkpoint=checkpoint, **{**vqgan_config_from_yaml(path), **overrides})
     vq.init_weights()
     return vq.eval()
 

@@ -143,17 +143,17 @@ class ADDPSampler:
         """Codebook logits ``B x N x K`` (float32) of the decoder on ``pixels`` with the known
         ``tokens`` (``mask`` = 1 where unknown).
 
-        When every position is masked the decoder replaces all encoder features by its mask
-        token, so the encoder is skipped and ``pixels`` may be ``None``.
+        ``pixels=None`` means that every position is masked (the first step): the decoder then
+        replaces all encoder features by its mask token, so the encoder is not run. Only the
+        grid positions' codebook logits are computed (not the whole vocabulary).
         """
         model = unwrap_model(model)
         B, N = mask.shape
-        if bool(mask.bool().all()):
+        if pixels is None:
             enc = torch.zeros(B, N + 1, model.neck.embed_dim, device=mask.device)
         else:
             enc = model.encode(pixels)
-        logits = model.neck(enc, tokens, mask)
-        return model.neck.grid_logits(logits, codebook_only=True).float()
+        return model.neck(enc, tokens, mask, grid_codes_only=True).float()
 
     def sample_ids(self, logits: torch.Tensor, generator: Optional[torch.Generator] = None
                    ) -> torch.Tensor:

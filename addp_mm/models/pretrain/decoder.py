@@ -140,19 +140,25 @@ class ADDPDecoder(nn.Module):
         return torch.cat([grid + grid_pos, tokens + token_pos], dim=1)
 
     def forward(self, enc_out: torch.Tensor, indices: torch.Tensor, mask: torch.Tensor,
-                num_visible: Optional[int] = None) -> torch.Tensor:
-        """Logits ``B x (1+N+V) x vocab_size``.
+                num_visible: Optional[int] = None, grid_codes_only: bool = False) -> torch.Tensor:
+        """Logits ``B x (1+N+V) x vocab_size``; with ``grid_codes_only`` only what generation
+        samples from, ``B x N x codebook_size`` (= ``grid_logits(forward(...), True)``, computed
+        without the other positions and vocabulary entries).
 
         Args:
             enc_out: encoder output ``B x (1+N) x embed_dim``, cls at index 0.
             indices: token ids ``B x N`` (int64) of the current grid; only visible ones are read.
             mask: ``B x N``, 1 = masked (unreliable); every row must have the same count.
             num_visible: the number of unmasked positions per row when the caller knows it.
+            grid_codes_only: score only the grid positions against the codebook.
         """
         x = self.embed(enc_out, indices, mask, num_visible)
         for blk in self.blocks:
             x = blk(x)
-        return self.mlm_head(self.norm(x), self.token_emb.weight.detach())
+        if grid_codes_only:
+            x = x[:, 1:1 + self.num_patches]
+        return self.mlm_head(self.norm(x), self.token_emb.weight.detach(),
+                             self.codebook_size if grid_codes_only else None)
 
     def grid_logits(self, logits: torch.Tensor, codebook_only: bool = False) -> torch.Tensor:
         """Logits of the ``N`` grid positions (``B x N x vocab``), optionally only the codes."""

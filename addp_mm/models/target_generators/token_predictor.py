@@ -35,6 +35,7 @@ from timm.layers import PatchEmbed
 from ..layers import MLMHead, build_blocks, init_linear_and_norm
 from ..layers.pos_embed import sincos_pos_embed_2d
 from ..utils.checkpoint import load_converted, mage_state_dict
+from ..utils.precision import check_precision, precision_context
 
 __all__ = ['MAGETokenPredictor']
 
@@ -79,6 +80,9 @@ class MAGETokenPredictor(nn.Module):
         checkpoint: MAGE ``mage-vit*-1600.pth`` or a released ADDP checkpoint, loaded strictly
             by :meth:`init_weights` (the constructor reads no file); ``None``: random weights.
         attn_fp32: attention in float32 under autocast, as MAGE's release (see ``Attention``).
+        precision: ``'fp32'``, ``'bf16'``, ``'fp16'``, ``'auto'`` (bf16 where the hardware runs it
+            natively, else fp32) or ``None`` (follow the caller's autocast), see
+            :mod:`addp_mm.models.utils.precision`; the softmax is always float32.
 
     The vocabulary is ``codebook_size + num_classes + 1`` ids, the last being the mask id.
     Inside ADDP it is frozen by ``ADDPNoiser``.
@@ -89,8 +93,10 @@ class MAGETokenPredictor(nn.Module):
                  codebook_size: int = 1024, num_classes: int = 1000,
                  grid_size: Union[int, Tuple[int, int]] = 16,
                  fake_class_label: Optional[int] = None, patch_size: int = 16, in_chans: int = 3,
-                 norm_eps: float = 1e-6, checkpoint: Optional[str] = None, attn_fp32: bool = True):
+                 norm_eps: float = 1e-6, checkpoint: Optional[str] = None, attn_fp32: bool = True,
+                 precision: Optional[str] = None):
         super().__init__()
+        self.precision = check_precision(precision, 'MAGETokenPredictor precision')
         gh, gw = (grid_size, grid_size) if isinstance(grid_size, int) else tuple(grid_size)
         self.grid_size = (gh, gw)
         self.num_tokens = gh * gw
@@ -211,7 +217,8 @@ class MAGETokenPredictor(nn.Module):
             indices: ``(B, h*w)`` (or ``(B, h, w)``) token ids in raster order.
             mask: same shape, 1/True = masked (hidden from the predictor).
         """
-        logits = self.decode(self.encode(indices, mask), mask)
+        with precision_context(self.precision, indices.device):
+            logits = self.decode(self.encode(indices, mask), mask)
         probs = logits.float().softmax(dim=-1)
         B = probs.shape[0]
         return probs.transpose(1, 2).reshape(B, self.codebook_size, *self.grid_size)

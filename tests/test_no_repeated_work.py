@@ -1,0 +1,54 @@
+"""Nothing computed that is not used: one batched token-predictor pass per pretraining step, no
+encoder pass on the first generation step, only the sampled logits in generation."""
+import pytest
+import torch
+from mmengine.registry import MODELS
+
+from addp_mm.models.generation import ADDPSampler
+
+from test_pretrain_model import tiny_cfg
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    m = MODELS.build(tiny_cfg())
+    m.init_weights()
+    return m
+
+
+def _count_calls(module):
+    calls = []
+    module.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    return calls
+
+
+def test_pretraining_step_runs_the_predictor_once_batched(model):
+    calls = _count_calls(model.target_generator.token_predictor)
+    enc_calls = _count_calls(model.target_generator.tokenizer.encoder)
+    dec_calls = _count_calls(model.target_generator.tokenizer.decoder)
+    model.loss(torch.rand(3, 3, 64, 64))
+    assert calls == [6]  # both masks of the 3 images in one pass
+    assert enc_calls == [3] and dec_calls == [3]
+
+
+def test_generation_skips_the_first_encoder_pass_and_unused_logits(model):
+    enc_calls = _count_calls(model.backbone)
+    mlm_out = []
+    model.neck.mlm_head.register_forward_hook(lambda m, i, o: mlm_out.append(tuple(o.shape)))
+    ADDPSampler(num_steps=4).sample(model, 2, seed=0)
+    assert len(enc_calls) == 3  # steps 1..3; step 0 sees a fully masked grid
+    assert all(shape == (2, 16, 64) for shape in mlm_out)  # B x N x codebook, not 1+N+V x vocab
+
+
+def test_grid_codes_only_equals_slicing_the_full_logits(model):
+    model.eval()
+    B, N = 2, 16
+    enc = torch.randn(B, N + 1, 32)
+    ids = torch.randint(0, 64, (B, N))
+    mask = torch.zeros(B, N, dtype=torch.bool)
+    mask[:, ::3] = True
+    full = model.neck.grid_logits(model.neck(enc, ids, mask), codebook_only=True)
+    fast = model.neck(enc, ids, mask, grid_codes_only=True)
+    assert fast.shape == (B, N, 64)
+    torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-5)

@@ -1,0 +1,511 @@
+"""Side-by-side performance table of addp-mm against reference implementations.
+
+    python tools/benchmark.py                      # small dims, CPU, a few minutes
+    python tools/benchmark.py --json > bench.json  # the rows as a JSON list
+    python tools/benchmark.py --arch base --device cuda --rows pretrain generation
+
+Every row is measured in this one process: the two sides (ours, the reference) run interleaved,
+alternating which goes first, after ``--warmup`` untimed runs; the median of ``--repeats`` runs is
+reported. Rows:
+
+1. ``vit``: ``ADDPViT`` forward+backward images/s against timm's ``VisionTransformer`` of the same
+   dims with the same weights (global attention, 224 and 256 px, batch 8).
+2. ``flops``: the encoder's achieved FLOP/s (forward, counted by ``FlopCounterMode``) as a fraction
+   of a large ``torch.mm`` in the same dtype measured here.
+3. ``vitdet``: ViTDet window attention + relative position at 512 and 1024 px against all-global
+   attention (speed and memory), and the memory saved by ``with_cp``.
+4. ``pretrain``: one pretraining step (forward + backward, no optimizer update) against the
+   release-style path of ``tools/benchmark_release_path.py`` (token predictor run twice, attention
+   as float32 matmuls without SDPA, NCHW VQGAN, everything fp32), for each precision mode; the
+   note gives the loss's relative difference to fp32 (contract: < 1e-2). ``parts`` splits the
+   fp32 step into its pieces.
+5. ``generation``: images/s at ``--steps`` steps against the release-style sampler.
+
+Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` above the memory held before the run; on
+a CPU the peak of live tensor bytes (at operator granularity) over one run recorded by
+``torch.profiler`` with ``profile_memory=True`` (RSS and tracemalloc do not see torch's
+allocations precisely). ``ratio`` is always "how many times better ours is": ours/reference for
+throughputs, reference/ours for times and memory.
+"""
+import argparse
+import copy
+import json
+import os.path as osp
+import statistics
+import sys
+import time
+from functools import partial
+from typing import Callable, Dict, List, Optional
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+
+import torch  # noqa: E402
+
+import addp_mm  # noqa: E402,F401
+from addp_mm.models.utils.precision import native_bf16, resolve_precision  # noqa: E402
+
+ARCHS = {
+    # the issue's measurement dims: ViT 384x6, a 2-block decoder, a same-size MAGE predictor
+    'bench': dict(embed_dims=384, num_layers=6, num_heads=6, feedforward_channels=1536,
+                  decoder_depth=2, predictor_decoder_depth=2, vq_width=64),
+    # a smoke test of the script itself (seconds)
+    'demo': dict(embed_dims=64, num_layers=2, num_heads=2, feedforward_channels=256,
+                 decoder_depth=1, predictor_decoder_depth=1, vq_width=32),
+    'base': dict(embed_dims=768, num_layers=12, num_heads=12, feedforward_channels=3072,
+                 decoder_depth=8, predictor_decoder_depth=8, vq_width=128),
+    'large': dict(embed_dims=1024, num_layers=24, num_heads=16, feedforward_channels=4096,
+                  decoder_depth=8, predictor_decoder_depth=8, vq_width=128),
+}
+ROW_GROUPS = ('vit', 'flops', 'vitdet', 'pretrain', 'parts', 'generation')
+
+
+# ----------------------------------------------------------------------------------------------
+# measuring
+# ----------------------------------------------------------------------------------------------
+def _sync(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def interleaved(fns: Dict[str, Callable[[], object]], repeats: int, warmup: int,
+                device: torch.device) -> Dict[str, float]:
+    """Median seconds per call of each function, run interleaved (order alternating)."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: Dict[str, List[float]] = {k: [] for k in fns}
+    order = list(fns)
+    for r in range(repeats):
+        for k in (order if r % 2 == 0 else order[::-1]):
+            _sync(device)
+            t = time.perf_counter()
+            fns[k]()
+            _sync(device)
+            times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def peak_memory(fn: Callable[[], object], device: torch.device) -> float:
+    """Peak memory (MiB) of one call above what was allocated before it (see the module doc)."""
+    if device.type == 'cuda':
+        _sync(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        _sync(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e for e in prof.events() if e.self_cpu_memory_usage),
+                    key=lambda e: e.time_range.start)
+    cur = best = 0
+    for e in events:
+        cur += e.self_cpu_memory_usage
+        best = max(best, cur)
+    return best / 2**20
+
+
+class Table:
+
+    def __init__(self):
+        self.rows: List[Dict] = []
+
+    def add(self, name: str, ours: float, reference: float, unit: str, higher_is_better: bool,
+            target: Optional[str] = None, note: str = '') -> None:
+        if higher_is_better:
+            ratio = ours / reference if reference else float('nan')
+        else:
+            ratio = reference / ours if ours else float('nan')
+        row = dict(name=name, ours=round(ours, 4), reference=round(reference, 4), unit=unit,
+                   ratio=round(ratio, 3), target=target)
+        if note:
+            row['note'] = note
+        self.rows.append(row)
+        print(self.format_row(row), file=sys.stderr, flush=True)
+
+    @staticmethod
+    def format_row(r: Dict) -> str:
+        target = r['target'] or '-'
+        line = (f"{r['name']:<46} {r['ours']:>11.4g} {r['reference']:>11.4g} {r['unit']:<10} "
+                f"{r['ratio']:>7.3f}x  {target:<8}")
+        return line + (f"  {r['note']}" if r.get('note') else '')
+
+    def format(self) -> str:
+        head = (f"{'row':<46} {'ours':>11} {'reference':>11} {'unit':<10} {'ratio':>8}  "
+                f"{'target':<8}  note")
+        return '\n'.join([head, '-' * len(head)] + [self.format_row(r) for r in self.rows])
+
+
+# ----------------------------------------------------------------------------------------------
+# builders
+# ----------------------------------------------------------------------------------------------
+def vit_arch(a: Dict) -> Dict:
+    return {k: a[k] for k in ('embed_dims', 'num_layers', 'num_heads', 'feedforward_channels')}
+
+
+def build_addp(a: Dict, img_size: int, device: torch.device, compile_parts: bool = False):
+    from mmengine.registry import MODELS
+    dim, heads = a['embed_dims'], a['num_heads']
+    cfg = dict(
+        type='ADDP',
+        backbone=dict(type='ADDPViT', arch=vit_arch(a), img_size=img_size, patch_size=16,
+                      pre_norm=True, final_norm=True, out_type='raw'),
+        # width, token grid and codebook come from the backbone and the tokenizer
+        neck=dict(type='ADDPDecoder', depth=a['decoder_depth'], num_heads=heads, drop=0.0),
+        head=dict(type='ADDPSoftTargetLoss'),
+        target_generator=dict(
+            type='ADDPNoiser',
+            tokenizer=dict(type='VQGANTokenizer', ch=a['vq_width'], ch_mult=[1, 1, 2, 2, 4],
+                           num_res_blocks=2, resolution=img_size, precision='fp32'),
+            token_predictor=dict(type='MAGETokenPredictor', embed_dim=dim, depth=a['num_layers'],
+                                 num_heads=heads, decoder_embed_dim=dim,
+                                 decoder_depth=a['predictor_decoder_depth'],
+                                 decoder_num_heads=heads, precision='fp32'),
+            mask_schedule=dict(type='MaskSchedule')))
+    torch.manual_seed(0)
+    model = MODELS.build(cfg)
+    model.init_weights()
+    model.to(device).train()
+    return model
+
+
+def set_frozen_precision(model, precision: Optional[str]) -> None:
+    model.target_generator.tokenizer.precision = precision
+    model.target_generator.token_predictor.precision = precision
+
+
+# ----------------------------------------------------------------------------------------------
+# row groups
+# ----------------------------------------------------------------------------------------------
+def rows_vit(t: Table, args, a: Dict, device: torch.device) -> None:
+    from timm.layers import LayerNorm
+    from timm.models.vision_transformer import VisionTransformer
+    from mmengine.registry import MODELS
+    for size in (224, 256):
+        torch.manual_seed(0)
+        ours = MODELS.build(dict(type='ADDPViT', arch=vit_arch(a), img_size=size, out_type='raw',
+                                 final_norm=True)).to(device)
+        ours.init_weights()
+        ref = VisionTransformer(img_size=size, patch_size=16, embed_dim=a['embed_dims'],
+                                depth=a['num_layers'], num_heads=a['num_heads'],
+                                mlp_ratio=a['feedforward_channels'] / a['embed_dims'],
+                                qkv_bias=True, num_classes=0,
+                                norm_layer=partial(LayerNorm, eps=1e-6)).to(device)
+        missing, unexpected = ref.load_state_dict(ours.state_dict(), strict=False)
+        if missing or unexpected:
+            raise RuntimeError(f'timm ViT does not take our weights: {missing} {unexpected}')
+        x = torch.randn(8, 3, size, size, device=device)
+        with torch.no_grad():
+            err = float((ours(x)[-1] - ref.forward_features(x)).abs().max())
+
+        def step_ours():
+            ours(x)[-1].sum().backward()
+
+        def step_ref():
+            ref.forward_features(x).sum().backward()
+
+        sec = interleaved(dict(ours=step_ours, ref=step_ref), args.repeats, args.warmup, device)
+        t.add(f'vit fwd+bwd {size}px b8', 8 / sec['ours'], 8 / sec['ref'], 'img/s', True, '>=1.0',
+              f'vs timm VisionTransformer, same weights (max abs diff {err:.1e})')
+        t.add(f'vit fwd+bwd {size}px b8 peak memory', peak_memory(step_ours, device),
+              peak_memory(step_ref, device), 'MiB', False)
+
+
+def rows_flops(t: Table, args, a: Dict, device: torch.device) -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+    from mmengine.registry import MODELS
+    torch.manual_seed(0)
+    enc = MODELS.build(dict(type='ADDPViT', arch=vit_arch(a), img_size=args.img_size,
+                            out_type='raw')).to(device).eval()
+    x = torch.randn(8, 3, args.img_size, args.img_size, device=device)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        enc(x)
+    flops = counter.get_total_flops()
+    n = 4096 if device.type == 'cuda' else 2048
+    modes = [('fp32', None)]
+    if native_bf16(device):
+        modes.append(('bf16', torch.bfloat16))
+    for name, dtype in modes:
+        m1 = torch.randn(n, n, device=device, dtype=dtype or torch.float32)
+        m2 = torch.randn(n, n, device=device, dtype=dtype or torch.float32)
+
+        def run_enc():
+            with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                enc(x)
+
+        sec = interleaved(dict(enc=run_enc, mm=lambda: torch.mm(m1, m2)), args.repeats,
+                          args.warmup, device)
+        achieved = flops / sec['enc'] / 1e9
+        peak = 2 * n**3 / sec['mm'] / 1e9
+        t.add(f'encoder fwd {name} achieved FLOP/s vs mm', achieved, peak, 'GFLOP/s', True, None,
+              f'{100 * achieved / peak:.0f}% of a {n}x{n} torch.mm ({flops / 1e9:.3g} GFLOP/fwd, '
+              f'{args.img_size}px b8)')
+
+
+def rows_vitdet(t: Table, args, a: Dict, device: torch.device) -> None:
+    from mmengine.registry import MODELS
+    d = vit_arch(a)
+    if args.arch == 'bench':  # keep the CPU table short: 1024 px global attention is heavy
+        d = dict(embed_dims=192, num_layers=4, num_heads=3, feedforward_channels=768)
+    depth = d['num_layers']
+    windowed = [i for i in range(depth) if i % 3 != 2]  # ViTDet: every third block global
+
+    def build(size, window, with_cp=False):
+        torch.manual_seed(0)
+        return MODELS.build(dict(type='ADDPViT', arch=d, img_size=size, with_cls_token=False,
+                                 window_size=window, window_block_indexes=windowed,
+                                 use_rel_pos=True, out_type='featmap', with_cp=with_cp)).to(device)
+
+    for size in (512, 1024):
+        win, glob, win_cp = build(size, 14), build(size, 0), build(size, 14, with_cp=True)
+        glob.load_state_dict(win.state_dict())  # the pre-hook resizes the rel-pos tables
+        win_cp.load_state_dict(win.state_dict())
+        x = torch.randn(1, 3, size, size, device=device)
+
+        def step(m):
+            return lambda: m(x)[-1].sum().backward()
+
+        sec = interleaved(dict(win=step(win), glob=step(glob)), max(1, args.repeats - 1),
+                          1, device)
+        dims = f"{d['embed_dims']}x{depth}, window 14 in blocks {windowed}, rel-pos, b1"
+        t.add(f'vitdet fwd+bwd {size}px windows vs global', 1 / sec['win'], 1 / sec['glob'],
+              'img/s', True, None, dims)
+        mem_win = peak_memory(step(win), device)
+        t.add(f'vitdet fwd+bwd {size}px peak memory', mem_win, peak_memory(step(glob), device),
+              'MiB', False, None, 'windows vs global')
+        t.add(f'vitdet fwd+bwd {size}px with_cp memory', peak_memory(step(win_cp), device),
+              mem_win, 'MiB', False, None, 'windows with_cp=True vs False')
+
+
+def _pretrain_setup(args, a: Dict, device: torch.device):
+    from benchmark_release_path import release_tokenizer
+    model = build_addp(a, args.img_size, device)
+    ref_tok = release_tokenizer(model.target_generator.tokenizer)
+    B = args.batch
+    g = torch.Generator().manual_seed(1)
+    imgs = torch.rand(B, 3, args.img_size, args.img_size, generator=g).to(device)
+    N = (args.img_size // 16)**2
+    mask_t, mask_next = model.target_generator.mask_schedule.sample(B, N, device=device)
+    return model, ref_tok, imgs, mask_t, mask_next
+
+
+def pretrain_modes(device: torch.device) -> Dict[str, Dict]:
+    """Precision modes a config can choose: frozen parts' precision + AMP of the trained parts."""
+    modes = {'fp32': dict(frozen='fp32', amp=None)}
+    auto = resolve_precision('auto', device)
+    if auto != 'fp32':
+        modes[f'auto (frozen {auto})'] = dict(frozen='auto', amp=None)
+        modes[f'auto + AMP {auto}'] = dict(frozen='auto', amp=auto)
+    if device.type == 'cuda':
+        modes['auto + AMP fp16'] = dict(frozen='auto', amp='fp16')
+    return modes
+
+
+def rows_pretrain(t: Table, args, a: Dict, device: torch.device) -> None:
+    from benchmark_release_path import release_loss
+    model, ref_tok, imgs, mask_t, mask_next = _pretrain_setup(args, a, device)
+    dtypes = {'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+    def ours_step(mode):
+        def run():
+            set_frozen_precision(model, mode['frozen'])
+            with torch.autocast(device.type, dtype=dtypes.get(mode['amp']),
+                                enabled=mode['amp'] is not None):
+                loss = model.loss(imgs, mask_t=mask_t, mask_next=mask_next)['loss']
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+            return loss.detach()
+        return run
+
+    def ref_step():
+        loss = release_loss(model, ref_tok, imgs, mask_t, mask_next)
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    modes = pretrain_modes(device)
+    fns = {'release': ref_step, **{k: ours_step(m) for k, m in modes.items()}}
+    if args.compile:
+        compiled = copy.deepcopy(model)
+        compiled.backbone.compile()
+        compiled.neck.compile()
+
+        def compiled_step():
+            set_frozen_precision(compiled, 'fp32')
+            loss = compiled.loss(imgs, mask_t=mask_t, mask_next=mask_next)['loss']
+            loss.backward()
+            compiled.zero_grad(set_to_none=True)
+            return loss.detach()
+        t0 = time.perf_counter()
+        compiled_step()
+        print(f'torch.compile of encoder + decoder: first step {time.perf_counter() - t0:.1f} s',
+              file=sys.stderr)
+        fns['fp32 + torch.compile'] = compiled_step
+    losses = {k: float(fn()) for k, fn in fns.items()}
+    sec = interleaved(fns, args.repeats, args.warmup, device)
+    mem_ref = peak_memory(ref_step, device)
+    B = args.batch
+    for k in fns:
+        if k == 'release':
+            continue
+        rel = abs(losses[k] - losses['fp32']) / abs(losses['fp32'])
+        target = '>=1.6' if k == 'fp32' else ('>=2.5' if 'AMP' in k else None)
+        t.add(f'pretrain step {k}', B / sec[k], B / sec['release'], 'img/s', True, target,
+              f'loss {losses[k]:.5f} (release {losses["release"]:.5f}); rel. diff to fp32 '
+              f'{rel:.1e}')
+        t.add(f'pretrain step {k} peak memory', peak_memory(fns[k], device), mem_ref, 'MiB',
+              False)
+    if device.type == 'cuda':
+        t.add('pretrain step host synchronisations', count_syncs(fns['fp32']),
+              count_syncs(ref_step), 'syncs', False, '0',
+              'torch.cuda.set_sync_debug_mode warnings in one step (fewer is better)')
+    set_frozen_precision(model, 'fp32')
+
+
+def count_syncs(fn: Callable[[], object]) -> float:
+    """Host synchronisations in one call, as counted by CUDA's sync debug mode."""
+    import warnings
+    torch.cuda.set_sync_debug_mode('warn')
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            fn()
+    finally:
+        torch.cuda.set_sync_debug_mode('default')
+    return float(sum('synchroniz' in str(w.message) for w in caught))
+
+
+def rows_parts(t: Table, args, a: Dict, device: torch.device) -> None:
+    """Where the fp32 step's time goes, piece by piece (ours vs release-style)."""
+    from benchmark_release_path import release_style
+    model, ref_tok, imgs, mask_t, mask_next = _pretrain_setup(args, a, device)
+    tok, pred = model.target_generator.tokenizer, model.target_generator.token_predictor
+    set_frozen_precision(model, 'fp32')
+    with torch.no_grad():
+        z0, idx0 = tok.encode(imgs)
+        state = model.target_generator(imgs, mask_t, mask_next)
+
+    def in_release(fn):
+        def run():
+            saved, pred.precision = pred.precision, 'fp32'
+            with release_style():
+                out = fn()
+            pred.precision = saved
+            return out
+        return run
+
+    def nograd(fn):
+        def run():
+            with torch.no_grad():
+                return fn()
+        return run
+
+    def fwd_bwd(release):
+        def run():
+            enc = model.encode(state['x_t'])
+            logits = model.neck(enc, state['indices'], mask_t)
+            model.head(logits, state['target'], mask_t).backward()
+            model.zero_grad(set_to_none=True)
+        return in_release(run) if release else run
+
+    parts = [
+        ('VQ encode', nograd(lambda: tok.encode(imgs)),
+         in_release(nograd(lambda: ref_tok.encode(imgs)))),
+        ('token predictor (2 masks)', nograd(lambda: pred.predict(idx0, [mask_t, mask_next])),
+         in_release(nograd(lambda: (pred(idx0, mask_t), pred(idx0, mask_next))))),
+        ('VQ decode', nograd(lambda: tok.decode(state['z_t'])),
+         in_release(nograd(lambda: ref_tok.decode(state['z_t'])))),
+        ('encoder+decoder fwd+bwd', fwd_bwd(False), fwd_bwd(True)),
+    ]
+    for name, ours, ref in parts:
+        sec = interleaved(dict(ours=ours, ref=ref), args.repeats, args.warmup, device)
+        t.add(f'step part (fp32): {name}', sec['ours'], sec['ref'], 's', False)
+
+
+def rows_generation(t: Table, args, a: Dict, device: torch.device) -> None:
+    from benchmark_release_path import release_generate, release_tokenizer
+    from addp_mm.models.generation import ADDPSampler
+    model = build_addp(a, args.img_size, device)
+    model.target_generator.token_predictor = None
+    model.eval()
+    ref_tok = release_tokenizer(model.target_generator.tokenizer)
+    sampler = ADDPSampler(num_steps=args.steps)
+    B = args.gen_batch
+    out = {}
+
+    def ours(mode):
+        # the frozen VQ decoder in ``mode``; the encoder / decoder ViTs stay fp32 (autocast of
+        # small batches costs a weight cast per layer and call: measured slower than fp32 here)
+        def run():
+            model.target_generator.tokenizer.precision = mode
+            out[mode] = sampler.sample(model, B, seed=0)
+        return run
+
+    def ref():
+        out['release'] = release_generate(model, ref_tok, sampler, B, seed=0)
+
+    fns = {'release': ref, 'fp32': ours('fp32')}
+    auto = resolve_precision('auto', device)
+    if auto != 'fp32':
+        fns[f'auto (VQ decoder {auto})'] = ours('auto')
+    sec = interleaved(fns, max(1, args.repeats - 1), 1, device)
+    for k in fns:
+        if k == 'release':
+            continue
+        key = 'fp32' if k == 'fp32' else 'auto'
+        diff = float((out[key] - out['release']).abs().max())
+        t.add(f'generation {args.steps} steps {k}', B / sec[k], B / sec['release'], 'img/s', True,
+              '>=1.5' if k == 'fp32' else None,
+              f'b{B}, {args.img_size}px; max abs image diff to release {diff:.1e}')
+    model.target_generator.tokenizer.precision = 'fp32'
+
+
+GROUP_FNS = dict(vit=rows_vit, flops=rows_flops, vitdet=rows_vitdet, pretrain=rows_pretrain,
+                 parts=rows_parts, generation=rows_generation)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--arch', default='bench', choices=sorted(ARCHS),
+                   help="'bench': ViT 384x6, 2-block decoder, VQGAN width 64 (default); the "
+                   'release sizes base / large')
+    p.add_argument('--img-size', type=int, default=256, help='pretraining / generation size')
+    p.add_argument('--batch', type=int, default=4, help='pretraining batch')
+    p.add_argument('--gen-batch', type=int, default=2, help='generation batch')
+    p.add_argument('--steps', type=int, default=20, help='generation steps')
+    p.add_argument('--device', default='cpu')
+    p.add_argument('--threads', type=int, default=None, help='torch CPU threads')
+    p.add_argument('--repeats', type=int, default=3)
+    p.add_argument('--warmup', type=int, default=1)
+    p.add_argument('--rows', nargs='+', default=list(ROW_GROUPS), choices=ROW_GROUPS)
+    p.add_argument('--compile', action='store_true',
+                   help='also measure the fp32 step with torch.compile on the encoder + decoder')
+    p.add_argument('--json', action='store_true', help='print the rows as a JSON list')
+    args = p.parse_args(argv)
+
+    from mmengine.logging import MMLogger
+    MMLogger.get_current_instance().setLevel('WARNING')
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    a = ARCHS[args.arch]
+    cap = torch.backends.cpu.get_cpu_capability() if device.type == 'cpu' else \
+        torch.cuda.get_device_name(device)
+    print(f'# device {device} ({cap}; native bf16: {native_bf16(device)}; "auto" -> '
+          f'{resolve_precision("auto", device)}), {torch.get_num_threads()} threads, torch '
+          f'{torch.__version__}, arch {args.arch}, repeats {args.repeats} (median), warm-up '
+          f'{args.warmup}', file=sys.stderr)
+    table = Table()
+    for group in args.rows:
+        GROUP_FNS[group](table, args, a, device)
+    if args.json:
+        print(json.dumps(table.rows, indent=1))
+    else:
+        print(table.format())
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
