@@ -19,7 +19,8 @@ from mmengine.model import BaseModel
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.registry import MODELS, TASK_UTILS
 
-from ..utils.checkpoint import WHERE_TO_GET, encoder_state_dict, load_checkpoint_file, unwrap_state_dict
+from ..utils.checkpoint import (WHERE_TO_GET, encoder_state_dict, load_checkpoint_file,
+                                require_full_addp_checkpoint, unwrap_state_dict)
 from .decoder import release_decoder_state_dict
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -95,8 +96,9 @@ class ADDP(BaseModel):
 
     def load_addp_checkpoint(self, path: str) -> None:
         """Load encoder + decoder from a released ADDP checkpoint or one of ours (strict on both)."""
-        state = addp_state_dict(unwrap_state_dict(
-            load_checkpoint_file(path, what='ADDP checkpoint', where=WHERE_TO_GET['addp'])))
+        state = unwrap_state_dict(load_checkpoint_file(path, 'ADDP checkpoint', WHERE_TO_GET['addp']))
+        require_full_addp_checkpoint(state, path)
+        state = addp_state_dict(state)
         for name in ('backbone', 'neck'):
             part = {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + '.')}
             if not part:

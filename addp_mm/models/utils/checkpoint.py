@@ -28,7 +28,9 @@ def load_checkpoint_file(path: str, what: str = 'checkpoint', where: str = '') -
         where: where a user gets the file, for the error message.
     """
     if not isinstance(path, str) or not osp.isfile(path):
-        hint = f' Get it from {where} and put it there (nothing is downloaded).' if where else ''
+        # the hint names the release's files: only for one of them, not a mistyped path of one's own
+        hint = (f' Get it from {where} and put it there (nothing is downloaded).'
+                if where and osp.basename(str(path)) in where else ' Check the path.')
         raise FileNotFoundError(f'{what}: file {path!r} not found.{hint}')
     register_safe_globals()
     return torch.load(path, map_location='cpu', weights_only=True)
@@ -75,6 +77,22 @@ def encoder_state_dict(state: Dict[str, torch.Tensor]
         else:
             ignored.append(key)
     return out, ignored, source
+
+
+class BackboneOnlyCheckpointError(ValueError):
+    """An encoder-only file where encoder + decoder are needed (a user's mistake: the tools print
+    it as one line)."""
+    is_user_mistake = True
+
+
+def require_full_addp_checkpoint(state: Dict[str, torch.Tensor], path: str) -> None:
+    """Generation needs encoder and decoder: name the mistake when ``state`` holds only encoder
+    weights (``backbone.pth`` exported by pretraining, or ``tools/convert_checkpoint.py`` output)."""
+    if state and all(_ENCODER_KEYS.match(k) for k in state):
+        raise BackboneOnlyCheckpointError(
+            f'{path}: this is a backbone-only file; generation needs the full checkpoint, e.g. '
+            'iter_300.pth (work_dirs/<pretraining config>/iter_N.pth) or the released '
+            'addp-vit-*-16.pth')
 
 
 def finetune_classifier_state_dict(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
