@@ -1,7 +1,7 @@
 """Train with any addp-mm config (mmdet, mmseg, mmpretrain or our pretraining).
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--auto-scale-lr]
-                                 [--tensorboard] [--cfg-options k=v ...]
+                                 [--pretrained BACKBONE_CKPT] [--tensorboard] [--cfg-options k=v ...]
                                  [--launcher none|pytorch|slurm] [--debug]
 
 The config's ``default_scope`` picks the toolbox whose registries are used; ``runner_type`` picks
@@ -29,6 +29,9 @@ def parse_args(argv=None):
                    help='mixed precision training (mmengine AmpOptimWrapper: GPUs only)')
     p.add_argument('--auto-scale-lr', action='store_true',
                    help='scale the lr by (total batch size) / auto_scale_lr.base_batch_size')
+    p.add_argument('--pretrained', metavar='CKPT',
+                   help="initialise model.backbone from CKPT (init_cfg=dict(type='Pretrained')), e.g. "
+                        'a pretraining run\'s work_dirs/<config name>/backbone.pth')
     p.add_argument('--tensorboard', action='store_true',
                    help="also log to TensorBoard (mmengine's TensorboardVisBackend); view with "
                         'tensorboard --logdir WORK_DIR')
@@ -47,18 +50,19 @@ def main(argv=None):
     require_config(args.config)
     if args.resume not in (None, 'auto'):
         require_file(args.resume, '--resume checkpoint')
+    if args.pretrained is not None:
+        require_file(args.pretrained, '--pretrained checkpoint',
+                     'A pretraining run writes work_dirs/<config name>/backbone.pth at its end.')
     quiet_imports()
     sys.path.insert(0, ROOT)  # run from a checkout
     from addp_mm.engine.launch import (add_tensorboard, build_runner, cfg_options_dict, check_amp,
                                        check_checkpoints, check_data, load_config, set_work_dir,
                                        setup_launcher)
     cfg = load_config(args.config, cfg_options_dict(args.cfg_options))
-    for key, path in check_checkpoints(cfg):
-        if not (key == 'load_from' and args.resume not in (None, 'auto')):
-            raise UserError(f"{key} = '{path}': file not found.{where_from(path) or ' Check the path.'}")
-    check_data(cfg, ['train_dataloader'] + (['val_dataloader'] if cfg.get('val_cfg') else []))
-    setup_launcher(cfg, args.launcher)
-    set_work_dir(cfg, args.work_dir, args.config)
+    if args.pretrained is not None:
+        if not isinstance(cfg.get('model', {}).get('backbone'), dict):
+            raise UserError(f'--pretrained: {args.config} has no model.backbone')
+        cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=args.pretrained)
     if args.amp:
         wrapper = cfg.optim_wrapper
         if wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
@@ -67,6 +71,12 @@ def main(argv=None):
             wrapper.type = 'AmpOptimWrapper'
             wrapper.setdefault('loss_scale', 'dynamic')
     check_amp(cfg)
+    for key, path in check_checkpoints(cfg):
+        if not (key == 'load_from' and args.resume not in (None, 'auto')):
+            raise UserError(f"{key} = '{path}': file not found.{where_from(path) or ' Check the path.'}")
+    check_data(cfg, ['train_dataloader'] + (['val_dataloader'] if cfg.get('val_cfg') else []))
+    setup_launcher(cfg, args.launcher)
+    set_work_dir(cfg, args.work_dir, args.config)
     if args.tensorboard:
         add_tensorboard(cfg)
     if args.auto_scale_lr:

@@ -128,15 +128,29 @@ def native_cpu_autocast(dtype: str = 'bf16') -> bool:
 
 
 def check_amp(cfg: Config) -> None:
-    """mmengine's ``AmpOptimWrapper`` runs on GPUs (and NPU/MLU/MUSA) only: on a CPU-only machine
-    say so in one line with the fix instead of its traceback."""
+    """mmengine's ``AmpOptimWrapper`` runs on GPUs (and NPU/MLU/MUSA) only. On a CPU-only machine
+    that computes bf16 natively, run it as ``CPUAutocastOptimWrapper`` (bf16 autocast) and say
+    so; elsewhere stop with one line and the fix (bf16 would be emulated: slower than fp32)."""
     wrapper = cfg.get('optim_wrapper') or {}
+    if wrapper.get('type') == 'OptimWrapper':
+        for key in ('loss_scale', 'dtype'):  # left over from an AMP config: OptimWrapper rejects them
+            wrapper.pop(key, None)
+        return
     if wrapper.get('type') != 'AmpOptimWrapper' or torch.cuda.is_available():
+        return
+    if native_cpu_autocast('bf16'):
+        wrapper.type = 'CPUAutocastOptimWrapper'
+        wrapper.pop('loss_scale', None)
+        wrapper['dtype'] = 'bfloat16'
+        from mmengine.logging import print_log
+        print_log('mixed precision: no GPU here; this CPU computes bf16 natively, so the AMP '
+                  'config runs with CPU bf16 autocast (CPUAutocastOptimWrapper)',
+                  logger='current', level=logging.WARNING)
         return
     raise UsageError(
         "mixed precision (optim_wrapper.type='AmpOptimWrapper', from the config or --amp) needs a "
-        'GPU and this machine has none: train in full precision with --cfg-options '
-        'optim_wrapper.type=OptimWrapper (and without --amp)')
+        'GPU or a CPU with native bf16, and this machine has neither: train in full precision '
+        'with --cfg-options optim_wrapper.type=OptimWrapper (and without --amp)')
 
 
 def add_tensorboard(cfg: Config) -> None:

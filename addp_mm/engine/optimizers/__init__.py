@@ -1,3 +1,4 @@
+from .cpu_autocast_optim_wrapper import CPUAutocastOptimWrapper
 from .layer_decay import LayerDecayOptimWrapperConstructor
 
-__all__ = ['LayerDecayOptimWrapperConstructor']
+__all__ = ['LayerDecayOptimWrapperConstructor', 'CPUAutocastOptimWrapper']
