@@ -64,8 +64,8 @@ def main(argv=None):
     args = parse_args(argv)
     require_config(args.config)
     require_file(args.checkpoint, 'checkpoint',
-                 'Give the released addp-vit-*-16.pth or a full checkpoint of your pretraining '
-                 '(work_dirs/<config name>/iter_N.pth).')
+                 'Give a full checkpoint of your pretraining (work_dirs/<config name>/iter_N.pth) '
+                 'or addp-vit-*-16.pth (README "Weights").')
     quiet_imports()
     sys.path.insert(0, ROOT)  # run from a checkout
     import torch

@@ -49,7 +49,7 @@ def main(argv=None):
     require_config(args.config)
     require_file(args.checkpoint, 'checkpoint',
                  'Give a checkpoint your training wrote (work_dirs/<config name>/epoch_N.pth or '
-                 'iter_N.pth) or a released one.')
+                 'iter_N.pth).')
     quiet_imports()
     sys.path.insert(0, ROOT)  # run from a checkout
     from addp_mm.engine.launch import (build_runner, cfg_options_dict, check_data, load_config,
