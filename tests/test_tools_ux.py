@@ -83,13 +83,13 @@ def test_missing_own_checkpoint_gets_no_release_hint(tmp_path):
     line = assert_one_line_error(
         tool('test.py', config, 'work_dirs/mine/epoch_8.pth', cwd=tmp_path), 'test.py',
         "checkpoint 'work_dirs/mine/epoch_8.pth' not found", 'work_dirs/<config name>/epoch_N.pth',
-        absent=('release', 'github'))
+        absent=('github', 'release file'))
     assert line.count('\n') == 0
     assert_one_line_error(
         tool('generate.py', osp.join(ROOT, 'configs/pretrain/addp_vit-tiny_demo.py'),
              'work_dirs/addp_vit-tiny_demo/iter_30.pth', '--out-dir', 'o', cwd=tmp_path),
         'generate.py', "checkpoint 'work_dirs/addp_vit-tiny_demo/iter_30.pth' not found",
-        absent=('release', 'github'))
+        absent=('github', 'release file'))
     assert_one_line_error(tool('convert_checkpoint.py', 'addp-vit-base-16.pth', 'out.pth', cwd=tmp_path),
                           'convert_checkpoint.py', "SRC checkpoint 'addp-vit-base-16.pth' not found",
                           'the ADDP release (github.com/ChangyaoTian/ADDP)')
@@ -143,7 +143,7 @@ def test_missing_release_file_names_the_release(tmp_path):
     # a mistyped path to one's own file: just "not found"
     assert_one_line_error(tool('train.py', cfg, '--pretrained', 'work_dirs/x/backbone.pth', cwd=tmp_path),
                           'train.py', "--pretrained checkpoint 'work_dirs/x/backbone.pth' not found",
-                          'backbone.pth at its end', absent=('release', 'github'))
+                          'backbone.pth at its end', absent=('github', 'release file'))
 
 
 @pytest.mark.slow

@@ -51,7 +51,7 @@ def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
             loader['collate_fn'].pop('_scope_', None)
     scope = cfg.get('default_scope', None)
     if scope is not None and scope not in TOOLBOX_SCOPES:
-        raise ValueError(f'{path}: default_scope={scope!r} is not one of {TOOLBOX_SCOPES}')
+        raise UsageError(f'{path}: default_scope={scope!r} is not one of {TOOLBOX_SCOPES}')
     return cfg
 
 
@@ -160,13 +160,12 @@ def add_tensorboard(cfg: Config) -> None:
         import tensorboard  # noqa: F401
     except ImportError:
         raise UsageError('--tensorboard needs the tensorboard package: pip install tensorboard')
-    visualizer = cfg.get('visualizer')
-    if visualizer is None:
-        visualizer = cfg.visualizer = dict(type='Visualizer', vis_backends=[dict(type='LocalVisBackend')])
+    visualizer = dict(cfg.get('visualizer') or dict(type='Visualizer'))
     backends = list(visualizer.get('vis_backends') or [dict(type='LocalVisBackend')])
     if not any(b.get('type') == 'TensorboardVisBackend' for b in backends):
         backends.append(dict(type='TensorboardVisBackend'))
     visualizer['vis_backends'] = backends
+    cfg.visualizer = visualizer
 
 
 def set_work_dir(cfg: Config, work_dir: Optional[str], config_path: str) -> None:
