@@ -72,7 +72,7 @@ def test_quick_start_as_written(checkout):
     assert 'System environment' in log_text and 'Config:' in log_text
     assert 'GPU number: 0 (CPU only); processes: 1' in log_text
     trained_map = metric(proc.stdout, 'coco/bbox_mAP')
-    ckpt = test[2]
+    ckpt = test[3]
     assert ckpt.endswith('epoch_8.pth') and (checkout / ckpt).is_file()
     proc = run(test, checkout)
     bbox, segm = metric(proc.stdout, 'coco/bbox_mAP'), metric(proc.stdout, 'coco/segm_mAP')
