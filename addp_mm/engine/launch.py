@@ -71,6 +71,8 @@ def _dataset_paths(dataset: dict, where: str):
     if isinstance(ann, str) and ann:
         yield f'{where}.ann_file', ann if osp.isabs(ann) else osp.join(root, ann), False
     prefix = dataset.get('data_prefix')
+    if not prefix and dataset.get('split'):  # mmpretrain's ImageNet reads data_root/<split>/
+        yield f'{where}.split', osp.join(root, dataset['split']), True
     prefixes = prefix.items() if isinstance(prefix, dict) else [('', prefix)]
     for key, value in prefixes:
         if isinstance(value, str) and value:
