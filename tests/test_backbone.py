@@ -117,9 +117,16 @@ def test_checkpoint_formats(tmp_path):
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
-    m = ADDPViT(arch=TINY, img_size=64, init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'nope.pth')))
-    with pytest.raises(FileNotFoundError, match='nope.pth.*ADDP release'):
+    # a release file: where to get it
+    m = ADDPViT(arch=TINY, img_size=64,
+                init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'addp-vit-base-16.pth')))
+    with pytest.raises(FileNotFoundError, match='addp-vit-base-16.pth.*ADDP release'):
         m.init_weights()
+    # any other path (e.g. a mistyped own checkpoint): no release hint
+    m = ADDPViT(arch=TINY, img_size=64, init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'nope.pth')))
+    with pytest.raises(FileNotFoundError, match='nope.pth.*Check the path') as error:
+        m.init_weights()
+    assert 'release' not in str(error.value).split('nope.pth')[-1]
 
 
 @pytest.mark.parametrize('size', [(64, 64), (70, 100), (33, 47)])

@@ -61,6 +61,13 @@ def test_demo_train_then_test(task, demo_cwd):
         assert found, f'no {name} in the test log: {log[-2000:]}'
         assert math.isfinite(float(found[-1])), (name, found[-1])
     assert out_file.is_file() and out_file.stat().st_size > 0
-    drawings = [p for p in glob.glob(str(demo_cwd / '**' / '*.*'), recursive=True)
-                if f'vis_{task}' in osp.relpath(p, demo_cwd).split(osp.sep) and p.endswith(('.png', '.jpg'))]
+    # --show-dir is relative to the current folder and its absolute path is the last line printed
+    vis = demo_cwd / f'vis_{task}'
+    drawings = [p for p in glob.glob(str(vis / '**' / '*.*'), recursive=True)
+                if p.endswith(('.png', '.jpg'))]
     assert drawings, f'no drawings written for {task}'
+    assert f'{len(drawings)} drawings in {vis}' in log, log[-1000:]
+    if task == 'coco':  # the 128-px demo images are drawn at --draw-size 512 (two panels)
+        from PIL import Image
+        with Image.open(drawings[0]) as img:
+            assert min(img.size) >= 512, img.size

@@ -161,21 +161,28 @@ def test_configs_build_without_their_weights(name, tmp_path):
     """Building a model reads no file; init_weights names the key and the missing file."""
     cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
     noiser = cfg.model.target_generator
-    noiser.tokenizer.checkpoint = str(tmp_path / 'vqgan_missing.ckpt')
+    # release file names (the error says where they come from) in a folder that lacks them
+    noiser.tokenizer.checkpoint = str(tmp_path / 'vqgan_jax_strongaug.ckpt')
     if noiser.get('token_predictor'):
         noiser.token_predictor.checkpoint = str(tmp_path / 'mage_missing.pth')
-    cfg.model.init_cfg = dict(type='Pretrained', checkpoint=str(tmp_path / 'addp_missing.pth'))
+    cfg.model.init_cfg = dict(type='Pretrained', checkpoint=str(tmp_path / 'addp-vit-base-16.pth'))
     with torch.device('meta'):  # the real sizes, without spending time on random weights
         model = MODELS.build(cfg.model)
     assert isinstance(model, ADDP) and model.neck.num_patches == 256
     with pytest.raises(FileNotFoundError, match=r'model\.target_generator\.tokenizer\.checkpoint.*'
-                                                r'vqgan_missing\.ckpt.*MAGE release'):
+                                                r'vqgan_jax_strongaug\.ckpt.*MAGE release'):
         model.init_weights()
     noiser.tokenizer.checkpoint = None
     noiser.token_predictor = None
     with torch.device('meta'):
         model = MODELS.build(cfg.model)
-    with pytest.raises(FileNotFoundError, match=r'model\.init_cfg\.checkpoint.*addp_missing\.pth.*ADDP release'):
+    with pytest.raises(FileNotFoundError, match=r'model\.init_cfg\.checkpoint.*addp-vit-base-16\.pth.*ADDP release'):
+        model.init_weights()
+    # a path of one's own: no release hint
+    cfg.model.init_cfg.checkpoint = str(tmp_path / 'my_run' / 'iter_10.pth')
+    with torch.device('meta'):
+        model = MODELS.build(cfg.model)
+    with pytest.raises(FileNotFoundError, match=r'iter_10\.pth.*not found\. Check the path\.$'):
         model.init_weights()
 
 

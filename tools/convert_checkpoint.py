@@ -20,20 +20,17 @@ import os
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
-
-import torch  # noqa: E402
-
-from addp_mm.models.utils import (addp_state_dict, encoder_state_dict,  # noqa: E402
-                                  finetune_classifier_state_dict, read_checkpoint,
-                                  unwrap_state_dict)
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/cli.py
+from cli import ROOT, UserError, add_debug_flag, quiet_imports, require_file, run_tool  # noqa: E402
 
 
 def convert_state_dict(state: dict, keep_decoder: bool = False) -> dict:
     """The converted state dict (pure): see the module docstring."""
+    from addp_mm.models.utils import addp_state_dict, encoder_state_dict, finetune_classifier_state_dict
     encoder, _, _ = encoder_state_dict(state)
     if not encoder:
-        raise ValueError('no ADDP encoder weights found (keys like blocks.0.attn.qkv.weight)')
+        raise UserError('no ADDP encoder weights found (keys like blocks.0.attn.qkv.weight); is it '
+                        'an ADDP checkpoint?')
     if 'head.weight' in state:  # the released fine-tuning classifier
         out = finetune_classifier_state_dict(state)
     else:
@@ -42,17 +39,22 @@ def convert_state_dict(state: dict, keep_decoder: bool = False) -> dict:
     if keep_decoder:
         decoder = {k: v for k, v in addp_state_dict(state).items() if k.startswith('neck.')}
         if not decoder:
-            raise ValueError('--keep-decoder: the file holds no ADDP decoder')
+            raise UserError('--keep-decoder: the file holds no ADDP decoder')
         out.update(decoder)
     return out
 
 
 def convert(src: str, dst: str, keep_decoder: bool = False) -> dict:
+    quiet_imports()
+    sys.path.insert(0, ROOT)  # run from a checkout
+    import torch
+
+    from addp_mm.models.utils import read_checkpoint, unwrap_state_dict
     state = unwrap_state_dict(read_checkpoint(src, 'SRC'))
     try:
         out = convert_state_dict(state, keep_decoder)
-    except ValueError as e:
-        raise ValueError(f'{src}: {e}') from None
+    except UserError as e:
+        raise UserError(f'{src}: {e}') from None
     groups = sorted({k.split('.')[0] for k in out})
     meta = dict(source=osp.basename(src), converted_by='tools/convert_checkpoint.py',
                 num_tensors=len(out), parts=groups, left_out=len(state) - len(out))
@@ -65,15 +67,18 @@ def convert(src: str, dst: str, keep_decoder: bool = False) -> dict:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description='ADDP checkpoint -> a file load_from / tools/test.py load')
-    p.add_argument('src')
-    p.add_argument('dst')
+    p.add_argument('src', help='the released addp-vit-*-16.pth / fine-tuned classifier, or one of '
+                   'our checkpoints')
+    p.add_argument('dst', help='the file to write')
     p.add_argument('--keep-decoder', action='store_true',
                    help='also write the pretraining decoder (neck.*), for continued pretraining')
+    add_debug_flag(p)
     args = p.parse_args(argv)
+    require_file(args.src, 'SRC checkpoint')
     meta = convert(args.src, args.dst, args.keep_decoder)
     print(f'wrote {args.dst}: {meta["num_tensors"]} tensors ({", ".join(meta["parts"])}), '
           f'{meta["left_out"]} others left out')
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

@@ -2,6 +2,15 @@
 # Multi-process testing with torchrun: tools/dist_test.sh CONFIG CHECKPOINT NUM_PROCS [test.py args...]
 # Works on GPUs (nccl) and on CPU-only machines (gloo, one process per NUM_PROCS).
 set -euo pipefail
+usage() {
+  cat <<'USAGE'
+Usage: tools/dist_test.sh CONFIG CHECKPOINT NUM_PROCS [tools/test.py options...]
+  Evaluates CHECKPOINT in NUM_PROCS processes with torchrun (one per GPU; gloo on a CPU-only machine).
+  Environment: NNODES (1), NODE_RANK (0), PORT (29500), MASTER_ADDR (127.0.0.1).
+USAGE
+}
+case "${1:-}" in -h|--help) usage; exit 0 ;; esac
+if [ $# -lt 3 ]; then usage >&2; exit 2; fi
 CONFIG=$1
 CHECKPOINT=$2
 GPUS=$3

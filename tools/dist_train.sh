@@ -2,6 +2,16 @@
 # Multi-process training with torchrun: tools/dist_train.sh CONFIG NUM_PROCS [train.py args...]
 # Works on GPUs (nccl) and on CPU-only machines (gloo, one process per NUM_PROCS).
 set -euo pipefail
+usage() {
+  cat <<'USAGE'
+Usage: tools/dist_train.sh CONFIG NUM_PROCS [tools/train.py options...]
+  Trains CONFIG in NUM_PROCS processes with torchrun (one per GPU; gloo on a CPU-only machine).
+  Environment: NNODES (1), NODE_RANK (0), PORT (29500), MASTER_ADDR (127.0.0.1).
+  e.g. tools/dist_train.sh configs/pretrain/addp_vit-base-p16_1600e_in1k.py 8 --auto-scale-lr
+USAGE
+}
+case "${1:-}" in -h|--help) usage; exit 0 ;; esac
+if [ $# -lt 2 ]; then usage >&2; exit 2; fi
 CONFIG=$1
 GPUS=$2
 NNODES=${NNODES:-1}

@@ -18,7 +18,8 @@ import json
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/cli.py
+from cli import ROOT, UserError, add_debug_flag, quiet_imports, require_file, run_tool  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -41,6 +42,7 @@ def parse_args(argv=None):
     p.add_argument('--feature-extractor', default='inception-v3-compat',
                    help='torch-fidelity feature extractor name (the paper: inception-v3-compat)')
     p.add_argument('--out', help='write the metrics to this .json file')
+    add_debug_flag(p)
     args = p.parse_args(argv)
     if args.save_ref_stats and not args.ref_dir:
         p.error('--save-ref-stats needs --ref-dir')
@@ -51,6 +53,15 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    require_file(args.inception_weights, '--inception-weights file')
+    for what, path in (('GEN_DIR', args.gen_dir), ('--ref-dir', args.ref_dir)):
+        if path is not None and not osp.isdir(path):
+            raise UserError(f"{what} folder '{path}' not found")
+    if args.ref_stats is not None:
+        require_file(args.ref_stats, '--ref-stats file',
+                     'Write it once with --save-ref-stats NPZ --ref-dir DIR.')
+    quiet_imports()
+    sys.path.insert(0, ROOT)  # run from a checkout
     from addp_mm.evaluation import compute_fid_is, save_statistics
     common = dict(inception_weights=args.inception_weights, batch_size=args.batch_size,
                   device=args.device, feature_extractor=args.feature_extractor)
@@ -72,4 +83,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

@@ -3,12 +3,15 @@
     python tools/generate.py CONFIG CHECKPOINT [--num-images N] --out-dir DIR
         [--steps 20] [--schedule cosine|linear] [--temperature 6.0]
         [--temperature-mode dynamic|static] [--top-p P] [--batch-size B] [--seed S]
-        [--amp bf16|fp16] [--device cuda|cpu] [--launcher none|pytorch] [--cfg-options k=v ...]
+        [--amp bf16|fp16] [--device cuda|cpu] [--grid-images 64] [--launcher none|pytorch]
+        [--cfg-options k=v ...] [--debug]
 
 CONFIG is a generation config (configs/generation/) or any ADDP pretraining config; its
 ``sampler`` dict gives the defaults of the sampling options. CHECKPOINT is the released
-``addp-vit-*-16.pth`` (tokenizer taken from its ``vqgan.*`` entries) or one of our pretraining
-checkpoints (tokenizer from ``model.target_generator.tokenizer.checkpoint``).
+``addp-vit-*-16.pth`` (tokenizer taken from its ``vqgan.*`` entries) or a full checkpoint of our
+pretraining (``work_dirs/<config name>/iter_N.pth``: encoder + decoder; tokenizer from
+``model.target_generator.tokenizer.checkpoint``). The exported ``backbone.pth`` holds the encoder only and is for
+fine-tuning, not generation.
 
 Writes ``DIR/{index:06d}.png`` for index 0..N-1 and ``DIR/grid.png`` (the first 64). With
 ``--launcher pytorch`` (torchrun) each rank writes its own block of indices, seeded with
@@ -22,15 +25,16 @@ import os.path as osp
 import sys
 import time
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
-
-from mmengine.config import DictAction  # noqa: E402
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/cli.py
+from cli import (ROOT, UserError, add_debug_flag, quiet_imports, require_config,  # noqa: E402
+                 require_file, run_tool)
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description='Generate images with a pretrained ADDP model')
     p.add_argument('config', help='generation or ADDP pretraining config')
-    p.add_argument('checkpoint', help='released ADDP checkpoint or one of ours')
+    p.add_argument('checkpoint', help='released ADDP checkpoint (addp-vit-*-16.pth) or a full one '
+                   'of our pretraining (work_dirs/<config name>/iter_N.pth, not backbone.pth)')
     p.add_argument('--num-images', type=int,
                    help='images to generate in total (default: config generate.num_images)')
     p.add_argument('--out-dir', required=True, help='where the PNG files go')
@@ -43,37 +47,50 @@ def parse_args(argv=None):
                    'generate.batch_size, else 64)')
     p.add_argument('--seed', type=int,
                    help='rank r uses seed + r (default: config generate.seed, else 0)')
-    p.add_argument('--amp', choices=['bf16', 'fp16'], help='autocast the networks')
+    p.add_argument('--amp', choices=['bf16', 'fp16'],
+                   help='autocast the networks (on a CPU only where it computes them natively)')
     p.add_argument('--device', help='default: cuda when available, else cpu')
     p.add_argument('--grid-images', type=int, default=64, help='images in grid.png')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
     p.add_argument('--launcher', choices=['none', 'pytorch'], default='none')
-    p.add_argument('--cfg-options', nargs='+', action=DictAction,
+    p.add_argument('--cfg-options', nargs='+', metavar='KEY=VALUE',
                    help='override config entries, e.g. model.target_generator.tokenizer.checkpoint=PATH')
-    p.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    p.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
+    add_debug_flag(p)
     return p.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    require_config(args.config)
+    require_file(args.checkpoint, 'checkpoint',
+                 'Give a full checkpoint of your pretraining (work_dirs/<config name>/iter_N.pth) '
+                 'or addp-vit-*-16.pth (README "Weights").')
+    quiet_imports()
+    sys.path.insert(0, ROOT)  # run from a checkout
     import torch
 
     from addp_mm.apis import (barrier, build_generation_model, close_launcher, generate_to_dir,
                               init_launcher, rank_range, write_grid)
+    from addp_mm.engine.launch import cfg_options_dict, native_cpu_autocast
     from addp_mm.models.generation import build_sampler
     rank, world_size, device = init_launcher(args.launcher)
     if args.device is not None:
         device = torch.device(args.device)
+    if args.amp and device.type == 'cpu' and not native_cpu_autocast(args.amp):
+        raise UserError(f'--amp {args.amp}: this CPU has no native {args.amp} (torch emulates it, '
+                        'many times slower than fp32): leave --amp out on this machine')
     # parts without weights (a demo's random tokenizer) are the same on every rank and every run
     torch.manual_seed(0)
-    model, cfg = build_generation_model(args.config, args.checkpoint, device, args.cfg_options)
+    model, cfg = build_generation_model(args.config, args.checkpoint, device,
+                                        cfg_options_dict(args.cfg_options))
     sampler = build_sampler(cfg.get('sampler'), num_steps=args.steps, schedule=args.schedule,
                             choice_temperature=args.temperature,
                             temperature_mode=args.temperature_mode, top_p=args.top_p)
     defaults = cfg.get('generate', None) or {}
     num_images = args.num_images or defaults.get('num_images')
     if not num_images or num_images < 1:
-        raise SystemExit('give --num-images N (>= 1) or generate.num_images in the config')
+        raise UserError('give --num-images N (>= 1) or generate.num_images in the config')
     batch_size = args.batch_size or defaults.get('batch_size', 64)
     seed = args.seed if args.seed is not None else defaults.get('seed', 0)
     start, stop = rank_range(num_images, rank, world_size)
@@ -92,4 +109,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

@@ -11,6 +11,11 @@
 #   REBUILD_MMCV=1    build (and reinstall) mmcv even when it is installed / cached, e.g. after
 #                     moving to a GPU machine
 set -euo pipefail
+case "${1:-}" in
+  -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
+  "") ;;
+  *) echo "install.sh: unknown argument '$1' (it takes none; see --help)" >&2; exit 2 ;;
+esac
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 REQ="$ROOT/requirements.txt"

@@ -2,6 +2,15 @@
 # Training on a slurm cluster: tools/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR [train.py args...]
 # Environment: GPUS (default 8), GPUS_PER_NODE (8), CPUS_PER_TASK (5), SRUN_ARGS.
 set -euo pipefail
+usage() {
+  cat <<'USAGE'
+Usage: tools/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR [tools/train.py options...]
+  Trains CONFIG on a slurm cluster with srun (one task per GPU).
+  Environment: GPUS (8), GPUS_PER_NODE (8), CPUS_PER_TASK (5), SRUN_ARGS.
+USAGE
+}
+case "${1:-}" in -h|--help) usage; exit 0 ;; esac
+if [ $# -lt 4 ]; then usage >&2; exit 2; fi
 PARTITION=$1
 JOB_NAME=$2
 CONFIG=$3

@@ -1,34 +1,44 @@
 """Evaluate a checkpoint with any addp-mm config: bbox/segm mAP (mmdet), mIoU (mmseg), top-1
 (mmpretrain).
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out preds.pkl] [--show-dir DIR]
-                                           [--cfg-options k=v ...] [--launcher none|pytorch|slurm]
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out preds.pkl]
+                         [--show-dir DIR] [--show] [--score-thr 0.3] [--draw-size 512]
+                         [--cfg-options k=v ...] [--launcher none|pytorch|slurm] [--debug]
+
+``--show-dir vis`` writes the drawings to ``./vis`` (relative to the current folder, whatever the
+toolbox); the last line printed is their absolute path and count.
 """
 import argparse
+import glob
 import os
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-from mmengine.config import DictAction  # noqa: E402
-
-from addp_mm.engine.launch import (build_runner, load_config, set_work_dir, setup_launcher,  # noqa: E402
-                                   setup_test_outputs)
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/cli.py
+from cli import (ROOT, add_debug_flag, quiet_imports, require_config, require_file,  # noqa: E402
+                 run_tool)
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description='Test (evaluate) a model (addp-mm)')
     p.add_argument('config', help='config file')
-    p.add_argument('checkpoint', help='checkpoint file')
-    p.add_argument('--work-dir', help='where the evaluation log and metrics go')
+    p.add_argument('checkpoint', help='checkpoint file (e.g. work_dirs/<config name>/epoch_N.pth)')
+    p.add_argument('--work-dir', help='where the evaluation log and metrics go '
+                   '(default: work_dirs/<config name>)')
     p.add_argument('--out', help='write the predictions to this .pkl file')
-    p.add_argument('--show-dir', help='write drawn predictions to this folder (relative to the work dir)')
+    p.add_argument('--show-dir', help='write drawn predictions (ground truth | prediction) to this '
+                   'folder (relative to the current folder); its absolute path is printed at the end')
     p.add_argument('--show', action='store_true', help='show drawn predictions in a window')
     p.add_argument('--wait-time', type=float, default=2, help='seconds each shown image stays')
-    p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config entries')
+    p.add_argument('--score-thr', type=float, default=0.3,
+                   help='detection: draw predicted boxes with at least this score (default 0.3)')
+    p.add_argument('--draw-size', type=int, default=512,
+                   help='detection: draw small images enlarged so their shorter side is at least '
+                        'this many pixels (0: as they are)')
+    p.add_argument('--cfg-options', nargs='+', metavar='KEY=VALUE', help='override config entries')
     p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none')
-    p.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    p.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
+    add_debug_flag(p)
     args = p.parse_args(argv)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
@@ -36,17 +46,31 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    if not osp.isfile(args.checkpoint):
-        raise FileNotFoundError(f'checkpoint {args.checkpoint!r} not found')
-    cfg = load_config(args.config, args.cfg_options)
+    require_config(args.config)
+    require_file(args.checkpoint, 'checkpoint',
+                 'Give a checkpoint your training wrote (work_dirs/<config name>/epoch_N.pth or '
+                 'iter_N.pth).')
+    quiet_imports()
+    sys.path.insert(0, ROOT)  # run from a checkout
+    from addp_mm.engine.launch import (build_runner, cfg_options_dict, check_data, load_config,
+                                       set_work_dir, setup_launcher, setup_test_outputs)
+    cfg = load_config(args.config, cfg_options_dict(args.cfg_options))
+    check_data(cfg, ['test_dataloader'])
     setup_launcher(cfg, args.launcher)
     set_work_dir(cfg, args.work_dir, args.config)
     cfg.load_from = args.checkpoint
-    setup_test_outputs(cfg, args.out, args.show_dir, args.show, args.wait_time)
+    show_dir = osp.abspath(args.show_dir) if args.show_dir else None
+    setup_test_outputs(cfg, args.out, show_dir, args.show, args.wait_time,
+                       score_thr=args.score_thr, draw_size=args.draw_size)
     runner = build_runner(cfg)
     metrics = runner.test()
+    if args.out is not None:
+        runner.logger.info(f'predictions: {osp.abspath(args.out)}')
+    if show_dir is not None:
+        count = len(glob.glob(osp.join(show_dir, '**', '*.[pj][pn]g'), recursive=True))
+        runner.logger.info(f'{count} drawings in {show_dir}')
     return metrics
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

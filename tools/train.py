@@ -1,21 +1,22 @@
 """Train with any addp-mm config (mmdet, mmseg, mmpretrain or our pretraining).
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--auto-scale-lr]
-                                 [--cfg-options k=v ...] [--launcher none|pytorch|slurm]
+                                 [--pretrained BACKBONE_CKPT] [--tensorboard] [--cfg-options k=v ...]
+                                 [--launcher none|pytorch|slurm] [--debug]
 
 The config's ``default_scope`` picks the toolbox whose registries are used; ``runner_type`` picks
 a registered runner (pretraining uses ``ADDPPretrainRunner``). Multi-process: tools/dist_train.sh.
+The terminal shows progress; the environment, config and hook dumps go to the log file
+(``WORK_DIR/<timestamp>/<timestamp>.log``).
 """
 import argparse
 import os
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
-
-from mmengine.config import DictAction  # noqa: E402
-
-from addp_mm.engine.launch import build_runner, load_config, set_work_dir, setup_launcher  # noqa: E402
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/cli.py
+from cli import (ROOT, UserError, add_debug_flag, quiet_imports, require_config,  # noqa: E402
+                 require_file, run_tool, where_from)
 
 
 # --amp: each fp32 optimizer wrapper and its mixed-precision counterpart
@@ -28,13 +29,21 @@ def parse_args(argv=None):
     p.add_argument('--work-dir', help='where logs and checkpoints go (default: work_dirs/<config name>)')
     p.add_argument('--resume', nargs='?', type=str, const='auto',
                    help='resume from CKPT, or from the latest checkpoint in the work dir if no CKPT')
-    p.add_argument('--amp', action='store_true', help='mixed precision training')
+    p.add_argument('--amp', action='store_true',
+                   help='mixed precision training (mmengine AmpOptimWrapper: GPUs only)')
     p.add_argument('--auto-scale-lr', action='store_true',
                    help='scale the lr by (total batch size) / auto_scale_lr.base_batch_size')
-    p.add_argument('--cfg-options', nargs='+', action=DictAction,
+    p.add_argument('--pretrained', metavar='CKPT',
+                   help="initialise model.backbone from CKPT (init_cfg=dict(type='Pretrained')), e.g. "
+                        'a pretraining run\'s work_dirs/<config name>/backbone.pth')
+    p.add_argument('--tensorboard', action='store_true',
+                   help="also log to TensorBoard (mmengine's TensorboardVisBackend); view with "
+                        'tensorboard --logdir WORK_DIR')
+    p.add_argument('--cfg-options', nargs='+', metavar='KEY=VALUE',
                    help='override config entries, e.g. train_cfg.max_epochs=3')
     p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none')
-    p.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    p.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
+    add_debug_flag(p)
     args = p.parse_args(argv)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
@@ -42,9 +51,22 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = load_config(args.config, args.cfg_options)
-    setup_launcher(cfg, args.launcher)
-    set_work_dir(cfg, args.work_dir, args.config)
+    require_config(args.config)
+    if args.resume not in (None, 'auto'):
+        require_file(args.resume, '--resume checkpoint')
+    if args.pretrained is not None:
+        require_file(args.pretrained, '--pretrained checkpoint',
+                     'A pretraining run writes work_dirs/<config name>/backbone.pth at its end.')
+    quiet_imports()
+    sys.path.insert(0, ROOT)  # run from a checkout
+    from addp_mm.engine.launch import (add_tensorboard, build_runner, cfg_options_dict, check_amp,
+                                       check_checkpoints, check_data, load_config, set_work_dir,
+                                       setup_launcher)
+    cfg = load_config(args.config, cfg_options_dict(args.cfg_options))
+    if args.pretrained is not None:
+        if not isinstance(cfg.get('model', {}).get('backbone'), dict):
+            raise UserError(f'--pretrained: {args.config} has no model.backbone')
+        cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=args.pretrained)
     if args.amp:
         wrapper = cfg.optim_wrapper
         if wrapper.get('type', 'OptimWrapper') in AMP_WRAPPERS.values():
@@ -54,9 +76,18 @@ def main(argv=None):
             wrapper.setdefault('loss_scale', 'dynamic')
             if wrapper.type == 'NonFiniteGuardAmpOptimWrapper':
                 wrapper.pop('check_grads', None)  # the loss scaler checks gradients under AMP
+    check_amp(cfg)
+    for key, path in check_checkpoints(cfg):
+        if not (key == 'load_from' and args.resume not in (None, 'auto')):
+            raise UserError(f"{key} = '{path}': file not found.{where_from(path) or ' Check the path.'}")
+    check_data(cfg, ['train_dataloader'] + (['val_dataloader'] if cfg.get('val_cfg') else []))
+    setup_launcher(cfg, args.launcher)
+    set_work_dir(cfg, args.work_dir, args.config)
+    if args.tensorboard:
+        add_tensorboard(cfg)
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
-            raise ValueError(f'--auto-scale-lr: {args.config} has no auto_scale_lr.base_batch_size')
+            raise UserError(f'--auto-scale-lr: {args.config} has no auto_scale_lr.base_batch_size')
         cfg.auto_scale_lr.enable = True
     if args.resume == 'auto':
         cfg.resume = True
@@ -69,4 +100,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

@@ -6,20 +6,26 @@ DIR is a folder laid out like shared/reference (any variant name). One row per o
 with its key in the vectors file, then shape, max abs error, PASS/FAIL. Exits 1 on any failure.
 """
 import argparse
+import os
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
-
-import addp_mm  # noqa: E402,F401
-from verification import run_checks  # noqa: E402  (tools/verification)
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/cli.py
+from cli import ROOT, UserError, add_debug_flag, quiet_imports, run_tool  # noqa: E402
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('dir', help='reference folder (vectors_*.pt + release-format checkpoints)')
     p.add_argument('--threads', type=int, default=1, help='torch threads (the reference used 1)')
+    add_debug_flag(p)
     args = p.parse_args(argv)
+    if not osp.isdir(args.dir):
+        raise UserError(f"reference folder '{args.dir}' not found (looked in {os.getcwd()})")
+    quiet_imports()
+    sys.path.insert(0, ROOT)  # run from a checkout
+    import addp_mm  # noqa: F401
+    from verification import run_checks  # tools/verification
     rows = run_checks(args.dir, num_threads=args.threads)
     print(f'{"key":<28} {"shape":<22} {"max_abs_err":>10}  result')
     for row in rows:
@@ -30,4 +36,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run_tool(main)

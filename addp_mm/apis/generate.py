@@ -42,7 +42,7 @@ def build_generation_model(config, checkpoint: str, device: Union[str, torch.dev
         checkpoint: the released ADDP file (``addp-vit-*-16.pth``) or one of our pretraining
             checkpoints. Encoder and decoder load strictly. The tokenizer loads from the file's
             ``vqgan.*`` entries when it has them (the released files do), otherwise from
-            ``model.tokenizer.checkpoint`` of the config.
+            ``model.target_generator.tokenizer.checkpoint`` of the config.
     """
     from mmengine.config import Config
 

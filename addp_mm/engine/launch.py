@@ -1,7 +1,11 @@
 """What ``tools/train.py`` and ``tools/test.py`` share: building the runner a config asks for,
-CPU-only distributed runs, and the test-time outputs (``--out``, ``--show-dir``) of each toolbox."""
+CPU-only distributed runs, the test-time outputs (``--out``, ``--show-dir``) of each toolbox, and
+the checks that turn a user's mistake (missing data, checkpoint, GPU-only setting) into one clear
+error before anything slow starts."""
+import logging
+import os
 import os.path as osp
-from typing import Optional
+from typing import List, Optional
 
 import torch
 from mmengine.config import Config
@@ -9,6 +13,24 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 TOOLBOX_SCOPES = ('mmdet', 'mmseg', 'mmpretrain', 'mmengine', 'addp_mm')
+
+
+class UsageError(ValueError):
+    """A setting the user can fix (the tools print its message as one line, no traceback)."""
+    is_user_mistake = True
+
+
+def cfg_options_dict(pairs: Optional[List[str]]) -> Optional[dict]:
+    """``--cfg-options k=v ...`` (kept as strings by the tools' light parsers) -> dict, with
+    mmengine's ``DictAction`` rules (lists, tuples, numbers, booleans, None)."""
+    if not pairs:
+        return None
+    import argparse
+
+    from mmengine.config import DictAction
+    namespace = argparse.Namespace()
+    DictAction(option_strings=['--cfg-options'], dest='cfg_options')(None, namespace, pairs)
+    return namespace.cfg_options
 
 
 def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
@@ -29,8 +51,131 @@ def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
             loader['collate_fn'].pop('_scope_', None)
     scope = cfg.get('default_scope', None)
     if scope is not None and scope not in TOOLBOX_SCOPES:
-        raise ValueError(f'{path}: default_scope={scope!r} is not one of {TOOLBOX_SCOPES}')
+        raise UsageError(f'{path}: default_scope={scope!r} is not one of {TOOLBOX_SCOPES}')
     return cfg
+
+
+def _dataset_paths(dataset: dict, where: str):
+    """``(key, path, is_dir)`` for the folders and files a dataset config reads (wrappers
+    followed), relative paths joined with ``data_root`` as mmengine's ``BaseDataset`` does."""
+    if not isinstance(dataset, dict):
+        return
+    for inner in ('dataset', 'datasets'):
+        sub = dataset.get(inner)
+        for i, d in enumerate(sub if isinstance(sub, (list, tuple)) else [sub]):
+            yield from _dataset_paths(d, f'{where}.{inner}' + (f'[{i}]' if isinstance(sub, (list, tuple)) else ''))
+    root = dataset.get('data_root') or ''
+    if root:
+        yield f'{where}.data_root', root, True
+    ann = dataset.get('ann_file')
+    if isinstance(ann, str) and ann:
+        yield f'{where}.ann_file', ann if osp.isabs(ann) else osp.join(root, ann), False
+    prefix = dataset.get('data_prefix')
+    if not prefix and dataset.get('split'):  # mmpretrain's ImageNet reads data_root/<split>/
+        yield f'{where}.split', osp.join(root, dataset['split']), True
+    prefixes = prefix.items() if isinstance(prefix, dict) else [('', prefix)]
+    for key, value in prefixes:
+        if isinstance(value, str) and value:
+            yield (f'{where}.data_prefix' + (f'.{key}' if key else ''),
+                   value if osp.isabs(value) else osp.join(root, value), True)
+
+
+def check_data(cfg: Config, loaders=('train_dataloader', 'val_dataloader')) -> None:
+    """``FileNotFoundError`` naming the config key, the path and the fix when a dataset's folder or
+    annotation file is missing (before the runner spends time building the model)."""
+    for loader in loaders:
+        dataloader = cfg.get(loader)
+        if not isinstance(dataloader, dict):
+            continue
+        for key, path, is_dir in _dataset_paths(dataloader.get('dataset'), f'{loader}.dataset'):
+            if (osp.isdir if is_dir else osp.isfile)(path):
+                continue
+            demo = osp.normpath(path).startswith(osp.join('data', 'demo'))
+            fix = ('make the demo data first: python tools/make_demo_data.py data/demo' if demo else
+                   'see the README "Preparing data"')
+            raise FileNotFoundError(
+                f"{key}: {'folder' if is_dir else 'file'} '{path}' not found (looked in "
+                f"{os.getcwd()}); {fix}, or point the config at your copy with "
+                f"--cfg-options {key.rsplit('.', 1)[0]}.data_root=PATH")
+
+
+def _pretrained_checkpoints(node, where='model'):
+    """``(key, path)`` of every ``init_cfg=dict(type='Pretrained', checkpoint=...)`` in a model."""
+    if isinstance(node, dict):
+        init = node.get('init_cfg')
+        for cfg in init if isinstance(init, (list, tuple)) else [init]:
+            if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained' and cfg.get('checkpoint'):
+                yield f'{where}.init_cfg.checkpoint', cfg['checkpoint']
+        for key, value in node.items():
+            if key != 'init_cfg':
+                yield from _pretrained_checkpoints(value, f'{where}.{key}')
+
+
+def check_checkpoints(cfg: Config) -> List[tuple]:
+    """``(config key, path)`` of the checkpoint files a run would load (``load_from`` and every
+    ``Pretrained`` init_cfg) that do not exist."""
+    paths = list(_pretrained_checkpoints(cfg.get('model')))
+    if cfg.get('load_from') and not (cfg.get('resume') and cfg.load_from == 'auto'):
+        paths.append(('load_from', cfg.load_from))
+    return [(key, path) for key, path in paths if isinstance(path, str) and not osp.isfile(path)]
+
+
+def native_cpu_autocast(dtype: str = 'bf16') -> bool:
+    """Whether this CPU computes ``dtype`` ('bf16' or 'fp16') natively (AVX512-BF16 / AMX, see
+    :func:`addp_mm.models.utils.precision.native_bf16`); elsewhere torch emulates it and CPU
+    autocast is many times slower than fp32."""
+    if dtype == 'bf16':
+        from addp_mm.models.utils.precision import native_bf16
+        return native_bf16('cpu')
+    return bool(getattr(torch.cpu, '_is_amx_fp16_supported', lambda: False)())
+
+
+def check_amp(cfg: Config) -> None:
+    """mmengine's ``AmpOptimWrapper`` runs on GPUs (and NPU/MLU/MUSA) only. On a CPU-only machine
+    that computes bf16 natively, run it as ``CPUAutocastOptimWrapper`` (bf16 autocast) and say
+    so; elsewhere stop with one line and the fix (bf16 would be emulated: slower than fp32)."""
+    wrapper = cfg.get('optim_wrapper') or {}
+    if wrapper.get('type') in ('OptimWrapper', 'NonFiniteGuardOptimWrapper'):
+        for key in ('loss_scale', 'dtype'):  # left over from an AMP config: OptimWrapper rejects them
+            wrapper.pop(key, None)
+        return
+    if torch.cuda.is_available():
+        return
+    if wrapper.get('type') == 'NonFiniteGuardAmpOptimWrapper':  # the pretraining configs'
+        raise UsageError(
+            "mixed precision (optim_wrapper.type='NonFiniteGuardAmpOptimWrapper') needs a GPU: on "
+            'this machine train in full precision with --cfg-options '
+            'optim_wrapper.type=NonFiniteGuardOptimWrapper (and without --amp)')
+    if wrapper.get('type') != 'AmpOptimWrapper':
+        return
+    if native_cpu_autocast('bf16'):
+        wrapper.type = 'CPUAutocastOptimWrapper'
+        wrapper.pop('loss_scale', None)
+        wrapper['dtype'] = 'bfloat16'
+        from mmengine.logging import print_log
+        print_log('mixed precision: no GPU here; this CPU computes bf16 natively, so the AMP '
+                  'config runs with CPU bf16 autocast (CPUAutocastOptimWrapper)',
+                  logger='current', level=logging.WARNING)
+        return
+    raise UsageError(
+        "mixed precision (optim_wrapper.type='AmpOptimWrapper', from the config or --amp) needs a "
+        'GPU or a CPU with native bf16, and this machine has neither: train in full precision '
+        'with --cfg-options optim_wrapper.type=OptimWrapper (and without --amp)')
+
+
+def add_tensorboard(cfg: Config) -> None:
+    """Add mmengine's ``TensorboardVisBackend`` to the config's visualizer (scalars, and the
+    images the toolbox draws): ``tensorboard --logdir WORK_DIR``."""
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        raise UsageError('--tensorboard needs the tensorboard package: pip install tensorboard')
+    visualizer = dict(cfg.get('visualizer') or dict(type='Visualizer'))
+    backends = list(visualizer.get('vis_backends') or [dict(type='LocalVisBackend')])
+    if not any(b.get('type') == 'TensorboardVisBackend' for b in backends):
+        backends.append(dict(type='TensorboardVisBackend'))
+    visualizer['vis_backends'] = backends
+    cfg.visualizer = visualizer
 
 
 def set_work_dir(cfg: Config, work_dir: Optional[str], config_path: str) -> None:
@@ -75,22 +220,67 @@ def use_resumable_checkpoints(cfg: Config) -> None:
         hooks['checkpoint'] = {**ckpt, 'type': 'ResumableCheckpointHook'}
 
 
-def build_runner(cfg: Config) -> Runner:
-    """``runner_type`` in the config picks a registered runner (e.g. ``ADDPPretrainRunner``)."""
+# what mmengine's Runner logs while it starts: kept in the log file, left off the terminal
+_DUMPS = ('System environment:', 'Config:\n', 'Hooks will be executed in the following order')
+
+
+class _ConsoleFilter(logging.Filter):
+    """Keep the environment / config / hook-order dumps off the terminal (they stay in the log
+    file), and on a machine without GPUs let the log call mmengine's ``GPU number`` what it is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.msg if isinstance(record.msg, str) else ''
+        if not torch.cuda.is_available() and 'GPU number:' in msg and 'CPU only' not in msg:
+            record.msg = msg.replace('GPU number:', 'GPU number: 0 (CPU only); processes:')
+        return self.console is False or not any(d in msg[:200] for d in _DUMPS)
+
+    def __init__(self, console: bool):
+        super().__init__()
+        self.console = console
+
+
+class _ReadableConsole:
+    """Mixed into the runner class by :func:`build_runner`: the handlers of its logger get a
+    :class:`_ConsoleFilter` as soon as mmengine creates them."""
+
+    def build_logger(self, *args, **kwargs):
+        logger = super().build_logger(*args, **kwargs)
+        for handler in logger.handlers:
+            console = type(handler) is logging.StreamHandler
+            if not any(isinstance(f, _ConsoleFilter) for f in handler.filters):
+                handler.addFilter(_ConsoleFilter(console))
+        return logger
+
+
+def build_runner(cfg: Config, quiet_console: bool = True) -> Runner:
+    """``runner_type`` in the config picks a registered runner (e.g. ``ADDPPretrainRunner``).
+    ``quiet_console``: the startup dumps go to the log file only (the terminal shows where)."""
     use_resumable_checkpoints(cfg)
-    if 'runner_type' in cfg:
-        return RUNNERS.build(cfg)
-    return Runner.from_cfg(cfg)
+    runner_cls = RUNNERS.get(cfg.runner_type) if 'runner_type' in cfg else Runner
+    if runner_cls is None:
+        raise UsageError(f"runner_type={cfg.runner_type!r} is not a registered runner")
+    if quiet_console:
+        runner_cls = type(runner_cls.__name__, (_ReadableConsole, runner_cls), {})
+    runner = runner_cls.from_cfg(cfg)
+    if quiet_console:
+        log_file = next((h.baseFilename for h in runner.logger.handlers
+                         if isinstance(h, logging.FileHandler)), None)
+        if log_file is not None:
+            runner.logger.info(f'environment, config and hooks: {log_file}')
+    return runner
 
 
 def setup_test_outputs(cfg: Config, out: Optional[str], show_dir: Optional[str], show: bool = False,
-                       wait_time: float = 2.) -> None:
+                       wait_time: float = 2., score_thr: Optional[float] = None,
+                       draw_size: int = 0) -> None:
     """Make the toolbox of ``cfg`` write predictions to ``out`` (a ``.pkl`` file) and drawings to
-    ``show_dir``, the way each toolbox's own ``tools/test.py`` does."""
+    ``show_dir``, the way each toolbox's own ``tools/test.py`` does. Detection: boxes with a score
+    below ``score_thr`` are not drawn, and images whose shorter side is below ``draw_size`` are
+    drawn enlarged to it (so that labels are readable)."""
     scope = cfg.get('default_scope', 'mmengine')
     if out is not None:
         if not out.endswith(('.pkl', '.pickle')):
-            raise ValueError(f'--out {out!r}: the predictions file must end with .pkl or .pickle')
+            raise UsageError(f'--out {out!r}: the predictions file must end with .pkl or .pickle')
         dump = dict(type='mmdet.DumpDetResults' if scope == 'mmdet' else 'DumpResults', out_file_path=out)
         evaluator = cfg.test_evaluator
         cfg.test_evaluator = (list(evaluator) if isinstance(evaluator, (list, tuple)) else [evaluator]) + [dump]
@@ -99,7 +289,7 @@ def setup_test_outputs(cfg: Config, out: Optional[str], show_dir: Optional[str],
     hooks = cfg.setdefault('default_hooks', {})
     hook = hooks.get('visualization')
     if hook is None:
-        raise ValueError(f'--show/--show-dir: the config has no default_hooks.visualization ({scope})')
+        raise UsageError(f'--show/--show-dir: the config has no default_hooks.visualization ({scope})')
     if scope in ('mmseg', 'mmpretrain'):
         hook['interval'] = 1  # their hooks otherwise draw only every 50th / 5000th image
     if scope == 'mmpretrain':
@@ -108,6 +298,10 @@ def setup_test_outputs(cfg: Config, out: Optional[str], show_dir: Optional[str],
             hook['out_dir'] = show_dir
     else:  # mmdet, mmseg
         hook['draw'] = True
+        if scope == 'mmdet' and score_thr is not None:
+            hook['score_thr'] = score_thr
+        if scope == 'mmdet' and draw_size:
+            cfg.visualizer = enlarged_visualizer(cfg.visualizer, draw_size)
         if scope == 'mmdet' and show_dir:
             hook['test_out_dir'] = show_dir
         elif show_dir:
@@ -115,3 +309,43 @@ def setup_test_outputs(cfg: Config, out: Optional[str], show_dir: Optional[str],
     if show:
         hook['show'] = True
         hook['wait_time'] = wait_time
+
+
+def enlarged_visualizer(visualizer: dict, draw_size: int) -> dict:
+    """The config of ``visualizer`` (mmdet's ``DetLocalVisualizer`` or a subclass) as a subclass
+    that draws images whose shorter side is below ``draw_size`` enlarged to it, with the boxes and
+    masks of the data sample scaled to match (fonts and lines are sized for the drawn image)."""
+    import torch.nn.functional as F
+    from mmdet.registry import VISUALIZERS as DET_VISUALIZERS
+
+    base = DET_VISUALIZERS.get(visualizer.get('type', 'DetLocalVisualizer'))
+
+    class Enlarged(base):
+
+        def add_datasample(self, name, image, data_sample=None, *args, **kwargs):
+            if draw_size > min(image.shape[:2]) and data_sample is not None:
+                import mmcv
+                height = image.shape[0]
+                image = mmcv.imrescale(image, draw_size / min(image.shape[:2]))
+                scale = image.shape[0] / height
+                data_sample = data_sample.clone()
+                for key in ('gt_instances', 'pred_instances'):
+                    if key not in data_sample:
+                        continue
+                    inst = data_sample.get(key)
+                    if 'bboxes' in inst and hasattr(inst.bboxes, 'rescale_'):  # mmdet boxes
+                        inst.bboxes = inst.bboxes.clone()
+                        inst.bboxes.rescale_([scale, scale])
+                    elif 'bboxes' in inst:
+                        inst.bboxes = inst.bboxes * scale
+                    if 'masks' in inst and isinstance(inst.masks, torch.Tensor):
+                        inst.masks = F.interpolate(inst.masks[None].float(), size=image.shape[:2],
+                                                   mode='nearest')[0] > 0.5
+                    elif 'masks' in inst:
+                        inst.masks = inst.masks.resize(image.shape[:2])
+            return super().add_datasample(name, image, data_sample, *args, **kwargs)
+
+    name = f'Enlarged{base.__name__}'
+    Enlarged.__name__ = Enlarged.__qualname__ = name
+    DET_VISUALIZERS.register_module(name=name, module=Enlarged, force=True)
+    return dict(visualizer, type=name)

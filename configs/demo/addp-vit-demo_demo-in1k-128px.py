@@ -17,11 +17,10 @@ metainfo = dict(classes=classes)
 img_size = 128
 data_preprocessor = dict(num_classes=len(classes))
 
-# Optional: start from the backbone of a demo pretraining run
-# (configs/pretrain/addp_vit-tiny_demo.py: same 'demo' arch, but 8x8 patches), e.g.
-# pretrained = 'work_dirs/addp_vit-tiny_demo/backbone.pth' together with patch_size = 8
-# (the position table is resized on load; a patch size that differs is an error).
-# None: train from scratch.
+# Optional: start from the encoder of a demo pretraining (configs/pretrain/addp_vit-tiny_demo.py:
+# same 'demo' arch and 16x16 patches; its 64-px position table is resized on load):
+#   python tools/train.py THIS_CONFIG --pretrained work_dirs/addp_vit-tiny_demo/backbone.pth
+# or set pretrained = 'work_dirs/addp_vit-tiny_demo/backbone.pth' here. None: from scratch.
 pretrained = None
 patch_size = 16
 
@@ -98,3 +97,5 @@ train_cfg = dict(max_epochs=max_epochs, val_interval=10)
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=10),
     checkpoint=dict(type='CheckpointHook', interval=max_epochs, max_keep_ckpts=1))
+# a fixed seed: README's demo numbers are means over seeds 0, 1, 2 (--cfg-options randomness.seed=N)
+randomness = dict(seed=0, deterministic=False)

@@ -16,11 +16,10 @@ classes = ('circle', 'square', 'triangle', 'star')
 metainfo = dict(classes=classes)
 image_size = (128, 128)  # the demo images are 128x128
 
-# Optional: start from the backbone of a demo pretraining run, e.g.
-# pretrained = 'work_dirs/addp_vit-tiny_demo/backbone.pth'. The pyramid and the RoI heads here
-# expect a stride-16 map (16x16 patches): the current demo pretraining
-# (configs/pretrain/addp_vit-tiny_demo.py) uses 8x8 patches and does not fit; a 16x16-patch
-# 'demo' pretraining does. None: train from scratch.
+# Optional: start from the encoder of a demo pretraining (configs/pretrain/addp_vit-tiny_demo.py:
+# same 'demo' arch and 16x16 patches; its 64-px position table is resized on load):
+#   python tools/train.py THIS_CONFIG --pretrained work_dirs/addp_vit-tiny_demo/backbone.pth
+# or set pretrained = 'work_dirs/addp_vit-tiny_demo/backbone.pth' here. None: from scratch.
 pretrained = None
 
 norm_cfg = dict(type='LN2d', requires_grad=True)
@@ -118,3 +117,5 @@ default_hooks = dict(
     logger=dict(type='LoggerHook', interval=10),
     checkpoint=dict(type='CheckpointHook', interval=max_epochs, max_keep_ckpts=1))
 env_cfg = dict(cudnn_benchmark=False)
+# a fixed seed: README's demo numbers say which seeds they come from (--cfg-options randomness.seed=N)
+randomness = dict(seed=0, deterministic=False)

@@ -19,11 +19,10 @@ metainfo = dict(classes=classes, palette=palette)
 num_classes = len(classes)
 crop_size = (128, 128)
 
-# Optional: start from the backbone of a demo pretraining run
-# (configs/pretrain/addp_vit-tiny_demo.py: same 'demo' arch, but 8x8 patches), e.g.
-# pretrained = 'work_dirs/addp_vit-tiny_demo/backbone.pth' together with patch_size = 8
-# (the position table is resized on load; a patch size that differs is an error).
-# None: train from scratch.
+# Optional: start from the encoder of a demo pretraining (configs/pretrain/addp_vit-tiny_demo.py:
+# same 'demo' arch and 16x16 patches; its 64-px position table is resized on load):
+#   python tools/train.py THIS_CONFIG --pretrained work_dirs/addp_vit-tiny_demo/backbone.pth
+# or set pretrained = 'work_dirs/addp_vit-tiny_demo/backbone.pth' here. None: from scratch.
 pretrained = None
 patch_size = 16
 
@@ -108,3 +107,5 @@ default_hooks = dict(
     logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters, max_keep_ckpts=1))
 env_cfg = dict(cudnn_benchmark=False)
+# a fixed seed: README's demo numbers say which seeds they come from (--cfg-options randomness.seed=N)
+randomness = dict(seed=0, deterministic=False)

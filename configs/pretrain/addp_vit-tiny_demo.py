@@ -1,23 +1,32 @@
 # A tiny ADDP pretraining that runs on a CPU in a few minutes on the demo images
 # (python tools/make_demo_data.py data/demo). Same algorithm as the release configs, tiny sizes:
-# 64x64 images, a tokenizer that downsamples by 8 -> 8x8 token grid, 8x8 patches for a 4-block
-# 64-wide encoder, a 2-block decoder (token grid and patch grid must coincide).
+# 64x64 images, a tokenizer that downsamples by 16 (as MAGE's) -> 4x4 token grid, 16x16 patches
+# for the 4-block 64-wide 'demo' encoder (token grid and patch grid must coincide), a 2-block
+# decoder. The encoder has the shapes of the demo detector / segmenter / classifier
+# (configs/demo/: arch 'demo', 16x16 patches; their 128-px position tables are resized on load),
+# so its exported backbone.pth fine-tunes there (README "From pretraining to fine-tuning").
 # Without real MAGE weights the frozen tokenizer and token predictor are randomly initialised
 # (the runner says so at start): the run shows that the pipeline trains (the loss falls) and
 # exports a backbone.pth, not a useful representation.
+#
+#   python tools/train.py configs/pretrain/addp_vit-tiny_demo.py
+#   -> work_dirs/addp_vit-tiny_demo/iter_300.pth (encoder + decoder: generation, resuming)
+#      work_dirs/addp_vit-tiny_demo/backbone.pth (encoder only: fine-tuning)
+#   python tools/generate.py configs/pretrain/addp_vit-tiny_demo.py \
+#       work_dirs/addp_vit-tiny_demo/iter_300.pth --num-images 8 --out-dir work_dirs/gen_demo
 _base_ = './addp_vit-base-p16_1600e_in1k.py'
 
 tokenizer_checkpoint = None
 token_predictor_checkpoint = None
 data_root = 'data/demo/unlabeled'
 img_size = 64
-patch_size = 8  # = the tokenizer's downsampling factor 2 ** (len(ch_mult) - 1)
+patch_size = 16  # = the tokenizer's downsampling factor 2 ** (len(ch_mult) - 1)
 
 model = dict(
     backbone=dict(arch='demo', img_size=img_size, patch_size=patch_size, drop_rate=0.0, attn_drop_rate=0.0),
     neck=dict(depth=2, num_heads=4, drop=0.0),
     target_generator=dict(
-        tokenizer=dict(ch=32, ch_mult=[1, 1, 1, 2], num_res_blocks=1, resolution=img_size,
+        tokenizer=dict(ch=32, ch_mult=[1, 1, 1, 2, 2], num_res_blocks=1, resolution=img_size,
                        checkpoint=tokenizer_checkpoint, precision='fp32'),
         token_predictor=dict(embed_dim=64, depth=2, num_heads=4, decoder_embed_dim=64, decoder_depth=1,
                              decoder_num_heads=4, checkpoint=token_predictor_checkpoint,
@@ -54,3 +63,4 @@ default_hooks = dict(logger=dict(type='LoggerHook', interval=20),
                      checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=100, max_keep_ckpts=2))
 log_processor = dict(by_epoch=False)
 auto_scale_lr = dict(base_batch_size=8)
+randomness = dict(seed=0, deterministic=False)

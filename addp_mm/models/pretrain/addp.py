@@ -12,7 +12,8 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModel
 from mmengine.registry import MODELS
 
-from ..utils.checkpoint import addp_state_dict, read_checkpoint, unwrap_state_dict
+from ..utils.checkpoint import (addp_state_dict, read_checkpoint, require_full_addp_checkpoint,
+                                unwrap_state_dict)
 
 # the encoder reads ImageNet-normalised pixels (the tokenizer reads them in [0, 1])
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -95,7 +96,9 @@ class ADDP(BaseModel):
         else:
             obj = read_checkpoint(checkpoint, 'model.init_cfg.checkpoint', source='addp')
             name = checkpoint
-        state = addp_state_dict(unwrap_state_dict(obj))
+        state = unwrap_state_dict(obj)
+        require_full_addp_checkpoint(state, name)
+        state = addp_state_dict(state)
         for part in ('backbone', 'neck'):
             weights = {k[len(part) + 1:]: v for k, v in state.items() if k.startswith(part + '.')}
             if not weights:

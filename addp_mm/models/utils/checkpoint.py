@@ -57,7 +57,9 @@ def read_checkpoint(path: Union[str, os.PathLike], key: str = 'checkpoint',
     """
     if not isinstance(path, (str, os.PathLike)) or not osp.isfile(path):
         where = WEIGHT_SOURCES.get(source, source) if source else None
-        hint = f' It comes from {where}; put it there (nothing is downloaded).' if where else ''
+        # the hint names the release's files: only for one of them, not a mistyped path of one's own
+        hint = (f' It comes from {where}; put it there (nothing is downloaded).'
+                if where and osp.basename(os.fspath(path)) in where else ' Check the path.')
         raise FileNotFoundError(f'{key} = {os.fspath(path) if isinstance(path, os.PathLike) else path!r}: '
                                 f'file not found.{hint}')
     register_safe_globals()
@@ -110,6 +112,23 @@ def encoder_state_dict(state: StateDict) -> Tuple[StateDict, List[str], Dict[str
         else:
             ignored.append(key)
     return out, ignored, source
+
+
+class BackboneOnlyCheckpointError(ValueError):
+    """An encoder-only file where encoder + decoder are needed (a user's mistake: the tools print
+    it as one line)."""
+    is_user_mistake = True
+
+
+def require_full_addp_checkpoint(state: StateDict, path: str) -> None:
+    """Generation needs encoder and decoder: name the mistake when ``state`` holds only encoder
+    weights (``backbone.pth`` exported by pretraining, or ``tools/convert_checkpoint.py`` output)."""
+    keys = [k[len('backbone.'):] if k.startswith('backbone.') else k for k in state]
+    if keys and all(_ENCODER_KEYS.match(k) for k in keys):
+        raise BackboneOnlyCheckpointError(
+            f'{path}: this is a backbone-only file; generation needs the full checkpoint, e.g. '
+            'iter_300.pth (work_dirs/<pretraining config>/iter_N.pth) or the released '
+            'addp-vit-*-16.pth')
 
 
 def finetune_classifier_state_dict(state: StateDict) -> StateDict:

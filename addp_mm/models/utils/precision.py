@@ -74,10 +74,11 @@ def precision_dtype(precision: Optional[str], device: Union[str, torch.device]) 
 
 def precision_context(precision: Optional[str], device: Union[str, torch.device]):
     """An autocast context for ``precision`` on ``device``: disabled for ``'fp32'``, to bf16/fp16
-    for those, and a no-op for ``None`` (the caller's autocast applies)."""
+    for those, and a no-op for ``None`` (the caller's autocast applies) and on devices without
+    autocast (``meta``)."""
     device = torch.device(device)
     resolved = resolve_precision(precision, device)
-    if resolved is None:
+    if resolved is None or not torch.amp.is_autocast_available(device.type):  # e.g. 'meta'
         return nullcontext()
     if resolved == 'fp32':
         return torch.autocast(device_type=device.type, enabled=False)

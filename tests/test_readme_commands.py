@@ -1,0 +1,139 @@
+"""The README's command blocks, run as written (read from README.md) on small demo data with
+shortened schedules (``--cfg-options`` appended), and their outputs checked: the quick start's
+metrics, the demo pretraining -> generation -> fine-tuning chain."""
+import math
+import os
+import os.path as osp
+import re
+import shlex
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ENV = dict(os.environ, OMP_NUM_THREADS='1')
+SMALL_DATA = ['--num-train', '8', '--num-val', '4', '--imagenet-train', '4', '--imagenet-val', '2',
+              '--num-unlabeled', '8', '--unlabeled-size', '96']
+
+
+def readme_commands(section: str):
+    """The commands of the first ```bash block under the README heading ``section`` (line
+    continuations joined, comments dropped), as argument lists."""
+    text = open(osp.join(ROOT, 'README.md')).read()
+    body = text[text.index(section):]
+    block = re.search(r'```bash\n(.*?)```', body, re.S).group(1)
+    commands = []
+    for line in block.replace('\\\n', ' ').splitlines():
+        line = line.split('#')[0].strip()
+        if line:
+            commands.append(shlex.split(line))
+    return commands
+
+
+def run(argv, cwd, ok=True):
+    if argv[0] == 'python':
+        argv = [sys.executable] + argv[1:]
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=cwd, env=ENV, timeout=900)
+    if ok:
+        assert proc.returncode == 0, (argv, proc.stdout[-3000:], proc.stderr[-3000:])
+    return proc
+
+
+@pytest.fixture(scope='module')
+def checkout(tmp_path_factory):
+    """A copy of the places the commands read (tools/, configs/) in a fresh folder, so that
+    work_dirs/ and data/ are made there, as in a new clone."""
+    root = tmp_path_factory.mktemp('clone')
+    for name in ('tools', 'configs', 'addp_mm'):
+        os.symlink(osp.join(ROOT, name), root / name)
+    return root
+
+
+def metric(log: str, name: str) -> float:
+    found = re.findall(rf'{re.escape(name)}: (-?[0-9.]+)', log)
+    assert found, f'no {name} in the log: {log[-2000:]}'
+    return float(found[-1])
+
+
+@pytest.mark.slow
+def test_quick_start_as_written(checkout):
+    make_data, train, test = readme_commands('## Quick start')
+    assert make_data[:2] == ['python', 'tools/make_demo_data.py']
+    run(make_data + SMALL_DATA + ['--only', 'coco'], checkout)
+    assert (checkout / 'data/demo/coco/annotations/instances_val2017.json').is_file()
+    # the README's 8 epochs on 8 training images of batch 4: 16 iterations
+    proc = run(train + ['--cfg-options', 'default_hooks.logger.interval=1'], checkout)
+    # the terminal stays readable: the dumps are in the log file only
+    assert 'System environment' not in proc.stdout and 'Config:\n' not in proc.stdout
+    log_file = re.search(r'environment, config and hooks: (\S+\.log)', proc.stdout).group(1)
+    log_text = open(log_file).read()
+    assert 'System environment' in log_text and 'Config:' in log_text
+    assert 'GPU number: 0 (CPU only); processes: 1' in log_text
+    trained_map = metric(proc.stdout, 'coco/bbox_mAP')
+    ckpt = test[3]
+    assert ckpt.endswith('epoch_8.pth') and (checkout / ckpt).is_file()
+    proc = run(test, checkout)
+    bbox, segm = metric(proc.stdout, 'coco/bbox_mAP'), metric(proc.stdout, 'coco/segm_mAP')
+    assert 0 <= bbox <= 1 and 0 <= segm <= 1 and math.isfinite(bbox + segm)
+    # the same checkpoint on the same val split: the test tool reproduces the training's eval
+    assert bbox == trained_map
+
+
+@pytest.mark.slow
+def test_pretraining_to_generation_and_fine_tuning_as_written(checkout):
+    import torch
+    from PIL import Image
+
+    pretrain, generate, finetune = readme_commands('## From the demo pretraining')
+    run(['python', 'tools/make_demo_data.py', 'data/demo'] + SMALL_DATA + ['--only', 'unlabeled',
+                                                                          'imagenet'], checkout)
+    short = ['--cfg-options', 'train_cfg.max_iters=4', 'default_hooks.logger.interval=1',
+             'default_hooks.checkpoint.interval=2', 'train_dataloader.batch_size=2',
+             'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False']
+    proc = run(pretrain + short, checkout)
+    losses = [float(x) for x in re.findall(r' loss: ([0-9.]+)', proc.stdout)]
+    assert len(losses) == 4 and all(math.isfinite(x) for x in losses)
+    work = checkout / 'work_dirs' / 'addp_vit-tiny_demo'
+    assert (work / 'iter_4.pth').is_file() and (work / 'backbone.pth').is_file()
+
+    # generation: the README's command with the shortened run's last checkpoint
+    generate = [a.replace('iter_300.pth', 'iter_4.pth') for a in generate]
+    out_dir = checkout / generate[generate.index('--out-dir') + 1]
+    num = int(generate[generate.index('--num-images') + 1])
+    run(generate + ['--steps', '4', '--no-progress'], checkout)
+    images = [np.asarray(Image.open(out_dir / f'{i:06d}.png')) for i in range(num)]
+    assert all(im.shape == (64, 64, 3) for im in images)  # the demo pretraining's image size
+    assert len({im.tobytes() for im in images}) == num  # different samples
+    grid = np.asarray(Image.open(out_dir / 'grid.png'))
+    assert grid.shape[0] > 64 and grid.shape[1] > 64
+    # the same command again gives the same images (seeded)
+    again = checkout / 'gen_again'
+    rerun = list(generate)
+    rerun[rerun.index('--out-dir') + 1] = str(again)
+    run(rerun + ['--steps', '4', '--no-progress'], checkout)
+    assert all(np.array_equal(np.asarray(Image.open(again / f'{i:06d}.png')), images[i])
+               for i in range(num))
+
+    # backbone.pth is not for generation: one line that says which file to give
+    wrong = [a.replace('iter_4.pth', 'backbone.pth') for a in generate]
+    proc = run(wrong, checkout, ok=False)
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        'generate.py: error: work_dirs/addp_vit-tiny_demo/backbone.pth: this is a backbone-only '
+        'file; generation needs the full checkpoint, e.g. iter_300.pth (work_dirs/<pretraining '
+        'config>/iter_N.pth) or the released addp-vit-*-16.pth')
+
+    # fine-tuning from the exported encoder: its weights are the classifier's starting point
+    proc = run(finetune + ['--cfg-options', 'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
+                           'default_hooks.checkpoint.interval=1', 'optim_wrapper.optimizer.lr=0',
+                           'param_scheduler=[]'], checkout)
+    top1 = metric(proc.stdout, 'accuracy/top1')
+    assert 0 <= top1 <= 100
+    pretrained = torch.load(work / 'backbone.pth', map_location='cpu', weights_only=True)['state_dict']
+    tuned = torch.load(checkout / 'work_dirs/addp-vit-demo_demo-in1k-128px/epoch_1.pth',
+                       map_location='cpu', weights_only=True)['state_dict']
+    # lr 0: the encoder blocks are exactly the pretrained ones
+    for key in ('blocks.0.attn.qkv.weight', 'blocks.3.mlp.fc2.weight', 'patch_embed.proj.weight'):
+        assert torch.equal(tuned[f'backbone.{key}'], pretrained[key]), key
