@@ -15,6 +15,8 @@ from PIL import Image
 
 from addp_mm.engine.launch import use_resumable_checkpoints
 
+from tiny_classifier import tiny_classifier_config
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 # Runs tools/train.py, after arranging a SIGKILL of this very process at a chosen moment:
@@ -51,20 +53,7 @@ sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name='__main__')
 '''
 
-TINY_CLS = '''
-default_scope = 'mmpretrain'
-custom_imports = dict(imports=['addp_mm'], allow_failed_imports=False)
-model = dict(
-    type='ImageClassifier',
-    data_preprocessor=dict(num_classes=2, mean=[127.5] * 3, std=[127.5] * 3, to_rgb=True),
-    backbone=dict(type='ADDPViT', arch=dict(embed_dims=32, num_layers=2, num_heads=2,
-                  feedforward_channels=64), img_size=32, patch_size=8, out_type='avg_featmap',
-                  final_norm=False),
-    head=dict(type='LinearClsHead', num_classes=2, in_channels=32, loss=dict(type='CrossEntropyLoss')))
-train_dataloader = dict(
-    batch_size=4, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=True),
-    dataset=dict(type='CustomDataset', data_root=r'{data}',
-                 pipeline=[dict(type='LoadImageFromFile'), dict(type='PackInputs')]))
+TINY_CLS_REST = '''
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=5)
 optim_wrapper = dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05))
 default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1, by_epoch=False, max_keep_ckpts=1),
@@ -118,7 +107,7 @@ def test_kill_during_a_save_keeps_the_previous_checkpoint(tmp_path):
     data = tmp_path / 'data'
     make_images(str(data), 8, 32, classes=2)
     cfg = tmp_path / 'tiny_cls.py'
-    cfg.write_text(TINY_CLS.format(data=str(data)))
+    cfg.write_text(tiny_classifier_config(str(data), TINY_CLS_REST))
     work = tmp_path / 'work'
     # max_keep_ckpts=1: mmengine itself would delete iter_2.pth before writing iter_3.pth
     train(tmp_path, [str(cfg), '--work-dir', str(work)], env=dict(KILL_DURING_SAVE='iter_3.pth'),

@@ -1,20 +1,10 @@
 """Nothing computed that is not used: one batched token-predictor pass per pretraining step, no
 encoder pass on the first generation step, only the sampled logits in generation."""
-import pytest
 import torch
-from mmengine.registry import MODELS
 
 from addp_mm.models.generation import ADDPSampler
 
-from test_pretrain_model import tiny_cfg
-
-
-@pytest.fixture
-def model():
-    torch.manual_seed(0)
-    m = MODELS.build(tiny_cfg())
-    m.init_weights()
-    return m
+from test_pretrain_model import model  # noqa: F401,F811  (the fixture: the tiny ADDP model)
 
 
 def _count_calls(module):

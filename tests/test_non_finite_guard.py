@@ -5,7 +5,6 @@ import os
 import os.path as osp
 import subprocess
 
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -13,6 +12,8 @@ from mmengine.model import BaseModel
 from mmengine.registry import OPTIM_WRAPPERS
 
 from addp_mm.engine.optimizers import NonFiniteGuardOptimWrapper, NonFiniteLossError
+
+from tiny_classifier import make_class_folders, tiny_classifier_config
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -197,21 +198,8 @@ class ErrorRecordingRunner(Runner):
             raise
 '''
 
-CONFIG = '''
-default_scope = 'mmpretrain'
-custom_imports = dict(imports=['addp_mm', 'nan_plugin'], allow_failed_imports=False)
+CONFIG_REST = '''
 runner_type = 'ErrorRecordingRunner'
-model = dict(
-    type='NaNOnOneRankClassifier', nan_rank=1, nan_iter=4,
-    data_preprocessor=dict(num_classes=2, mean=[127.5] * 3, std=[127.5] * 3, to_rgb=True),
-    backbone=dict(type='ADDPViT', arch=dict(embed_dims=32, num_layers=2, num_heads=2,
-                  feedforward_channels=64), img_size=32, patch_size=8, out_type='avg_featmap',
-                  final_norm=False),
-    head=dict(type='LinearClsHead', num_classes=2, in_channels=32, loss=dict(type='CrossEntropyLoss')))
-train_dataloader = dict(
-    batch_size=2, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=True),
-    dataset=dict(type='CustomDataset', data_root=r'{data}',
-                 pipeline=[dict(type='LoadImageFromFile'), dict(type='PackInputs')]))
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=6)
 optim_wrapper = dict(type='NonFiniteGuardOptimWrapper', max_consecutive_skips={skips},
                      optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05))
@@ -223,23 +211,14 @@ randomness = dict(seed=0)
 '''
 
 
-def make_class_folders(root, n=4):
-    from PIL import Image
-    rng = np.random.default_rng(0)
-    for c, colour in enumerate([(220, 30, 30), (30, 30, 220)]):
-        d = osp.join(root, f'class{c}')
-        os.makedirs(d, exist_ok=True)
-        for i in range(n):
-            img = np.clip(rng.normal(colour, 20, size=(32, 32, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(img).save(osp.join(d, f'{i}.png'))
-
-
 def dist_train(tmp_path, skips, port):
     data = tmp_path / 'data'
     make_class_folders(str(data))
     (tmp_path / 'nan_plugin.py').write_text(PLUGIN)
     cfg = tmp_path / 'cfg.py'
-    cfg.write_text(CONFIG.format(data=str(data), skips=skips))
+    cfg.write_text(tiny_classifier_config(
+        str(data), CONFIG_REST.format(skips=skips), batch_size=2, imports=('addp_mm', 'nan_plugin'),
+        model_type='NaNOnOneRankClassifier', model_args='nan_rank=1, nan_iter=4'))
     work = tmp_path / 'work'
     env = {**os.environ, 'PORT': str(port), 'OMP_NUM_THREADS': '1',
            'PYTHONPATH': f'{tmp_path}{os.pathsep}{ROOT}{os.pathsep}{os.environ.get("PYTHONPATH", "")}'}
@@ -296,7 +275,9 @@ def test_the_plugin_model_really_makes_a_nan(tmp_path, monkeypatch):
     from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
     from mmpretrain.structures import DataSample
-    cfg = eval(CONFIG.split('model = ')[1].split('\ntrain_dataloader')[0].replace('nan_rank=1', 'nan_rank=0'))
+    text = tiny_classifier_config('unused', '', model_type='NaNOnOneRankClassifier',
+                                  model_args='nan_rank=0, nan_iter=4')
+    cfg = eval(text.split('model = ')[1].split('\ntrain_dataloader')[0])
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         model = MODELS.build(cfg)
     hub = MessageHub.get_current_instance()

@@ -6,25 +6,12 @@ import sys
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+
+from tiny_classifier import make_class_folders, tiny_classifier_config
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
-CONFIG = '''
-default_scope = 'mmpretrain'
-custom_imports = dict(imports=['addp_mm'], allow_failed_imports=False)
-model = dict(
-    type='ImageClassifier',
-    data_preprocessor=dict(num_classes=2, mean=[127.5] * 3, std=[127.5] * 3, to_rgb=True),
-    backbone=dict(type='ADDPViT', arch=dict(embed_dims=32, num_layers=2, num_heads=2,
-                  feedforward_channels=64), img_size=32, patch_size=8, out_type='avg_featmap',
-                  final_norm=False),
-    head=dict(type='LinearClsHead', num_classes=2, in_channels=32,
-              loss=dict(type='CrossEntropyLoss')))
-train_dataloader = dict(
-    batch_size=4, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=True),
-    dataset=dict(type='CustomDataset', data_root=r'{data}',
-                 pipeline=[dict(type='LoadImageFromFile'), dict(type='PackInputs')]))
+CONFIG_REST = '''
 train_cfg = dict(by_epoch=True, max_epochs=2)
 optim_wrapper = dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
                      constructor='LayerDecayOptimWrapperConstructor',
@@ -34,17 +21,6 @@ default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1),
                      logger=dict(type='LoggerHook', interval=1))
 randomness = dict(seed=0)
 '''
-
-
-def make_class_folders(root, n=4):
-    rng = np.random.default_rng(0)
-    for c, colour in enumerate([(220, 30, 30), (30, 30, 220)]):
-        d = osp.join(root, f'class{c}')
-        import os
-        os.makedirs(d, exist_ok=True)
-        for i in range(n):
-            img = np.clip(rng.normal(colour, 20, size=(32, 32, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(img).save(osp.join(d, f'{i}.png'))
 
 
 def run_train(*args):
@@ -59,7 +35,7 @@ def test_train_two_epochs_then_resume_to_three(tmp_path):
     data = tmp_path / 'data'
     make_class_folders(str(data))
     cfg = tmp_path / 'tiny_cls.py'
-    cfg.write_text(CONFIG.format(data=str(data)))
+    cfg.write_text(tiny_classifier_config(str(data), CONFIG_REST))
     work = tmp_path / 'work'
     run_train(str(cfg), '--work-dir', str(work))
     first = torch.load(work / 'epoch_2.pth', map_location='cpu', weights_only=True)

@@ -79,7 +79,7 @@ def build_generation_model(config, checkpoint: str, device: Union[str, torch.dev
         source = f'the vqgan.* entries of {checkpoint}'
     else:
         source = tokenizer_cfg.get('checkpoint') or 'random weights'
-    model.load_addp_checkpoint(state)
+    model.load_addp_checkpoint(state, name=checkpoint)
     del state
     print_log(f'generation: tokenizer from {source}', logger='current')
     return model.to(device).eval(), cfg

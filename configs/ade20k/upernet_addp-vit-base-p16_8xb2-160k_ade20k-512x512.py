@@ -1,5 +1,5 @@
 # UperNet with an ADDP ViT-B/16 backbone on ADE20K (150 classes), following the MAE / BEiT
-# segmentation protocol that mmseg ships for MAE. Paper (ADDP, ICLR 2024, spec section 4):
+# segmentation protocol that mmseg ships for MAE. Paper (ADDP, ICLR 2024, downstream results table):
 # mIoU 48.1 (single scale).
 #
 #   python tools/train.py configs/ade20k/upernet_addp-vit-base-p16_8xb2-160k_ade20k-512x512.py

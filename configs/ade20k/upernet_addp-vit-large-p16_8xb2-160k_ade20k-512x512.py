@@ -1,4 +1,4 @@
-# UperNet with an ADDP ViT-L/16 backbone on ADE20K. Paper (ADDP, ICLR 2024, spec section 4):
+# UperNet with an ADDP ViT-L/16 backbone on ADE20K. Paper (ADDP, ICLR 2024, downstream results table):
 # mIoU 54.3. Everything not restated here is the ViT-B config's (same protocol).
 _base_ = './upernet_addp-vit-base-p16_8xb2-160k_ade20k-512x512.py'
 
@@ -14,7 +14,7 @@ model = dict(
     decode_head=dict(in_channels=[1024, 1024, 1024, 1024], channels=1024),
     auxiliary_head=dict(in_channels=1024))
 
-# Layer decay for ViT-L: our choice, the spec gives no per-size value for segmentation. With 24
+# Layer decay for ViT-L: our choice, the paper gives no per-size value for segmentation. With 24
 # blocks the ViT-B rate would starve the early blocks (0.65 ** 25 ~ 2e-5 of the head lr); the
 # published ViT-L recipes use a higher rate (BEiT-L UperNet 0.95; ImageNet fine-tuning of MAE-L
 # 0.75 and of ADDP-L 0.8).

@@ -1,5 +1,5 @@
 # Mask R-CNN with an ADDP ViT-B/16 backbone on COCO, in the ViTDet recipe (Li et al., 2022) that
-# the ADDP paper uses for detection. Paper (ADDP, ICLR 2024, spec section 4): AP box 51.7.
+# the ADDP paper uses for detection. Paper (ADDP, ICLR 2024, downstream results table): AP box 51.7.
 #
 #   python tools/train.py configs/coco/mask-rcnn_addp-vit-base-p16_lsj-100e_coco.py
 #   python tools/test.py  configs/coco/mask-rcnn_addp-vit-base-p16_lsj-100e_coco.py CKPT

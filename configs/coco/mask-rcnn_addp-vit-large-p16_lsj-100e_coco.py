@@ -1,5 +1,5 @@
-# Mask R-CNN with an ADDP ViT-L/16 backbone on COCO, ViTDet recipe. Paper (ADDP, ICLR 2024, spec
-# section 4): AP box 54.6. Everything not restated here is the ViT-B config's (same recipe).
+# Mask R-CNN with an ADDP ViT-L/16 backbone on COCO, ViTDet recipe. Paper (ADDP, ICLR 2024,
+# downstream results table): AP box 54.6. Everything not restated here is the ViT-B config's (same recipe).
 _base_ = './mask-rcnn_addp-vit-base-p16_lsj-100e_coco.py'
 
 pretrained = 'checkpoints/addp-vit-large-16.pth'  # the released ADDP ViT-L/16 checkpoint

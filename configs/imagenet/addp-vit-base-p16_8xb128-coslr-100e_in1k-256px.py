@@ -1,5 +1,5 @@
 # ImageNet-1k fine-tuning of the ADDP ViT-B/16 encoder at 256x256, the ADDP release's recipe (an
-# MAE-style end-to-end fine-tune). Paper (ADDP, ICLR 2024, spec section 4): top-1 83.9.
+# MAE-style end-to-end fine-tune). Paper (ADDP, ICLR 2024, downstream results table): top-1 83.9.
 #
 #   python tools/train.py configs/imagenet/addp-vit-base-p16_8xb128-coslr-100e_in1k-256px.py
 #   python tools/test.py  configs/imagenet/addp-vit-base-p16_8xb128-coslr-100e_in1k-256px.py CKPT

@@ -1,5 +1,5 @@
-# ImageNet-1k fine-tuning of the ADDP ViT-L/16 encoder at 256x256. Paper (ADDP, ICLR 2024, spec
-# section 4): top-1 85.9. Everything not restated here is the ViT-B config's (same recipe).
+# ImageNet-1k fine-tuning of the ADDP ViT-L/16 encoder at 256x256. Paper (ADDP, ICLR 2024,
+# downstream results table): top-1 85.9. Everything not restated here is the ViT-B config's (same recipe).
 _base_ = './addp-vit-base-p16_8xb128-coslr-100e_in1k-256px.py'
 
 pretrained = 'checkpoints/addp-vit-large-16.pth'  # the released ADDP ViT-L/16 checkpoint

@@ -88,11 +88,11 @@ class ADDP(BaseModel):
         else:
             super().init_weights()
 
-    def load_addp_checkpoint(self, checkpoint) -> None:
+    def load_addp_checkpoint(self, checkpoint, name: Optional[str] = None) -> None:
         """Load encoder + decoder (strictly) from a released ADDP checkpoint or one of ours
-        (a file, or a checkpoint already read)."""
+        (a file, or a checkpoint already read, called ``name`` in messages)."""
         if isinstance(checkpoint, dict):
-            obj, name = checkpoint, 'the given checkpoint'
+            obj, name = checkpoint, name or 'the given checkpoint'
         else:
             obj = read_checkpoint(checkpoint, 'model.init_cfg.checkpoint', source='addp')
             name = checkpoint
