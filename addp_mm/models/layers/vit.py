@@ -171,10 +171,6 @@ class TransformerBlock(nn.Module):
         self.norm2 = norm_layer(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
 
-    @property
-    def needs_grid(self) -> bool:
-        return self.window_size > 0 or self.attn.use_rel_pos
-
     def forward(self, x: torch.Tensor, hw: Optional[Tuple[int, int]] = None) -> torch.Tensor:
         h = self.norm1(x)
         if self.window_size > 0:
