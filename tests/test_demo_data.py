@@ -184,3 +184,38 @@ def test_cli(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ['imagenet']
     with open(osp.join(tmp_path, 'imagenet', 'meta', 'val.txt')) as f:
         assert len(f.read().splitlines()) == len(IMAGENET_DEMO_CLASSES)
+
+
+def test_digits(demo):
+    """Real scans from scikit-learn: every image once, stratified split, pixels follow the scan."""
+    from sklearn.datasets import load_digits
+
+    out, summary = demo
+    root = osp.join(out, 'digits')
+    assert summary['digits'] == dict(train_images=1438, val_images=359, train_10pct_images=143,
+                                     bytes=summary['digits']['bytes'])
+    rows = {}
+    for name in ('train', 'val', 'train_10pct'):
+        with open(osp.join(root, 'meta', f'{name}.txt')) as f:
+            rows[name] = [line.split() for line in f.read().splitlines()]
+    train = {p for p, _ in rows['train']}
+    val = {p for p, _ in rows['val']}
+    assert not train & val and len(train | val) == 1797
+    assert {p for p, _ in rows['train_10pct']} <= train
+    for name, split in (('train', 'train'), ('val', 'val'), ('train_10pct', 'train')):
+        for p, label in rows[name]:
+            assert p.split('/')[0] == label and osp.isfile(osp.join(root, split, p))
+    # every class in every split, ~20% of each class in val
+    digits = load_digits()
+    for d in range(10):
+        n = int((digits.target == d).sum())
+        n_val = sum(1 for _, label in rows['val'] if label == str(d))
+        assert n_val == round(0.2 * n)
+        assert sum(1 for _, label in rows['train_10pct'] if label == str(d)) >= 1
+    # the PNG is the bicubic upsample of scan k (0..16 -> 0..255), not some other image
+    p, label = rows['val'][0]
+    k = int(osp.basename(p)[len('digit_'):-len('.png')])
+    img = Image.open(osp.join(root, 'val', p))
+    assert img.mode == 'L' and img.size == (32, 32) and int(label) == digits.target[k]
+    small = np.asarray(img.resize((8, 8), Image.BOX), dtype=np.float64)
+    assert np.corrcoef(small.ravel(), digits.images[k].ravel())[0, 1] > 0.9

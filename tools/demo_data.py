@@ -13,7 +13,12 @@ tasks in minutes on a CPU:
   and ``classes.txt``, for mmpretrain's ``ImageNet``/``CustomDataset``.
 * :func:`make_unlabeled` - a nested folder of ``.jpg``/``.png`` images (>= 256 px on the short
   side) for self-supervised pretraining.
-* :func:`make_all` - all four under one root (``coco/``, ``ade/``, ``imagenet/``, ``unlabeled/``).
+* :func:`make_digits` - scikit-learn's handwritten digits (1,797 real 8x8 scans shipped inside
+  the package) upsampled to 32x32 grayscale PNGs in class folders, with a fixed train/val split
+  and a 10%-of-labels list, for the toy pipeline that trains every part (README "Training every
+  part yourself").
+* :func:`make_all` - all of them under one root (``coco/``, ``ade/``, ``imagenet/``,
+  ``unlabeled/``, ``digits/``).
 
 Every image is drawn from its own random generator seeded by ``(seed, dataset, split, index)``,
 so the same arguments give byte-identical files, and changing a count does not change the other
@@ -486,6 +491,70 @@ def make_unlabeled(out: str, seed: int = 0, num: int = 64, size: int = 256,
 
 
 # --------------------------------------------------------------------------------------------
+# Real images: scikit-learn's handwritten digits
+# --------------------------------------------------------------------------------------------
+
+#: digit class names in label order
+DIGIT_CLASSES: Tuple[str, ...] = tuple(str(d) for d in range(10))
+
+
+def make_digits(out: str, seed: int = 0, size: int = 32, val_fraction: float = 0.2,
+                low_label_fraction: float = 0.1) -> Dict[str, int]:
+    """Write scikit-learn's digits (``sklearn.datasets.load_digits``: 1,797 8x8 scans with
+    values 0-16, inside the package, no download) as ``size`` x ``size`` 8-bit grayscale PNGs::
+
+        out/train/<d>/digit_<k>.png   out/val/<d>/digit_<k>.png   (k = index in load_digits)
+        out/meta/train.txt  out/meta/val.txt  ("<d>/digit_<k>.png <d>", relative to train/ resp. val/)
+        out/meta/train_10pct.txt  (a per-class ``low_label_fraction`` subset of train.txt, paths
+                                   relative to train/)
+        out/classes.txt
+
+    The split is stratified and fixed by ``seed``: per class, ``round(val_fraction * n)`` images
+    go to val and ``max(1, round(low_label_fraction * n_train))`` of the rest to the low-label
+    list. Upsampling is bicubic (Pillow). For mmpretrain: ``data_root=out,
+    ann_file='meta/train_10pct.txt', data_prefix='train'``; for pretraining without labels, the
+    ``train/`` folder.
+    """
+    from sklearn.datasets import load_digits  # pinned in requirements.txt; data ships inside
+
+    digits = load_digits()
+    images, labels = digits.images, digits.target
+    rng = np.random.default_rng(seed)
+    split_of = {}
+    low_label = set()
+    for d in range(len(DIGIT_CLASSES)):
+        idx = np.flatnonzero(labels == d)
+        idx = idx[rng.permutation(len(idx))]
+        n_val = int(round(val_fraction * len(idx)))
+        val, train = idx[:n_val], idx[n_val:]
+        split_of.update({int(k): 'val' for k in val})
+        split_of.update({int(k): 'train' for k in train})
+        n_low = max(1, int(round(low_label_fraction * len(train))))
+        low_label.update(int(k) for k in train[:n_low])
+    os.makedirs(osp.join(out, 'meta'), exist_ok=True)
+    with open(osp.join(out, 'classes.txt'), 'w') as f:
+        f.write(''.join(c + '\n' for c in DIGIT_CLASSES))
+    lines = {'train': [], 'val': [], 'train_10pct': []}
+    for split in ('train', 'val'):
+        split_dir = _fresh_dir(osp.join(out, split))
+        for c in DIGIT_CLASSES:
+            os.makedirs(osp.join(split_dir, c))
+    for k in range(len(images)):
+        split, label = split_of[k], int(labels[k])
+        pixels = np.round(images[k] * (255.0 / 16.0)).astype(np.uint8)
+        img = Image.fromarray(pixels, mode='L').resize((size, size), Image.BICUBIC)
+        rel = f'{label}/digit_{k:04d}.png'
+        img.save(osp.join(out, split, rel))
+        lines[split].append(f'{rel} {label}\n')
+        if k in low_label:
+            lines['train_10pct'].append(f'{rel} {label}\n')
+    for name, rows in lines.items():
+        with open(osp.join(out, 'meta', f'{name}.txt'), 'w') as f:
+            f.write(''.join(rows))
+    return {f'{name}_images': len(rows) for name, rows in lines.items()}
+
+
+# --------------------------------------------------------------------------------------------
 # Everything
 # --------------------------------------------------------------------------------------------
 
@@ -500,16 +569,17 @@ def _dir_size(path: str) -> int:
 def make_all(out: str, seed: int = 0, num_train: int = 200, num_val: int = 50,
              size: int = 128, imagenet_train: int = 60, imagenet_val: int = 20,
              num_unlabeled: int = 64, unlabeled_size: int = 256,
-             parts: Sequence[str] = ('coco', 'ade', 'imagenet', 'unlabeled'),
-             verbose: bool = True) -> Dict[str, Dict[str, int]]:
-    """Write ``out/coco``, ``out/ade``, ``out/imagenet`` and ``out/unlabeled`` (those in
-    ``parts``); ``num_train``/``num_val`` are the COCO and ADE image counts, ``imagenet_*`` the
+             parts: Sequence[str] = ('coco', 'ade', 'imagenet', 'unlabeled', 'digits'),
+             verbose: bool = True, digits_size: int = 32) -> Dict[str, Dict[str, int]]:
+    """Write ``out/coco``, ``out/ade``, ``out/imagenet``, ``out/unlabeled`` and
+    ``out/digits`` (those in ``parts``); ``num_train``/``num_val`` are the COCO and ADE image counts, ``imagenet_*`` the
     per-class counts. Returns (and with ``verbose`` prints) a summary."""
     jobs = {
         'coco': lambda d: make_coco(d, seed, num_train, num_val, size),
         'ade': lambda d: make_ade(d, seed, num_train, num_val, size),
         'imagenet': lambda d: make_imagenet(d, seed, imagenet_train, imagenet_val, size),
         'unlabeled': lambda d: make_unlabeled(d, seed, num_unlabeled, unlabeled_size),
+        'digits': lambda d: make_digits(d, seed, digits_size),
     }
     unknown = set(parts) - set(jobs)
     if unknown:
