@@ -188,6 +188,28 @@ def test_checkpoint_of_another_arch_is_a_clear_error(tmp_path):
         m.load_pretrained(str(tmp_path / 'p16.pth'))
 
 
+def test_foreign_architectures_as_init_cfg_name_the_keys(tmp_path):
+    """A ResNet's state dict, a timm ViT of another width and one of fewer blocks given as the
+    backbone's init_cfg: errors listing missing / unexpected / shape-mismatched keys by name
+    (first few, with counts), never a partly random model."""
+    from timm.models.vision_transformer import VisionTransformer
+    from torchvision.models import resnet18
+    torch.save(resnet18().state_dict(), tmp_path / 'resnet.pth')
+    torch.save({'model': VisionTransformer(img_size=64, patch_size=16, embed_dim=48, depth=3, num_heads=4,
+                                           num_classes=0).state_dict()}, tmp_path / 'vit48.pth')
+    torch.save({'model': VisionTransformer(img_size=64, patch_size=16, embed_dim=32, depth=2, num_heads=4,
+                                           mlp_ratio=2., num_classes=0).state_dict()}, tmp_path / 'vit_2blocks.pth')
+    cases = [('resnet.pth', r'no ADDP encoder weights.*Unexpected keys \d+: conv1\.weight, bn1\.weight'),
+             ('vit48.pth', r'shape-mismatched keys 42: cls_token \(1, 1, 48\) vs \(1, 1, 32\), pos_embed'),
+             ('vit_2blocks.pth', r'missing keys \d+: blocks\.2\.norm1\.weight')]
+    for name, pattern in cases:
+        m = ADDPViT(arch=TINY, img_size=64, patch_size=16, init_cfg=dict(type='Pretrained',
+                                                                         checkpoint=str(tmp_path / name)))
+        with pytest.raises(ValueError, match=pattern) as e:
+            m.init_weights()
+        assert name in str(e.value)
+
+
 def test_no_cls_token_without_a_class_token():
     m = tiny(with_cls_token=False, out_type='featmap')
     assert m.cls_token is None and 'cls_token' not in m.state_dict()

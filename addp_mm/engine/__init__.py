@@ -3,6 +3,7 @@
 non-finite loss (``NonFiniteGuardOptimWrapper``, ``NonFiniteGuardAmpOptimWrapper``), the
 layer-decay optimizer constructor, and ``launch`` (config loading, work dir, launcher and runner
 setup shared by ``tools/train.py`` and ``tools/test.py``)."""
+from .checked_checkpoint_load import CheckedCheckpointLoad
 from .hooks import GenerationVisHook, ResumableCheckpointHook, TF32Hook
 from .optimizers import (LayerDecayOptimWrapperConstructor, NonFiniteGuardAmpOptimWrapper,
                          NonFiniteGuardOptimWrapper, NonFiniteLossError)
@@ -10,4 +11,5 @@ from .runner import ADDPPretrainRunner, check_frozen_checkpoints
 
 __all__ = ['LayerDecayOptimWrapperConstructor', 'NonFiniteGuardOptimWrapper',
            'NonFiniteGuardAmpOptimWrapper', 'NonFiniteLossError', 'ADDPPretrainRunner',
-           'check_frozen_checkpoints', 'GenerationVisHook', 'ResumableCheckpointHook', 'TF32Hook']
+           'check_frozen_checkpoints', 'GenerationVisHook', 'ResumableCheckpointHook', 'TF32Hook',
+           'CheckedCheckpointLoad']

@@ -253,14 +253,17 @@ class _ReadableConsole:
 
 
 def build_runner(cfg: Config, quiet_console: bool = True) -> Runner:
-    """``runner_type`` in the config picks a registered runner (e.g. ``ADDPPretrainRunner``).
+    """``runner_type`` in the config picks a registered runner (e.g. ``ADDPPretrainRunner``); it
+    loads ``load_from`` / ``--resume`` / ``tools/test.py``'s checkpoint through our converters,
+    strictly (:class:`~addp_mm.engine.checked_checkpoint_load.CheckedCheckpointLoad`).
     ``quiet_console``: the startup dumps go to the log file only (the terminal shows where)."""
     use_resumable_checkpoints(cfg)
     runner_cls = RUNNERS.get(cfg.runner_type) if 'runner_type' in cfg else Runner
     if runner_cls is None:
         raise UsageError(f"runner_type={cfg.runner_type!r} is not a registered runner")
-    if quiet_console:
-        runner_cls = type(runner_cls.__name__, (_ReadableConsole, runner_cls), {})
+    from .checked_checkpoint_load import CheckedCheckpointLoad
+    mixins = (CheckedCheckpointLoad, ) + ((_ReadableConsole, ) if quiet_console else ())
+    runner_cls = type(runner_cls.__name__, mixins + (runner_cls, ), {})
     runner = runner_cls.from_cfg(cfg)
     if quiet_console:
         log_file = next((h.baseFilename for h in runner.logger.handlers

@@ -120,11 +120,12 @@ def load_statistics(path: str) -> Dict[str, np.ndarray]:
     if not osp.isfile(path):
         raise FileNotFoundError(f'FID statistics file {path!r} not found (an .npz with mu and '
                                 'sigma, e.g. written by tools/fid_is.py --save-ref-stats)')
-    with np.load(path) as f:
-        missing = [k for k in ('mu', 'sigma') if k not in f]
-        if missing:
-            raise KeyError(f'{path}: no {missing} array(s) (found {list(f.keys())})')
-        mu, sigma = f['mu'].astype(np.float64), f['sigma'].astype(np.float64)
+    from addp_mm.models.utils import read_checkpoint  # np.load(allow_pickle=False), one reader
+    f = read_checkpoint(path, 'FID statistics file (--ref-stats)')
+    missing = [k for k in ('mu', 'sigma') if k not in f]
+    if missing:
+        raise KeyError(f'{path}: no {missing} array(s) (found {list(f.keys())})')
+    mu, sigma = np.asarray(f['mu'], np.float64), np.asarray(f['sigma'], np.float64)
     if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
         raise ValueError(f'{path}: mu {mu.shape} and sigma {sigma.shape} do not match')
     return dict(mu=mu, sigma=sigma)
@@ -230,6 +231,7 @@ def compute_fid_is(gen_dir: str, ref_dir: Optional[str] = None, ref_stats: Optio
     """
     if (ref_dir is None) == (ref_stats is None):
         raise ValueError('give exactly one of ref_dir and ref_stats')
+    reference = load_statistics(ref_stats) if ref_stats is not None else None  # fail fast
     _check_weights(feature_extractor, inception_weights)
     tf = require_torch_fidelity()
     gen = image_dataset(gen_dir)
@@ -242,7 +244,6 @@ def compute_fid_is(gen_dir: str, ref_dir: Optional[str] = None, ref_stats: Optio
                                        isc_splits=isc_splits, **kwargs)
         out.update(fid=float(metrics[tf.KEY_METRIC_FID]), num_ref=len(ref))
     else:
-        reference = load_statistics(ref_stats)
         layers = (FEATURE_FID, FEATURE_ISC) if isc else (FEATURE_FID, )
         feats = extract_features(gen, layers, inception_weights, feature_extractor, batch_size,
                                  device, verbose, save_cpu_ram)

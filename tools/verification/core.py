@@ -96,7 +96,8 @@ class ReferenceDir:
     @property
     def vectors(self) -> Dict:
         if self._vectors is None:
-            self._vectors = torch.load(self.file('vectors'), map_location='cpu', weights_only=True)
+            from addp_mm.models.utils import read_checkpoint
+            self._vectors = dict(read_checkpoint(self.file('vectors'), 'reference vectors file'))
         return self._vectors
 
     @property

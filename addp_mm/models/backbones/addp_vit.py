@@ -18,7 +18,8 @@ from mmengine.registry import MODELS
 from timm.layers import PatchEmbed
 
 from ..layers import build_blocks, resize_pos_embed
-from ..utils.checkpoint import encoder_state_dict, read_checkpoint, unwrap_state_dict
+from ..utils.checkpoint import (CheckpointMismatchError, encoder_state_dict, read_checkpoint,
+                                summarise_keys, unwrap_state_dict)
 
 OUT_TYPES = ('featmap', 'raw', 'cls_token', 'avg_featmap')
 INIT_MODES = ('trunc_normal', 'release')
@@ -232,16 +233,25 @@ class ADDPViT(BaseModule):
         ckpt = read_checkpoint(checkpoint, 'ADDPViT init_cfg.checkpoint', source='addp')
         state, ignored, source = encoder_state_dict(unwrap_state_dict(ckpt))
         if not state:
-            raise ValueError(f'{checkpoint}: no ADDP encoder weights found (keys like blocks.0.attn.qkv.weight)')
+            raise CheckpointMismatchError(
+                f'ADDPViT init_cfg.checkpoint = {checkpoint!r}: no ADDP encoder weights found (keys '
+                f'like blocks.0.attn.qkv.weight; another architecture?). Unexpected keys '
+                f'{summarise_keys(ignored)}; missing keys {summarise_keys(list(self.state_dict()))}')
         self._resize_tables(state)
         own = self.state_dict()
         unused = [source[k] for k in state if k not in own]
         state = {k: v for k, v in state.items() if k in own}
         wrong = [f'{source[k]} {tuple(v.shape)} vs {tuple(own[k].shape)}' for k, v in state.items()
                  if v.shape != own[k].shape]
-        if wrong:
-            raise ValueError(f'{checkpoint} does not fit this ADDPViT (arch / patch_size differ?): '
-                             + '; '.join(wrong[:4]))
+        # what every encoder file holds: a file without it is another architecture or depth
+        essential = [k for k in own if k.startswith(('patch_embed.', 'blocks.')) and 'rel_pos' not in k
+                     and k not in state]
+        if wrong or essential:
+            raise CheckpointMismatchError(
+                f'ADDPViT init_cfg.checkpoint = {checkpoint!r} does not fit this ADDPViT (another '
+                f'architecture, arch or patch_size?): shape-mismatched keys {summarise_keys(wrong, 4)}; '
+                f'missing keys {summarise_keys(essential)}; unexpected keys '
+                f'{summarise_keys(ignored + unused)}')
         missing, _ = self.load_state_dict(state, strict=False)
         # names as in the file for what was read, as in this model for what was initialised
         report = dict(used=sorted(source[k] for k in state), ignored=sorted(ignored + unused),

@@ -1,9 +1,13 @@
 """The one checkpoint layer: read a file safely, unwrap it, convert a foreign format.
 
     read_checkpoint(path, key, source)   the object in a local file, ``torch.load(weights_only=True)``
-                                         with our allow-list (:mod:`.safe_globals`); a missing file
-                                         is a ``FileNotFoundError`` naming the config key, the path
-                                         and where the file comes from (:data:`WEIGHT_SOURCES`)
+                                         with our allow-list (:mod:`.safe_globals`), ``.npz`` /
+                                         ``.npy`` with ``np.load(allow_pickle=False)``; a missing
+                                         file is a ``FileNotFoundError`` naming the config key, the
+                                         path and where the file comes from (:data:`WEIGHT_SOURCES`);
+                                         any other pickled global is an :class:`UnsafeCheckpointError`
+                                         naming it and :data:`TRUSTED_ENV` (the one way to lift it
+                                         for a trusted file)
     unwrap_state_dict(obj)               the state dict inside ``{'state_dict': ...}`` (mmengine,
                                          taming), ``{'model': ...}`` (ADDP / MAGE / MAE releases) or
                                          a bare one; ``module.`` stripped
@@ -18,14 +22,22 @@
                                          ADDP file) -> ``MAGETokenPredictor`` keys
         vqgan_state_dict                 taming / MAGE VQGAN (or ``vqgan.*`` of a released ADDP or
                                          MAGE file) -> ``VQGANTokenizer`` keys
+        model_state_dict                 any of the above -> the keys of a given model (the
+                                         converter whose output matches the model best)
+    load_state_dict_checked(module, state, name, ...)
+                                         ``module.load_state_dict`` (its pre-hooks resize tables)
+                                         that fails, naming the file and the missing / unexpected /
+                                         shape-mismatched keys, instead of leaving a random model
 
 Nothing downloads: every file is a local path.
 """
 import os
 import os.path as osp
+import pickle
 import re
-from typing import Dict, List, Mapping, Optional, Tuple, Union
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 
 from .safe_globals import register_safe_globals
@@ -45,9 +57,98 @@ WEIGHT_SOURCES = {
 }
 
 
+# the environment variable that lists files trusted to be unpickled in full (they may run code)
+TRUSTED_ENV = 'ADDP_TRUSTED_CHECKPOINTS'
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError):
+    """A file holds a pickled object outside our allow-list (it could run code when loaded)."""
+    is_user_mistake = True  # the tools print it as one line
+
+
+def trusted_files() -> List[str]:
+    """The absolute paths listed in ``$ADDP_TRUSTED_CHECKPOINTS`` (``os.pathsep``-separated)."""
+    value = os.environ.get(TRUSTED_ENV, '')
+    return [osp.realpath(p) for p in value.split(os.pathsep) if p.strip()]
+
+
+def _first_global(stream) -> Optional[str]:
+    """The first global outside NumPy (whose array reconstructors an object array pickles first)
+    that the pickle in ``stream`` would import (``pickletools``: nothing runs)."""
+    import pickletools
+    strings: List[Optional[str]] = []  # the strings pushed, in order (memo lookups included)
+    memo: Dict[int, Optional[str]] = {}
+    found: List[str] = []
+    try:
+        for op, arg, _ in pickletools.genops(stream):
+            if op.name == 'GLOBAL':
+                found.append(str(arg).replace(' ', '.'))
+            elif op.name == 'STACK_GLOBAL' and len(strings) >= 2:
+                found.append(f'{strings[-2]}.{strings[-1]}')
+            elif op.name == 'MEMOIZE':
+                memo[len(memo)] = strings[-1] if strings else None
+            elif op.name.endswith('PUT'):
+                memo[arg] = strings[-1] if strings else None
+            elif op.name.endswith('GET'):
+                strings.append(memo.get(arg))
+            elif isinstance(arg, str):
+                strings.append(arg)
+    except Exception:
+        pass
+    return next((g for g in found if not g.startswith('numpy')), found[0] if found else None)
+
+
+def _pickled_global(path) -> Optional[str]:
+    """The first global a pickle file, or a pickled object array of a ``.npy`` / ``.npz``, would
+    import (read, not run)."""
+    import zipfile
+
+    def from_npy(f):
+        try:
+            major, _ = np.lib.format.read_magic(f)
+            (np.lib.format.read_array_header_1_0 if major == 1 else
+             np.lib.format.read_array_header_2_0)(f, max_header_size=1 << 20)
+        except Exception:
+            return None
+        return _first_global(f)
+
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            for name in z.namelist():
+                with z.open(name) as member:
+                    found = from_npy(member) if name.endswith('.npy') else None
+                if found:
+                    return found
+        return None
+    with open(path, 'rb') as f:
+        if f.read(6) == b'\x93NUMPY':
+            f.seek(0)
+            return from_npy(f)
+        f.seek(0)
+        return _first_global(f)
+
+
+def _refusal(key: str, path, error: Exception) -> UnsafeCheckpointError:
+    text = str(error)
+    found = re.search(r'GLOBAL ([\w.]+)', text) or re.search(r"Unsupported global: ([\w.]+)", text)
+    name = found.group(1) if found else _pickled_global(path)
+    what = (f'it holds the pickled global {name}, which is not on the allow-list' if name
+            else f'it cannot be read as weights only ({text.strip().splitlines()[0][:200]})'
+            if text.strip() else 'it cannot be read as weights only')
+    return UnsafeCheckpointError(
+        f'{key} = {os.fspath(path)!r}: refused to load: {what}. Unpickling it could run code. Only '
+        f'if you trust this file, allow it with the environment variable '
+        f'{TRUSTED_ENV}={osp.realpath(path)} (several files: separated by {os.pathsep!r}).')
+
+
 def read_checkpoint(path: Union[str, os.PathLike], key: str = 'checkpoint',
                     source: Optional[str] = None) -> Mapping:
-    """``torch.load`` a local file with ``weights_only=True`` (our allow-list registered).
+    """The object in a local checkpoint file, read without running code.
+
+    ``.npz`` / ``.npy`` files are read with ``np.load(allow_pickle=False)`` (a dict of arrays);
+    everything else with ``torch.load(weights_only=True)`` and our allow-list. A file that holds
+    any other pickled global is refused with an :class:`UnsafeCheckpointError` naming the global
+    and :data:`TRUSTED_ENV`; a file listed there is unpickled in full.
 
     Args:
         path: the local file.
@@ -62,8 +163,26 @@ def read_checkpoint(path: Union[str, os.PathLike], key: str = 'checkpoint',
                 if where and osp.basename(os.fspath(path)) in where else ' Check the path.')
         raise FileNotFoundError(f'{key} = {os.fspath(path) if isinstance(path, os.PathLike) else path!r}: '
                                 f'file not found.{hint}')
+    trusted = osp.realpath(path) in trusted_files()
+    if os.fspath(path).endswith(('.npz', '.npy')):
+        try:
+            loaded = np.load(path, allow_pickle=trusted)
+        except (ValueError, pickle.UnpicklingError) as e:
+            if 'pickle' not in str(e):
+                raise ValueError(f'{key} = {os.fspath(path)!r}: not a NumPy file ({e})') from None
+            raise _refusal(key, path, e) from None
+        if isinstance(loaded, np.ndarray):
+            return {'array': loaded}
+        with loaded:
+            try:
+                return {k: loaded[k] for k in loaded.files}
+            except ValueError as e:  # an object array inside the archive
+                raise _refusal(key, path, e) from None
     register_safe_globals()
-    obj = torch.load(path, map_location='cpu', weights_only=True)
+    try:
+        obj = torch.load(path, map_location='cpu', weights_only=not trusted)
+    except pickle.UnpicklingError as e:
+        raise _refusal(key, path, e) from None
     if not isinstance(obj, Mapping):
         raise ValueError(f'{key} = {path!r} holds a {type(obj).__name__}, not a checkpoint dict')
     return obj
@@ -261,3 +380,78 @@ def load_converted(module: torch.nn.Module, checkpoint: Union[str, os.PathLike, 
     except RuntimeError as e:
         raise RuntimeError(f'{key} = {name} does not fit this {type(module).__name__} '
                            f'({module.extra_repr() or "check its sizes"}): {e}') from None
+
+
+# ----------------------------------------------------------------------------------------------
+# any supported format -> a given model's keys, and a load that cannot leave a random model
+# ----------------------------------------------------------------------------------------------
+def model_state_dict(state: StateDict, model_keys: Iterable[str]) -> Tuple[StateDict, str]:
+    """``state`` (already unwrapped) in the key names of a model whose ``state_dict()`` has
+    ``model_keys``: as it is when it is one of ours, otherwise the converter whose output matches
+    most keys (released fine-tuning classifier, released / our pretraining file, any ADDP encoder
+    as ``backbone.*``). Returns ``(state, converter name)``."""
+    own = set(model_keys)
+    candidates = [('as saved', dict(state))]
+    if any(k.startswith('head.fc.') for k in own):
+        candidates.append(('finetune_classifier_state_dict', finetune_classifier_state_dict(state)))
+    if any(k.startswith('neck.') for k in own):
+        candidates.append(('addp_state_dict', addp_state_dict(state)))
+    if any(k.startswith('backbone.') for k in own) and not any(k.startswith('backbone.') for k in state):
+        encoder, _, _ = encoder_state_dict(state)
+        candidates.append(('encoder_state_dict', {f'backbone.{k}': v for k, v in encoder.items()}))
+    # the first of the best: a file of ours stays as saved
+    name, best = max(candidates, key=lambda c: len(own.intersection(c[1])))
+    return best, name
+
+
+def summarise_keys(keys: Sequence[str], limit: int = 5) -> str:
+    """``'3: a, b, c'`` / ``'120: a, b, c, d, e, ...'``."""
+    keys = list(keys)
+    more = ', ...' if len(keys) > limit else ''
+    return f'{len(keys)}: ' + ', '.join(keys[:limit]) + more if keys else '0'
+
+
+class CheckpointMismatchError(RuntimeError, ValueError):
+    """A checkpoint that does not fit the model (names the file and the keys)."""
+    is_user_mistake = True
+
+
+_SIZE_MISMATCH = re.compile(r'size mismatch for ([^:]+): copying a param with shape (\S+) from '
+                            r'checkpoint, the shape in current model is (\S+)\.')
+
+
+def load_state_dict_checked(module: torch.nn.Module, state: StateDict, name: str,
+                            require_all: bool = True, min_fraction: float = 0.5,
+                            allow_missing: Sequence[str] = ()) -> Dict[str, List[str]]:
+    """``module.load_state_dict(state, strict=False)`` (pre-hooks resize position tables) that
+    raises :class:`CheckpointMismatchError` naming ``name`` and the keys when
+
+    - a tensor's shape differs from the model's (after resizing),
+    - nothing was loaded, or fewer than ``min_fraction`` of the model's tensors,
+    - ``require_all`` and a model key is missing (other than those matching a regular expression
+      in ``allow_missing``) or a checkpoint key is unexpected.
+
+    Returns ``dict(missing=..., unexpected=...)`` (what is left is logged by the caller).
+    """
+    own = list(module.state_dict().keys())
+    try:
+        result = module.load_state_dict(state, strict=False)
+    except RuntimeError as e:
+        shapes = [f'{k} {a} in the file vs {b} in the model' for k, a, b in _SIZE_MISMATCH.findall(str(e))]
+        if not shapes:
+            raise
+        raise CheckpointMismatchError(
+            f'{name} does not fit this {type(module).__name__} (another architecture or size?): '
+            f'shape-mismatched keys {summarise_keys(shapes, 4)}') from None
+    missing = [k for k in result.missing_keys if not any(re.search(p, k) for p in allow_missing)]
+    unexpected = list(result.unexpected_keys)
+    loaded = len(own) - len(result.missing_keys)
+    too_few = loaded == 0 or loaded < min_fraction * len(own)
+    if too_few or (require_all and (missing or unexpected)):
+        what = (f'only {loaded} of the model\'s {len(own)} tensors match' if too_few else
+                'it does not hold every tensor of the model')
+        raise CheckpointMismatchError(
+            f'{name} does not fit this {type(module).__name__}: {what} (another architecture, or '
+            f'a file of another format?). Missing keys {summarise_keys(missing)}; unexpected '
+            f'keys {summarise_keys(unexpected)}')
+    return dict(missing=missing, unexpected=unexpected)

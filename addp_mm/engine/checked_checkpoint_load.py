@@ -1,0 +1,79 @@
+"""``CheckedCheckpointLoad``: what ``load_from``, ``--resume`` and ``tools/test.py CHECKPOINT`` read
+goes through our checkpoint layer, not mmengine's non-strict loader.
+
+mmengine's ``Runner.load_checkpoint`` loads with ``strict=False`` and only warns: a released
+checkpoint (other key names) or a file of another architecture leaves a random model. Mixed into
+the runner by :func:`addp_mm.engine.launch.build_runner` (``tools/train.py``, ``tools/test.py``),
+``load_checkpoint`` here
+
+1. reads the file with :func:`read_checkpoint` (weights only, our allow-list; a file holding any
+   other pickled global is refused, naming it and ``$ADDP_TRUSTED_CHECKPOINTS``);
+2. converts it to the model's key names with :func:`model_state_dict` (released fine-tuning
+   classifier, released / our pretraining file, any ADDP encoder, or one of our checkpoints as
+   saved);
+3. loads it with :func:`load_state_dict_checked` (the models' pre-hooks resize position and
+   relative-position tables): evaluation (``test``/``val``) and resume need every tensor of the
+   model; ``load_from`` for training needs at least half and logs what is left initialised.
+   Anything else is a :class:`CheckpointMismatchError` naming the file and the keys.
+
+``--resume`` of a file that is not a training checkpoint (no ``meta`` / ``message_hub``, e.g. a
+released file) is refused, naming what is missing.
+"""
+from mmengine.model import is_model_wrapper
+
+from addp_mm.models.utils import (CheckpointMismatchError, load_state_dict_checked, model_state_dict,
+                                  read_checkpoint, summarise_keys, unwrap_state_dict)
+
+# what ``Runner.resume`` reads besides the weights
+RESUME_KEYS = ('meta', 'state_dict', 'message_hub')
+
+
+class CheckedCheckpointLoad:
+    """Runner mixin (see the module doc)."""
+
+    # loading for: 'load_from' (training init), 'resume', 'test' (test / val without training)
+    _load_purpose = 'load_from'
+    # load_from for training: the least fraction of the model's tensors a checkpoint must fill
+    min_loaded_fraction = 0.5
+
+    def test(self):
+        self._load_purpose = 'test'
+        return super().test()
+
+    def val(self):
+        self._load_purpose = 'test'
+        return super().val()
+
+    def resume(self, filename, *args, **kwargs):
+        previous, self._load_purpose = self._load_purpose, 'resume'
+        try:
+            return super().resume(filename, *args, **kwargs)
+        finally:
+            self._load_purpose = previous
+
+    def load_checkpoint(self, filename, map_location='cpu', strict=False, revise_keys=None):
+        purpose = self._load_purpose
+        key = {'resume': '--resume', 'test': 'CHECKPOINT'}.get(purpose, 'load_from')
+        checkpoint = dict(read_checkpoint(filename, key))
+        if purpose == 'resume':
+            missing = [k for k in RESUME_KEYS if k not in checkpoint]
+            if missing:
+                raise CheckpointMismatchError(
+                    f'--resume {filename}: not a training checkpoint (it has no {missing}; keys: '
+                    f'{summarise_keys(sorted(checkpoint))}). Resume from a checkpoint a training '
+                    'run wrote (work_dirs/<config name>/iter_N.pth or epoch_N.pth); to start from '
+                    'released weights use --cfg-options load_from=FILE or --pretrained FILE.')
+        self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
+        model = self.model.module if is_model_wrapper(self.model) else self.model
+        state, how = model_state_dict(unwrap_state_dict(checkpoint), model.state_dict().keys())
+        exact = strict or purpose in ('resume', 'test')
+        left = load_state_dict_checked(model, state, f'{key} = {filename!r}', require_all=exact,
+                                       min_fraction=self.min_loaded_fraction)
+        checkpoint['state_dict'] = state
+        self._has_loaded = True
+        note = '' if how == 'as saved' else f' (converted with {how})'
+        self.logger.info(f'Load checkpoint from {filename}{note}')
+        if left['missing'] or left['unexpected']:
+            self.logger.warning(f'{filename}: left initialised {summarise_keys(left["missing"])}; '
+                                f'not used {summarise_keys(left["unexpected"])}')
+        return checkpoint
