@@ -1,4 +1,6 @@
-"""Shared fixtures: the reference folder (skipped with a reason when absent, required under CI)."""
+"""Shared fixtures: the reference folder (skipped with a reason when absent, required under CI),
+and :func:`require` for optional imports (skipped locally, a failure under CI=true)."""
+import importlib
 import os
 import os.path as osp
 import sys
@@ -16,6 +18,23 @@ for path in (TOOLS, ROOT):
 import addp_mm  # noqa: E402,F401  (registers everything)
 
 torch.set_num_threads(2)
+
+
+def on_ci() -> bool:
+    """``CI=true``: nothing may skip."""
+    return os.environ.get('CI', '').lower() == 'true'
+
+
+def require(module: str, reason: str = ''):
+    """``import module``; when it is missing, skip (module level too) or, under ``CI=true``, fail:
+    CI has every dependency, so a missing one is an error there, never a silent skip."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        msg = f'{module} cannot be imported ({e})' + (f': {reason}' if reason else '')
+        if on_ci():
+            pytest.fail(msg + ' (CI=true: a missing dependency fails)', pytrace=False)
+        pytest.skip(msg, allow_module_level=True)
 
 
 def default_reference_dir() -> str:

@@ -31,8 +31,9 @@ import os.path as osp
 import numpy as np
 import pytest
 import torch
+from conftest import require
 
-pytest.importorskip('mmcv.ops', reason='mmcv with its compiled ops is needed by the toolboxes')
+require('mmcv.ops', 'mmcv with its compiled ops is needed by the toolboxes')
 
 from mmengine.config import Config  # noqa: E402
 from mmengine.model.utils import revert_sync_batchnorm  # noqa: E402

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import require
 from PIL import Image
 
 from addp_mm.evaluation import compute_fid_is, list_images, load_statistics, save_statistics
@@ -40,7 +41,7 @@ def _write_images(folder, num, shift=0, size=32, seed=0):
 @pytest.fixture(scope='module')
 def stand_in(tmp_path_factory):
     """Register a small torch-fidelity feature extractor whose weights come from a local file."""
-    tf = pytest.importorskip('torch_fidelity', reason='torch-fidelity is not installed')
+    tf = require('torch_fidelity', 'torch-fidelity computes FID / IS')
     from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
     class StandIn(tf.FeatureExtractorBase):

@@ -246,7 +246,8 @@ def test_generate_tool_on_our_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_generate_tool_two_ranks(tmp_path):
-    """--launcher pytorch: each rank writes its own block of indices; rank 0 writes the grid."""
+    """--launcher pytorch: each rank writes its own block of indices (rank r seeded with seed + r);
+    rank 0 writes the grid. The ranks' samples differ and equal 1-rank runs with the same seeds."""
     import subprocess
     model = tiny_model(seed=3)
     ckpt = tmp_path / 'iter_10.pth'
@@ -263,6 +264,23 @@ def test_generate_tool_two_ranks(tmp_path):
     names = sorted(p.name for p in out.iterdir())
     assert names == [f'{i:06d}.png' for i in range(5)] + ['grid.png']
     assert '5 images on 2 rank(s)' in proc.stdout
+    images = [np.asarray(Image.open(out / f'{i:06d}.png')) for i in range(5)]
+    # rank 0 wrote 0-1 (seed 0), rank 1 wrote 2-4 (seed 1): all different samples
+    assert [rank_range(5, r, 2) for r in range(2)] == [(0, 2), (2, 5)]
+    assert len({im.tobytes() for im in images}) == 5
+    # the same images as 1-rank runs with those seeds (rank 1's block = the first three of seed 1)
+    for seed, first, count in ((0, 0, 2), (1, 2, 3)):
+        single = tmp_path / f'single_seed{seed}'
+        _generate_tool().main([str(cfg), str(ckpt), '--num-images', str(count), '--batch-size', '2',
+                               '--seed', str(seed), '--out-dir', str(single), '--device', 'cpu',
+                               '--no-progress'])
+        for i in range(count):
+            again = np.asarray(Image.open(single / f'{i:06d}.png')).astype(int)
+            # the same sample; pixels may differ by float rounding (other thread counts)
+            diff = np.abs(again - images[first + i])
+            assert diff.max() <= 2 and diff.mean() < 0.05, (seed, i, diff.max(), diff.mean())
+    # while two different samples differ everywhere
+    assert np.abs(images[0].astype(int) - images[2]).mean() > 5
 
 
 def test_generate_tool_on_release_checkpoint(tmp_path, reference_dir):

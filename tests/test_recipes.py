@@ -13,6 +13,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import require
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -53,7 +54,7 @@ def _torchvision_eval(path: str, size: int, crop: int, interpolation) -> np.ndar
 def test_imagenet_eval_pipeline_is_the_releases(path, tmp_path):
     """Release util/datasets.py build_transform, input 256 > 224: crop ratio 1.0, i.e. short
     side to 256 (bicubic), centre crop 256. Checked on the pipeline's pixels too."""
-    pytest.importorskip('mmpretrain')
+    require('mmpretrain')
     from mmengine.dataset import Compose
     from mmengine.registry import DefaultScope
     from torchvision.transforms import InterpolationMode
@@ -269,7 +270,7 @@ def test_coco_weight_decay_matches_vitdet(name):
     """detectron2's ViTDet: weight_decay_norm=0 (torch.nn norm layers: the backbone's
     LayerNorms) and pos_embed 0; everything else, biases and relative-position tables included,
     and the pyramid's / heads' channel LayerNorms (detectron2's own class), at 0.1."""
-    pytest.importorskip('mmdet')
+    require('mmdet')
     cfg = Config.fromfile(COCO.replace('base', name))
     _narrow_detector(cfg)
     model, wd = _decays(cfg)

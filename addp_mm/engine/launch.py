@@ -56,8 +56,9 @@ def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
 
 
 def _dataset_paths(dataset: dict, where: str):
-    """``(key, path, is_dir)`` for the folders and files a dataset config reads (wrappers
-    followed), relative paths joined with ``data_root`` as mmengine's ``BaseDataset`` does."""
+    """``(key, path, kind)`` for the folders (``kind`` True) and files (``kind``: the dataset's
+    type) a dataset config reads (wrappers followed), relative paths joined with ``data_root`` as
+    mmengine's ``BaseDataset`` does."""
     if not isinstance(dataset, dict):
         return
     for inner in ('dataset', 'datasets'):
@@ -69,7 +70,7 @@ def _dataset_paths(dataset: dict, where: str):
         yield f'{where}.data_root', root, True
     ann = dataset.get('ann_file')
     if isinstance(ann, str) and ann:
-        yield f'{where}.ann_file', ann if osp.isabs(ann) else osp.join(root, ann), False
+        yield f'{where}.ann_file', ann if osp.isabs(ann) else osp.join(root, ann), dataset.get('type')
     prefix = dataset.get('data_prefix')
     if not prefix and dataset.get('split'):  # mmpretrain's ImageNet reads data_root/<split>/
         yield f'{where}.split', osp.join(root, dataset['split']), True
@@ -82,13 +83,17 @@ def _dataset_paths(dataset: dict, where: str):
 
 def check_data(cfg: Config, loaders=('train_dataloader', 'val_dataloader')) -> None:
     """``FileNotFoundError`` naming the config key, the path and the fix when a dataset's folder or
-    annotation file is missing (before the runner spends time building the model)."""
+    annotation file is missing, a :class:`UsageError` when an annotation file is empty or
+    malformed (:func:`check_annotation_file`), before the runner spends time building the model."""
     for loader in loaders:
         dataloader = cfg.get(loader)
         if not isinstance(dataloader, dict):
             continue
-        for key, path, is_dir in _dataset_paths(dataloader.get('dataset'), f'{loader}.dataset'):
+        for key, path, kind in _dataset_paths(dataloader.get('dataset'), f'{loader}.dataset'):
+            is_dir = kind is True
             if (osp.isdir if is_dir else osp.isfile)(path):
+                if key.endswith('.ann_file'):
+                    check_annotation_file(path, key, kind)
                 continue
             demo = osp.normpath(path).startswith(osp.join('data', 'demo'))
             fix = ('make the demo data first: python tools/make_demo_data.py data/demo' if demo else
@@ -97,6 +102,44 @@ def check_data(cfg: Config, loaders=('train_dataloader', 'val_dataloader')) -> N
                 f"{key}: {'folder' if is_dir else 'file'} '{path}' not found (looked in "
                 f"{os.getcwd()}); {fix}, or point the config at your copy with "
                 f"--cfg-options {key.rsplit('.', 1)[0]}.data_root=PATH")
+
+
+# COCO-style annotation files larger than this are only checked for a JSON object at their start
+# (the dataset parses them anyway; the check must not double a big file's loading time)
+ANN_PARSE_LIMIT = 64 << 20
+COCO_KEYS = ('images', 'annotations', 'categories')
+
+
+def check_annotation_file(path: str, key: str, dataset_type=None) -> None:
+    """A clear error naming the file and the config key for an empty or malformed ``.json``
+    annotation file (and, for a COCO dataset, one without ``images`` / ``annotations`` /
+    ``categories``), instead of a traceback from deep inside the dataset."""
+    if not path.endswith('.json'):
+        return
+    fix = ('regenerate it (demo data: python tools/make_demo_data.py data/demo) or point '
+           f'--cfg-options {key}=... at a COCO-format file')
+    size = osp.getsize(path)
+    if size == 0:
+        raise UsageError(f"{key}: annotation file '{path}' is empty (0 bytes); {fix}")
+    import json
+    with open(path, 'rb') as f:
+        if size > ANN_PARSE_LIMIT:
+            start = f.read(4096).lstrip()
+            if not start.startswith(b'{'):
+                raise UsageError(f"{key}: annotation file '{path}' is not a JSON object; {fix}")
+            return
+        try:
+            content = json.loads(f.read())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise UsageError(f"{key}: annotation file '{path}' is not valid JSON ({e}); {fix}") from None
+    if not isinstance(content, dict):
+        raise UsageError(f"{key}: annotation file '{path}' holds a JSON {type(content).__name__}, "
+                         f'not an object; {fix}')
+    if isinstance(dataset_type, str) and 'coco' in dataset_type.lower():
+        missing = [k for k in COCO_KEYS if k not in content]
+        if missing:
+            raise UsageError(f"{key}: annotation file '{path}' has no {missing} (a COCO file has "
+                             f"{list(COCO_KEYS)}; found {sorted(content)[:8]}); {fix}")
 
 
 def _pretrained_checkpoints(node, where='model'):

@@ -33,15 +33,17 @@ def _shape(x) -> str:
     return type(x).__name__
 
 
-def compare(key: str, ours, theirs, atol: float = DEFAULT_ATOL, note: str = '') -> Row:
+def compare(key: str, ours, theirs, atol: float = DEFAULT_ATOL, note: str = '',
+            rtol: float = 0.) -> Row:
     """Compare a recomputed output with the recorded one (tensors, lists of tensors or plain values).
 
-    Tensors must have the same shape; integer/bool tensors must match exactly.
+    Tensors must have the same shape; integer/bool tensors must match exactly; float ones pass
+    where ``|ours - theirs| <= atol + rtol * |theirs|`` everywhere (the row shows the max abs error).
     """
     if isinstance(theirs, (list, tuple)) and theirs and isinstance(theirs[0], torch.Tensor):
         if len(ours) != len(theirs):
             return Row(key, _shape(theirs), None, False, f'length {len(ours)} != {len(theirs)}')
-        rows = [compare(f'{key}[{i}]', o, t, atol) for i, (o, t) in enumerate(zip(ours, theirs))]
+        rows = [compare(f'{key}[{i}]', o, t, atol, rtol=rtol) for i, (o, t) in enumerate(zip(ours, theirs))]
         err = max(r.max_abs_err or 0.0 for r in rows)
         return Row(key, f'{len(theirs)}x' + rows[0].shape, err, all(r.passed for r in rows), note)
     if isinstance(theirs, torch.Tensor):
@@ -53,8 +55,9 @@ def compare(key: str, ours, theirs, atol: float = DEFAULT_ATOL, note: str = '') 
         if theirs.dtype in (torch.bool, torch.int64, torch.int32, torch.uint8):
             n_diff = int((ours.to(theirs.dtype) != theirs).sum())
             return Row(key, _shape(theirs), float(n_diff), n_diff == 0, note or 'exact match required')
-        err = float((ours.double() - theirs.double()).abs().max())
-        return Row(key, _shape(theirs), err, err <= atol, note)
+        diff = (ours.double() - theirs.double()).abs()
+        ok = bool((diff <= atol + rtol * theirs.double().abs()).all())
+        return Row(key, _shape(theirs), float(diff.max()), ok, note)
     # plain values (ints, floats, strings, lists of strings)
     if isinstance(theirs, float):
         err = abs(float(ours) - theirs)

@@ -71,11 +71,11 @@ def check_generation(ref: ReferenceDir) -> List[Row]:
                                      geo.grid_hw))
 
     batch = v['gen_img'].shape[0]
-    image = sampler.sample(model, batch, seed=0)
+    image, trajectory = sampler.sample(model, batch, seed=0, return_trajectory=True)
     staged = 'recorded per-step inputs'
     return [
-        compare('gen_initial_mask', torch.ones(batch, geo.num_tokens), v['gen_initial_mask'],
-                note='all positions masked'),
+        compare('gen_initial_mask', trajectory[0]['mask'], v['gen_initial_mask'],
+                note="the free-running sampler's first mask"),
         compare('gen_logits', torch.stack(logits), v['gen_logits'], note=staged),
         compare('gen_sampled_ids', torch.stack(sampled), v['gen_sampled_ids'],
                 note='nucleus top_p=1e-9 (greedy), recorded logits'),
