@@ -26,6 +26,15 @@ CASES = {
 }
 
 
+# what each short run must exceed: chance is 25 % top-1 (4 balanced classes, 8 val images); one
+# epoch (8 iterations) measured 75.0, 75.0, 62.5 % for seeds 0, 1, 2 (the config's seed is 0), so
+# > 50 % (at least 5 of 8 right; P = 0.027 by chance) holds with one image to spare. The detection
+# and segmentation runs here (1 epoch / 4 iterations) do not learn yet (measured bbox mAP 0.002,
+# 0.000 after 4 epochs; mIoU 2.8, 3.2 after 16 iterations): beating chance takes minutes there
+# (README "Demo results"), so only finiteness is checked for them.
+BEATS_CHANCE = {'accuracy/top1': 50.0}
+
+
 @pytest.fixture(scope='module')
 def demo_cwd(tmp_path_factory):
     """A working directory with data/demo/{coco,ade,imagenet}, as the demo configs expect."""
@@ -60,6 +69,8 @@ def test_demo_train_then_test(task, demo_cwd):
         found = re.findall(rf'{re.escape(name)}: (-?[0-9.]+|nan)', log)
         assert found, f'no {name} in the test log: {log[-2000:]}'
         assert math.isfinite(float(found[-1])), (name, found[-1])
+        if name in BEATS_CHANCE:
+            assert float(found[-1]) > BEATS_CHANCE[name], (name, found[-1], BEATS_CHANCE[name])
     assert out_file.is_file() and out_file.stat().st_size > 0
     # --show-dir is relative to the current folder and its absolute path is the last line printed
     vis = demo_cwd / f'vis_{task}'
