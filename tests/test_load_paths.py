@@ -147,17 +147,21 @@ def _foreign_checkpoints(tmp_path):
     resnet = {'conv1.weight': torch.randn(8, 3, 7, 7), 'bn1.weight': torch.ones(8),
               'layer1.0.conv1.weight': torch.randn(8, 8, 3, 3), 'fc.weight': torch.randn(2, 8)}
     torch.save({'state_dict': resnet}, tmp_path / 'resnet.pth')
+    # a few names in common (a 2-class head of width 32) but mostly another network
+    torch.save({'state_dict': {**resnet, 'head.fc.weight': torch.zeros(2, 32), 'head.fc.bias': torch.zeros(2)}},
+               tmp_path / 'resnet_head.pth')
     from mmengine.registry import MODELS
     vit = MODELS.build(dict(type='ADDPViT', arch=dict(embed_dims=48, num_layers=2, num_heads=2,
                                                       feedforward_channels=96), img_size=32, patch_size=8))
     torch.save({'model': vit.state_dict()}, tmp_path / 'vit48.pth')
-    return tmp_path / 'resnet.pth', tmp_path / 'vit48.pth'
+    return tmp_path / 'resnet.pth', tmp_path / 'resnet_head.pth', tmp_path / 'vit48.pth'
 
 
 @pytest.mark.parametrize('path', ['test', 'load_from'])
 def test_checkpoint_that_fits_nothing_is_an_error(tmp_path, path):
-    """A ResNet's state dict or a ViT of other width given to tools/test.py or as load_from: an
-    error naming the file and the keys (missing / unexpected / shape-mismatched)."""
+    """A ResNet's state dict (also one sharing a head's names with the model) or a ViT of other
+    width given to tools/test.py or as load_from: an error naming the file and the keys (missing /
+    unexpected / shape-mismatched)."""
     from mmengine.config import Config
     from addp_mm.engine.launch import build_runner
     from addp_mm.models.utils import CheckpointMismatchError
@@ -165,8 +169,10 @@ def test_checkpoint_that_fits_nothing_is_an_error(tmp_path, path):
     make_class_folders(str(data), n=1)
     config = tmp_path / 'tiny.py'
     config.write_text(tiny_classifier_config(str(data), TINY_REST))
-    resnet, vit48 = _foreign_checkpoints(tmp_path)
-    for ckpt, pattern in ((resnet, r"resnet\.pth.*only 0 of the model's \d+ tensors match.*Missing keys \d+: "
+    resnet, resnet_head, vit48 = _foreign_checkpoints(tmp_path)
+    for ckpt, pattern in ((resnet_head, r"resnet_head\.pth.*only 2 of its 6 tensors fit the model.*"
+                                        r"unexpected keys 4: conv1\.weight"),
+                          (resnet, r"resnet\.pth.*no tensor of it fits \(0 of the model's \d+\).*Missing keys \d+: "
                                    r"backbone\..*unexpected keys 4: conv1\.weight"),
                           (vit48, r"vit48\.pth.*shape-mismatched keys \d+: backbone\.\S+ "
                                   r"\S*48\S* in the file vs \S*32\S* in the model")):

@@ -13,7 +13,8 @@ the runner by :func:`addp_mm.engine.launch.build_runner` (``tools/train.py``, ``
    saved);
 3. loads it with :func:`load_state_dict_checked` (the models' pre-hooks resize position and
    relative-position tables): evaluation (``test``/``val``) and resume need every tensor of the
-   model; ``load_from`` for training needs at least half and logs what is left initialised.
+   model; ``load_from`` for training needs at least half of the file's tensors to fit (an
+   encoder-only file for a detector is fine) and logs what is left initialised.
    Anything else is a :class:`CheckpointMismatchError` naming the file and the keys.
 
 ``--resume`` of a file that is not a training checkpoint (no ``meta`` / ``message_hub``, e.g. a
@@ -33,7 +34,7 @@ class CheckedCheckpointLoad:
 
     # loading for: 'load_from' (training init), 'resume', 'test' (test / val without training)
     _load_purpose = 'load_from'
-    # load_from for training: the least fraction of the model's tensors a checkpoint must fill
+    # load_from for training: the least fraction of the file's tensors that must fit the model
     min_loaded_fraction = 0.5
 
     def test(self):

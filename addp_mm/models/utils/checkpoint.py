@@ -427,9 +427,13 @@ def load_state_dict_checked(module: torch.nn.Module, state: StateDict, name: str
     raises :class:`CheckpointMismatchError` naming ``name`` and the keys when
 
     - a tensor's shape differs from the model's (after resizing),
-    - nothing was loaded, or fewer than ``min_fraction`` of the model's tensors,
+    - no tensor of the model was loaded, or fewer than ``min_fraction`` of the file's tensors
+      found a place in the model (another architecture that happens to share a few names),
     - ``require_all`` and a model key is missing (other than those matching a regular expression
       in ``allow_missing``) or a checkpoint key is unexpected.
+
+    A file that fills only part of the model with all of its tensors (an encoder for a detector)
+    passes unless ``require_all``.
 
     Returns ``dict(missing=..., unexpected=...)`` (what is left is logged by the caller).
     """
@@ -446,9 +450,11 @@ def load_state_dict_checked(module: torch.nn.Module, state: StateDict, name: str
     missing = [k for k in result.missing_keys if not any(re.search(p, k) for p in allow_missing)]
     unexpected = list(result.unexpected_keys)
     loaded = len(own) - len(result.missing_keys)
-    too_few = loaded == 0 or loaded < min_fraction * len(own)
+    used = len(state) - len(unexpected)
+    too_few = loaded == 0 or used < min_fraction * len(state)
     if too_few or (require_all and (missing or unexpected)):
-        what = (f'only {loaded} of the model\'s {len(own)} tensors match' if too_few else
+        what = (f'no tensor of it fits (0 of the model\'s {len(own)})' if loaded == 0 else
+                f'only {used} of its {len(state)} tensors fit the model' if too_few else
                 'it does not hold every tensor of the model')
         raise CheckpointMismatchError(
             f'{name} does not fit this {type(module).__name__}: {what} (another architecture, or '
