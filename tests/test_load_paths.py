@@ -5,7 +5,6 @@ import importlib.util
 import os.path as osp
 import pickle
 
-import numpy as np
 import pytest
 import torch
 

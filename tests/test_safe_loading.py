@@ -72,12 +72,10 @@ def _generation_config(tmp_path):
 
 
 def _noiser(**parts):
-    model = MODELS.build(dict(type='ADDPNoiser', tokenizer=dict(TINY_MODEL['target_generator']['tokenizer']),
-                              token_predictor=None))
-    cfg = dict(type='ADDPNoiser', tokenizer=dict(TINY_MODEL['target_generator']['tokenizer']), token_predictor=None)
-    for name, part in parts.items():
-        cfg[name] = part
-    del model
+    """An ADDPNoiser (model.target_generator) whose init_weights reads the parts' checkpoints."""
+    cfg = dict(type='ADDPNoiser', tokenizer=dict(TINY_MODEL['target_generator']['tokenizer']),
+               token_predictor=None)
+    cfg.update(parts)
     MODELS.build(cfg).init_weights()
 
 
