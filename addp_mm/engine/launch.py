@@ -384,7 +384,9 @@ def enlarged_visualizer(visualizer: dict, draw_size: int) -> dict:
                         inst.bboxes.rescale_([scale, scale])
                     elif 'bboxes' in inst:
                         inst.bboxes = inst.bboxes * scale
-                    if 'masks' in inst and isinstance(inst.masks, torch.Tensor):
+                    if 'masks' in inst and isinstance(inst.masks, torch.Tensor) and not len(inst.masks):
+                        inst.masks = inst.masks.new_zeros((0, *image.shape[:2]), dtype=torch.bool)
+                    elif 'masks' in inst and isinstance(inst.masks, torch.Tensor):
                         inst.masks = F.interpolate(inst.masks[None].float(), size=image.shape[:2],
                                                    mode='nearest')[0] > 0.5
                     elif 'masks' in inst:
