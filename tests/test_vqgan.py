@@ -279,5 +279,6 @@ def test_reference_rows():
         rows = [r for fn in TOKENIZER_CHECKS for r in fn(ref)]
     report = '\n'.join(r.format() for r in rows)
     keys = {r.key for r in rows}
-    assert {'vq_z', 'vq_zq', 'vq_indices', 'vq_recon', 'x_t', 'vq_release_ckpt_weights'} <= keys
+    assert {'vq_z', 'vq_zq', 'vq_indices', 'vq_recon', 'x_t', 'vq_indices[official_addp]',
+            'vq_indices[mage_token_predictor]'} <= keys
     assert all(r.passed for r in rows), report
