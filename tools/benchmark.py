@@ -403,10 +403,10 @@ def rows_parts(t: Table, args, a: Dict, device: torch.device) -> None:
         return run
 
     def fwd_bwd(release):
-        def run():
+        def run():  # ours scores only the masked grid positions, the release every position
             enc = model.encode(state['x_t'])
-            logits = model.neck(enc, state['indices'], mask_t)
-            model.head(logits, state['target'], mask_t).backward()
+            logits = model.neck(enc, state['indices'], mask_t, masked_only=not release)
+            model.head(logits, state['target'], mask_t, masked_only=not release).backward()
             model.zero_grad(set_to_none=True)
         return in_release(run) if release else run
 
