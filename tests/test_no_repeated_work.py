@@ -85,3 +85,23 @@ def test_training_scores_only_the_masked_grid_positions(model):
     assert grads_fast.keys() == grads_full.keys() and len(grads_full) > 10
     for k in grads_full:
         torch.testing.assert_close(grads_fast[k], grads_full[k], rtol=1e-6, atol=1e-6, msg=k)
+
+
+def test_inference_blocks_sum_in_place_with_the_same_result():
+    """Without autograd (the frozen token predictor) a ViT block sums its residuals in place into
+    the fresh branch outputs: bit-identical to the autograd path, its input untouched, and under
+    autocast (bf16 branches, float32 stream) the stream keeps the dtype it has with autograd."""
+    from addp_mm.models.layers import build_blocks
+    torch.manual_seed(0)
+    block = build_blocks(1, 32, 2)[0].eval()
+    x = torch.randn(2, 5, 32)
+    kept = x.clone()
+    with_grad = block(x)
+    with torch.no_grad():
+        without = block(x)
+    assert torch.equal(without, with_grad) and torch.equal(x, kept)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        amp_grad = block(x)
+        with torch.no_grad():
+            amp = block(x)
+    assert amp.dtype == amp_grad.dtype == torch.float32 and torch.equal(amp, amp_grad)
