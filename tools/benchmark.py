@@ -512,8 +512,12 @@ def main(argv=None) -> int:
           f'{torch.__version__}, arch {args.arch}, repeats {args.repeats} (median), warm-up '
           f'{args.warmup}, timer {args.timer}', file=sys.stderr)
     table = Table()
+    start = time.perf_counter()
     for group in args.rows:
+        t0 = time.perf_counter()
         GROUP_FNS[group](table, args, a, device)
+        print(f'# {group}: {time.perf_counter() - t0:.0f} s wall', file=sys.stderr, flush=True)
+    print(f'# all rows: {time.perf_counter() - start:.0f} s wall', file=sys.stderr, flush=True)
     if args.json:
         print(json.dumps(table.rows, indent=1))
     else:
