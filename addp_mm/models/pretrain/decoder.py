@@ -3,7 +3,9 @@
 The decoder reads the encoder features of the current pixels, hides the cls slot and every
 unreliable (masked) position behind a learned mask token, appends the token embeddings of the
 reliable (visible) positions, runs ViT blocks and scores every position against the whole token
-vocabulary (codebook, class slots, mask id) through the tied, detached token embedding.
+vocabulary (codebook, class slots, mask id) through the tied, detached token embedding. A
+pretraining step scores only the masked grid positions (``masked_only``: all the loss reads),
+generation only the grid positions against the codebook (``grid_codes_only``).
 
 Sequence layout (``N`` grid positions, ``V`` visible per row):
 ``[cls slot | N grid slots | V appended visible tokens]``, length ``1 + N + V``.
