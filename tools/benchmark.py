@@ -480,7 +480,8 @@ def main(argv=None) -> int:
                    'release sizes base / large')
     p.add_argument('--img-size', type=int, default=256, help='pretraining / generation size')
     p.add_argument('--batch', type=int, default=4, help='pretraining batch')
-    p.add_argument('--gen-batch', type=int, default=2, help='generation batch')
+    p.add_argument('--gen-batch', type=int, default=1,
+                   help='generation batch (1 keeps the default table within a few minutes)')
     p.add_argument('--steps', type=int, default=20, help='generation steps')
     p.add_argument('--device', default='cpu')
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads')
