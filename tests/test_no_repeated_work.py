@@ -42,3 +42,66 @@ def test_grid_codes_only_equals_slicing_the_full_logits(model):
     fast = model.neck(enc, ids, mask, grid_codes_only=True)
     assert fast.shape == (B, N, 64)
     torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-5)
+
+
+def _grads(module):
+    return {k: p.grad.clone() for k, p in module.named_parameters() if p.grad is not None}
+
+
+def test_training_scores_only_the_masked_grid_positions(model):
+    """The pretraining loss reads the masked grid positions only: the decoder scores just those
+    (not the cls slot, the visible grid slots or the appended visible tokens) and the loss and
+    every gradient equal those of scoring the whole sequence."""
+    model.train()
+    B, N = 3, 16
+    torch.manual_seed(1)
+    # 10 of 16 masked under mask_t (both kinds of position exist), 13 under mask_next
+    rank = torch.rand(B, N).argsort(dim=1).argsort(dim=1)
+    mask, mask_next = rank < 10, rank < 13
+    num_masked = 10
+    noised = model.target_generator(torch.rand(B, 3, 64, 64), mask, mask_next)
+    mlm_rows = []
+    hook = model.neck.mlm_head.register_forward_hook(lambda m, i, o: mlm_rows.append(o.shape[1]))
+    try:
+        model.loss(torch.rand(B, 3, 64, 64), mask_t=mask, mask_next=mask_next)
+    finally:
+        hook.remove()
+    assert mlm_rows == [num_masked]  # not 1 + N + (N - num_masked)
+
+    def step(masked_only):
+        model.zero_grad(set_to_none=True)
+        enc = model.encode(noised['x_t'])
+        logits = model.neck(enc, noised['indices'], mask, masked_only=masked_only)
+        loss = model.head(logits, noised['target'], mask, masked_only=masked_only)
+        loss.backward()
+        return loss.detach(), logits.detach(), _grads(model)
+
+    loss_full, logits_full, grads_full = step(False)
+    loss_fast, logits_fast, grads_fast = step(True)
+    assert logits_fast.shape == (B, num_masked, model.neck.vocab_size)
+    torch.testing.assert_close(logits_fast, model.neck.masked_logits(logits_full, mask),
+                               rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(loss_fast, loss_full, rtol=1e-6, atol=1e-6)
+    assert grads_fast.keys() == grads_full.keys() and len(grads_full) > 10
+    for k in grads_full:
+        torch.testing.assert_close(grads_fast[k], grads_full[k], rtol=1e-6, atol=1e-6, msg=k)
+
+
+def test_inference_blocks_sum_in_place_with_the_same_result():
+    """Without autograd (the frozen token predictor) a ViT block sums its residuals in place into
+    the fresh branch outputs: bit-identical to the autograd path, its input untouched, and under
+    autocast (bf16 branches, float32 stream) the stream keeps the dtype it has with autograd."""
+    from addp_mm.models.layers import build_blocks
+    torch.manual_seed(0)
+    block = build_blocks(1, 32, 2)[0].eval()
+    x = torch.randn(2, 5, 32)
+    kept = x.clone()
+    with_grad = block(x)
+    with torch.no_grad():
+        without = block(x)
+    assert torch.equal(without, with_grad) and torch.equal(x, kept)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        amp_grad = block(x)
+        with torch.no_grad():
+            amp = block(x)
+    assert amp.dtype == amp_grad.dtype == torch.float32 and torch.equal(amp, amp_grad)

@@ -68,6 +68,13 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+# ``--timer``: wall-clock seconds, or this process's CPU seconds (all its threads), which on a
+# machine shared with other work counts only the time the process actually ran (with
+# ``--threads 1`` it is the work done; with more threads it includes OpenMP's spin-waits)
+TIMERS = dict(wall=time.perf_counter, process=time.process_time)
+_timer = time.perf_counter
+
+
 def interleaved(fns: Dict[str, Callable[[], object]], repeats: int, warmup: int,
                 device: torch.device) -> Dict[str, float]:
     """Median seconds per call of each function, run interleaved (order alternating)."""
@@ -79,10 +86,10 @@ def interleaved(fns: Dict[str, Callable[[], object]], repeats: int, warmup: int,
     for r in range(repeats):
         for k in (order if r % 2 == 0 else order[::-1]):
             _sync(device)
-            t = time.perf_counter()
+            t = _timer()
             fns[k]()
             _sync(device)
-            times[k].append(time.perf_counter() - t)
+            times[k].append(_timer() - t)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -343,8 +350,8 @@ def rows_pretrain(t: Table, args, a: Dict, device: torch.device) -> None:
         print(f'torch.compile of encoder + decoder: first step {time.perf_counter() - t0:.1f} s',
               file=sys.stderr)
         fns['fp32 + torch.compile'] = compiled_step
-    losses = {k: float(fn()) for k, fn in fns.items()}
-    sec = interleaved(fns, args.repeats, args.warmup, device)
+    losses = {k: float(fn()) for k, fn in fns.items()}  # also the first warm-up run
+    sec = interleaved(fns, args.repeats, max(0, args.warmup - 1), device)
     mem_ref = peak_memory(ref_step, device)
     B = args.batch
     for k in fns:
@@ -403,10 +410,10 @@ def rows_parts(t: Table, args, a: Dict, device: torch.device) -> None:
         return run
 
     def fwd_bwd(release):
-        def run():
+        def run():  # ours scores only the masked grid positions, the release every position
             enc = model.encode(state['x_t'])
-            logits = model.neck(enc, state['indices'], mask_t)
-            model.head(logits, state['target'], mask_t).backward()
+            logits = model.neck(enc, state['indices'], mask_t, masked_only=not release)
+            model.head(logits, state['target'], mask_t, masked_only=not release).backward()
             model.zero_grad(set_to_none=True)
         return in_release(run) if release else run
 
@@ -473,7 +480,8 @@ def main(argv=None) -> int:
                    'release sizes base / large')
     p.add_argument('--img-size', type=int, default=256, help='pretraining / generation size')
     p.add_argument('--batch', type=int, default=4, help='pretraining batch')
-    p.add_argument('--gen-batch', type=int, default=2, help='generation batch')
+    p.add_argument('--gen-batch', type=int, default=1,
+                   help='generation batch (1 keeps the default table within a few minutes)')
     p.add_argument('--steps', type=int, default=20, help='generation steps')
     p.add_argument('--device', default='cpu')
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads')
@@ -482,8 +490,15 @@ def main(argv=None) -> int:
     p.add_argument('--rows', nargs='+', default=list(ROW_GROUPS), choices=ROW_GROUPS)
     p.add_argument('--compile', action='store_true',
                    help='also measure the fp32 step with torch.compile on the encoder + decoder')
+    p.add_argument('--timer', default='wall', choices=sorted(TIMERS),
+                   help="'wall' (default) or 'process': this process's CPU time, steadier on a "
+                   'machine shared with other work (use with --threads 1); CPU only')
     p.add_argument('--json', action='store_true', help='print the rows as a JSON list')
     args = p.parse_args(argv)
+    if args.timer == 'process' and args.device != 'cpu':
+        p.error("--timer process measures CPU time: use it with --device cpu")
+    global _timer
+    _timer = TIMERS[args.timer]
 
     from mmengine.logging import MMLogger
     MMLogger.get_current_instance().setLevel('WARNING')
@@ -496,10 +511,14 @@ def main(argv=None) -> int:
     print(f'# device {device} ({cap}; native bf16: {native_bf16(device)}; "auto" -> '
           f'{resolve_precision("auto", device)}), {torch.get_num_threads()} threads, torch '
           f'{torch.__version__}, arch {args.arch}, repeats {args.repeats} (median), warm-up '
-          f'{args.warmup}', file=sys.stderr)
+          f'{args.warmup}, timer {args.timer}', file=sys.stderr)
     table = Table()
+    start = time.perf_counter()
     for group in args.rows:
+        t0 = time.perf_counter()
         GROUP_FNS[group](table, args, a, device)
+        print(f'# {group}: {time.perf_counter() - t0:.0f} s wall', file=sys.stderr, flush=True)
+    print(f'# all rows: {time.perf_counter() - start:.0f} s wall', file=sys.stderr, flush=True)
     if args.json:
         print(json.dumps(table.rows, indent=1))
     else:

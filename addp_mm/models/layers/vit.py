@@ -183,8 +183,16 @@ class TransformerBlock(nn.Module):
             h = window_unpartition(windows, self.window_size, padded_hw, hw).view(B, N, C)
         else:
             h = self.attn(h, hw)
-        x = x + self.drop_path(h)
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        x = _residual(x, self.drop_path(h))
+        return _residual(x, self.drop_path(self.mlp(self.norm2(x))))
+
+
+def _residual(x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """``x + h``; without autograd (the frozen token predictor) summed in place into ``h``, the
+    fresh branch output, when that gives the same result dtype (``h + x == x + h`` exactly)."""
+    if not torch.is_grad_enabled() and h.dtype == x.dtype and h.shape == x.shape:
+        return h.add_(x)
+    return x + h
 
 
 def init_linear_and_norm(module: nn.Module) -> None:

@@ -121,8 +121,10 @@ class ADDP(BaseModel):
         """Noise (frozen), encode, decode, loss. The masks are drawn unless given."""
         noised = self.target_generator(inputs, mask_t, mask_next)
         features = self.encode(noised['x_t'])
-        logits = self.neck(features, noised['indices'], noised['mask_t'], noised['num_visible'])
-        return dict(loss=self.head(logits, noised['target'], noised['mask_t']))
+        # only the masked grid positions are scored: the loss reads nothing else
+        logits = self.neck(features, noised['indices'], noised['mask_t'], noised['num_visible'],
+                           masked_only=True)
+        return dict(loss=self.head(logits, noised['target'], noised['mask_t'], masked_only=True))
 
     def forward(self, inputs: torch.Tensor, data_samples=None, mode: str = 'tensor'):
         if mode == 'loss':

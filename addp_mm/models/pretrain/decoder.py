@@ -3,7 +3,9 @@
 The decoder reads the encoder features of the current pixels, hides the cls slot and every
 unreliable (masked) position behind a learned mask token, appends the token embeddings of the
 reliable (visible) positions, runs ViT blocks and scores every position against the whole token
-vocabulary (codebook, class slots, mask id) through the tied, detached token embedding.
+vocabulary (codebook, class slots, mask id) through the tied, detached token embedding. A
+pretraining step scores only the masked grid positions (``masked_only``: all the loss reads),
+generation only the grid positions against the codebook (``grid_codes_only``).
 
 Sequence layout (``N`` grid positions, ``V`` visible per row):
 ``[cls slot | N grid slots | V appended visible tokens]``, length ``1 + N + V``.
@@ -16,6 +18,14 @@ import torch.nn as nn
 from mmengine.registry import MODELS
 
 from addp_mm.models.layers import MLMHead, build_blocks, init_linear_and_norm
+
+
+def masked_positions(mask: torch.Tensor, num_masked: int) -> torch.Tensor:
+    """Indices ``B x num_masked`` of the masked positions of ``mask`` (``B x N``, the same count
+    in every row), in position order (a stable sort puts the visible positions first, in order,
+    then the masked ones)."""
+    order = mask.bool().to(torch.uint8).argsort(dim=1, stable=True)
+    return order[:, order.shape[1] - num_masked:]
 
 
 @MODELS.register_module()
@@ -140,10 +150,14 @@ class ADDPDecoder(nn.Module):
         return torch.cat([grid + grid_pos, tokens + token_pos], dim=1)
 
     def forward(self, enc_out: torch.Tensor, indices: torch.Tensor, mask: torch.Tensor,
-                num_visible: Optional[int] = None, grid_codes_only: bool = False) -> torch.Tensor:
+                num_visible: Optional[int] = None, grid_codes_only: bool = False,
+                masked_only: bool = False) -> torch.Tensor:
         """Logits ``B x (1+N+V) x vocab_size``; with ``grid_codes_only`` only what generation
         samples from, ``B x N x codebook_size`` (= ``grid_logits(forward(...), True)``, computed
-        without the other positions and vocabulary entries).
+        without the other positions and vocabulary entries); with ``masked_only`` only what the
+        pretraining loss reads, ``B x M x vocab_size`` for the ``M = N - V`` masked grid
+        positions in position order (= :meth:`masked_logits` of the full logits, computed
+        without scoring the cls slot, the visible grid slots and the appended tokens).
 
         Args:
             enc_out: encoder output ``B x (1+N) x embed_dim``, cls at index 0.
@@ -151,14 +165,31 @@ class ADDPDecoder(nn.Module):
             mask: ``B x N``, 1 = masked (unreliable); every row must have the same count.
             num_visible: the number of unmasked positions per row when the caller knows it.
             grid_codes_only: score only the grid positions against the codebook.
+            masked_only: score only the masked grid positions (the pretraining loss).
         """
+        if grid_codes_only and masked_only:
+            raise ValueError('ADDPDecoder.forward: give grid_codes_only or masked_only, not both')
         x = self.embed(enc_out, indices, mask, num_visible)
         for blk in self.blocks:
             x = blk(x)
         if grid_codes_only:
             x = x[:, 1:1 + self.num_patches]
+        elif masked_only:
+            # the masked grid slots (sequence 1..N), in position order; their count is fixed by
+            # the sequence length 1 + N + V, so nothing is read from the device
+            num_masked = 2 * self.num_patches + 1 - x.shape[1]
+            x = x[:, 1:1 + self.num_patches].gather(
+                1, masked_positions(mask, num_masked).unsqueeze(-1).expand(-1, -1, x.shape[-1]))
         return self.mlm_head(self.norm(x), self.token_emb.weight.detach(),
                              self.codebook_size if grid_codes_only else None)
+
+    def masked_logits(self, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Logits of the masked grid positions, ``B x M x vocab``, from the full logits
+        (``M`` from the sequence length ``1 + N + V``)."""
+        num_masked = 2 * self.num_patches + 1 - logits.shape[1]
+        grid = logits[:, 1:1 + self.num_patches]
+        return grid.gather(1, masked_positions(mask, num_masked).unsqueeze(-1).expand(
+            -1, -1, grid.shape[-1]))
 
     def grid_logits(self, logits: torch.Tensor, codebook_only: bool = False) -> torch.Tensor:
         """Logits of the ``N`` grid positions (``B x N x vocab``), optionally only the codes."""
