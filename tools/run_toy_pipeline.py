@@ -44,7 +44,7 @@ CONFIGS = dict(
     predictor='configs/toy/mage-token-predictor_digits-32px.py',
     addp='configs/toy/addp_vit-toy_digits-32px.py',
 )
-FULL = dict(tokenizer_iters=300, predictor_iters=300, addp_iters=300, num_samples=200,
+FULL = dict(tokenizer_iters=200, predictor_iters=200, addp_iters=200, num_samples=200,
             gen_steps=8, seeds=[0, 1, 2])
 QUICK = dict(tokenizer_iters=3, predictor_iters=3, addp_iters=3, num_samples=8, gen_steps=2,
              seeds=[0])
@@ -75,6 +75,9 @@ def parse_args(argv=None):
     p.add_argument('--num-samples', type=int, help=f'generated images (default {FULL["num_samples"]})')
     p.add_argument('--gen-steps', type=int, help=f'generation steps (default {FULL["gen_steps"]})')
     p.add_argument('--skip-downstream', action='store_true', help='no linear probe / fine-tune')
+    p.add_argument('--reuse', action='store_true',
+                   help='skip a training step whose output file is already in WORK_DIR (e.g. '
+                        'to rerun the evaluation after a change)')
     add_debug_flag(p)
     args = p.parse_args(argv)
     defaults = QUICK if args.quick else FULL
@@ -107,7 +110,11 @@ class Pipeline:
         m, s = divmod(int(time.time() - self.t0), 60)
         print(f'[toy {m:3d}:{s:02d}] {msg}', flush=True)
 
-    def step(self, name: str, fn, *a):
+    def step(self, name: str, fn, *a, reuse=None):
+        if reuse is not None and self.args.reuse and all(osp.isfile(f) for f in reuse):
+            self.log(f'{name}: reusing {", ".join(reuse)}')
+            self.times[name] = 'reused'
+            return reuse[0] if len(reuse) == 1 else tuple(reuse)
         self.log(f'{name} ...')
         t = time.time()
         out = fn(*a)
@@ -376,10 +383,15 @@ class Pipeline:
             self.step('data', self.run, '0_data', ['tools/make_demo_data.py',
                                                    osp.dirname(a.data_root.rstrip('/')),
                                                    '--only', 'digits'])
-        tok = self.step('1 tokenizer training', self.train_tokenizer)
-        tp = self.step('2 token predictor training', self.train_predictor, tok)
-        ckpt, backbone = self.step('3 ADDP pretraining', self.train_addp, tok, tp)
-        self.step('4 generation', self.generate, ckpt, tok, tp)
+        tok = self.step('1 tokenizer training', self.train_tokenizer,
+                        reuse=[self.path('tokenizer', 'tokenizer.pth')])
+        tp = self.step('2 token predictor training', self.train_predictor, tok,
+                       reuse=[self.path('predictor', 'token_predictor.pth')])
+        ckpt, backbone = self.step('3 ADDP pretraining', self.train_addp, tok, tp,
+                                   reuse=[self.path('addp', f'iter_{a.addp_iters}.pth'),
+                                          self.path('addp', 'backbone.pth')])
+        self.step('4 generation', self.generate, ckpt, tok, tp,
+                  reuse=[self.path('samples_grid.png')])
         self.step('5 tokenizer / token predictor evaluation', self.evaluate_parts, tok, tp)
         self.step('6 loss curve, digit classifier, toy FID', self.evaluate_generation,
                   self.path('addp'))
@@ -467,7 +479,7 @@ def results_table(results) -> str:
         lines.append(f'| {name} | {value} |')
     times = results.get('wall_time_s', {})
     lines += ['', '| step | wall time (s) |', '| --- | --- |']
-    lines += [f'| {k} | {v:.0f} |' for k, v in times.items()]
+    lines += [f'| {k} | {v if isinstance(v, str) else f"{v:.0f}"} |' for k, v in times.items()]
     return '\n'.join(lines)
 
 

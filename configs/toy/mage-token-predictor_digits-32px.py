@@ -13,7 +13,7 @@ custom_imports = dict(imports=['addp_mm'], allow_failed_imports=False)
 
 data_root = 'data/demo/digits'
 img_size = 32
-max_iters = 600
+max_iters = 200
 tokenizer_checkpoint = 'work_dirs/vq-tokenizer_digits-32px/tokenizer.pth'
 
 model = dict(
@@ -36,7 +36,7 @@ train_pipeline = [
     dict(type='PackInputs'),
 ]
 train_dataloader = dict(
-    batch_size=64, num_workers=1, persistent_workers=True,
+    batch_size=32, num_workers=1, persistent_workers=True,
     sampler=dict(type='InfiniteSampler', shuffle=True),
     collate_fn=dict(type='default_collate'),
     dataset=dict(type='CustomDataset', data_root=data_root, data_prefix='train', with_label=False,

@@ -73,8 +73,9 @@ class MAGETokenTrainer(BaseModel):
             del state[k]
         return state
 
-    def _keep_tokenizer(self, state, prefix, *args):
-        for k, v in self.tokenizer.state_dict(prefix=prefix + 'tokenizer.').items():
+    @staticmethod
+    def _keep_tokenizer(module, state, prefix, *args):
+        for k, v in module.tokenizer.state_dict(prefix=prefix + 'tokenizer.').items():
             state.setdefault(k, v)
 
     def init_weights(self):
