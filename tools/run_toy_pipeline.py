@@ -110,15 +110,30 @@ class Pipeline:
         m, s = divmod(int(time.time() - self.t0), 60)
         print(f'[toy {m:3d}:{s:02d}] {msg}', flush=True)
 
+    def recorded_times(self) -> dict:
+        path = self.path('step_times.json')
+        if not osp.isfile(path):
+            return {}
+        with open(path) as f:
+            return json.load(f)
+
+    def record_time(self, name: str, seconds: float) -> None:
+        times = self.recorded_times()
+        times[name] = round(seconds, 1)
+        with open(self.path('step_times.json'), 'w') as f:
+            json.dump(times, f, indent=1)
+
     def step(self, name: str, fn, *a, reuse=None):
         if reuse is not None and self.args.reuse and all(osp.isfile(f) for f in reuse):
-            self.log(f'{name}: reusing {", ".join(reuse)}')
-            self.times[name] = 'reused'
+            earlier = self.recorded_times().get(name)
+            self.log(f'{name}: reusing {", ".join(reuse)} (took {earlier} s)')
+            self.times[name] = f'{earlier:.0f} (earlier run, reused)' if earlier else 'reused'
             return reuse[0] if len(reuse) == 1 else tuple(reuse)
         self.log(f'{name} ...')
         t = time.time()
         out = fn(*a)
         self.times[name] = round(time.time() - t, 1)
+        self.record_time(name, self.times[name])
         self.log(f'{name} done in {self.times[name]:.0f} s')
         return out
 
@@ -365,13 +380,12 @@ class Pipeline:
             for init, ckpt in (('addp', backbone), ('random', None)):
                 accs = []
                 for seed in self.args.seeds:
-                    t = time.time()
-                    acc = tm.run_downstream(mode, ckpt, seed,
-                                            self.path('downstream', f'{mode}_{init}_seed{seed}'),
-                                            data_root=self.args.data_root, quick=self.args.quick)
-                    accs.append(float(acc))
+                    acc, secs, reused = run_downstream_once(
+                        tm, mode, ckpt, seed, self.path('downstream', f'{mode}_{init}_seed{seed}'),
+                        self.args.data_root, self.args.quick, self.args.reuse)
+                    accs.append(acc)
                     self.log(f'  downstream {mode} {init} seed {seed}: {acc:.2f}% '
-                             f'({time.time() - t:.0f} s)')
+                             f'({secs:.0f} s{", earlier run, reused" if reused else ""})')
                 out[f'{mode}_{init}'] = dict(per_seed=accs, mean=mean(accs), std=std(accs))
         self.results['downstream'] = out
 
@@ -410,6 +424,24 @@ class Pipeline:
             f.write(table + '\n')
         print(table, flush=True)
         self.log(f'wrote {self.path("results.md")} and {self.path("results.json")}')
+
+
+def run_downstream_once(tm, mode, ckpt, seed, work_dir, data_root, quick, reuse=False):
+    """``toy_metrics.run_downstream`` once; its accuracy and time go to ``WORK_DIR/result.json``
+    (reused with ``--reuse``). Returns (accuracy %, seconds, reused)."""
+    marker = osp.join(work_dir, 'result.json')
+    if reuse and osp.isfile(marker):
+        with open(marker) as f:
+            rec = json.load(f)
+        if rec.get('backbone') == (osp.abspath(ckpt) if ckpt else None):
+            return rec['accuracy'], rec['time_s'], True
+    t = time.time()
+    acc = float(tm.run_downstream(mode, ckpt, seed, work_dir, data_root=data_root, quick=quick))
+    rec = dict(mode=mode, seed=seed, backbone=osp.abspath(ckpt) if ckpt else None, accuracy=acc,
+               time_s=round(time.time() - t, 1))
+    with open(marker, 'w') as f:
+        json.dump(rec, f)
+    return acc, rec['time_s'], False
 
 
 def toy_metrics():

@@ -16,9 +16,11 @@ Codebook usage: every step logs the fraction of codes used in the batch and the 
 batch's code histogram (``exp`` of its entropy). Dead codes: a running (decayed) count of how often
 each code is chosen is kept; every ``restart_interval`` steps the codes whose count fell below
 ``restart_threshold`` are replaced by randomly chosen encoder outputs of the current batch
-(the "random restart" of Dhariwal et al. 2020 / Zeghidour et al. 2021). On the digits it lifts
-the number of codes in use from a few to most of the codebook (README "Training every part
-yourself"), so it is on by default. Under DDP the restart takes rank 0's choice (broadcast).
+(the "random restart" of Dhariwal et al. 2020 / Zeghidour et al. 2021). On the digits (200
+iterations, 128 codes) it raised the codes used on val from 60 to 77 (perplexity 32.1 -> 34.5) at a
+slightly higher reconstruction error (MSE 0.0038 -> 0.0045), README "Training every part
+yourself"; it is on by default for the usage. Under DDP the restart takes rank 0's choice
+(broadcast).
 
 The tokenizer is the same module ADDP freezes, kept under ``tokenizer``; the usage counters are
 buffers of this wrapper, so ``tokenizer.state_dict()`` (what ``ExportPartHook`` writes) loads into
