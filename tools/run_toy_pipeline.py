@@ -386,6 +386,7 @@ class Pipeline:
                         tm, mode, ckpt, seed, self.path('downstream', f'{mode}_{init}_seed{seed}'),
                         self.args.data_root, self.args.quick, self.args.reuse)
                     accs.append(acc)
+                    self.reused_s += secs if reused else 0.
                     self.log(f'  downstream {mode} {init} seed {seed}: {acc:.2f}% '
                              f'({secs:.0f} s{", earlier run, reused" if reused else ""})')
                 out[f'{mode}_{init}'] = dict(per_seed=accs, mean=mean(accs), std=std(accs))
