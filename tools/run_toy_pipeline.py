@@ -314,8 +314,9 @@ class Pipeline:
             val_mse=mse, val_psnr_db=float((-10 * per_image.log10()).mean()),
             codes_used=int((hist > 0).sum()), codebook_size=tok.n_embed,
             perplexity=perplexity, num_val_images=len(files))
-        n = min(16, x.shape[0])
-        save_image(torch.cat([x[:n], rec[:n]]), self.path('reconstructions.png'), nrow=n,
+        n = min(20, x.shape[0])
+        pick = torch.linspace(0, x.shape[0] - 1, n).round().long()  # spread over the classes
+        save_image(torch.cat([x[pick], rec[pick]]), self.path('reconstructions.png'), nrow=n,
                    padding=1)
         self.save_pngs(rec, self.path('fid', 'reconstructions'))
         self.save_pngs(x, self.path('fid', 'val'))
