@@ -19,8 +19,8 @@ each code is chosen is kept; every ``restart_interval`` steps the codes whose co
 (the "random restart" of Dhariwal et al. 2020 / Zeghidour et al. 2021). On the digits (200
 iterations, 128 codes) it raised the codes used on val from 60 to 77 (perplexity 32.1 -> 34.5) at a
 slightly higher reconstruction error (MSE 0.0038 -> 0.0045), README "Training every part
-yourself"; it is on by default for the usage. Under DDP the restart takes rank 0's choice
-(broadcast).
+yourself"; it is on by default for the usage. Under DDP the ranks decide on their averaged
+counts and take rank 0's replacement vectors (broadcast).
 
 The tokenizer is the same module ADDP freezes, kept under ``tokenizer``; the usage counters are
 buffers of this wrapper, so ``tokenizer.state_dict()`` (what ``ExportPartHook`` writes) loads into
@@ -30,7 +30,7 @@ from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
-from mmengine.dist import broadcast, get_world_size
+from mmengine.dist import all_reduce, broadcast, get_world_size
 from mmengine.model import BaseModel
 from mmengine.registry import MODELS
 
@@ -73,6 +73,7 @@ class VQAutoencoder(BaseModel):
         self.register_buffer('code_counts', torch.zeros(n))  # decayed counts per code
         self.register_buffer('num_steps', torch.zeros((), dtype=torch.long))
         self.register_buffer('num_restarted', torch.zeros((), dtype=torch.long))
+        self._host_step = 0  # training steps on the host: restart timing without a device read
 
     def init_weights(self):
         super().init_weights()
@@ -98,7 +99,11 @@ class VQAutoencoder(BaseModel):
     def restart_codes(self, z: torch.Tensor) -> int:
         """Replace dead codes (decayed count < threshold) by random encoder outputs of ``z``
         (B x C x h x w); their counts are reset to the threshold. Returns how many were replaced."""
-        dead = self.code_counts < self.restart_threshold
+        counts = self.code_counts
+        if get_world_size() > 1:  # every rank decides on the same (rank-averaged) counts
+            counts = counts.clone()
+            all_reduce(counts, op='mean')
+        dead = counts < self.restart_threshold
         num_dead = int(dead.sum())  # host read: only every restart_interval steps
         if num_dead == 0:
             return 0
@@ -132,7 +137,7 @@ class VQAutoencoder(BaseModel):
             losses['perplexity'] = stats['perplexity']
         # restarts happen every ``restart_interval`` steps; a host counter decides, no device read
         if self.training and self.restart_dead_codes:
-            self._host_step = getattr(self, '_host_step', 0) + 1
+            self._host_step += 1
             if self._host_step % self.restart_interval == 0:
                 self.restart_codes(z)
         return losses
