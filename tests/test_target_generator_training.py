@@ -129,7 +129,8 @@ def _mage(tmp_path):
     tok = VQGANTokenizer(**{k: v for k, v in TOKENIZER.items() if k != 'type'})
     tok_file = str(tmp_path / 'tok.pth')
     torch.save({'state_dict': tok.state_dict()}, tok_file)
-    model = MAGETokenTrainer(tokenizer=dict(TOKENIZER, checkpoint=tok_file), token_predictor=PREDICTOR)
+    model = MAGETokenTrainer(tokenizer=dict(TOKENIZER, checkpoint=tok_file),
+                             token_predictor=PREDICTOR)
     model.init_weights()
     return model, tok
 

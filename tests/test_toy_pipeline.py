@@ -32,7 +32,8 @@ def test_toy_pipeline_quick(tmp_path):
     # the config each training run used (dumped by mmengine): the previous step's file, both as
     # the top-level variable and where the model reads it
     from mmengine.config import Config
-    tok, tp = str(work / 'tokenizer' / 'tokenizer.pth'), str(work / 'predictor' / 'token_predictor.pth')
+    tok = str(work / 'tokenizer' / 'tokenizer.pth')
+    tp = str(work / 'predictor' / 'token_predictor.pth')
     cfg = Config.fromfile(str(work / 'predictor' / 'mage-token-predictor_digits-32px.py'))
     assert cfg.tokenizer_checkpoint == tok and cfg.model.tokenizer.checkpoint == tok
     cfg = Config.fromfile(str(work / 'addp' / 'addp_vit-toy_digits-32px.py'))

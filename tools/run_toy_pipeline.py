@@ -13,7 +13,7 @@ of the key that uses it):
     1 tokenizer    configs/toy/vq-tokenizer_digits-32px.py        -> tokenizer/tokenizer.pth
     2 predictor    configs/toy/mage-token-predictor_digits-32px.py -> predictor/token_predictor.pth
     3 addp         configs/toy/addp_vit-toy_digits-32px.py          -> addp/iter_N.pth, backbone.pth
-    4 generate     tools/generate.py                               -> samples/*.png, samples_grid.png
+    4 generate     tools/generate.py                               -> samples/*.png, samples_grid
     5 evaluation   tokenizer (val MSE / PSNR, codebook usage, reconstruction grid), token predictor
                    (masked-token accuracy on val at mask ratio 0.5), ADDP loss curve, toy FID
                    (samples, reconstructions = floor, random-token decodes = ceiling, in the
@@ -61,7 +61,8 @@ def parse_args(argv=None):
     p.add_argument('--quick', action='store_true', help='a few iterations per step, one seed (CI)')
     p.add_argument('--device', choices=['cpu', 'cuda'],
                    help='default: cuda when available (the training tools\' default), else cpu')
-    p.add_argument('--seeds', type=int, nargs='+', help='downstream seeds (default 0 1 2; quick: 0)')
+    p.add_argument('--seeds', type=int, nargs='+',
+                   help='downstream seeds (default 0 1 2; quick: 0)')
     p.add_argument('--tokenizer-iters', type=int, help=f'default {FULL["tokenizer_iters"]}')
     p.add_argument('--predictor-iters', type=int, help=f'default {FULL["predictor_iters"]}')
     p.add_argument('--addp-iters', type=int, help=f'default {FULL["addp_iters"]}')
@@ -74,7 +75,8 @@ def parse_args(argv=None):
     p.add_argument('--predictor-depth', type=int, default=2,
                    help='token predictor encoder blocks (MAGE ViT-B: 12)')
     p.add_argument('--no-restart', action='store_true', help='tokenizer without dead-code restart')
-    p.add_argument('--num-samples', type=int, help=f'generated images (default {FULL["num_samples"]})')
+    p.add_argument('--num-samples', type=int,
+                   help=f'generated images (default {FULL["num_samples"]})')
     p.add_argument('--gen-steps', type=int, help=f'generation steps (default {FULL["gen_steps"]})')
     p.add_argument('--skip-downstream', action='store_true', help='no linear probe / fine-tune')
     p.add_argument('--reuse', action='store_true',
@@ -151,7 +153,8 @@ class Pipeline:
         if proc.returncode != 0:
             with open(log_file) as f:
                 tail = ''.join(f.readlines()[-30:])
-            raise RuntimeError(f'step {name} failed (exit {proc.returncode}); log {log_file}:\n{tail}')
+            raise RuntimeError(f'step {name} failed (exit {proc.returncode}); '
+                               f'log {log_file}:\n{tail}')
 
     def require(self, path: str, what: str) -> str:
         if not osp.isfile(path):
@@ -483,7 +486,8 @@ ROWS = [
      lambda r: f'{r["codes_used"]} / {r["codebook_size"]}, {r["perplexity"]:.1f}'),
     ('token predictor: masked-token accuracy on val, mask ratio 0.5 (most-frequent-code baseline)',
      'token_predictor',
-     lambda r: f'{100 * r["val_masked_acc_at_0_5"]:.1f}% ({100 * r["most_frequent_code_acc"]:.1f}%)'),
+     lambda r: (f'{100 * r["val_masked_acc_at_0_5"]:.1f}% '
+                f'({100 * r["most_frequent_code_acc"]:.1f}%)')),
     ('ADDP pretraining: training loss first -> last logged (curve: addp_loss.png)', 'addp',
      lambda r: f'{r["first_loss"]:.3f} -> {r["last_loss"]:.3f}'),
     ('digit classifier for the toy FID: val accuracy', 'fid',

@@ -1,8 +1,8 @@
 """Training machinery: ``ADDPPretrainRunner``, the hooks (``ExportPartHook``,
-``GenerationVisHook``, ``ResumableCheckpointHook``, ``TF32Hook``), the optimizer wrappers that agree across ranks on a
-non-finite loss (``NonFiniteGuardOptimWrapper``, ``NonFiniteGuardAmpOptimWrapper``), the
-layer-decay optimizer constructor, and ``launch`` (config loading, work dir, launcher and runner
-setup shared by ``tools/train.py`` and ``tools/test.py``)."""
+``GenerationVisHook``, ``ResumableCheckpointHook``, ``TF32Hook``), the optimizer wrappers that
+agree across ranks on a non-finite loss (``NonFiniteGuardOptimWrapper``,
+``NonFiniteGuardAmpOptimWrapper``), the layer-decay optimizer constructor, and ``launch`` (config
+loading, work dir, launcher and runner setup shared by ``tools/train.py`` and ``tools/test.py``)."""
 from .hooks import ExportPartHook, GenerationVisHook, ResumableCheckpointHook, TF32Hook
 from .optimizers import (LayerDecayOptimWrapperConstructor, NonFiniteGuardAmpOptimWrapper,
                          NonFiniteGuardOptimWrapper, NonFiniteLossError)
@@ -10,5 +10,5 @@ from .runner import ADDPPretrainRunner, check_frozen_checkpoints
 
 __all__ = ['LayerDecayOptimWrapperConstructor', 'NonFiniteGuardOptimWrapper',
            'NonFiniteGuardAmpOptimWrapper', 'NonFiniteLossError', 'ADDPPretrainRunner',
-           'check_frozen_checkpoints', 'ExportPartHook', 'GenerationVisHook', 'ResumableCheckpointHook',
-           'TF32Hook']
+           'check_frozen_checkpoints', 'ExportPartHook', 'GenerationVisHook',
+           'ResumableCheckpointHook', 'TF32Hook']

@@ -23,8 +23,8 @@ model = dict(
                    precision='fp32', encode_precision='fp32'),
     # VQ-VAE / taming: commitment beta 0.25, codebook loss weight 1
     beta=0.25, codebook_weight=1.0,
-    # ours: dead codes replaced by encoder outputs every 50 steps (digits, 200 iterations: 77 instead
-    # of 60 of the 128 codes used on val, MSE 0.0045 instead of 0.0038; README)
+    # ours: dead codes replaced by encoder outputs every 50 steps (digits, 200 iterations: 77
+    # instead of 60 of the 128 codes used on val, MSE 0.0045 instead of 0.0038; README)
     restart_dead_codes=True, restart_interval=50, restart_threshold=1.0, usage_decay=0.99)
 
 train_pipeline = [

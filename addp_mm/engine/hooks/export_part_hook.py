@@ -44,7 +44,7 @@ class ExportPartHook(Hook):
         return module
 
     def export(self, runner) -> str:
-        path = self.filename if osp.isabs(self.filename) else osp.join(runner.work_dir, self.filename)
+        path = osp.join(runner.work_dir, self.filename)  # an absolute filename stays as it is
         module = self.module_of(runner)  # checked on every rank
         if is_main_process():
             state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}

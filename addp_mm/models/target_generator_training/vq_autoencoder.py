@@ -81,7 +81,7 @@ class VQAutoencoder(BaseModel):
 
     # ------------------------------------------------------------------ pieces
     def quantize(self, z: torch.Tensor):
-        """(e, z_q straight-through, indices B x N) for latents z, with the tokenizer's quantizer."""
+        """(e, z_q straight-through, indices B x N) for latents z (the tokenizer's quantizer)."""
         z_q, indices = self.tokenizer.quantize(z)
         b, c, h, w = z.shape
         e = self.tokenizer.codebook[indices.reshape(-1)].view(b, h, w, c).permute(0, 3, 1, 2)
