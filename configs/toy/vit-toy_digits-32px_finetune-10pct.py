@@ -11,6 +11,8 @@
 # Recipe: the demo classification config (= the release's MAE-style end-to-end fine-tune: mean
 # of the patch tokens + fc_norm, linear head, label smoothing 0.1, AdamW with layer decay,
 # warm-up + cosine) shrunk to 32-px digits and about a minute on 2 CPU cores.
+# Measured from a random init (seeds 0, 1, 2): val top-1 59.6 / 65.5 / 61.0 (62.0 +- 3.1),
+# 57-68 s a run (start-up included) with OMP_NUM_THREADS=1 on the shared 2-core machine.
 _base_ = '../demo/addp-vit-demo_demo-in1k-128px.py'
 
 data_root = 'data/demo/digits'

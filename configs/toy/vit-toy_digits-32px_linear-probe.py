@@ -10,6 +10,8 @@
 # frozen encoder with its final norm, a BatchNorm without affine parameters (ClsBatchNormNeck),
 # then the linear head; no label smoothing, no weight decay. Features here: the mean of the
 # patch tokens (+ the parameter-free part of fc_norm: its affine parameters are undone by the BN).
+# Measured from a random init (seeds 0, 1, 2): val top-1 74.4 / 73.8 / 70.8 (73.0 +- 2.0),
+# 47-63 s a run (start-up included) with OMP_NUM_THREADS=1 on the shared 2-core machine.
 _base_ = './vit-toy_digits-32px_finetune-10pct.py'
 
 embed_dims = 64
