@@ -14,7 +14,7 @@ TOOLS = osp.join(ROOT, 'tools')
 DEMO = osp.join(ROOT, 'configs', 'demo')
 ENV = dict(os.environ, OMP_NUM_THREADS='1')
 PY_TOOLS = ['train.py', 'test.py', 'generate.py', 'fid_is.py', 'convert_checkpoint.py',
-            'verify_reference.py', 'make_demo_data.py']
+            'verify_reference.py', 'make_demo_data.py', 'run_toy_pipeline.py']
 
 
 def tool(name, *args, cwd=ROOT):

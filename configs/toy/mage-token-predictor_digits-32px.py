@@ -1,0 +1,67 @@
+# Step 2 of the toy chain (README "Training every part yourself"): the MAGETokenPredictor trained
+# with MAGE's masked-token objective on the codes of the frozen tokenizer of step 1.
+#
+#   python tools/train.py configs/toy/mage-token-predictor_digits-32px.py \
+#       --cfg-options tokenizer_checkpoint=T model.tokenizer.checkpoint=T
+#   -> work_dirs/mage-token-predictor_digits-32px/token_predictor.pth
+#      (MAGETokenPredictor(checkpoint=...) loads it)
+#
+# (mmengine does not re-evaluate the config after --cfg-options: a path given for the top-level
+# variable must also be given for the key that uses it; tools/run_toy_pipeline.py does both.)
+_base_ = ['mmpretrain::_base_/default_runtime.py']
+custom_imports = dict(imports=['addp_mm'], allow_failed_imports=False)
+
+data_root = 'data/demo/digits'
+img_size = 32
+max_iters = 200
+tokenizer_checkpoint = 'work_dirs/vq-tokenizer_digits-32px/tokenizer.pth'
+
+model = dict(
+    type='MAGETokenTrainer',
+    # the tokenizer of configs/toy/vq-tokenizer_digits-32px.py (same sizes), frozen
+    tokenizer=dict(type='VQGANTokenizer', ch=32, ch_mult=[1, 1, 2], num_res_blocks=1,
+                   z_channels=32, n_embed=128, embed_dim=32, resolution=img_size,
+                   checkpoint=tokenizer_checkpoint, precision='fp32', encode_precision='fp32'),
+    # ours: a 2+1-block 64-wide MAGE (MAGE ViT-B: 12+8 blocks, 768 wide); codebook and 8x8 grid
+    # come from the tokenizer
+    token_predictor=dict(type='MAGETokenPredictor', embed_dim=64, depth=2, num_heads=4,
+                         decoder_embed_dim=64, decoder_depth=1, decoder_num_heads=4,
+                         attn_fp32=False, precision='fp32'),
+    # MAGE main_pretrain.py: mask ratio ~ truncnorm on [0.5, 1.0], mu 0.55, std 0.25;
+    # LabelSmoothingCrossEntropy(0.1) on the masked tokens
+    min_ratio=0.5, max_ratio=1.0, mu=0.55, std=0.25, label_smoothing=0.1)
+
+train_pipeline = [
+    dict(type='LoadImageChecked', on_bad_file='error'),
+    dict(type='PackInputs'),
+]
+train_dataloader = dict(
+    batch_size=32, num_workers=1, persistent_workers=True,
+    sampler=dict(type='InfiniteSampler', shuffle=True),
+    collate_fn=dict(type='default_collate'),
+    dataset=dict(type='CustomDataset', data_root=data_root, data_prefix='train', with_label=False,
+                 extensions=('.png', ), pipeline=train_pipeline))
+
+# MAGE: AdamW (0.9, 0.95), wd 0.05, warm-up then cosine; lr ours (tiny model, batch 64)
+optim_wrapper = dict(type='NonFiniteGuardOptimWrapper', max_consecutive_skips=0,
+                     optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05),
+                     clip_grad=dict(max_norm=3.0),
+                     constructor='LayerDecayOptimWrapperConstructor',
+                     paramwise_cfg=dict(layer_decay_rate=1.0, no_decay_names=()))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-2, by_epoch=False, begin=0, end=50),
+    dict(type='CosineAnnealingLR', by_epoch=False, begin=50, end=max_iters, eta_min_ratio=0.05),
+]
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters)
+val_cfg = None
+val_dataloader = None
+val_evaluator = None
+test_cfg = None
+test_dataloader = None
+test_evaluator = None
+custom_hooks = [dict(type='ExportPartHook', part='token_predictor', filename='token_predictor.pth')]
+default_hooks = dict(logger=dict(type='LoggerHook', interval=50),
+                     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters,
+                                     max_keep_ckpts=1))
+log_processor = dict(by_epoch=False)
+randomness = dict(seed=0, deterministic=False)

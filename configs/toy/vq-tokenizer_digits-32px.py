@@ -1,0 +1,61 @@
+# Step 1 of the toy chain (README "Training every part yourself"): the VQGANTokenizer architecture
+# trained as a VQ autoencoder on scikit-learn's handwritten digits (32x32 grayscale, read as RGB)
+# (python tools/make_demo_data.py data/demo --only digits).
+#
+#   python tools/train.py configs/toy/vq-tokenizer_digits-32px.py
+#   -> work_dirs/vq-tokenizer_digits-32px/tokenizer.pth   (VQGANTokenizer(checkpoint=...) loads it)
+#
+# Sizes are ours (MAGE's VQGAN: ch 128, ch_mult [1,1,2,2,4], 1024 codes of 256-d, 256 px -> 16x16):
+# downsampling by 4 (ch_mult of length 3) so that 32 px give the 8x8 grid of the toy encoder
+# ADDPViT(arch='demo', img_size=32, patch_size=4). configs/toy/mage-token-predictor_digits-32px.py
+# and configs/toy/addp_vit-toy_digits-32px.py repeat these sizes (their checkpoints load strictly).
+_base_ = ['mmpretrain::_base_/default_runtime.py']
+custom_imports = dict(imports=['addp_mm'], allow_failed_imports=False)
+
+data_root = 'data/demo/digits'
+img_size = 32
+max_iters = 200
+
+model = dict(
+    type='VQAutoencoder',
+    tokenizer=dict(type='VQGANTokenizer', ch=32, ch_mult=[1, 1, 2], num_res_blocks=1,
+                   z_channels=32, n_embed=128, embed_dim=32, resolution=img_size,
+                   precision='fp32', encode_precision='fp32'),
+    # VQ-VAE / taming: commitment beta 0.25, codebook loss weight 1
+    beta=0.25, codebook_weight=1.0,
+    # ours: dead codes replaced by encoder outputs every 50 steps (digits, 200 iterations: 77
+    # instead of 60 of the 128 codes used on val, MSE 0.0045 instead of 0.0038; README)
+    restart_dead_codes=True, restart_interval=50, restart_threshold=1.0, usage_decay=0.99)
+
+train_pipeline = [
+    dict(type='LoadImageChecked', on_bad_file='error'),
+    dict(type='PackInputs'),
+]
+train_dataloader = dict(
+    batch_size=32, num_workers=1, persistent_workers=True,
+    sampler=dict(type='InfiniteSampler', shuffle=True),
+    collate_fn=dict(type='default_collate'),
+    dataset=dict(type='CustomDataset', data_root=data_root, data_prefix='train', with_label=False,
+                 extensions=('.png', ), pipeline=train_pipeline))
+
+# ours (small model, small data): Adam 1e-3 with warm-up and cosine decay, no weight decay
+optim_wrapper = dict(type='NonFiniteGuardOptimWrapper', max_consecutive_skips=0,
+                     optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.99), weight_decay=0.0),
+                     clip_grad=dict(max_norm=1.0))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-2, by_epoch=False, begin=0, end=50),
+    dict(type='CosineAnnealingLR', by_epoch=False, begin=50, end=max_iters, eta_min_ratio=0.05),
+]
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters)
+val_cfg = None
+val_dataloader = None
+val_evaluator = None
+test_cfg = None
+test_dataloader = None
+test_evaluator = None
+custom_hooks = [dict(type='ExportPartHook', part='tokenizer', filename='tokenizer.pth')]
+default_hooks = dict(logger=dict(type='LoggerHook', interval=50),
+                     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters,
+                                     max_keep_ckpts=1))
+log_processor = dict(by_epoch=False)
+randomness = dict(seed=0, deterministic=False)

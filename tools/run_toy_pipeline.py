@@ -1,0 +1,540 @@
+"""Train every part on your own images: the toy ADDP chain on scikit-learn's handwritten digits.
+
+    python tools/run_toy_pipeline.py [--quick] [--work-dir work_dirs/toy_pipeline]
+        [--data-root data/demo/digits] [--device cpu|cuda] [--seeds 0 1 2]
+        [--tokenizer-iters N] [--predictor-iters N] [--addp-iters N] [--batch-size B]
+        [--tokenizer-ch C] [--codebook-size K] [--predictor-width W] [--predictor-depth D]
+        [--num-samples N] [--gen-steps S] [--skip-downstream]
+
+Steps (each a ``tools/train.py`` / ``tools/generate.py`` run in its own process; each reads the
+previous step's output file, passed with ``--cfg-options`` of the config's top-level variable and
+of the key that uses it):
+
+    1 tokenizer    configs/toy/vq-tokenizer_digits-32px.py        -> tokenizer/tokenizer.pth
+    2 predictor    configs/toy/mage-token-predictor_digits-32px.py -> predictor/token_predictor.pth
+    3 addp         configs/toy/addp_vit-toy_digits-32px.py          -> addp/iter_N.pth, backbone.pth
+    4 generate     tools/generate.py                               -> samples/*.png, samples_grid
+    5 evaluation   tokenizer (val MSE / PSNR, codebook usage, reconstruction grid), token predictor
+                   (masked-token accuracy on val at mask ratio 0.5), ADDP loss curve, toy FID
+                   (samples, reconstructions = floor, random-token decodes = ceiling, in the
+                   features of a digit classifier trained here), downstream linear probe and
+                   10%-label fine-tune, ADDP-pretrained vs random init, over ``--seeds``
+                   (tools/toy_metrics.py)
+
+Writes ``WORK_DIR/results.md`` and ``WORK_DIR/results.json`` and prints the table. ``--quick``: a
+few iterations per step, one seed, no random-init baselines (CI: checks every file handoff, not
+the numbers). ``--reuse`` skips what an earlier run in WORK_DIR already wrote (training steps,
+generation, each downstream run). The data
+is written first when ``--data-root`` does not exist (tools/make_demo_data.py).
+"""
+import argparse
+import glob
+import json
+import math
+import os
+import os.path as osp
+import shutil
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/cli.py
+from cli import ROOT, UserError, add_debug_flag, quiet_imports, run_tool  # noqa: E402
+
+CONFIGS = dict(
+    tokenizer='configs/toy/vq-tokenizer_digits-32px.py',
+    predictor='configs/toy/mage-token-predictor_digits-32px.py',
+    addp='configs/toy/addp_vit-toy_digits-32px.py',
+)
+FULL = dict(tokenizer_iters=200, predictor_iters=200, addp_iters=200, num_samples=200,
+            gen_steps=8, seeds=[0, 1, 2])
+QUICK = dict(tokenizer_iters=3, predictor_iters=3, addp_iters=3, num_samples=8, gen_steps=2,
+             seeds=[0])
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description='Train every part of ADDP on the digits and measure '
+                                'what pretraining buys (README "Training every part yourself")')
+    p.add_argument('--work-dir', default='work_dirs/toy_pipeline')
+    p.add_argument('--data-root', default='data/demo/digits',
+                   help='digits image folders (written by tools/make_demo_data.py if missing)')
+    p.add_argument('--quick', action='store_true', help='a few iterations per step, one seed (CI)')
+    p.add_argument('--device', choices=['cpu', 'cuda'],
+                   help='default: cuda when available (the training tools\' default), else cpu')
+    p.add_argument('--seeds', type=int, nargs='+',
+                   help='downstream seeds (default 0 1 2; quick: 0)')
+    p.add_argument('--tokenizer-iters', type=int, help=f'default {FULL["tokenizer_iters"]}')
+    p.add_argument('--predictor-iters', type=int, help=f'default {FULL["predictor_iters"]}')
+    p.add_argument('--addp-iters', type=int, help=f'default {FULL["addp_iters"]}')
+    p.add_argument('--batch-size', type=int, help='batch of the three training steps (configs: 32)')
+    p.add_argument('--tokenizer-ch', type=int, default=32,
+                   help='tokenizer base width (a multiple of 32; MAGE: 128)')
+    p.add_argument('--codebook-size', type=int, default=128, help='codes (MAGE: 1024)')
+    p.add_argument('--predictor-width', type=int, default=64,
+                   help='token predictor width (MAGE ViT-B: 768)')
+    p.add_argument('--predictor-depth', type=int, default=2,
+                   help='token predictor encoder blocks (MAGE ViT-B: 12)')
+    p.add_argument('--no-restart', action='store_true', help='tokenizer without dead-code restart')
+    p.add_argument('--num-samples', type=int,
+                   help=f'generated images (default {FULL["num_samples"]})')
+    p.add_argument('--gen-steps', type=int, help=f'generation steps (default {FULL["gen_steps"]})')
+    p.add_argument('--skip-downstream', action='store_true', help='no linear probe / fine-tune')
+    p.add_argument('--reuse', action='store_true',
+                   help='skip a training step whose output file is already in WORK_DIR (e.g. '
+                        'to rerun the evaluation after a change)')
+    add_debug_flag(p)
+    args = p.parse_args(argv)
+    defaults = QUICK if args.quick else FULL
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.tokenizer_ch % 32:
+        p.error(f'--tokenizer-ch {args.tokenizer_ch}: must be a multiple of 32 (GroupNorm(32))')
+    return args
+
+
+class Pipeline:
+
+    def __init__(self, args):
+        self.args = args
+        self.work_dir = args.work_dir
+        self.t0 = time.time()
+        self.times = {}
+        self.reused_s = 0.  # recorded time of the steps reused from an earlier run
+        self.results = {}
+        self.env = dict(os.environ)
+        self.env['PYTHONPATH'] = ROOT + os.pathsep + self.env.get('PYTHONPATH', '')
+        if args.device == 'cpu':
+            self.env['CUDA_VISIBLE_DEVICES'] = ''
+
+    # ------------------------------------------------------------------ plumbing
+    def path(self, *parts) -> str:
+        return osp.join(self.work_dir, *parts)
+
+    def log(self, msg: str) -> None:
+        m, s = divmod(int(time.time() - self.t0), 60)
+        print(f'[toy {m:3d}:{s:02d}] {msg}', flush=True)
+
+    def recorded_times(self) -> dict:
+        path = self.path('step_times.json')
+        if not osp.isfile(path):
+            return {}
+        with open(path) as f:
+            return json.load(f)
+
+    def record_time(self, name: str, seconds: float) -> None:
+        times = self.recorded_times()
+        times[name] = round(seconds, 1)
+        with open(self.path('step_times.json'), 'w') as f:
+            json.dump(times, f, indent=1)
+
+    def step(self, name: str, fn, *a, reuse=None):
+        if reuse is not None and self.args.reuse and all(osp.isfile(f) for f in reuse):
+            earlier = self.recorded_times().get(name)
+            self.log(f'{name}: reusing {", ".join(reuse)} (took {earlier} s)')
+            self.times[name] = f'{earlier:.0f} (earlier run, reused)' if earlier else 'reused'
+            self.reused_s += earlier or 0.
+            return reuse[0] if len(reuse) == 1 else tuple(reuse)
+        self.log(f'{name} ...')
+        t = time.time()
+        out = fn(*a)
+        self.times[name] = round(time.time() - t, 1)
+        self.record_time(name, self.times[name])
+        self.log(f'{name} done in {self.times[name]:.0f} s')
+        return out
+
+    def run(self, name: str, cmd):
+        """Run a tool in its own process, its output in WORK_DIR/logs/NAME.log."""
+        os.makedirs(self.path('logs'), exist_ok=True)
+        log_file = self.path('logs', f'{name}.log')
+        with open(log_file, 'w') as f:
+            proc = subprocess.run([sys.executable] + cmd, cwd=ROOT, env=self.env, stdout=f,
+                                  stderr=subprocess.STDOUT)
+        if proc.returncode != 0:
+            with open(log_file) as f:
+                tail = ''.join(f.readlines()[-30:])
+            raise RuntimeError(f'step {name} failed (exit {proc.returncode}); '
+                               f'log {log_file}:\n{tail}')
+
+    def require(self, path: str, what: str) -> str:
+        if not osp.isfile(path):
+            raise RuntimeError(f'{what}: {path} was not written')
+        return path
+
+    # ------------------------------------------------------------------ sizes
+    def tokenizer_options(self, prefix: str):
+        a = self.args
+        return [f'{prefix}.ch={a.tokenizer_ch}', f'{prefix}.n_embed={a.codebook_size}']
+
+    def predictor_options(self, prefix: str):
+        a = self.args
+        heads = max(1, a.predictor_width // 16)
+        return [f'{prefix}.embed_dim={a.predictor_width}', f'{prefix}.depth={a.predictor_depth}',
+                f'{prefix}.num_heads={heads}', f'{prefix}.decoder_embed_dim={a.predictor_width}',
+                f'{prefix}.decoder_num_heads={heads}']
+
+    def schedule_options(self, iters: int, warmup: int = 50):
+        warmup = max(1, min(warmup, iters // 5))
+        opts = [f'max_iters={iters}', f'train_cfg.max_iters={iters}',
+                f'param_scheduler.0.end={warmup}', f'param_scheduler.1.begin={warmup}',
+                f'param_scheduler.1.end={max(iters, warmup + 1)}',
+                f'default_hooks.checkpoint.interval={iters}',
+                f'default_hooks.logger.interval={max(1, min(50, iters // 10))}']
+        if self.args.batch_size:
+            opts.append(f'train_dataloader.batch_size={self.args.batch_size}')
+        return opts
+
+    def data_options(self):
+        root = self.args.data_root
+        return [f'data_root={root}', f'train_dataloader.dataset.data_root={root}']
+
+    # ------------------------------------------------------------------ steps 1-4
+    def train_tokenizer(self):
+        wd = self.path('tokenizer')
+        opts = (self.data_options() + self.schedule_options(self.args.tokenizer_iters)
+                + self.tokenizer_options('model.tokenizer'))
+        if self.args.no_restart:
+            opts.append('model.restart_dead_codes=False')
+        self.run('1_tokenizer', ['tools/train.py', CONFIGS['tokenizer'], '--work-dir', wd,
+                                 '--cfg-options'] + opts)
+        return self.require(osp.join(wd, 'tokenizer.pth'), 'tokenizer training')
+
+    def train_predictor(self, tokenizer_file):
+        wd = self.path('predictor')
+        opts = (self.data_options() + self.schedule_options(self.args.predictor_iters)
+                + self.tokenizer_options('model.tokenizer')
+                + self.predictor_options('model.token_predictor')
+                + [f'tokenizer_checkpoint={tokenizer_file}',
+                   f'model.tokenizer.checkpoint={tokenizer_file}'])
+        self.run('2_predictor', ['tools/train.py', CONFIGS['predictor'], '--work-dir', wd,
+                                 '--cfg-options'] + opts)
+        return self.require(osp.join(wd, 'token_predictor.pth'), 'token predictor training')
+
+    def frozen_part_options(self, tokenizer_file, predictor_file):
+        return ([f'tokenizer_checkpoint={tokenizer_file}',
+                 f'model.target_generator.tokenizer.checkpoint={tokenizer_file}',
+                 f'token_predictor_checkpoint={predictor_file}',
+                 f'model.target_generator.token_predictor.checkpoint={predictor_file}']
+                + self.tokenizer_options('model.target_generator.tokenizer')
+                + self.predictor_options('model.target_generator.token_predictor'))
+
+    def train_addp(self, tokenizer_file, predictor_file):
+        wd = self.path('addp')
+        opts = (self.data_options() + self.schedule_options(self.args.addp_iters, warmup=20)
+                + self.frozen_part_options(tokenizer_file, predictor_file))
+        self.run('3_addp', ['tools/train.py', CONFIGS['addp'], '--work-dir', wd,
+                            '--cfg-options'] + opts)
+        ckpt = self.require(osp.join(wd, f'iter_{self.args.addp_iters}.pth'), 'ADDP pretraining')
+        return ckpt, self.require(osp.join(wd, 'backbone.pth'), 'ADDP pretraining')
+
+    def generate(self, ckpt, tokenizer_file, predictor_file):
+        out = self.path('samples')
+        shutil.rmtree(out, ignore_errors=True)
+        cmd = ['tools/generate.py', CONFIGS['addp'], ckpt, '--num-images',
+               str(self.args.num_samples), '--out-dir', out, '--steps', str(self.args.gen_steps),
+               '--batch-size', str(min(100, self.args.num_samples)), '--seed', '0',
+               '--no-progress']
+        if self.args.device:
+            cmd += ['--device', self.args.device]
+        self.run('4_generate', cmd + ['--cfg-options']
+                 + self.frozen_part_options(tokenizer_file, predictor_file))
+        grid = self.require(osp.join(out, 'grid.png'), 'generation')
+        # the grid leaves the sample folder, which the FID reads
+        return shutil.move(grid, self.path('samples_grid.png'))
+
+    # ------------------------------------------------------------------ evaluation
+    def device(self):
+        import torch
+        if self.args.device:
+            return torch.device(self.args.device)
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+
+    def val_images(self):
+        """Val digits as float RGB [0, 1] (N x 3 x H x W), in a fixed order."""
+        import numpy as np
+        import torch
+        from PIL import Image
+        files = sorted(glob.glob(osp.join(self.args.data_root, 'val', '*', '*.png')))
+        if not files:
+            raise RuntimeError(f'no val images under {self.args.data_root}/val/<class>/')
+        arrays = []
+        for f in files:
+            with Image.open(f) as img:
+                arrays.append(np.asarray(img.convert('RGB'), dtype=np.float32) / 255.)
+        return files, torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+    def build_part(self, cfg_file, key, checkpoint):
+        """The tokenizer / token predictor as the ADDP config builds it, from the file."""
+        sys.path.insert(0, ROOT)
+        from mmengine.config import Config
+        from mmengine.registry import MODELS
+        from addp_mm.engine.launch import cfg_options_dict
+        import addp_mm  # noqa: F401 (registers)
+        cfg = Config.fromfile(cfg_file)
+        opts = cfg_options_dict(self.frozen_part_options(*checkpoint))
+        cfg.merge_from_dict(opts)
+        noiser = cfg.model.target_generator
+        part = dict(noiser[key])
+        if key == 'token_predictor':
+            tok = MODELS.build(dict(noiser.tokenizer, checkpoint=None))
+            part.setdefault('codebook_size', tok.n_embed)
+            part.setdefault('grid_size', tok.grid_size(tok.resolution))
+        module = MODELS.build(part)
+        module.init_weights()
+        return module.eval().to(self.device())
+
+    def save_pngs(self, images, folder):
+        import numpy as np
+        from PIL import Image
+        shutil.rmtree(folder, ignore_errors=True)
+        os.makedirs(folder)
+        arr = (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        for i, a in enumerate(arr):
+            Image.fromarray(np.ascontiguousarray(a)).save(osp.join(folder, f'{i:06d}.png'))
+        return folder
+
+    def evaluate_parts(self, tokenizer_file, predictor_file):
+        import torch
+        from torchvision.utils import save_image
+        files, x = self.val_images()
+        dev = self.device()
+        parts = (tokenizer_file, predictor_file)
+        tok = self.build_part(CONFIGS['addp'], 'tokenizer', parts)
+        tp = self.build_part(CONFIGS['addp'], 'token_predictor', parts)
+        recs, ids = [], []
+        with torch.no_grad():
+            for chunk in x.split(128):
+                z_q, idx = tok.encode(chunk.to(dev))
+                recs.append(tok.decode(z_q).clamp(0, 1).cpu())
+                ids.append(idx.cpu())
+        rec, ids = torch.cat(recs), torch.cat(ids)
+        mse = float(((rec - x) ** 2).mean())
+        per_image = ((rec - x) ** 2).flatten(1).mean(1).clamp_min(1e-10)
+        hist = torch.bincount(ids.flatten(), minlength=tok.n_embed).double()
+        p = hist / hist.sum()
+        perplexity = float(torch.exp(-(p[p > 0] * p[p > 0].log()).sum()))
+        self.results['tokenizer'] = dict(
+            val_mse=mse, val_psnr_db=float((-10 * per_image.log10()).mean()),
+            codes_used=int((hist > 0).sum()), codebook_size=tok.n_embed,
+            perplexity=perplexity, num_val_images=len(files))
+        n = min(20, x.shape[0])
+        pick = torch.linspace(0, x.shape[0] - 1, n).round().long()  # spread over the classes
+        save_image(torch.cat([x[pick], rec[pick]]), self.path('reconstructions.png'), nrow=n,
+                   padding=1)
+        self.save_pngs(rec, self.path('fid', 'reconstructions'))
+        self.save_pngs(x, self.path('fid', 'val'))
+        # the ceiling: uniformly random token grids through the decoder
+        g = torch.Generator().manual_seed(0)
+        num = max(self.args.num_samples, 1)
+        rand_ids = torch.randint(0, tok.n_embed, (num, ids.shape[1]), generator=g)
+        with torch.no_grad():
+            rand = torch.cat([tok.decode_indices(c.to(dev)).clamp(0, 1).cpu()
+                              for c in rand_ids.split(128)])
+        self.save_pngs(rand, self.path('fid', 'random_tokens'))
+        # the token predictor: masked-token accuracy at a fixed ratio 0.5 (a fixed mask)
+        num_tokens = ids.shape[1]
+        num_masked = int(math.ceil(0.5 * num_tokens))
+        noise = torch.rand(ids.shape, generator=torch.Generator().manual_seed(0))
+        mask = torch.zeros_like(ids, dtype=torch.bool)
+        mask.scatter_(1, noise.argsort(1)[:, :num_masked], True)
+        correct = 0
+        with torch.no_grad():
+            for i_chunk, m_chunk in zip(ids.split(128), mask.split(128)):
+                probs = tp(i_chunk.to(dev), m_chunk.to(dev)).flatten(2)  # B x K x N
+                pred = probs.argmax(1).cpu()
+                correct += int(((pred == i_chunk) & m_chunk).sum())
+        # the majority-code baseline: always predicting the most frequent code
+        self.results['token_predictor'] = dict(
+            val_masked_acc_at_0_5=correct / int(mask.sum()),
+            most_frequent_code_acc=float(hist.max() / hist.sum()))
+
+    def evaluate_generation(self, addp_wd):
+        self.results['addp'] = dict(self.loss_summary(addp_wd))
+        tm = toy_metrics()
+        if tm is None:
+            self.results['fid'] = dict(note='tools/toy_metrics.py not available')
+            return
+        self.results['addp']['loss_curve'] = tm.plot_loss_curve(addp_wd, self.path('addp_loss.png'))
+        clf = self.path('digit_classifier.pth')
+        acc = tm.train_digit_classifier(self.args.data_root, clf, seed=0, quick=self.args.quick)
+        val = self.path('fid', 'val')
+        self.results['fid'] = dict(
+            classifier_val_acc=acc,
+            samples=tm.toy_fid(clf, self.path('samples'), val),
+            reconstructions_floor=tm.toy_fid(clf, self.path('fid', 'reconstructions'), val),
+            random_tokens_ceiling=tm.toy_fid(clf, self.path('fid', 'random_tokens'), val),
+            num_samples=self.args.num_samples)
+
+    def loss_summary(self, wd):
+        """First and last logged training loss of the latest run in ``wd``."""
+        runs = sorted(glob.glob(osp.join(wd, '*', 'vis_data', 'scalars.json')))
+        if not runs:
+            return {}
+        losses = []
+        with open(runs[-1]) as f:
+            for line in f:
+                rec = json.loads(line)
+                if 'loss' in rec:
+                    losses.append(rec['loss'])
+        return dict(first_loss=losses[0], last_loss=losses[-1]) if losses else {}
+
+    def downstream(self, backbone):
+        tm = toy_metrics()
+        if tm is None:
+            self.results['downstream'] = dict(note='tools/toy_metrics.py not available')
+            return
+        out = {}
+        for mode in ('linear', 'finetune10'):
+            for init, ckpt in (('addp', backbone), ('random', None)):
+                if init == 'random' and self.args.quick:
+                    continue  # --quick checks the handoffs; the baseline reads no earlier file
+                accs = []
+                for seed in self.args.seeds:
+                    acc, secs, reused = run_downstream_once(
+                        tm, mode, ckpt, seed, self.path('downstream', f'{mode}_{init}_seed{seed}'),
+                        self.args.data_root, self.args.quick, self.args.reuse)
+                    accs.append(acc)
+                    self.reused_s += secs if reused else 0.
+                    self.log(f'  downstream {mode} {init} seed {seed}: {acc:.2f}% '
+                             f'({secs:.0f} s{", earlier run, reused" if reused else ""})')
+                out[f'{mode}_{init}'] = dict(per_seed=accs, mean=mean(accs), std=std(accs))
+        self.results['downstream'] = out
+
+    # ------------------------------------------------------------------ the whole chain
+    def __call__(self):
+        a = self.args
+        os.makedirs(self.work_dir, exist_ok=True)
+        if not osp.isdir(a.data_root):
+            self.step('data', self.run, '0_data', ['tools/make_demo_data.py',
+                                                   osp.dirname(a.data_root.rstrip('/')),
+                                                   '--only', 'digits'])
+        tok = self.step('1 tokenizer training', self.train_tokenizer,
+                        reuse=[self.path('tokenizer', 'tokenizer.pth')])
+        tp = self.step('2 token predictor training', self.train_predictor, tok,
+                       reuse=[self.path('predictor', 'token_predictor.pth')])
+        ckpt, backbone = self.step('3 ADDP pretraining', self.train_addp, tok, tp,
+                                   reuse=[self.path('addp', f'iter_{a.addp_iters}.pth'),
+                                          self.path('addp', 'backbone.pth')])
+        self.step('4 generation', self.generate, ckpt, tok, tp,
+                  reuse=[self.path('samples_grid.png')])
+        self.step('5 tokenizer / token predictor evaluation', self.evaluate_parts, tok, tp)
+        self.step('6 loss curve, digit classifier, toy FID', self.evaluate_generation,
+                  self.path('addp'))
+        if not a.skip_downstream:
+            self.step('7 downstream (linear probe, 10%-label fine-tune)', self.downstream,
+                      backbone)
+        self.results['files'] = dict(tokenizer=tok, token_predictor=tp, addp_checkpoint=ckpt,
+                                     backbone=backbone, samples_grid=self.path('samples_grid.png'),
+                                     reconstructions=self.path('reconstructions.png'))
+        self.results['settings'] = {k: v for k, v in vars(a).items() if k != 'debug'}
+        self.results['wall_time_s'] = dict(self.times,
+                                           total=round(time.time() - self.t0 + self.reused_s, 1))
+        table = results_table(self.results)
+        with open(self.path('results.json'), 'w') as f:
+            json.dump(self.results, f, indent=2)
+        with open(self.path('results.md'), 'w') as f:
+            f.write(table + '\n')
+        print(table, flush=True)
+        self.log(f'wrote {self.path("results.md")} and {self.path("results.json")}')
+
+
+def run_downstream_once(tm, mode, ckpt, seed, work_dir, data_root, quick, reuse=False):
+    """``toy_metrics.run_downstream`` once; its accuracy and time go to ``WORK_DIR/result.json``
+    (reused with ``--reuse``). Returns (accuracy %, seconds, reused)."""
+    marker = osp.join(work_dir, 'result.json')
+    if reuse and osp.isfile(marker):
+        with open(marker) as f:
+            rec = json.load(f)
+        if rec.get('backbone') == (osp.abspath(ckpt) if ckpt else None):
+            return rec['accuracy'], rec['time_s'], True
+    t = time.time()
+    acc = float(tm.run_downstream(mode, ckpt, seed, work_dir, data_root=data_root, quick=quick))
+    rec = dict(mode=mode, seed=seed, backbone=osp.abspath(ckpt) if ckpt else None, accuracy=acc,
+               time_s=round(time.time() - t, 1))
+    with open(marker, 'w') as f:
+        json.dump(rec, f)
+    return acc, rec['time_s'], False
+
+
+def toy_metrics():
+    """``tools/toy_metrics.py`` (the evaluation side), imported when first needed."""
+    try:
+        import toy_metrics as tm
+    except ImportError as e:
+        print(f'tools/toy_metrics.py is not available ({e}): evaluation rows left empty',
+              flush=True)
+        return None
+    return tm
+
+
+def mean(xs):
+    return sum(xs) / len(xs)
+
+
+def std(xs):
+    """Sample standard deviation (0 for one value)."""
+    if len(xs) < 2:
+        return 0.0
+    m = mean(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+
+
+ROWS = [
+    ('tokenizer: val reconstruction MSE / PSNR', 'tokenizer',
+     lambda r: f'{r["val_mse"]:.4f} / {r["val_psnr_db"]:.1f} dB'),
+    ('tokenizer: codebook usage on val (codes used / size, perplexity)', 'tokenizer',
+     lambda r: f'{r["codes_used"]} / {r["codebook_size"]}, {r["perplexity"]:.1f}'),
+    ('token predictor: masked-token accuracy on val, mask ratio 0.5 (most-frequent-code baseline)',
+     'token_predictor',
+     lambda r: (f'{100 * r["val_masked_acc_at_0_5"]:.1f}% '
+                f'({100 * r["most_frequent_code_acc"]:.1f}%)')),
+    ('ADDP pretraining: training loss first -> last logged (curve: addp_loss.png)', 'addp',
+     lambda r: f'{r["first_loss"]:.3f} -> {r["last_loss"]:.3f}'),
+    ('digit classifier for the toy FID: val accuracy', 'fid',
+     lambda r: f'{100 * r["classifier_val_acc"]:.1f}%'),
+    ('toy FID vs val: ADDP samples', 'fid', lambda r: f'{r["samples"]:.2f}'),
+    ('toy FID vs val: tokenizer reconstructions (floor)', 'fid',
+     lambda r: f'{r["reconstructions_floor"]:.2f}'),
+    ('toy FID vs val: random-token decodes (ceiling)', 'fid',
+     lambda r: f'{r["random_tokens_ceiling"]:.2f}'),
+]
+DOWNSTREAM_ROWS = [
+    ('linear probe, ADDP-pretrained encoder: val top-1', 'linear_addp'),
+    ('linear probe, random-init encoder: val top-1', 'linear_random'),
+    ('fine-tune on 10% of labels, ADDP-pretrained: val top-1', 'finetune10_addp'),
+    ('fine-tune on 10% of labels, random init: val top-1', 'finetune10_random'),
+]
+
+
+def results_table(results) -> str:
+    lines = ['| measurement | value |', '| --- | --- |']
+    for name, key, fmt in ROWS:
+        try:
+            value = fmt(results[key])
+        except (KeyError, TypeError):
+            value = 'n/a'
+        lines.append(f'| {name} | {value} |')
+    down = results.get('downstream', {})
+    for name, key in DOWNSTREAM_ROWS:
+        r = down.get(key)
+        value = 'n/a'
+        if r:
+            seeds = ', '.join(f'{v:.1f}' for v in r['per_seed'])
+            value = f'{r["mean"]:.1f} ± {r["std"]:.1f} % (seeds: {seeds})'
+        lines.append(f'| {name} | {value} |')
+    times = results.get('wall_time_s', {})
+    lines += ['', '| step | wall time (s) |', '| --- | --- |']
+    lines += [f'| {k} | {v if isinstance(v, str) else f"{v:.0f}"} |' for k, v in times.items()]
+    return '\n'.join(lines)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    quiet_imports()
+    if not osp.isdir(osp.join(ROOT, 'configs', 'toy')):
+        raise UserError('configs/toy/ not found: run from an addp-mm checkout')
+    Pipeline(args)()
+
+
+if __name__ == '__main__':
+    run_tool(main)

@@ -1,0 +1,281 @@
+"""The evaluation side of the toy pipeline (tools/run_toy_pipeline.py, README "Training every part
+yourself") on scikit-learn's handwritten digits (``tools/make_demo_data.py data/demo --only
+digits``):
+
+* :func:`train_digit_classifier` - a small CNN whose penultimate features stand in for
+  Inception's in a toy FID (:func:`toy_fid`), as FID's Inception is meaningless on 32-px digits;
+* :func:`plot_loss_curve`, :func:`read_val_metric` - read mmengine's ``scalars.json`` of a run;
+* :func:`run_downstream` - the downstream runs (linear probe, fine-tuning with 10% of the labels)
+  of ``configs/toy/`` through ``tools/train.py``, from a pretrained or a random encoder.
+
+The Frechet distance itself is ``addp_mm.evaluation.fid``'s (torch-fidelity's formula).
+"""
+import glob
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from PIL import Image
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+DOWNSTREAM_CONFIGS = {
+    'linear': 'configs/toy/vit-toy_digits-32px_linear-probe.py',
+    'finetune10': 'configs/toy/vit-toy_digits-32px_finetune-10pct.py',
+}
+CLASSIFIER_FEATURES = 64  # width of the penultimate layer = dimension of the toy FID's features
+
+
+# ---------------------------------------------------------------------------------------------
+# the digit classifier (feature extractor of the toy FID)
+# ---------------------------------------------------------------------------------------------
+def _conv_bn(cin: int, cout: int) -> List[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True)]
+
+
+class DigitClassifier(nn.Module):
+    """Three 3x3 conv + BN + ReLU stages (32 -> 16 -> 8 px), global average pooling to
+    :data:`CLASSIFIER_FEATURES` features, a linear layer to the classes. Input: ``B x 1 x H x W``
+    grayscale in [0, 1]."""
+
+    def __init__(self, num_classes: int = 10, width: int = 32):
+        super().__init__()
+        self.features = nn.Sequential(
+            *_conv_bn(1, width), nn.MaxPool2d(2),
+            *_conv_bn(width, 2 * width), nn.MaxPool2d(2),
+            *_conv_bn(2 * width, CLASSIFIER_FEATURES),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(CLASSIFIER_FEATURES, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+def _load_gray(path: str, img_size: int) -> np.ndarray:
+    """Any image file -> ``img_size`` x ``img_size`` float32 grayscale in [0, 1]."""
+    with Image.open(path) as img:
+        img = img.convert('L')
+        if img.size != (img_size, img_size):
+            img = img.resize((img_size, img_size), Image.BILINEAR)
+        return np.asarray(img, np.float32) / 255.
+
+
+def _load_images(files: Sequence[str], img_size: int) -> torch.Tensor:
+    return torch.from_numpy(np.stack([_load_gray(f, img_size) for f in files]))[:, None]
+
+
+def _class_folder_split(split_dir: str,
+                        img_size: int) -> Tuple[torch.Tensor, torch.Tensor, List[str]]:
+    """Images and labels of ``split_dir/<class>/*`` (labels = sorted class folder index)."""
+    from addp_mm.evaluation.fid import list_images
+    if not osp.isdir(split_dir):
+        raise FileNotFoundError(f'{split_dir!r} not found: the digits come from '
+                                'python tools/make_demo_data.py data/demo --only digits')
+    classes = sorted(d for d in os.listdir(split_dir) if osp.isdir(osp.join(split_dir, d)))
+    if not classes:
+        raise FileNotFoundError(f'{split_dir!r} has no class folders (<class>/<image>.png)')
+    files, labels = [], []
+    for i, name in enumerate(classes):
+        found = list_images(osp.join(split_dir, name))
+        files += found
+        labels += [i] * len(found)
+    return _load_images(files, img_size), torch.tensor(labels), classes
+
+
+def train_digit_classifier(data_root: str, out_file: str, seed: int = 0, quick: bool = False,
+                           epochs: int = 8, batch_size: int = 64, lr: float = 3e-3,
+                           img_size: int = 32) -> float:
+    """Train :class:`DigitClassifier` on ``data_root/train/<d>/*.png``, save its plain state dict
+    (``torch.load(out_file, weights_only=True)``) and return its accuracy on ``data_root/val``
+    (0..1). ``quick``: 3 steps (checks the handoff, not the accuracy).
+
+    Adam with a cosine schedule, random shifts of up to 2 px as augmentation.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    x_train, y_train, classes = _class_folder_split(osp.join(data_root, 'train'), img_size)
+    x_val, y_val, val_classes = _class_folder_split(osp.join(data_root, 'val'), img_size)
+    if val_classes != classes:
+        raise ValueError(f'{data_root}: train classes {classes} and val classes {val_classes} '
+                         'differ')
+    model = DigitClassifier(len(classes))
+    steps_per_epoch = -(-len(x_train) // batch_size)
+    total = 3 if quick else epochs * steps_per_epoch
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.15)
+    model.train()
+    step = 0
+    while step < total:
+        order = torch.randperm(len(x_train), generator=gen)
+        for i in range(0, len(order), batch_size):
+            if step == total:
+                break
+            idx = order[i:i + batch_size]
+            x = x_train[idx]
+            # random shifts by up to 2 px (zero padding)
+            dx, dy = torch.randint(-2, 3, (2, ), generator=gen).tolist()
+            x = torch.roll(F.pad(x, (2, 2, 2, 2)), (dy, dx), (2, 3))[..., 2:-2, 2:-2]
+            loss = F.cross_entropy(model(x), y_train[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+    model.eval()
+    with torch.no_grad():
+        pred = torch.cat([model(x_val[i:i + 256]).argmax(1) for i in range(0, len(x_val), 256)])
+    acc = float((pred == y_val).float().mean())
+    os.makedirs(osp.dirname(osp.abspath(out_file)), exist_ok=True)
+    torch.save(model.state_dict(), out_file)
+    return acc
+
+
+def load_digit_classifier(classifier_file: str) -> DigitClassifier:
+    """The classifier :func:`train_digit_classifier` saved (weights only), in eval mode."""
+    if not osp.isfile(classifier_file):
+        raise FileNotFoundError(f'digit classifier {classifier_file!r} not found (written by '
+                                'tools/toy_metrics.py:train_digit_classifier)')
+    state = torch.load(classifier_file, map_location='cpu', weights_only=True)
+    model = DigitClassifier(num_classes=state['fc.weight'].shape[0])
+    model.load_state_dict(state)
+    return model.eval()
+
+
+@torch.no_grad()
+def classifier_features(model: DigitClassifier, folder: str, img_size: int = 32,
+                        batch_size: int = 256) -> torch.Tensor:
+    """Penultimate features (``N x 64``) of every image under ``folder`` (sub-folders too;
+    ``grid.png`` written by tools/generate.py is skipped)."""
+    from addp_mm.evaluation.fid import list_images
+    files = list_images(folder, recursive=True)
+    feats = [model.features(_load_images(files[i:i + batch_size], img_size))
+             for i in range(0, len(files), batch_size)]
+    return torch.cat(feats).double()
+
+
+def toy_fid(classifier_file: str, folder_a: str, folder_b: str, img_size: int = 32) -> float:
+    """FID between the images of two folders (recursive; any size and mode, read as grayscale
+    ``img_size`` px) on the digit classifier's penultimate features. The statistics and the
+    Frechet distance are torch-fidelity's (``addp_mm.evaluation.fid``). With fewer images than
+    features (64) the covariances are singular; torch-fidelity then regularises the square root:
+    use a few hundred images per folder."""
+    from addp_mm.evaluation.fid import fid_from_statistics, statistics_from_features
+    model = load_digit_classifier(classifier_file)
+    stats = [statistics_from_features(classifier_features(model, f, img_size))
+             for f in (folder_a, folder_b)]
+    return fid_from_statistics(*stats)
+
+
+# ---------------------------------------------------------------------------------------------
+# mmengine logs
+# ---------------------------------------------------------------------------------------------
+def latest_scalars_file(work_dir: str) -> str:
+    """``<work_dir>/<timestamp>/vis_data/scalars.json`` of the latest run (timestamps sort)."""
+    files = sorted(glob.glob(osp.join(glob.escape(work_dir), '*', 'vis_data', 'scalars.json')))
+    if not files:
+        raise FileNotFoundError(f'no <timestamp>/vis_data/scalars.json under {work_dir!r}: not an '
+                                'mmengine work dir, or the run logged nothing yet')
+    return files[-1]
+
+
+def read_scalars(work_dir: str) -> List[Dict]:
+    """The json lines of the latest run's ``scalars.json``."""
+    path = latest_scalars_file(work_dir)
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_loss_curve(work_dir: str, out_png: str, key: str = 'loss') -> str:
+    """Plot ``key`` against the iteration for the latest run in ``work_dir`` (matplotlib, Agg);
+    returns ``out_png``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    rows = [r for r in read_scalars(work_dir) if key in r]
+    if not rows:
+        raise KeyError(f'{latest_scalars_file(work_dir)}: no {key!r} values')
+    xs = [r.get('iter', r.get('step')) for r in rows]
+    fig = Figure(figsize=(6, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.plot(xs, [r[key] for r in rows], lw=1.2)
+    ax.set_xlabel('iteration')
+    ax.set_ylabel(key)
+    ax.set_title(f'{key}: {osp.basename(osp.normpath(work_dir))}')
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    os.makedirs(osp.dirname(osp.abspath(out_png)), exist_ok=True)
+    fig.savefig(out_png)
+    return out_png
+
+
+def read_val_metric(work_dir: str, key: str = 'accuracy/top1') -> float:
+    """The last logged value of ``key`` (a validation metric) in the latest run of ``work_dir``."""
+    rows = [r for r in read_scalars(work_dir) if key in r]
+    if not rows:
+        raise KeyError(f'{latest_scalars_file(work_dir)}: no {key!r} values (did validation run?)')
+    return float(rows[-1][key])
+
+
+# ---------------------------------------------------------------------------------------------
+# downstream runs
+# ---------------------------------------------------------------------------------------------
+def downstream_command(mode: str, backbone_checkpoint: Optional[str], seed: int, work_dir: str,
+                       data_root: str = 'data/demo/digits', quick: bool = False) -> List[str]:
+    """The ``tools/train.py`` command line of :func:`run_downstream` (paths made absolute)."""
+    if mode not in DOWNSTREAM_CONFIGS:
+        raise ValueError(f'downstream mode {mode!r}: choose one of {sorted(DOWNSTREAM_CONFIGS)}')
+    data_root = osp.abspath(data_root)
+    options = [f'randomness.seed={seed}', f'data_root={data_root}']
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        options.append(f'{loader}.dataset.data_root={data_root}')
+    if quick:  # 2 iterations on 8 images, validation on 8 images
+        options += ['train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
+                    'train_dataloader.batch_size=4', 'train_dataloader.dataset.indices=8',
+                    'val_dataloader.dataset.indices=8', 'test_dataloader.dataset.indices=8']
+    cmd = [sys.executable, osp.join('tools', 'train.py'), DOWNSTREAM_CONFIGS[mode],
+           '--work-dir', osp.abspath(work_dir)]
+    if backbone_checkpoint:
+        # the config's backbone_checkpoint is read when the config is parsed: --pretrained sets
+        # model.backbone.init_cfg (a top-level --cfg-options would come too late)
+        cmd += ['--pretrained', osp.abspath(backbone_checkpoint)]
+        options.append(f'backbone_checkpoint={osp.abspath(backbone_checkpoint)}')  # for the record
+    return cmd + ['--cfg-options'] + options
+
+
+def run_downstream(mode: str, backbone_checkpoint: Optional[str], seed: int, work_dir: str,
+                   data_root: str = 'data/demo/digits', quick: bool = False,
+                   log_file: Optional[str] = None, env: Optional[Dict[str, str]] = None) -> float:
+    """Train ``mode`` ('linear': linear probe on all labels; 'finetune10': full fine-tuning on 10%
+    of the labels) from ``backbone_checkpoint`` (a pretraining's backbone.pth; None: random init)
+    with ``seed``, in a ``tools/train.py`` subprocess run from the repository root. Returns the
+    final val top-1 accuracy in %.
+
+    The subprocess's output goes to ``log_file`` (default ``work_dir/train_<mode>.log``); on
+    failure its tail is in the error. ``env``: extra environment variables (e.g.
+    ``OMP_NUM_THREADS``).
+    """
+    cmd = downstream_command(mode, backbone_checkpoint, seed, work_dir, data_root, quick)
+    os.makedirs(work_dir, exist_ok=True)
+    log_file = log_file or osp.join(work_dir, f'train_{mode}.log')
+    run_env = dict(os.environ)
+    # deterministic=True in the configs: cuBLAS needs this on a GPU (ignored on a CPU)
+    run_env.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
+    run_env.update(env or {})
+    start = time.time()
+    with open(log_file, 'w') as log:
+        proc = subprocess.run(cmd, cwd=ROOT, env=run_env, stdout=log, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        with open(log_file) as log:
+            tail = ''.join(log.readlines()[-15:])
+        raise RuntimeError(f'downstream {mode} (seed {seed}) failed after '
+                           f'{time.time() - start:.0f} s '
+                           f'(exit {proc.returncode}); log {log_file}:\n{tail}')
+    return read_val_metric(work_dir)
