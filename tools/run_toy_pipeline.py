@@ -46,7 +46,9 @@ CONFIGS = dict(
     predictor='configs/toy/mage-token-predictor_digits-32px.py',
     addp='configs/toy/addp_vit-toy_digits-32px.py',
 )
-FULL = dict(tokenizer_iters=200, predictor_iters=200, addp_iters=200, num_samples=200,
+# ~24 min on 2 quiet CPU cores (README "Training every part yourself"); 200 iterations each run
+# in ~8 min but are too short for pretraining to help the 10%-label fine-tune
+FULL = dict(tokenizer_iters=1000, predictor_iters=2000, addp_iters=2000, num_samples=200,
             gen_steps=8, seeds=[0, 1, 2])
 QUICK = dict(tokenizer_iters=3, predictor_iters=3, addp_iters=3, num_samples=8, gen_steps=2,
              seeds=[0])

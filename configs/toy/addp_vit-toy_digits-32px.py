@@ -17,7 +17,7 @@ token_predictor_checkpoint = 'work_dirs/mage-token-predictor_digits-32px/token_p
 data_root = 'data/demo/digits'
 img_size = 32
 patch_size = 4  # = the tokenizer's downsampling factor 2 ** (len(ch_mult) - 1)
-max_iters = 200
+max_iters = 2000  # = tools/run_toy_pipeline.py's default (README)
 
 model = dict(
     backbone=dict(img_size=img_size, patch_size=patch_size),

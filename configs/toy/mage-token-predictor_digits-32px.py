@@ -13,7 +13,7 @@ custom_imports = dict(imports=['addp_mm'], allow_failed_imports=False)
 
 data_root = 'data/demo/digits'
 img_size = 32
-max_iters = 200
+max_iters = 2000  # = tools/run_toy_pipeline.py's default (README)
 tokenizer_checkpoint = 'work_dirs/vq-tokenizer_digits-32px/tokenizer.pth'
 
 model = dict(
