@@ -8,7 +8,7 @@
 #
 # (mmengine does not re-evaluate the config after --cfg-options: a path given for the top-level
 # variable must also be given for the key that uses it; tools/run_toy_pipeline.py does both.)
-_base_ = ['mmpretrain::_base_/default_runtime.py']
+_base_ = ['./_base_/part_training_runtime.py']
 custom_imports = dict(imports=['addp_mm'], allow_failed_imports=False)
 
 data_root = 'data/demo/digits'
@@ -53,15 +53,7 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', by_epoch=False, begin=50, end=max_iters, eta_min_ratio=0.05),
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters)
-val_cfg = None
-val_dataloader = None
-val_evaluator = None
-test_cfg = None
-test_dataloader = None
-test_evaluator = None
 custom_hooks = [dict(type='ExportPartHook', part='token_predictor', filename='token_predictor.pth')]
 default_hooks = dict(logger=dict(type='LoggerHook', interval=50),
                      checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters,
                                      max_keep_ckpts=1))
-log_processor = dict(by_epoch=False)
-randomness = dict(seed=0, deterministic=False)

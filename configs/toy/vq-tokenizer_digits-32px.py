@@ -9,7 +9,7 @@
 # downsampling by 4 (ch_mult of length 3) so that 32 px give the 8x8 grid of the toy encoder
 # ADDPViT(arch='demo', img_size=32, patch_size=4). configs/toy/mage-token-predictor_digits-32px.py
 # and configs/toy/addp_vit-toy_digits-32px.py repeat these sizes (their checkpoints load strictly).
-_base_ = ['mmpretrain::_base_/default_runtime.py']
+_base_ = ['./_base_/part_training_runtime.py']
 custom_imports = dict(imports=['addp_mm'], allow_failed_imports=False)
 
 data_root = 'data/demo/digits'
@@ -47,15 +47,7 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', by_epoch=False, begin=50, end=max_iters, eta_min_ratio=0.05),
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters)
-val_cfg = None
-val_dataloader = None
-val_evaluator = None
-test_cfg = None
-test_dataloader = None
-test_evaluator = None
 custom_hooks = [dict(type='ExportPartHook', part='tokenizer', filename='tokenizer.pth')]
 default_hooks = dict(logger=dict(type='LoggerHook', interval=50),
                      checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters,
                                      max_keep_ckpts=1))
-log_processor = dict(by_epoch=False)
-randomness = dict(seed=0, deterministic=False)
