@@ -221,7 +221,8 @@ def test_release_style_benchmark_path_matches_ours(ref):
     """The benchmark's release-style reference computes the same loss and images as ours."""
     sys.path.insert(0, osp.join(ROOT, 'tools'))
     try:
-        from benchmark_release_path import release_generate, release_loss, release_tokenizer
+        from benchmark_release_path import (release_generate, release_loss, release_predict,
+                                            release_tokenizer)
     finally:
         sys.path.remove(osp.join(ROOT, 'tools'))
     from addp_mm.models.generation import ADDPSampler
@@ -234,6 +235,11 @@ def test_release_style_benchmark_path_matches_ours(ref):
     loss = release_loss(model, tok, v['img'], v['mask_t'], v['mask_t_next'])
     assert vit.Attention.forward is forward  # swapped back
     assert loss.item() == pytest.approx(v['loss'].item(), abs=1e-4)
+    # the release-style predictor call (every position, whole vocabulary) = the recorded targets
+    pred = model.target_generator.token_predictor
+    probs = release_predict(pred, v['vq_indices'], v['mask_t'])
+    assert torch.allclose(probs, v['tp_probs'], rtol=1e-4, atol=1e-7)
+    assert torch.allclose(probs, pred(v['vq_indices'], v['mask_t']), rtol=1e-4, atol=1e-7)
     sampler = ADDPSampler(num_steps=3)
     ours = sampler.sample(model, 2, seed=0)
     theirs = release_generate(model, tok, sampler, 2, seed=0)

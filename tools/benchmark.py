@@ -386,7 +386,7 @@ def count_syncs(fn: Callable[[], object]) -> float:
 
 def rows_parts(t: Table, args, a: Dict, device: torch.device) -> None:
     """Where the fp32 step's time goes, piece by piece (ours vs release-style)."""
-    from benchmark_release_path import release_style
+    from benchmark_release_path import release_predict, release_style
     model, ref_tok, imgs, mask_t, mask_next = _pretrain_setup(args, a, device)
     tok, pred = model.target_generator.tokenizer, model.target_generator.token_predictor
     set_frozen_precision(model, 'fp32')
@@ -421,7 +421,8 @@ def rows_parts(t: Table, args, a: Dict, device: torch.device) -> None:
         ('VQ encode', nograd(lambda: tok.encode(imgs)),
          in_release(nograd(lambda: ref_tok.encode(imgs)))),
         ('token predictor (2 masks)', nograd(lambda: pred.predict(idx0, [mask_t, mask_next])),
-         in_release(nograd(lambda: (pred(idx0, mask_t), pred(idx0, mask_next))))),
+         in_release(nograd(lambda: (release_predict(pred, idx0, mask_t),
+                                     release_predict(pred, idx0, mask_next))))),
         ('VQ decode', nograd(lambda: tok.decode(state['z_t'])),
          in_release(nograd(lambda: ref_tok.decode(state['z_t'])))),
         ('encoder+decoder fwd+bwd', fwd_bwd(False), fwd_bwd(True)),

@@ -8,7 +8,10 @@ modules and the same weights:
   ``Attention.forward`` while the path runs);
 * the VQGAN in NCHW (contiguous) layout with ``x * sigmoid(x)`` and out-of-place residual sums,
   always float32 (:func:`release_tokenizer` makes such a copy of a tokenizer);
-* the token predictor run twice per step, once per mask (:func:`release_noisy_pixels`);
+* the token predictor run twice per step, once per mask, each time scoring every sequence
+  position (the class slot too) over the whole vocabulary before keeping the grid positions'
+  codebook entries, as MAGE's ``sample_tokens`` does (:func:`release_predict`,
+  :func:`release_noisy_pixels`);
 * generation runs the encoder on the first step too (whose features the decoder then hides) and
   computes the decoder logits of every position over the whole vocabulary before slicing
   (:func:`release_generate`).
@@ -24,7 +27,7 @@ import torch.nn.functional as F
 from addp_mm.models.layers import vit
 from addp_mm.models.target_generators import vqgan
 
-__all__ = ['release_style', 'release_attention_forward', 'release_tokenizer',
+__all__ = ['release_style', 'release_attention_forward', 'release_tokenizer', 'release_predict',
            'release_noisy_pixels', 'release_loss', 'release_generate']
 
 
@@ -82,6 +85,24 @@ def release_tokenizer(tokenizer: vqgan.VQGANTokenizer) -> vqgan.VQGANTokenizer:
 
 
 @torch.no_grad()
+def release_predict(predictor, indices: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """One MAGE ``sample_tokens`` call the release's way: the decoder's logits at all ``1 + N``
+    positions over all vocabulary entries, then the codebook softmax of the grid positions
+    (``B x codebook_size x h x w``)."""
+    mask = mask.reshape(mask.shape[0], -1).bool()
+    x = predictor.decoder_embed(predictor.encode(indices, mask))
+    fill = torch.cat([mask.new_zeros(mask.shape[0], 1), mask], dim=1).unsqueeze(-1)
+    x = torch.where(fill, x[:, :1], x) + predictor.decoder_pos_embed_learned
+    for blk in predictor.decoder_blocks:
+        x = blk(x)
+    logits = predictor.mlm_layer(predictor.decoder_norm(x),
+                                 predictor.token_emb.word_embeddings.weight)
+    probs = logits[:, 1:, :predictor.codebook_size].float().softmax(dim=-1)
+    return probs.transpose(1, 2).reshape(probs.shape[0], predictor.codebook_size,
+                                         *predictor.grid_size)
+
+
+@torch.no_grad()
 def release_noisy_pixels(model, tokenizer, inputs, mask_t, mask_next) -> Dict[str, torch.Tensor]:
     """The release's ``forward_vqgan``: VQ encode, the token predictor once per mask, VQ decode."""
     predictor = model.target_generator.token_predictor
@@ -89,8 +110,8 @@ def release_noisy_pixels(model, tokenizer, inputs, mask_t, mask_next) -> Dict[st
     try:
         with release_style():
             z0, idx0 = tokenizer.encode(inputs)
-            probs_t = predictor(idx0, mask_t)
-            probs_next = predictor(idx0, mask_next)
+            probs_t = release_predict(predictor, idx0, mask_t)
+            probs_next = release_predict(predictor, idx0, mask_next)
             soft = tokenizer.soft_embed(probs_next)
             B = idx0.shape[0]
             z_t = torch.where(mask_t.bool().view(B, 1, *z0.shape[2:]), soft, z0)
