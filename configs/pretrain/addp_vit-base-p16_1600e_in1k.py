@@ -35,8 +35,8 @@ model = dict(
                        z_channels=256, n_embed=1024, embed_dim=256, resolution=256,
                        checkpoint=tokenizer_checkpoint,
                        # ours, not the release's: the frozen decoder in bf16 where the hardware
-                       # runs it natively (else fp32); the encoder (token ids) stays fp32
-                       # (README Performance)
+                       # runs it natively (else fp32); the encoder (token ids) stays fp32, and
+                       # runs channels-last when the decoder is bf16 (README Performance)
                        precision='auto'),
         # MAGE ViT-B token predictor (codebook and grid from the tokenizer)
         token_predictor=dict(type='MAGETokenPredictor', embed_dim=768, depth=12, num_heads=12,

@@ -21,8 +21,9 @@ returns unclamped pixels in the same space.
 Speed (the tokenizer is frozen and inference-only; most of an ADDP pretraining step is spent here):
 the decoder's weights and activations are kept channels-last (the layout oneDNN / cuDNN
 convolutions run fastest in), GroupNorm + swish run as one normalisation and one in-place SiLU,
-residual sums are taken in place when no gradient is recorded, ``precision`` selects bf16/fp16 autocast where the hardware
-runs it natively (:mod:`addp_mm.models.utils.precision`), and ``compile=True`` hands the encoder
+residual sums are taken in place when no gradient is recorded (on a CPU the residual convolution
+writes its sum straight into the block's input, :func:`_conv_add_`), ``precision`` selects
+bf16/fp16 autocast where the hardware runs it natively (:mod:`addp_mm.models.utils.precision`), and ``compile=True`` hands the encoder
 and decoder to ``torch.compile`` (which fuses GroupNorm + SiLU + residual sums). None of this
 changes a parameter name or the state dict.
 
@@ -346,7 +347,7 @@ class VQGANTokenizer(nn.Module):
                                 self.z_channels, dropout)
         self.quantize = VectorQuantizer(self.n_embed, self.embed_dim)
         # decoder convolutions channels-last: the fast layout of oneDNN / cuDNN (keys unchanged);
-        # the encoder stays NCHW for exact token ids (see the module doc)
+        # the encoder's weights stay NCHW: its layout follows its input (encode_memory_format)
         self.decoder.to(memory_format=torch.channels_last)
         self.precision = check_precision(precision, 'VQGANTokenizer precision')
         self.encode_precision = check_precision(encode_precision, 'VQGANTokenizer encode_precision')
