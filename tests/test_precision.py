@@ -106,6 +106,8 @@ def test_encoder_layout_follows_the_precision(ref):
                                       ('fp32', True, torch.channels_last)):
         tok.precision, tok.encode_channels_last = precision, forced
         assert tok.encode_memory_format('cpu') == expect
+        # other devices: channels-last only when asked (the CPU is where it was measured)
+        assert tok.encode_memory_format('meta') == (expect if forced else torch.contiguous_format)
         with torch.no_grad():
             z = tok.encode_latent(v['img'])
             ids = tok.quantize(z)[1]

@@ -23,17 +23,17 @@ the decoder's weights and activations are kept channels-last (the layout oneDNN 
 convolutions run fastest in), GroupNorm + swish run as one normalisation and one in-place SiLU,
 residual sums are taken in place when no gradient is recorded (on a CPU the residual convolution
 writes its sum straight into the block's input, :func:`_conv_add_`), ``precision`` selects
-bf16/fp16 autocast where the hardware runs it natively (:mod:`addp_mm.models.utils.precision`), and ``compile=True`` hands the encoder
-and decoder to ``torch.compile`` (which fuses GroupNorm + SiLU + residual sums). None of this
-changes a parameter name or the state dict.
+bf16/fp16 autocast where the hardware runs it natively (:mod:`addp_mm.models.utils.precision`),
+and ``compile=True`` hands the encoder and decoder to ``torch.compile`` (which fuses GroupNorm +
+SiLU + residual sums). None of this changes a parameter name or the state dict.
 
 The encoder runs NCHW in full precision: PyTorch's channels-last GroupNorm on a CPU sums in
 float32 without pairwise accumulation and takes ``E[x^2] - E[x]^2``, which moves the reference
-latents by 3e-4 (NCHW: 2e-6), more than ``tools/verify_reference.py`` allows (1e-4). In a fast mode
-(``precision`` bf16 / fp16, e.g. ``'auto'`` on hardware with native bf16) it runs channels-last,
-still in float32 (``encode_channels_last``): 1.2-1.3x faster on a CPU, every reference token id
-unchanged (the accuracy contract of a fast mode is >= 99%). The decoder's pixels stay within
-5e-5 of the release's in channels-last.
+latents by 3e-4 (NCHW: 2e-6), more than ``tools/verify_reference.py`` allows (1e-4). In a fast
+mode on a CPU (``precision`` bf16 / fp16, e.g. ``'auto'`` on a CPU with native bf16) it runs
+channels-last, still in float32 (``encode_channels_last``): 1.2-1.3x faster, every reference
+token id unchanged (the accuracy contract of a fast mode is >= 99%). The decoder's pixels stay
+within 5e-5 of the release's in channels-last.
 """
 import os
 from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
@@ -298,8 +298,9 @@ class VQGANTokenizer(nn.Module):
             the reference images (fp16 about 0.6%). The nearest-code search is always float32.
         encode_channels_last: run the encoder on channels-last activations (faster convolutions,
             GroupNorm summed in a different order: latents move by ~1e-4, see the module doc).
-            ``None`` (default): channels-last exactly when ``precision`` resolves to bf16 / fp16
-            on the input's device, i.e. in a fast mode; NCHW (exact) in full precision.
+            ``None`` (default): channels-last on a CPU exactly when ``precision`` resolves to
+            bf16 / fp16 there, i.e. in a fast mode (measured faster); NCHW (exact) in full
+            precision and on other devices (unmeasured: no GPU was lent to this work).
         compile: ``torch.compile`` the encoder and decoder (``True`` or a dict of
             ``torch.compile`` kwargs); the first call of each input shape compiles.
     """
@@ -408,7 +409,9 @@ class VQGANTokenizer(nn.Module):
         """The layout the encoder runs in on ``device`` (see ``encode_channels_last``)."""
         channels_last = self.encode_channels_last
         if channels_last is None:
-            channels_last = resolve_precision(self.precision, device) in ('bf16', 'fp16')
+            device = torch.device(device)
+            channels_last = (device.type == 'cpu'
+                             and resolve_precision(self.precision, device) in ('bf16', 'fp16'))
         return torch.channels_last if channels_last else torch.contiguous_format
 
     def encode(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
