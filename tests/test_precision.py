@@ -164,6 +164,13 @@ def test_fused_residual_convolution_is_exact(monkeypatch, layout):
     tok.precision = 'fp32'
     tok.decode(zg).sum().backward()
     assert zg.grad is not None and not any(calls[n:])
+    # a residual in another layout than the convolution's output is not written into
+    conv = tok.encoder.down[0].block[1].conv2
+    with torch.no_grad():
+        h = torch.randn(2, 32, 8, 8)
+        x = torch.randn(2, 32, 8, 8).contiguous(memory_format=torch.channels_last)
+        assert fused(conv, h, x) is None
+        assert fused(conv, h.contiguous(memory_format=torch.channels_last), x) is not None
 
 
 @pytest.mark.parametrize('mode', FAST_MODES)

@@ -96,6 +96,12 @@ def _conv_add_(conv: nn.Conv2d, h: torch.Tensor, x: torch.Tensor) -> Optional[to
     out_shape = (h.shape[0], w.shape[0], x.shape[2], x.shape[3])
     if tuple(x.shape) != out_shape or conv.padding_mode != 'zeros' or isinstance(conv.padding, str):
         return None
+    # the sum is written in x's layout: x must be dense in the layout the convolution runs in
+    channels_last = any(t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+                        for t in (h, w))
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    if not x.is_contiguous(memory_format=layout):
+        return None
     return torch.ops.mkldnn._convolution_pointwise_.binary(
         x, h, w, b, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups,
         'add', 1.0, None, [], None)
