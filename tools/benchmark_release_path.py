@@ -89,12 +89,7 @@ def release_predict(predictor, indices: torch.Tensor, mask: torch.Tensor) -> tor
     """One MAGE ``sample_tokens`` call the release's way: the decoder's logits at all ``1 + N``
     positions over all vocabulary entries, then the codebook softmax of the grid positions
     (``B x codebook_size x h x w``)."""
-    mask = mask.reshape(mask.shape[0], -1).bool()
-    x = predictor.decoder_embed(predictor.encode(indices, mask))
-    fill = torch.cat([mask.new_zeros(mask.shape[0], 1), mask], dim=1).unsqueeze(-1)
-    x = torch.where(fill, x[:, :1], x) + predictor.decoder_pos_embed_learned
-    for blk in predictor.decoder_blocks:
-        x = blk(x)
+    x = predictor.decoder_features(predictor.encode(indices, mask), mask)
     logits = predictor.mlm_layer(predictor.decoder_norm(x),
                                  predictor.token_emb.word_embeddings.weight)
     probs = logits[:, 1:, :predictor.codebook_size].float().softmax(dim=-1)

@@ -11,7 +11,6 @@
 _base_ = ['./_base_/part_training_runtime.py']
 custom_imports = dict(imports=['addp_mm'], allow_failed_imports=False)
 
-data_root = 'data/demo/digits'
 img_size = 32
 max_iters = 2000  # = tools/run_toy_pipeline.py's default (README)
 tokenizer_checkpoint = 'work_dirs/vq-tokenizer_digits-32px/tokenizer.pth'
@@ -30,17 +29,6 @@ model = dict(
     # MAGE main_pretrain.py: mask ratio ~ truncnorm on [0.5, 1.0], mu 0.55, std 0.25;
     # LabelSmoothingCrossEntropy(0.1) on the masked tokens
     min_ratio=0.5, max_ratio=1.0, mu=0.55, std=0.25, label_smoothing=0.1)
-
-train_pipeline = [
-    dict(type='LoadImageChecked', on_bad_file='error'),
-    dict(type='PackInputs'),
-]
-train_dataloader = dict(
-    batch_size=32, num_workers=1, persistent_workers=True,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
-    collate_fn=dict(type='default_collate'),
-    dataset=dict(type='CustomDataset', data_root=data_root, data_prefix='train', with_label=False,
-                 extensions=('.png', ), pipeline=train_pipeline))
 
 # MAGE: AdamW (0.9, 0.95), wd 0.05, warm-up then cosine; lr ours (tiny model, batch 64)
 optim_wrapper = dict(type='NonFiniteGuardOptimWrapper', max_consecutive_skips=0,

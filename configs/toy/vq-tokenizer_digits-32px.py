@@ -12,7 +12,6 @@
 _base_ = ['./_base_/part_training_runtime.py']
 custom_imports = dict(imports=['addp_mm'], allow_failed_imports=False)
 
-data_root = 'data/demo/digits'
 img_size = 32
 max_iters = 1000  # = tools/run_toy_pipeline.py's default (README)
 
@@ -26,17 +25,6 @@ model = dict(
     # ours: dead codes replaced by encoder outputs every 50 steps (digits, 200 iterations: 77
     # instead of 60 of the 128 codes used on val, MSE 0.0045 instead of 0.0038; README)
     restart_dead_codes=True, restart_interval=50, restart_threshold=1.0, usage_decay=0.99)
-
-train_pipeline = [
-    dict(type='LoadImageChecked', on_bad_file='error'),
-    dict(type='PackInputs'),
-]
-train_dataloader = dict(
-    batch_size=32, num_workers=1, persistent_workers=True,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
-    collate_fn=dict(type='default_collate'),
-    dataset=dict(type='CustomDataset', data_root=data_root, data_prefix='train', with_label=False,
-                 extensions=('.png', ), pipeline=train_pipeline))
 
 # ours (small model, small data): Adam 1e-3 with warm-up and cosine decay, no weight decay
 optim_wrapper = dict(type='NonFiniteGuardOptimWrapper', max_consecutive_skips=0,

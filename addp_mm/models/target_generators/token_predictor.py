@@ -197,16 +197,22 @@ class MAGETokenPredictor(nn.Module):
             x = blk(x)
         return self.norm(x)
 
-    def decode(self, latent: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Codebook logits ``(B, h*w, codebook_size)`` of the grid positions from :meth:`encode`'s
-        output; masked positions start from the decoder-embedded class output."""
+    def decoder_features(self, latent: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The decoder blocks' output ``(B, 1 + h*w, decoder_embed_dim)`` (before
+        ``decoder_norm``) from :meth:`encode`'s output; masked positions start from the
+        decoder-embedded class output."""
         mask = mask.reshape(mask.shape[0], -1).bool()
         x = self.decoder_embed(latent)
         fill = torch.cat([mask.new_zeros(mask.shape[0], 1), mask], dim=1).unsqueeze(-1)
         x = torch.where(fill, x[:, :1], x) + self.decoder_pos_embed_learned
         for blk in self.decoder_blocks:
             x = blk(x)
-        x = self.decoder_norm(x[:, 1:])
+        return x
+
+    def decode(self, latent: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Codebook logits ``(B, h*w, codebook_size)`` of the grid positions from :meth:`encode`'s
+        output (the class position and the other vocabulary entries are not scored)."""
+        x = self.decoder_norm(self.decoder_features(latent, mask)[:, 1:])
         return self.mlm_layer(x, self.token_emb.word_embeddings.weight, self.codebook_size)
 
     @torch.no_grad()

@@ -63,12 +63,9 @@ def _add(h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return h.add_(x) if not torch.is_grad_enabled() else h + x
 
 
-def _fused_conv_add_available() -> bool:
-    return (torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, '_convolution_pointwise_'))
-
-
-_FUSED_CONV_ADD = _fused_conv_add_available()
+# oneDNN's convolution with a sum post-op, as this torch build provides it (see _conv_add_)
+_FUSED_CONV_ADD = (torch.backends.mkldnn.is_available()
+                   and hasattr(torch.ops.mkldnn, '_convolution_pointwise_'))
 
 
 def _conv_add_(conv: nn.Conv2d, h: torch.Tensor, x: torch.Tensor) -> Optional[torch.Tensor]:
@@ -91,17 +88,17 @@ def _conv_add_(conv: nn.Conv2d, h: torch.Tensor, x: torch.Tensor) -> Optional[to
     dtype = torch.get_autocast_dtype('cpu') if torch.is_autocast_enabled('cpu') else h.dtype
     if dtype not in (torch.float32, torch.bfloat16) or x.dtype != dtype:
         return None
-    w, b = conv.weight.to(dtype), None if conv.bias is None else conv.bias.to(dtype)
-    h = h.to(dtype)
-    out_shape = (h.shape[0], w.shape[0], x.shape[2], x.shape[3])
+    out_shape = (h.shape[0], conv.out_channels, x.shape[2], x.shape[3])
     if tuple(x.shape) != out_shape or conv.padding_mode != 'zeros' or isinstance(conv.padding, str):
         return None
     # the sum is written in x's layout: x must be dense in the layout the convolution runs in
     channels_last = any(t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
-                        for t in (h, w))
+                        for t in (h, conv.weight))
     layout = torch.channels_last if channels_last else torch.contiguous_format
     if not x.is_contiguous(memory_format=layout):
         return None
+    w, b = conv.weight.to(dtype), None if conv.bias is None else conv.bias.to(dtype)
+    h = h.to(dtype)
     return torch.ops.mkldnn._convolution_pointwise_.binary(
         x, h, w, b, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups,
         'add', 1.0, None, [], None)
