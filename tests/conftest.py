@@ -57,3 +57,17 @@ def require_reference_dir() -> str:
 @pytest.fixture(scope='session')
 def reference_dir() -> str:
     return require_reference_dir()
+
+
+@pytest.fixture(scope='session')
+def demo_cwd(tmp_path_factory):
+    """A working folder holding small demo data (``data/demo/{coco,ade,imagenet,unlabeled}``:
+    8 train / 4 val images each, 4 + 2 per ImageNet class, 8 unlabeled of 96 px), laid out as
+    the demo configs expect relative to the folder a tool runs in. Made once per session (per
+    worker under pytest-xdist); tests write their work dirs under their own names in it."""
+    from demo_data import make_all
+    cwd = tmp_path_factory.mktemp('demo_cwd')
+    make_all(str(cwd / 'data' / 'demo'), seed=0, num_train=8, num_val=4, imagenet_train=4,
+             imagenet_val=2, num_unlabeled=8, unlabeled_size=96,
+             parts=('coco', 'ade', 'imagenet', 'unlabeled'))
+    return cwd

@@ -200,7 +200,10 @@ def test_test_tool_refuses_a_backbone_only_file(tmp_path):
     torch.save({'state_dict': backbone.state_dict()}, tmp_path / 'backbone.pth')
     cfg.work_dir = str(tmp_path / 'work')
     cfg.load_from = str(tmp_path / 'backbone.pth')
-    with pytest.raises(CheckpointMismatchError, match=r'backbone\.pth.*Missing keys 2: head\.fc\.weight, head\.fc\.bias'):
+    with pytest.raises(CheckpointMismatchError, match=r'backbone\.pth.*Missing keys 2: head\.fc\.weight, head\.fc\.bias'
+                       r".*The file is a backbone-only file \(encoder weights\), not a checkpoint of "
+                       r"this config's model: give the checkpoint a training of this config wrote "
+                       r'.*to fine-tune from this file: tools/train.py CONFIG --pretrained FILE'):
         build_runner(cfg.copy()).test()
     runner = build_runner(cfg.copy())
     runner.load_or_resume()  # training init: loads the encoder

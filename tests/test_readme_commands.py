@@ -122,8 +122,8 @@ def test_pretraining_to_generation_and_fine_tuning_as_written(checkout):
     assert proc.returncode == 2 and 'Traceback' not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
         'generate.py: error: work_dirs/addp_vit-tiny_demo/backbone.pth: this is a backbone-only '
-        'file; generation needs the full checkpoint, e.g. iter_300.pth (work_dirs/<pretraining '
-        'config>/iter_N.pth) or the released addp-vit-*-16.pth')
+        'file (encoder weights); generation needs the full checkpoint, e.g. iter_300.pth '
+        '(work_dirs/<pretraining config>/iter_N.pth) or the released addp-vit-*-16.pth')
 
     # fine-tuning from the exported encoder: its weights are the classifier's starting point
     proc = run(finetune + ['--cfg-options', 'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',

@@ -183,6 +183,49 @@ def test_amp_on_cpu_one_line_or_native_bf16_fallback(monkeypatch):
     cfg = Config(dict(optim_wrapper=dict(amp)))
     launch.check_amp(cfg)
     assert cfg.optim_wrapper.type == 'CPUAutocastOptimWrapper' and 'loss_scale' not in cfg.optim_wrapper
+    # the README's mmdet block (AmpOptimWrapper) on a CPU: refused, whatever the CPU
+    with pytest.raises(launch.UsageError, match='mmdet detector needs a GPU.*nms'):
+        launch.check_amp(Config(dict(default_scope='mmdet', optim_wrapper=dict(amp))))
+
+
+# each demo config (and the demo pretraining) for one epoch / two iterations of batch 2
+AMP_RUNS = {
+    'demo/mask-rcnn_addp-vit-demo_demo-coco.py': ['train_cfg.max_epochs=1', 'train_cfg.val_interval=9'],
+    'demo/upernet_addp-vit-demo_demo-ade-128x128.py': ['train_cfg.max_iters=2',
+                                                       'train_cfg.val_interval=9'],
+    'demo/addp-vit-demo_demo-in1k-128px.py': ['train_cfg.max_epochs=1', 'train_cfg.val_interval=9'],
+    'pretrain/addp_vit-tiny_demo.py': ['train_cfg.max_iters=2', 'train_dataloader.num_workers=0',
+                                       'train_dataloader.persistent_workers=False'],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('config', sorted(AMP_RUNS))
+def test_amp_on_every_demo_config_trains_or_is_one_line(config, demo_cwd):
+    """``tools/train.py CONFIG --amp``: either it trains (finite losses, and on a CPU it says it
+    runs bf16 autocast, which only a CPU with native bf16 may do) or it stops with the one-line
+    error and the fix. On a CPU the detector must stop: mmcv's CPU nms / RoIAlign take float32
+    only (they crashed with a traceback inside nms before)."""
+    import math
+    import re
+
+    from addp_mm.engine.launch import native_cpu_autocast
+    work = demo_cwd / ('amp_' + osp.basename(config)[:-3])
+    proc = tool('train.py', osp.join(ROOT, 'configs', config), '--amp', '--work-dir', work,
+                '--cfg-options', 'train_dataloader.batch_size=2', 'default_hooks.logger.interval=1',
+                *AMP_RUNS[config], cwd=demo_cwd)
+    cpu = not torch.cuda.is_available()
+    refused = cpu and ('mask-rcnn' in config or 'pretrain' in config or not native_cpu_autocast())
+    if refused:
+        line = assert_one_line_error(proc, 'train.py', 'needs a GPU', 'without --amp')
+        if 'mask-rcnn' in config:
+            assert 'nms' in line and 'optim_wrapper.type=OptimWrapper' in line
+        return
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    losses = [float(x) for x in re.findall(r'\bloss: (\S+)', proc.stdout)]
+    assert losses and all(math.isfinite(x) for x in losses), losses
+    if cpu:
+        assert 'runs with CPU bf16 autocast' in proc.stdout + proc.stderr
 
 
 def test_cpu_autocast_optim_wrapper_runs_forward_in_bf16():
@@ -211,3 +254,92 @@ def test_train_tensorboard_and_amp_flags(tmp_path):
     events = [f for _, _, files in os.walk(tmp_path / 'work') for f in files if 'tfevents' in f]
     assert events, 'no TensorBoard event file'
     assert 'System environment' not in proc.stdout  # the dump is in the log file only
+
+
+# ------------------------------------------------------------------ --cfg-options of a variable
+def test_cfg_options_of_a_config_variable_is_honoured_or_refused(tmp_path):
+    """mmengine substitutes a config's top-level variables when it reads the file: a path
+    variable (``data_root``) given with ``--cfg-options`` reaches every key built from it (it
+    was silently ignored before); any other variable is a one-line error naming the keys to
+    set."""
+    from addp_mm.engine.launch import UsageError, load_config
+    config = osp.join(DEMO, 'mask-rcnn_addp-vit-demo_demo-coco.py')
+    cfg = load_config(config, {'data_root': '/elsewhere/coco'})
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        dataset = cfg[loader].dataset
+        dataset = dataset.get('dataset', dataset)  # the training set is wrapped (RepeatDataset)
+        assert dataset.data_root == '/elsewhere/coco', loader
+    assert cfg.val_evaluator.ann_file == '/elsewhere/coco/annotations/instances_val2017.json'
+    assert cfg.test_evaluator.ann_file == cfg.val_evaluator.ann_file
+    assert cfg.data_root == '/elsewhere/coco'
+    untouched = load_config(config)
+    assert untouched.val_evaluator.ann_file == 'data/demo/coco/annotations/instances_val2017.json'
+    with pytest.raises(UsageError, match=r'max_epochs \(8\) is a variable.*changes nothing'):
+        load_config(config, {'max_epochs': 2})
+    with pytest.raises(UsageError, match=r'train_pipeline .*--cfg-options '
+                                         r'train_dataloader\.dataset\.dataset\.pipeline=\.\.\.'):
+        load_config(config, {'train_pipeline': []})
+    # the keys mmengine's runner reads are set as they always were
+    assert load_config(config, {'train_cfg.max_epochs': 2}).train_cfg.max_epochs == 2
+    # through the tool: the run looks where it was told (and says so in one line)
+    proc = tool('train.py', config, '--cfg-options', 'data_root=/nonexistent/', cwd=tmp_path)
+    assert_one_line_error(proc, 'train.py', "folder '/nonexistent/' not found")
+
+
+# ------------------------------------------------------------------ a wrong kind of checkpoint
+def _saved(path, model):
+    torch.save({'meta': {}, 'state_dict': model.state_dict()}, path)
+    return str(path)
+
+
+def test_every_wrong_kind_of_file_gets_one_line_saying_which_to_give(tmp_path, caplog):
+    """tools/generate.py with a detector's, a segmenter's, a classifier's or an encoder-only file:
+    one line saying what the file is and which to give, and no warning about a random tokenizer
+    before the file is accepted (a detector's file was a RuntimeError traceback)."""
+    from mmengine.config import Config
+    from mmengine.registry import MODELS
+
+    from addp_mm.apis import build_generation_model
+    from addp_mm.models.utils.checkpoint import (CheckpointKindError, checkpoint_kind,
+                                                 encoder_state_dict)
+    from cli import is_user_mistake
+    from test_configs import _build as build_model_and_optimizer
+    from test_generation import TINY_MODEL
+    files = {}
+    for name in ('mask-rcnn_addp-vit-demo_demo-coco.py', 'upernet_addp-vit-demo_demo-ade-128x128.py',
+                 'addp-vit-demo_demo-in1k-128px.py'):
+        model, _ = build_model_and_optimizer(Config.fromfile(osp.join(DEMO, name)))
+        files[name] = _saved(tmp_path / f'{name}.pth', model)
+    addp = MODELS.build(TINY_MODEL)
+    files['iter_4.pth'] = _saved(tmp_path / 'iter_4.pth', addp)
+    encoder, _, _ = encoder_state_dict(addp.backbone.state_dict())
+    torch.save({'state_dict': encoder}, tmp_path / 'backbone.pth')
+    files['backbone.pth'] = str(tmp_path / 'backbone.pth')
+    kinds = {n: checkpoint_kind(torch.load(f, weights_only=True)['state_dict']) for n, f in files.items()}
+    assert kinds == {'mask-rcnn_addp-vit-demo_demo-coco.py': 'detector',
+                     'upernet_addp-vit-demo_demo-ade-128x128.py': 'segmenter',
+                     'addp-vit-demo_demo-in1k-128px.py': 'classifier', 'iter_4.pth': 'addp',
+                     'backbone.pth': 'encoder'}
+    config = Config(dict(model=TINY_MODEL))
+    texts = {'detector': 'an mmdet detector checkpoint', 'segmenter': 'an mmseg segmenter checkpoint',
+             'classifier': 'a classifier checkpoint', 'encoder': 'a backbone-only file'}
+    for name, path in files.items():
+        if kinds[name] == 'addp':
+            continue
+        caplog.clear()
+        with pytest.raises(CheckpointKindError) as err:
+            build_generation_model(config, path)
+        message = str(err.value)
+        assert is_user_mistake(err.value)
+        assert message.startswith(f'{path}: this is {texts[kinds[name]]}')
+        assert 'generation needs the full checkpoint, e.g. iter_300.pth' in message
+        assert 'RANDOMLY INITIALISED' not in caplog.text  # nothing said about other parts yet
+    model, _ = build_generation_model(config, files['iter_4.pth'])  # the right file is accepted
+    assert torch.equal(model.neck.token_emb.weight, addp.neck.token_emb.weight)
+    # the same through the tool, as one line
+    proc = tool('generate.py', osp.join(ROOT, 'configs/pretrain/addp_vit-tiny_demo.py'),
+                files['mask-rcnn_addp-vit-demo_demo-coco.py'], '--out-dir', tmp_path / 'o',
+                cwd=tmp_path)
+    assert_one_line_error(proc, 'generate.py', 'this is an mmdet detector checkpoint',
+                          'iter_N.pth')
+    assert 'RANDOMLY' not in proc.stderr

@@ -242,11 +242,8 @@ def downstream_command(mode: str, backbone_checkpoint: Optional[str], seed: int,
                     'val_dataloader.dataset.indices=8', 'test_dataloader.dataset.indices=8']
     cmd = [sys.executable, osp.join('tools', 'train.py'), DOWNSTREAM_CONFIGS[mode],
            '--work-dir', osp.abspath(work_dir)]
-    if backbone_checkpoint:
-        # the config's backbone_checkpoint is read when the config is parsed: --pretrained sets
-        # model.backbone.init_cfg (a top-level --cfg-options would come too late)
+    if backbone_checkpoint:  # model.backbone.init_cfg
         cmd += ['--pretrained', osp.abspath(backbone_checkpoint)]
-        options.append(f'backbone_checkpoint={osp.abspath(backbone_checkpoint)}')  # for the record
     return cmd + ['--cfg-options'] + options
 
 

@@ -24,6 +24,7 @@ from torchvision.utils import make_grid
 from addp_mm.models.generation import ADDPSampler
 from addp_mm.models.utils import (read_checkpoint, save_image, to_uint8, unwrap_state_dict,
                                   vqgan_state_dict)
+from addp_mm.models.utils.checkpoint import require_full_addp_checkpoint
 
 IMAGE_NAME = '{:06d}.png'
 GRID_NAME = 'grid.png'
@@ -61,6 +62,7 @@ def build_generation_model(config, checkpoint: str, device: Union[str, torch.dev
     model_cfg.pop('init_cfg', None)
 
     state = unwrap_state_dict(read_checkpoint(checkpoint, 'CHECKPOINT', source='addp'))
+    require_full_addp_checkpoint(state, checkpoint)  # before any warning about the other parts
     has_vqgan = any(k.startswith('vqgan.') for k in state)
     tokenizer_cfg = dict(model_cfg['target_generator']['tokenizer'])
     if has_vqgan:

@@ -24,6 +24,7 @@ from mmengine.model import is_model_wrapper
 
 from addp_mm.models.utils import (CheckpointMismatchError, load_state_dict_checked, model_state_dict,
                                   read_checkpoint, summarise_keys, unwrap_state_dict)
+from addp_mm.models.utils.checkpoint import CHECKPOINT_KINDS, checkpoint_kind
 
 # what ``Runner.resume`` reads besides the weights
 RESUME_KEYS = ('meta', 'state_dict', 'message_hub')
@@ -66,10 +67,15 @@ class CheckedCheckpointLoad:
                     'released weights use --cfg-options load_from=FILE or --pretrained FILE.')
         self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
         model = self.model.module if is_model_wrapper(self.model) else self.model
-        state, how = model_state_dict(unwrap_state_dict(checkpoint), model.state_dict().keys())
+        raw = unwrap_state_dict(checkpoint)
+        state, how = model_state_dict(raw, model.state_dict().keys())
         exact = strict or purpose in ('resume', 'test')
-        left = load_state_dict_checked(model, state, f'{key} = {filename!r}', require_all=exact,
-                                       min_fraction=self.min_loaded_fraction)
+        try:
+            left = load_state_dict_checked(model, state, f'{key} = {filename!r}', require_all=exact,
+                                           min_fraction=self.min_loaded_fraction)
+        except CheckpointMismatchError as e:
+            hint = _which_file(checkpoint_kind(raw), checkpoint_kind(model.state_dict()), purpose)
+            raise CheckpointMismatchError(f'{e}. {hint}' if hint else str(e)) from None
         checkpoint['state_dict'] = state
         self._has_loaded = True
         note = '' if how == 'as saved' else f' (converted with {how})'
@@ -78,3 +84,17 @@ class CheckedCheckpointLoad:
             self.logger.warning(f'{filename}: left initialised {summarise_keys(left["missing"])}; '
                                 f'not used {summarise_keys(left["unexpected"])}')
         return checkpoint
+
+
+def _which_file(file_kind: str, model_kind: str, purpose: str) -> str:
+    """What to give instead, when a file of one kind was given for a model of another."""
+    if file_kind == model_kind or purpose == 'load_from':
+        return ''
+    what = f"The file is {CHECKPOINT_KINDS[file_kind]}, not a checkpoint of this config's model"
+    if purpose == 'resume':
+        return f'{what}: resume from a checkpoint a training of this config wrote'
+    hint = (f'{what}: give the checkpoint a training of this config wrote '
+            '(work_dirs/<config name>/epoch_N.pth or iter_N.pth)')
+    if file_kind == 'encoder':
+        hint += '; to fine-tune from this file: tools/train.py CONFIG --pretrained FILE'
+    return hint

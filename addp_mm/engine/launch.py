@@ -39,7 +39,7 @@ def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
         raise FileNotFoundError(f'config file {path!r} not found')
     cfg = Config.fromfile(path)
     if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+        apply_cfg_options(cfg, cfg_options, path)
     imports = list(cfg.get('custom_imports', {}).get('imports', []))
     if 'addp_mm' not in imports:
         cfg.custom_imports = dict(imports=imports + ['addp_mm'], allow_failed_imports=False)
@@ -53,6 +53,69 @@ def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
     if scope is not None and scope not in TOOLBOX_SCOPES:
         raise UsageError(f'{path}: default_scope={scope!r} is not one of {TOOLBOX_SCOPES}')
     return cfg
+
+
+# what mmengine's Runner, the toolboxes' test-time augmentation and our tools read from a config;
+# any other top-level name is a variable of the config file (substituted when the file is read)
+CONFIG_KEYS = frozenset({
+    'model', 'work_dir', 'experiment_name', 'default_scope', 'custom_imports', 'runner_type',
+    'train_dataloader', 'val_dataloader', 'test_dataloader', 'train_cfg', 'val_cfg', 'test_cfg',
+    'val_evaluator', 'test_evaluator', 'optim_wrapper', 'param_scheduler', 'auto_scale_lr',
+    'default_hooks', 'custom_hooks', 'data_preprocessor', 'load_from', 'resume', 'launcher',
+    'env_cfg', 'log_processor', 'log_level', 'visualizer', 'randomness', 'model_wrapper_cfg',
+    'find_unused_parameters', 'strategy', 'tta_model', 'tta_pipeline', 'sampler', 'generate'})
+
+
+def apply_cfg_options(cfg: Config, options: dict, path: str = 'the config') -> None:
+    """``cfg.merge_from_dict(options)``, honouring a config variable given there.
+
+    mmengine substitutes a config file's top-level variables (``data_root = 'data/coco/'``) where
+    the file uses them when it reads the file, so ``--cfg-options data_root=X`` alone would change
+    nothing. A path variable (a string) is honoured: every string of the config that is its old
+    value, or starts with it as a folder, gets the new value. Any other variable is a
+    :class:`UsageError` naming the keys that hold its value (those are what to set)."""
+    for name in [k for k in options if '.' not in k and k in cfg and k not in CONFIG_KEYS]:
+        old, new = cfg[name], options[name]
+        if isinstance(old, str) and old and isinstance(new, str):
+            for key, holder, slot in list(_holders(cfg, lambda v: _path_under(v, old), skip=name)):
+                holder[slot] = _replace_root(holder[slot], old, new)
+            continue
+        shown = repr(old) if len(repr(old)) < 60 else f'{type(old).__name__} value'
+        keys = ([k for k, _, _ in _holders(cfg, lambda v: v == old, skip=name)]
+                if isinstance(old, (str, list, tuple, dict)) else [])  # numbers: coincidences
+        where = (f'set the keys that hold its value instead, e.g. --cfg-options '
+                 f'{" ".join(k + "=..." for k in keys[:6])}' if keys else
+                 'set the nested key that uses it instead (see the config file)')
+        raise UsageError(f'--cfg-options {name}=...: {name} ({shown}) is a variable of {path}, '
+                         'substituted where the file uses it when the file is read, so setting it '
+                         f'afterwards changes nothing; {where}')
+    cfg.merge_from_dict(options)
+
+
+def _path_under(value, root: str) -> bool:
+    return isinstance(value, str) and (value == root or value.startswith(root.rstrip('/') + '/'))
+
+
+def _replace_root(value: str, old: str, new: str) -> str:
+    if value == old:
+        return new
+    return new.rstrip('/') + '/' + value[len(old.rstrip('/')) + 1:]
+
+
+def _holders(node, match, where: str = '', skip: Optional[str] = None):
+    """``(dotted key, container, slot)`` of every value below ``node`` for which ``match`` is true
+    (lists are followed; values inside tuples are neither listed nor written)."""
+    items = (node.items() if isinstance(node, (dict, Config)) else
+             enumerate(node) if isinstance(node, list) else ())
+    for slot, value in list(items):
+        key = f'{where}.{slot}' if where and isinstance(node, (dict, Config)) else (
+            f'{where}[{slot}]' if where else str(slot))
+        if slot == skip and not where:
+            continue
+        if match(value):
+            yield key, node, slot
+        elif isinstance(value, (dict, list)):
+            yield from _holders(value, match, key)
 
 
 def _dataset_paths(dataset: dict, where: str):
@@ -176,7 +239,8 @@ def native_cpu_autocast(dtype: str = 'bf16') -> bool:
 def check_amp(cfg: Config) -> None:
     """mmengine's ``AmpOptimWrapper`` runs on GPUs (and NPU/MLU/MUSA) only. On a CPU-only machine
     that computes bf16 natively, run it as ``CPUAutocastOptimWrapper`` (bf16 autocast) and say
-    so; elsewhere stop with one line and the fix (bf16 would be emulated: slower than fp32)."""
+    so; elsewhere, and for mmdet detectors (mmcv's CPU box / mask ops take float32 only), stop
+    with one line and the fix (bf16 would be emulated: slower than fp32)."""
     wrapper = cfg.get('optim_wrapper') or {}
     if wrapper.get('type') in ('OptimWrapper', 'NonFiniteGuardOptimWrapper'):
         for key in ('loss_scale', 'dtype'):  # left over from an AMP config: OptimWrapper rejects them
@@ -191,6 +255,12 @@ def check_amp(cfg: Config) -> None:
             'optim_wrapper.type=NonFiniteGuardOptimWrapper (and without --amp)')
     if wrapper.get('type') != 'AmpOptimWrapper':
         return
+    if cfg.get('default_scope') == 'mmdet':
+        raise UsageError(
+            "mixed precision (optim_wrapper.type='AmpOptimWrapper', from the config or --amp) of "
+            "an mmdet detector needs a GPU: on a CPU, mmcv's box and mask ops (nms, RoIAlign) take "
+            'float32 only. Train in full precision with --cfg-options '
+            'optim_wrapper.type=OptimWrapper (and without --amp)')
     if native_cpu_autocast('bf16'):
         wrapper.type = 'CPUAutocastOptimWrapper'
         wrapper.pop('loss_scale', None)
@@ -204,6 +274,46 @@ def check_amp(cfg: Config) -> None:
         "mixed precision (optim_wrapper.type='AmpOptimWrapper', from the config or --amp) needs a "
         'GPU or a CPU with native bf16, and this machine has neither: train in full precision '
         'with --cfg-options optim_wrapper.type=OptimWrapper (and without --amp)')
+
+
+def check_model_widths(cfg: Config) -> None:
+    """A :class:`UsageError` naming both keys when the neck (or head) of a model with an
+    ``ADDPViT`` backbone expects another width than the backbone's (e.g. ``arch='tiny'`` with
+    ``SimpleFPN(in_channels=64)``), before anything is built (it would fail deep in a
+    convolution)."""
+    model = cfg.get('model')
+    backbone = model.get('backbone') if isinstance(model, dict) else None
+    if not isinstance(backbone, dict) or backbone.get('type') != 'ADDPViT':
+        return
+    from addp_mm.models.backbones import ADDPViT
+    arch = backbone.get('arch', 'base')
+    if isinstance(arch, str):
+        width = ADDPViT.arch_zoo.get(arch.lower(), {}).get('embed_dims')
+    else:
+        width = arch.get('embed_dims') if isinstance(arch, dict) else None
+    if width is None:
+        return  # an unknown arch is ADDPViT's own error
+    expected = []  # (key, value) that must equal the width
+    neck = model.get('neck')
+    if isinstance(neck, dict) and neck.get('type') == 'SimpleFPN':
+        expected.append(('model.neck.in_channels', neck.get('in_channels')))
+    elif isinstance(neck, dict) and neck.get('type') in ('Feature2Pyramid',
+                                                          'mmseg.Feature2Pyramid'):
+        expected.append(('model.neck.embed_dim', neck.get('embed_dim')))
+        for head in ('decode_head', 'auxiliary_head'):  # the pyramid keeps the width
+            channels = model[head].get('in_channels') if isinstance(model.get(head), dict) else None
+            if isinstance(channels, (list, tuple)):
+                expected += [(f'model.{head}.in_channels[{i}]', c) for i, c in enumerate(channels)]
+            else:
+                expected.append((f'model.{head}.in_channels', channels))
+    elif neck is None and isinstance(model.get('head'), dict) and backbone.get('out_type') in (
+            'cls_token', 'avg_featmap'):
+        expected.append(('model.head.in_channels', model['head'].get('in_channels')))
+    for key, value in expected:
+        if isinstance(value, int) and value != width:
+            raise UsageError(
+                f'{key}={value} does not match the backbone\'s width: model.backbone.arch='
+                f'{arch!r} gives {width} channels; set {key}={width} (or another arch)')
 
 
 def add_tensorboard(cfg: Config) -> None:
@@ -301,6 +411,7 @@ def build_runner(cfg: Config, quiet_console: bool = True) -> Runner:
     strictly (:class:`~addp_mm.engine.checked_checkpoint_load.CheckedCheckpointLoad`).
     ``quiet_console``: the startup dumps go to the log file only (the terminal shows where)."""
     use_resumable_checkpoints(cfg)
+    check_model_widths(cfg)
     runner_cls = RUNNERS.get(cfg.runner_type) if 'runner_type' in cfg else Runner
     if runner_cls is None:
         raise UsageError(f"runner_type={cfg.runner_type!r} is not a registered runner")

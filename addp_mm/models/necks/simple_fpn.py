@@ -37,6 +37,7 @@ class SimpleFPN(BaseModule):
         if num_outs < len(scale_factors):
             raise ValueError(f'SimpleFPN num_outs={num_outs} < len(scale_factors)={len(scale_factors)}')
         self.in_index = in_index
+        self.in_channels = in_channels
         self.num_outs = num_outs
         self.stages = nn.ModuleList()
         for scale in scale_factors:
@@ -60,6 +61,10 @@ class SimpleFPN(BaseModule):
 
     def forward(self, inputs: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, ...]:
         x = inputs[self.in_index] if isinstance(inputs, (list, tuple)) else inputs
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f'SimpleFPN in_channels={self.in_channels} (model.neck.in_channels) '
+                             f'but the backbone gives {x.shape[1]} channels: set '
+                             f"model.neck.in_channels to the backbone's width ({x.shape[1]})")
         outs = [stage(x) for stage in self.stages]
         while len(outs) < self.num_outs:
             outs.append(F.max_pool2d(outs[-1], kernel_size=1, stride=2))

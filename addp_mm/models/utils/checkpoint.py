@@ -233,21 +233,60 @@ def encoder_state_dict(state: StateDict) -> Tuple[StateDict, List[str], Dict[str
     return out, ignored, source
 
 
-class BackboneOnlyCheckpointError(ValueError):
-    """An encoder-only file where encoder + decoder are needed (a user's mistake: the tools print
-    it as one line)."""
+# what a file holds, told by its keys (:func:`checkpoint_kind`), for messages naming the file to give
+CHECKPOINT_KINDS = {
+    'addp': 'a full ADDP pretraining checkpoint (encoder + decoder)',
+    'encoder': 'a backbone-only file (encoder weights)',
+    'detector': 'an mmdet detector checkpoint (rpn_head.*, roi_head.*)',
+    'segmenter': 'an mmseg segmenter checkpoint (decode_head.*)',
+    'classifier': 'a classifier checkpoint (backbone + head)',
+    'token_predictor': 'a MAGE token predictor checkpoint',
+    'tokenizer': 'a VQGAN tokenizer checkpoint',
+    'unknown': 'a checkpoint of no model addp-mm knows',
+}
+
+
+def checkpoint_kind(state: Mapping) -> str:
+    """Which key of :data:`CHECKPOINT_KINDS` an (unwrapped) state dict is, by its key names."""
+    keys = list(state)
+
+    def has(*prefixes):
+        return any(k.startswith(prefixes) for k in keys)
+
+    if has('neck.mlm_head.') or (has('mlm_layer.') and 'token_emb.weight' in state):
+        return 'addp'  # ours (ADDPDecoder as the neck) or the release's
+    if has('rpn_head.', 'roi_head.', 'bbox_head.'):
+        return 'detector'
+    if has('decode_head.'):
+        return 'segmenter'
+    if has('token_emb.word_embeddings.', 'token_predictor.token_emb.word_embeddings.'):
+        return 'token_predictor'  # MAGE's file, or MAGETokenTrainer's
+    if has(*_VQGAN_ROOTS, 'tokenizer.encoder.'):
+        return 'tokenizer'
+    if has('head.') and has('backbone.', 'blocks.'):
+        return 'classifier'
+    encoder = [k[len('backbone.'):] if k.startswith('backbone.') else k for k in keys]
+    if encoder and all(_ENCODER_KEYS.match(k) for k in encoder):
+        return 'encoder'
+    return 'unknown'
+
+
+class CheckpointKindError(ValueError):
+    """A file of another kind than the one needed (a user's mistake: the tools print it as one
+    line, saying which file to give)."""
     is_user_mistake = True
 
 
 def require_full_addp_checkpoint(state: StateDict, path: str) -> None:
-    """Generation needs encoder and decoder: name the mistake when ``state`` holds only encoder
-    weights (``backbone.pth`` exported by pretraining, or ``tools/convert_checkpoint.py`` output)."""
-    keys = [k[len('backbone.'):] if k.startswith('backbone.') else k for k in state]
-    if keys and all(_ENCODER_KEYS.match(k) for k in keys):
-        raise BackboneOnlyCheckpointError(
-            f'{path}: this is a backbone-only file; generation needs the full checkpoint, e.g. '
-            'iter_300.pth (work_dirs/<pretraining config>/iter_N.pth) or the released '
-            'addp-vit-*-16.pth')
+    """Generation (and continued pretraining) need encoder and decoder: a file of any other kind
+    (a pretraining's ``backbone.pth``, a detector's ``epoch_N.pth``, ...) is a
+    :class:`CheckpointKindError` saying what it is and which file to give."""
+    kind = checkpoint_kind(state)
+    if kind != 'addp':
+        what = CHECKPOINT_KINDS[kind]
+        raise CheckpointKindError(
+            f'{path}: this is {what}; generation needs the full checkpoint, e.g. iter_300.pth '
+            '(work_dirs/<pretraining config>/iter_N.pth) or the released addp-vit-*-16.pth')
 
 
 def finetune_classifier_state_dict(state: StateDict) -> StateDict:
