@@ -252,3 +252,81 @@ def test_norm_cfg_requires_grad_is_honoured(requires_grad):
     assert all(p.requires_grad == requires_grad for n in norms for p in n.parameters())
     # everything else still trains
     assert m.blocks[0].attn.qkv.weight.requires_grad and m.patch_embed.proj.weight.requires_grad
+
+
+# ------------------------------------------------------------------ table resizing, independently
+def _linear_resize(table, size):
+    """``(L, C)`` -> ``(size, C)``: linear interpolation along L with half-pixel centres
+    (``align_corners=False``), written from the definition in NumPy."""
+    import numpy as np
+    t = np.asarray(table, np.float64)
+    L = t.shape[0]
+    out = np.empty((size, t.shape[1]))
+    for i in range(size):
+        x = max((i + 0.5) * L / size - 0.5, 0.0)
+        lo = min(int(np.floor(x)), L - 1)
+        hi = min(lo + 1, L - 1)
+        out[i] = (1 - (x - lo)) * t[lo] + (x - lo) * t[hi]
+    return out
+
+
+def _bicubic_resize(grid, size):
+    """``(H, W, C)`` -> ``(size, size, C)``: Keys' cubic convolution (a = -0.75), half-pixel
+    centres, edge samples repeated: the definition behind bicubic ``align_corners=False``."""
+    import numpy as np
+    g = np.asarray(grid, np.float64)
+
+    def weights(t):
+        a = -0.75
+        out = []
+        for d in (t + 1, t, 1 - t, 2 - t):
+            d = abs(d)
+            out.append((a + 2) * d ** 3 - (a + 3) * d ** 2 + 1 if d <= 1 else
+                       a * d ** 3 - 5 * a * d ** 2 + 8 * a * d - 4 * a)
+        return out
+
+    def along(arr, n, axis):
+        arr = np.moveaxis(arr, axis, 0)
+        L = arr.shape[0]
+        res = np.empty((n,) + arr.shape[1:])
+        for i in range(n):
+            x = (i + 0.5) * L / n - 0.5
+            x0 = int(np.floor(x))
+            w = weights(x - x0)
+            res[i] = sum(wk * arr[min(max(x0 - 1 + k, 0), L - 1)] for k, wk in enumerate(w))
+        return np.moveaxis(res, 0, axis)
+
+    return along(along(g, size, 0), size, 1)
+
+
+def test_table_resizes_equal_independent_interpolations():
+    """A checkpoint of another grid: the relative-position tables are resized linearly and the
+    position table bicubically (class slot kept), value for value as written out here, on load
+    and (relative position) in the attention of another grid."""
+    import numpy as np
+
+    from addp_mm.models.layers import get_rel_pos
+    torch.manual_seed(0)
+    kw = dict(with_cls_token=False, use_rel_pos=True)
+    src = tiny(img_size=64, **kw)  # 4x4 grid: global tables of 7 distances, positions 1 + 16
+    with torch.no_grad():
+        for p in (src.pos_embed, src.blocks[0].attn.rel_pos_h, src.blocks[0].attn.rel_pos_w):
+            p.normal_()
+    dst = tiny(img_size=112, **kw)  # 7x7 grid: 13 distances, 1 + 49 positions
+    dst.load_state_dict(src.state_dict())
+    for name in ('rel_pos_h', 'rel_pos_w'):
+        got = getattr(dst.blocks[0].attn, name).detach().numpy()
+        want = _linear_resize(getattr(src.blocks[0].attn, name).detach(), 13)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    pos = src.pos_embed.detach()[0]
+    np.testing.assert_allclose(dst.pos_embed.detach()[0, 0].numpy(), pos[0].numpy())  # class slot
+    want = _bicubic_resize(pos[1:].reshape(4, 4, -1), 7).reshape(49, -1)
+    np.testing.assert_allclose(dst.pos_embed.detach()[0, 1:].numpy(), want, rtol=1e-4, atol=1e-5)
+    # inside attention, a table of another length is resized to 2 * max(q, k) - 1 distances and
+    # indexed by the (scaled) offset q - k + (k - 1)
+    table = torch.randn(7, 4, dtype=torch.float64)
+    resized = _linear_resize(table, 9)
+    rel = get_rel_pos(5, 5, table).numpy()
+    for qi in range(5):
+        for ki in range(5):
+            np.testing.assert_allclose(rel[qi, ki], resized[qi - ki + 4], rtol=1e-6)

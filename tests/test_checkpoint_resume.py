@@ -169,28 +169,64 @@ def test_demo_pretraining_killed_and_resumed_logs_the_same_losses(tmp_path):
     for k, state in a['optimizer']['state'].items():
         for name, value in state.items():
             assert torch.equal(torch.as_tensor(value), torch.as_tensor(b['optimizer']['state'][k][name]))
+    assert a['optimizer']['state'] and [g['lr'] for g in a['optimizer']['param_groups']] == [
+        g['lr'] for g in b['optimizer']['param_groups']]
+
+
+EPOCH_REST = """
+train_dataloader['dataset']['pipeline'] = [  # NumPy-drawn augmentation: its state must come back
+    dict(type='LoadImageFromFile'),
+    dict(type='RandomResizedCrop', scale=32, crop_ratio_range=(0.5, 1.0)),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='PackInputs')]
+model['backbone']['drop_path_rate'] = 0.2  # torch-drawn
+train_cfg = dict(by_epoch=True, max_epochs=3)
+optim_wrapper = dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
+                     constructor='LayerDecayOptimWrapperConstructor',
+                     paramwise_cfg=dict(layer_decay_rate=0.75))
+param_scheduler = [dict(type='CosineAnnealingLR', T_max=3, by_epoch=True)]
+default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1),
+                     logger=dict(type='LoggerHook', interval=1))
+randomness = dict(seed=0, deterministic=True)
+"""
 
 
 @pytest.mark.slow
-def test_demo_detection_killed_in_epoch_2_and_resumed_logs_the_same_losses(tmp_path):
-    """The demo Mask R-CNN (8 images, batch 2: 4 iterations per epoch), SIGKILLed during epoch 2
-    and resumed from ``epoch_1.pth`` (no data replay: the NumPy / random states of the data
-    augmentation are restored too): epoch 2 logs the same losses and ends with the same weights."""
-    from demo_data import make_coco  # tools/demo_data.py (conftest puts tools/ on the path)
-    make_coco(str(tmp_path / 'data' / 'demo' / 'coco'), seed=0, num_train=8, num_val=2)
-    config = osp.join(ROOT, 'configs', 'demo', 'mask-rcnn_addp-vit-demo_demo-coco.py')
-    opts = ['--cfg-options', 'train_cfg.max_epochs=2', 'train_cfg.val_interval=100', 'train_dataloader.batch_size=2',
-            'default_hooks.checkpoint.interval=1', 'default_hooks.checkpoint.max_keep_ckpts=2',
-            'default_hooks.logger.interval=1', 'randomness.seed=0', 'randomness.deterministic=True']
+def test_epoch_run_killed_in_epoch_2_and_resumed_to_more_epochs_is_exact(tmp_path):
+    """An epoch-based run (the tiny classifier with NumPy-drawn crops and flips, torch-drawn drop
+    path, AdamW with layer-decay groups, a cosine lr), SIGKILLed in epoch 2 of 2 and resumed from
+    ``epoch_1.pth`` with ``max_epochs`` raised to 3: epochs 2 and 3 log the same losses as an
+    uninterrupted 3-epoch run and end with the same weights, optimizer state (moments and step
+    counts) and learning rates. The same RNG-restore code serves the demo Mask R-CNN's
+    epoch-based schedule."""
+    from tiny_classifier import make_class_folders
+    data = tmp_path / 'data'
+    make_class_folders(str(data))  # 8 images, batch 4: 2 iterations per epoch
+    cfg = tmp_path / 'tiny_epochs.py'
+    cfg.write_text(tiny_classifier_config(str(data), EPOCH_REST))
     full, cut = tmp_path / 'full', tmp_path / 'cut'
-    reference = logged_epoch_losses(train(tmp_path, [config, '--work-dir', str(full), *opts], cwd=tmp_path))
-    assert sorted(reference) == [(e, i) for e in (1, 2) for i in range(1, 5)]
-    train(tmp_path, [config, '--work-dir', str(cut), *opts], env=dict(KILL_BEFORE_ITER='6'), expect_killed=True,
-          cwd=tmp_path)
+    reference = logged_epoch_losses(train(tmp_path, [str(cfg), '--work-dir', str(full)]))
+    assert sorted(reference) == [(e, i) for e in (1, 2, 3) for i in (1, 2)]
+    killed = logged_epoch_losses(train(
+        tmp_path, [str(cfg), '--work-dir', str(cut), '--cfg-options', 'train_cfg.max_epochs=2'],
+        env=dict(KILL_BEFORE_ITER='3'), expect_killed=True))
+    assert sorted(killed) == [(1, 1), (1, 2), (2, 1)]  # killed before epoch 2's last iteration
     assert (cut / 'epoch_1.pth').exists() and not (cut / 'epoch_2.pth').exists()
-    log = train(tmp_path, [config, '--work-dir', str(cut), '--resume', *opts], cwd=tmp_path)
-    resumed = logged_epoch_losses(log)
-    assert resumed == {k: v for k, v in reference.items() if k[0] == 2}, (resumed, reference)
+    log = train(tmp_path, [str(cfg), '--work-dir', str(cut), '--resume'])
+    assert 'resumed epoch: 1, iter: 2' in log, log[-3000:]
     assert 'restored the RNG state of every rank from the checkpoint (torch, NumPy, random)' in log
-    a, b = load(full / 'epoch_2.pth'), load(cut / 'epoch_2.pth')
+    resumed = logged_epoch_losses(log)
+    assert resumed == {k: v for k, v in reference.items() if k[0] > 1}, (resumed, reference)
+    a, b = load(full / 'epoch_3.pth'), load(cut / 'epoch_3.pth')
+    assert (a['meta']['epoch'], a['meta']['iter']) == (b['meta']['epoch'], b['meta']['iter']) == (3, 6)
     assert all(torch.equal(v, b['state_dict'][k]) for k, v in a['state_dict'].items())
+    groups_a, groups_b = a['optimizer']['param_groups'], b['optimizer']['param_groups']
+    assert len(groups_a) == len(groups_b) > 2  # the layer-decay groups
+    assert [g['lr'] for g in groups_a] == [g['lr'] for g in groups_b]
+    assert len({g['lr'] for g in groups_a}) > 2  # per-layer rates, not one value
+    states_a, states_b = a['optimizer']['state'], b['optimizer']['state']
+    assert states_a.keys() == states_b.keys()
+    for k, state in states_a.items():
+        assert float(state['step']) == 6.0
+        for name in ('exp_avg', 'exp_avg_sq', 'step'):
+            assert torch.equal(torch.as_tensor(state[name]), torch.as_tensor(states_b[k][name])), (k, name)

@@ -115,6 +115,51 @@ def test_fid_with_itself_is_zero_and_grows_with_a_shift(stand_in, image_sets):
     assert shifted['fid'] > other['fid'] > 1e-3  # another draw: small; a brightness shift: large
 
 
+def _features_by_hand(folder, weights):
+    """The stand-in's features and logits of every sample in ``folder``, in NumPy (float64)."""
+    w = torch.load(weights, weights_only=True)
+    proj, cls = w['proj'].double().numpy(), w['cls'].double().numpy()
+    feats = []
+    for path in list_images(folder):
+        x = np.asarray(Image.open(path).convert('RGB'), np.float64).transpose(2, 0, 1) / 255.
+        c, h, w_ = x.shape
+        pooled = x.reshape(c, 2, h // 2, 2, w_ // 2).mean(axis=(2, 4)).reshape(-1)
+        feats.append(pooled @ proj)
+    feats = np.stack(feats)
+    return feats, feats @ cls
+
+
+def test_fid_and_is_equal_the_textbook_formulas(stand_in, image_sets, tmp_path):
+    """FID = |mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^1/2) (covariances with N - 1) and IS =
+    exp(E_x KL(p(y|x) || p(y))) (one split), computed here with NumPy and scipy.linalg.sqrtm on
+    the stand-in's features, equal what every path of ours reports."""
+    from scipy import linalg
+
+    from addp_mm.evaluation import fid_from_statistics, statistics_from_features
+    feats_gen, logits_gen = _features_by_hand(image_sets['other'], stand_in['inception_weights'])
+    feats_ref, _ = _features_by_hand(osp.join(image_sets['ref'], 'class_a'),
+                                     stand_in['inception_weights'])
+    mu1, mu2 = feats_gen.mean(0), feats_ref.mean(0)
+    s1, s2 = np.cov(feats_gen, rowvar=False), np.cov(feats_ref, rowvar=False)
+    fid = float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * linalg.sqrtm(s1 @ s2).real))
+    p = np.exp(logits_gen - logits_gen.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    inception_score = float(np.exp((p * (np.log(p) - np.log(p.mean(0)))).sum(1).mean()))
+    assert fid > 1e-2 and inception_score > 1.01  # not a degenerate case
+    # the statistics and the distance on their own
+    stats = statistics_from_features(torch.from_numpy(feats_gen).float())
+    assert np.allclose(stats['mu'], mu1, atol=1e-5) and np.allclose(stats['sigma'], s1, atol=1e-5)
+    assert fid_from_statistics(dict(mu=mu1, sigma=s1), dict(mu=mu2, sigma=s2)) == pytest.approx(
+        fid, rel=1e-6)
+    # the whole metric, against a folder and against saved statistics
+    npz = tmp_path / 'ref.npz'
+    save_statistics(image_sets['ref'], str(npz), **stand_in)
+    for ref in (dict(ref_dir=image_sets['ref']), dict(ref_stats=str(npz))):
+        metrics = compute_fid_is(image_sets['other'], isc_splits=1, **ref, **stand_in)
+        assert metrics['fid'] == pytest.approx(fid, rel=1e-4), ref
+        assert metrics['is_mean'] == pytest.approx(inception_score, rel=1e-4), ref
+
+
 def test_cached_statistics_match_the_folder(stand_in, image_sets, tmp_path):
     npz = tmp_path / 'ref_stats.npz'
     stats = save_statistics(image_sets['ref'], str(npz), **stand_in)

@@ -158,6 +158,58 @@ def test_temperature_modes_and_confidence():
                            cold.next_mask(logits, tokens, mask, 3))
 
 
+def test_confidence_rule_by_hand():
+    """The paper's rule, computed by hand with fixed noise: confidence = log p(sampled code) +
+    temperature(s) * g with temperature(s) = 6.0 * (1 - (s + 1) / T) (dynamic; 'static' keeps
+    6.0), and the ``num_masked(s)`` least confident still-masked positions stay masked (a known
+    one never is). A wrong sign or scale of the noise term picks another set here."""
+    T, s = 5, 3
+    logits = torch.tensor([[[2.0, 0.0, -1.0], [0.5, 0.4, 0.3], [-2.0, 3.0, 0.0], [1.0, 1.0, 1.0],
+                            [0.0, 0.0, 4.0], [1.5, -0.5, 0.2], [0.1, 0.9, 0.3], [3.0, 2.0, 1.0]]])
+    tokens = torch.tensor([[1, 0, 1, 2, 0, 0, 1, 2]])
+    mask = torch.tensor([[True, True, False, True, True, True, True, True]])  # 2 is known
+    g = torch.tensor([[-0.1, -1.6, -0.3, 0.4, 1.7, 1.9, -0.1, 1.5]])
+
+    def lowest(temp, k):
+        conf = {}
+        for i in range(8):
+            if mask[0, i]:
+                row = logits[0, i].tolist()
+                log_p = row[tokens[0, i]] - math.log(sum(math.exp(x) for x in row))
+                conf[i] = log_p + temp * g[0, i].item()
+        return set(sorted(conf, key=conf.get)[:k])
+
+    dynamic = ADDPSampler(num_steps=T, choice_temperature=6.0)
+    static = ADDPSampler(num_steps=T, choice_temperature=6.0, temperature_mode='static')
+    k = math.ceil(8 * math.cos(math.pi / 2 * (s + 1) / T))
+    assert dynamic.num_masked(s, 8) == k == 3
+    temp = 6.0 * (1 - (s + 1) / T)  # 1.2
+    assert dynamic.temperature(s) == pytest.approx(temp)
+    expected = lowest(temp, k)
+    assert len({frozenset(expected), frozenset(lowest(-temp, k)), frozenset(lowest(0, k)),
+                frozenset(lowest(6.0, k))}) == 4  # the case tells sign, scale and mode apart
+    for sampler, t in ((dynamic, temp), (static, 6.0)):
+        got = sampler.next_mask(logits, tokens, mask, s, gumbel=g)
+        assert set(torch.nonzero(got[0]).flatten().tolist()) == lowest(t, k), sampler
+
+
+def test_gumbel_noise_is_standard_gumbel():
+    """The drawn noise has the standard Gumbel law (mean = Euler's gamma, variance pi^2/6, CDF
+    exp(-exp(-x))), and ``next_mask`` uses exactly that draw when it draws itself."""
+    from scipy import stats
+    noise = ADDPSampler.gumbel_noise(torch.empty(100000), torch.Generator().manual_seed(0))
+    assert noise.mean().item() == pytest.approx(0.5772157, abs=0.02)
+    assert noise.var().item() == pytest.approx(math.pi ** 2 / 6, rel=0.03)
+    assert stats.kstest(noise.numpy(), stats.gumbel_r.cdf).pvalue > 1e-3
+    torch.manual_seed(0)
+    logits, tokens = torch.randn(2, 64, 16) * 2, torch.randint(0, 16, (2, 64))
+    mask = torch.ones(2, 64, dtype=torch.bool)
+    sampler = ADDPSampler(num_steps=4, choice_temperature=6.0)
+    drawn = sampler.next_mask(logits, tokens, mask, 0, torch.Generator().manual_seed(7))
+    g = ADDPSampler.gumbel_noise(torch.empty(2, 64), torch.Generator().manual_seed(7))
+    assert torch.equal(drawn, sampler.next_mask(logits, tokens, mask, 0, gumbel=g))
+
+
 def test_release_args_and_autocast(model):
     s = sampler_from_release_args(dict(num_iteration=4, choice_temperature=0.0,
                                        sampling_strategy='top_p', top_p=1e-9,
@@ -218,30 +270,62 @@ def _generate_tool():
     return generate
 
 
+def _tool_images(out, n):
+    return [np.array(Image.open(out / f'{i:06d}.png')) for i in range(n)]
+
+
+def _sampled_images(cfg, ckpt, sampler, batches, seed):
+    """What the tool should have written: the model built from the same config and file (random
+    tokenizer seeded as the tool seeds it), sampled batch after batch from one seeded stream."""
+    from addp_mm.apis import build_generation_model
+    torch.manual_seed(0)
+    model, _ = build_generation_model(str(cfg), str(ckpt))
+    g = torch.Generator().manual_seed(seed)
+    images = [to_uint8(sampler.sample(model, n, generator=g)) for n in batches]
+    return [im.permute(1, 2, 0).numpy() for im in torch.cat(images)]
+
+
 def test_generate_tool_on_our_checkpoint(tmp_path):
-    model = tiny_model(seed=3)
-    ckpt = tmp_path / 'iter_10.pth'
-    torch.save({'meta': {'iter': 10}, 'state_dict': model.state_dict()}, ckpt)
+    """tools/generate.py writes exactly what ``ADDPSampler.sample`` draws from the model in the
+    given file (seed, batches, sampler options), and another file gives other images."""
+    ckpts = []
+    for seed in (3, 5):  # two checkpoints: a tool that ignored the file would give equal images
+        ckpt = tmp_path / f'iter_{seed}.pth'
+        torch.save({'meta': {'iter': 10}, 'state_dict': tiny_model(seed=seed).state_dict()}, ckpt)
+        ckpts.append(ckpt)
     cfg = tmp_path / 'tiny_gen.py'
     Config(dict(model=dict(TINY_MODEL, target_generator=dict(
         TINY_MODEL['target_generator'], token_predictor=dict(type='MAGETokenPredictor'))),
                 sampler=dict(type='ADDPSampler', num_steps=3))).dump(str(cfg))
     out = tmp_path / 'samples'
     common = ['--batch-size', '2', '--seed', '4', '--device', 'cpu', '--no-progress']
-    _generate_tool().main([str(cfg), str(ckpt), '--num-images', '5', '--out-dir', str(out)] + common)
+    _generate_tool().main([str(cfg), str(ckpts[0]), '--num-images', '5', '--out-dir', str(out)]
+                          + common)
     names = sorted(p.name for p in out.iterdir())
     assert names == [f'{i:06d}.png' for i in range(5)] + ['grid.png']
-    first = np.array(Image.open(out / '000000.png'))
-    assert first.shape == (64, 64, 3) and first.dtype == np.uint8
+    written = _tool_images(out, 5)
+    assert written[0].shape == (64, 64, 3) and written[0].dtype == np.uint8
     grid = np.array(Image.open(out / 'grid.png'))
     assert grid.shape == (2 + 2 * 66, 2 + 3 * 66, 3)
-    # same seed and batches, same files (the random tokenizer of this demo setup is seeded too)
-    again = tmp_path / 'again'
-    _generate_tool().main([str(cfg), str(ckpt), '--num-images', '2', '--out-dir', str(again)]
+    expected = _sampled_images(cfg, ckpts[0], ADDPSampler(num_steps=3), [2, 2, 1], seed=4)
+    for i in range(5):
+        assert np.array_equal(written[i], expected[i]), i
+    # the other checkpoint: other images from the same seed
+    other = tmp_path / 'other'
+    _generate_tool().main([str(cfg), str(ckpts[1]), '--num-images', '2', '--out-dir', str(other)]
                           + common)
-    for i in range(2):
-        assert np.array_equal(np.array(Image.open(out / f'{i:06d}.png')),
-                              np.array(Image.open(again / f'{i:06d}.png')))
+    assert all(np.abs(a.astype(int) - b).mean() > 5 for a, b in zip(_tool_images(other, 2), written))
+    # --steps / --top-p / --temperature / --temperature-mode / --schedule reach the sampler
+    options = ['--steps', '2', '--top-p', '0.6', '--temperature', '2.5', '--temperature-mode',
+               'static', '--schedule', 'linear']
+    tuned = tmp_path / 'tuned'
+    _generate_tool().main([str(cfg), str(ckpts[0]), '--num-images', '2', '--out-dir', str(tuned)]
+                          + common + options)
+    sampler = ADDPSampler(num_steps=2, top_p=0.6, choice_temperature=2.5, temperature_mode='static',
+                          schedule='linear')
+    expected = _sampled_images(cfg, ckpts[0], sampler, [2], seed=4)
+    assert all(np.array_equal(a, b) for a, b in zip(_tool_images(tuned, 2), expected))
+    assert not np.array_equal(_tool_images(tuned, 1)[0], written[0])
 
 
 @pytest.mark.slow

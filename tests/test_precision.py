@@ -1,12 +1,24 @@
 """Precision settings of the frozen parts and the accuracy contract of every fast mode.
 
-Contract (issue 14): VQ-encode token ids agree with fp32 on >= 99% of the reference positions;
-the pretraining loss stays within 1e-2 relative of fp32; fp32 reproduces the release (the
-``verify_reference`` rows, tests/test_verify_reference.py). bf16 / fp16 run here explicitly, on
-the tiny reference models, whatever the CPU (emulated where it is not native: slow, still correct).
+The contract bounds what a fast mode changes, on the reference models and inputs, against fp32
+(measured on an AVX512-BF16 / AMX CPU; each bound is 2-3x the measurement):
+
+| quantity (fast mode vs fp32) | bf16 measured -> bound | fp16 measured -> bound |
+|---|---|---|
+| decoded pixels ``x_t`` (values up to 4.2): max / mean abs error | 0.112 / 0.0079 -> 0.3 / 0.02 | 0.0145 / 0.0010 -> 0.05 / 0.003 |
+| training target (probabilities ~1e-3): max abs error / max target | 0.54 % -> 2 % | 0.064 % -> 0.3 % |
+| decoder logits under AMP, same ``x_t`` (up to 0.95): max / mean abs error | 0.0118 / 0.0015 -> 0.03 / 0.004 | 0.0014 / 0.00019 -> 0.005 / 0.0006 |
+| VQ-encode token ids equal to fp32's (the encoder stays fp32) | 100 % -> >= 99 % | 100 % -> >= 99 % |
+| pretraining loss, relative | < 1e-5 -> 1e-2 | < 1e-5 -> 1e-2 |
+
+and checks by the dtypes the layers produce (not by the size of an error, which depends on the
+kernels) that reduced precision really ran. fp32 reproduces the release (the ``verify_reference``
+rows). bf16 / fp16 run here explicitly, whatever the CPU (emulated where it is not native: slow,
+still correct).
 """
 import os.path as osp
 import sys
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -115,9 +127,9 @@ def test_encoder_layout_follows_the_precision(ref):
         err = (z - v['vq_z']).abs().max().item()
         if expect == torch.contiguous_format:
             assert err < 1e-5
-        else:  # channels-last GroupNorm sums in another order: measured 2.8e-4, ids all kept
-            assert 1e-6 < err < 2e-3
-            assert torch.equal(ids, v['vq_indices'])
+        else:  # channels-last GroupNorm may sum in another order: measured 2.8e-4, ids all kept
+            assert err < 2e-3
+            assert (ids == v['vq_indices']).float().mean().item() >= 0.99
     with pytest.raises(ValueError, match='encode_channels_last'):
         VQGANTokenizer(ch=32, ch_mult=(1, 1), num_res_blocks=1, z_channels=32, embed_dim=32,
                        n_embed=16, encode_channels_last='yes')
@@ -149,9 +161,9 @@ def test_fused_residual_convolution_is_exact(monkeypatch, layout):
     assert torch.equal(lat, lat0) and torch.equal(rec, rec0)
     monkeypatch.setattr(vqgan, '_FUSED_CONV_ADD', True)
     tok.precision = 'bf16'
-    with torch.no_grad():
+    with torch.no_grad(), layer_dtypes(tok.decoder, nn.Conv2d) as seen:
         rec16 = tok.decode(z)
-    assert 0 < (rec16 - rec0).abs().max() < 0.05 * rec0.abs().max()
+    assert seen == {torch.bfloat16} and (rec16 - rec0).abs().max() < 0.05 * rec0.abs().max()
     # a block called on its own leaves its input alone; with gradients nothing is in place
     block = tok.encoder.down[0].block[1]
     h = torch.randn(2, 32, 32, 32)
@@ -181,49 +193,84 @@ def test_vq_encode_contract(ref, mode):
     because bf16 convolutions flip ~2.5% of the reference ids (measured; fp16 ~0.6%)."""
     v = ref.vectors
     fast = vqgan_from_yaml(ref.file('vqgan_yaml'), checkpoint=ref.file('vqgan'), precision=mode)
-    with torch.no_grad():
+    with torch.no_grad(), layer_dtypes(fast.encoder, nn.Conv2d) as enc_seen:
         _, ids = fast.encode(v['img'])
+    with torch.no_grad(), layer_dtypes(fast.decoder, nn.Conv2d) as dec_seen:
         recon = fast.decode(v['vq_zq'])
     agree = (ids == v['vq_indices']).float().mean().item()
     assert agree >= 0.99, f'{mode}: {agree:.4f} of the token ids agree with fp32'
-    assert recon.dtype == torch.float32
-    # the decoder really ran in reduced precision, close to but not exactly fp32
+    # the encoder stays fp32 (encode_precision; bf16 convolutions flipped ~2.5% of the reference
+    # ids when measured, fp16 ~0.6%); the decoder runs in the reduced precision, close to fp32
+    assert fast.encode_precision == 'fp32' and enc_seen == {torch.float32}
+    assert dec_seen == {P.DTYPES[mode]} and recon.dtype == torch.float32
     err = (recon - v['vq_recon']).abs().max().item()
-    assert 0 < err < 0.05 * v['vq_recon'].abs().max().item()
+    assert err < 0.05 * v['vq_recon'].abs().max().item()
+    fast.encode_precision = mode  # when asked, the encoder runs in it too
+    with torch.no_grad(), layer_dtypes(fast.encoder, nn.Conv2d) as enc_seen:
+        fast.encode(v['img'])
+    assert enc_seen == {P.DTYPES[mode]}
 
 
-def test_vq_encode_bf16_is_not_a_default(ref):
-    """The measured reason why ``encode_precision`` stays fp32 when ``precision`` is bf16."""
-    v = ref.vectors
-    tok = vqgan_from_yaml(ref.file('vqgan_yaml'), checkpoint=ref.file('vqgan'), precision='bf16')
-    assert tok.encode_precision == 'fp32'
-    tok.encode_precision = 'bf16'
-    with torch.no_grad():
-        _, ids = tok.encode(v['img'])
-    assert (ids == v['vq_indices']).float().mean().item() < 0.995
+# the bounds of the module doc: (max, mean) abs error of x_t, max target error relative to the
+# largest target, (max, mean) abs error of the decoder logits under AMP
+BOUNDS = {'bf16': dict(x_t=(0.3, 0.02), target=0.02, logits=(0.03, 0.004)),
+          'fp16': dict(x_t=(0.05, 0.003), target=0.003, logits=(0.005, 6e-4))}
 
 
-@pytest.mark.slow
+@contextmanager
+def layer_dtypes(module, kind):
+    """The set of dtypes that the ``kind`` layers inside ``module`` produce while in the block."""
+    seen = set()
+    handles = [m.register_forward_hook(lambda _m, _i, out: seen.add(out.dtype))
+               for m in module.modules() if isinstance(m, kind)]
+    try:
+        yield seen
+    finally:
+        for h in handles:
+            h.remove()
+
+
 @pytest.mark.parametrize('mode', FAST_MODES)
-def test_pretraining_loss_contract(ref, mode):
-    """Frozen parts in ``mode``, and additionally the trained parts under autocast (AMP)."""
+def test_fast_modes_bound_what_they_change(ref, mode):
+    """Frozen parts in ``mode`` (the noised pixels x_t and the targets they produce), and the
+    trained parts under autocast (AMP: the decoder's logits on the same x_t), against fp32 on
+    the reference models, within the bounds of the module doc."""
     v = ref.vectors
     model = build_reference_addp(ref)
-    args = (v['img'], )
+    noiser = model.target_generator
+    masks = (v['mask_t'], v['mask_t_next'])
+    with torch.no_grad():
+        fp32 = noiser(v['img'], *masks)
+        noiser.tokenizer.precision = noiser.token_predictor.precision = mode
+        with layer_dtypes(noiser.tokenizer.decoder, nn.Conv2d) as tok_seen, \
+                layer_dtypes(noiser.token_predictor, nn.Linear) as tp_seen:
+            fast = noiser(v['img'], *masks)
+    assert (fp32['x_t'] - v['x_t']).abs().max() < 1e-4  # fp32 is the release's
+    assert tok_seen == {P.DTYPES[mode]} and tp_seen == {P.DTYPES[mode]}  # reduced precision ran
+    bound = BOUNDS[mode]
+    err = (fast['x_t'] - fp32['x_t']).abs()
+    assert err.max() < bound['x_t'][0] and err.mean() < bound['x_t'][1], (err.max(), err.mean())
+    target_err = (fast['target'] - fp32['target']).abs().max() / fp32['target'].abs().max()
+    assert target_err < bound['target'], target_err
+    assert (fast['indices'] == fp32['indices']).float().mean() >= 0.99
+
+    def logits(noised):
+        features = model.encode(noised['x_t'])
+        return model.neck(features, noised['indices'], noised['mask_t'], noised['num_visible'],
+                          masked_only=True).float()
+    with torch.no_grad():
+        logits32 = logits(fp32)
+        with torch.autocast('cpu', dtype=P.DTYPES[mode]), \
+                layer_dtypes(model.backbone, nn.Linear) as amp_seen:
+            logits_amp = logits(fp32)
+    assert amp_seen == {P.DTYPES[mode]}
+    err = (logits_amp - logits32).abs()
+    assert err.max() < bound['logits'][0] and err.mean() < bound['logits'][1], (err.max(), err.mean())
+    # and the loss (it sits near ln(vocab) on random weights, so this alone would say little)
     kw = dict(mask_t=v['mask_t'], mask_next=v['mask_t_next'])
-    fp32 = model.loss(*args, **kw)['loss'].item()
-    assert fp32 == pytest.approx(v['loss'].item(), abs=1e-4)
-    x_t32 = model.target_generator(*args, v['mask_t'], v['mask_t_next'])['x_t']
-    model.target_generator.tokenizer.precision = model.target_generator.token_predictor.precision = mode
-    x_t = model.target_generator(*args, v['mask_t'], v['mask_t_next'])['x_t']
-    frozen = model.loss(*args, **kw)['loss'].item()
-    with torch.autocast('cpu', dtype=P.DTYPES[mode]):
-        amp = model.loss(*args, **kw)['loss'].item()
-    for name, loss in (('frozen parts', frozen), ('frozen parts + AMP', amp)):
-        rel = abs(loss - fp32) / abs(fp32)
-        assert rel < 1e-2, f'{mode} {name}: loss {loss} vs fp32 {fp32} (rel. {rel:.2e})'
-    # reduced precision did run (the fp16 loss can round to the fp32 one: compare the pixels)
-    assert not torch.equal(x_t, x_t32)
+    with torch.no_grad(), torch.autocast('cpu', dtype=P.DTYPES[mode]):
+        amp = model.loss(v['img'], **kw)['loss'].item()
+    assert abs(amp - v['loss'].item()) / v['loss'].item() < 1e-2
 
 
 def test_release_style_benchmark_path_matches_ours(ref):

@@ -153,6 +153,25 @@ def test_mage_objective_is_masked_only(tmp_path):
     assert out['acc_masked'].item() == pytest.approx(acc.item())
 
 
+def test_mage_trainer_hides_the_masked_ids_from_the_predictor(tmp_path):
+    """The unmocked path: what the predictor computes does not depend on the ids at masked
+    positions (any other code there gives the same logits everywhere), and does depend on the
+    visible ones."""
+    model, _ = _mage(tmp_path)
+    model.eval()
+    ids = torch.randint(0, 16, (2, 16), generator=torch.Generator().manual_seed(0))
+    mask = model.random_mask(2, 16, 0.5, ids.device)
+    with torch.no_grad():
+        logits = model.masked_logits(ids, mask)
+        other = torch.where(mask, (ids + 1 + torch.arange(16) % 7) % 16, ids)
+        assert not torch.equal(other, ids)
+        assert torch.equal(model.masked_logits(other, mask), logits)
+        visible = torch.nonzero(~mask[0])[0, 0]
+        changed = ids.clone()
+        changed[0, visible] = (ids[0, visible] + 1) % 16
+        assert (model.masked_logits(changed, mask)[0] - logits[0]).abs().max() > 1e-4
+
+
 def test_mage_mask_ratio_distribution(tmp_path):
     model, _ = _mage(tmp_path)
     torch.manual_seed(0)

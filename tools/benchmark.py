@@ -332,7 +332,14 @@ def rows_pretrain(t: Table, args, a: Dict, device: torch.device) -> None:
         model.zero_grad(set_to_none=True)
         return loss.detach()
 
+    def noised_pixels(mode):
+        set_frozen_precision(model, mode['frozen'])
+        with torch.no_grad(), torch.autocast(device.type, dtype=dtypes.get(mode['amp']),
+                                             enabled=mode['amp'] is not None):
+            return model.target_generator(imgs, mask_t, mask_next)['x_t'].float()
+
     modes = pretrain_modes(device)
+    x_t = {k: noised_pixels(m) for k, m in modes.items()}  # what the fast modes change
     fns = {'release': ref_step, **{k: ours_step(m) for k, m in modes.items()}}
     if args.compile:
         compiled = copy.deepcopy(model)
@@ -358,10 +365,11 @@ def rows_pretrain(t: Table, args, a: Dict, device: torch.device) -> None:
         if k == 'release':
             continue
         rel = abs(losses[k] - losses['fp32']) / abs(losses['fp32'])
+        pixels = float((x_t[k] - x_t['fp32']).abs().mean() / x_t['fp32'].abs().mean())
         target = '>=1.6' if k == 'fp32' else ('>=2.5' if 'AMP' in k else None)
         t.add(f'pretrain step {k}', B / sec[k], B / sec['release'], 'img/s', True, target,
               f'loss {losses[k]:.5f} (release {losses["release"]:.5f}); rel. diff to fp32 '
-              f'{rel:.1e}')
+              f'{rel:.1e}; x_t mean abs diff to fp32 {pixels:.1e} of its mean magnitude')
         t.add(f'pretrain step {k} peak memory', peak_memory(fns[k], device), mem_ref, 'MiB',
               False)
     if device.type == 'cuda':

@@ -22,8 +22,8 @@ of the key that uses it):
                    (tools/toy_metrics.py)
 
 Writes ``WORK_DIR/results.md`` and ``WORK_DIR/results.json`` and prints the table. ``--quick``: a
-few iterations per step, one seed, no random-init baselines (CI: checks every file handoff, not
-the numbers). ``--reuse`` skips what an earlier run in WORK_DIR already wrote (training steps,
+short run (60 / 200 / 20 iterations), one seed, no random-init baselines: every file handoff and
+the directions a working chain shows (CI). ``--reuse`` skips what an earlier run in WORK_DIR already wrote (training steps,
 generation, each downstream run). The data
 is written first when ``--data-root`` does not exist (tools/make_demo_data.py).
 """
@@ -50,7 +50,9 @@ CONFIGS = dict(
 # in ~8 min but are too short for pretraining to help the 10%-label fine-tune
 FULL = dict(tokenizer_iters=1000, predictor_iters=2000, addp_iters=2000, num_samples=200,
             gen_steps=8, seeds=[0, 1, 2])
-QUICK = dict(tokenizer_iters=3, predictor_iters=3, addp_iters=3, num_samples=8, gen_steps=2,
+# ~1.5 min: enough for the directions a working chain shows (tests/test_toy_pipeline.py): the
+# tokenizer beats the mean image, the predictor the most frequent code, every loss goes down
+QUICK = dict(tokenizer_iters=60, predictor_iters=200, addp_iters=20, num_samples=8, gen_steps=2,
              seeds=[0])
 
 
@@ -60,7 +62,8 @@ def parse_args(argv=None):
     p.add_argument('--work-dir', default='work_dirs/toy_pipeline')
     p.add_argument('--data-root', default='data/demo/digits',
                    help='digits image folders (written by tools/make_demo_data.py if missing)')
-    p.add_argument('--quick', action='store_true', help='a few iterations per step, one seed (CI)')
+    p.add_argument('--quick', action='store_true',
+                   help='60 / 200 / 20 iterations, one seed, no random-init baselines (CI)')
     p.add_argument('--device', choices=['cpu', 'cuda'],
                    help='default: cuda when available (the training tools\' default), else cpu')
     p.add_argument('--seeds', type=int, nargs='+',
@@ -177,7 +180,7 @@ class Pipeline:
 
     def schedule_options(self, iters: int, warmup: int = 50):
         warmup = max(1, min(warmup, iters // 5))
-        opts = [f'max_iters={iters}', f'train_cfg.max_iters={iters}',
+        opts = [f'train_cfg.max_iters={iters}',
                 f'param_scheduler.0.end={warmup}', f'param_scheduler.1.begin={warmup}',
                 f'param_scheduler.1.end={max(iters, warmup + 1)}',
                 f'default_hooks.checkpoint.interval={iters}',
@@ -311,12 +314,14 @@ class Pipeline:
                 ids.append(idx.cpu())
         rec, ids = torch.cat(recs), torch.cat(ids)
         mse = float(((rec - x) ** 2).mean())
+        mean_image_mse = float(((x - x.mean(0, keepdim=True)) ** 2).mean())  # the best constant
         per_image = ((rec - x) ** 2).flatten(1).mean(1).clamp_min(1e-10)
         hist = torch.bincount(ids.flatten(), minlength=tok.n_embed).double()
         p = hist / hist.sum()
         perplexity = float(torch.exp(-(p[p > 0] * p[p > 0].log()).sum()))
         self.results['tokenizer'] = dict(
-            val_mse=mse, val_psnr_db=float((-10 * per_image.log10()).mean()),
+            val_mse=mse, mean_image_mse=mean_image_mse,
+            val_psnr_db=float((-10 * per_image.log10()).mean()),
             codes_used=int((hist > 0).sum()), codebook_size=tok.n_embed,
             perplexity=perplexity, num_val_images=len(files))
         n = min(20, x.shape[0])
@@ -352,6 +357,9 @@ class Pipeline:
 
     def evaluate_generation(self, addp_wd):
         self.results['addp'] = dict(self.loss_summary(addp_wd))
+        for part, wd in (('tokenizer', 'tokenizer'), ('token_predictor', 'predictor')):
+            self.results.setdefault(part, {}).update(
+                {f'training_{k}': v for k, v in self.loss_summary(self.path(wd)).items()})
         tm = toy_metrics()
         if tm is None:
             self.results['fid'] = dict(note='tools/toy_metrics.py not available')
@@ -482,8 +490,8 @@ def std(xs):
 
 
 ROWS = [
-    ('tokenizer: val reconstruction MSE / PSNR', 'tokenizer',
-     lambda r: f'{r["val_mse"]:.4f} / {r["val_psnr_db"]:.1f} dB'),
+    ('tokenizer: val reconstruction MSE / PSNR (MSE of the mean image)', 'tokenizer',
+     lambda r: f'{r["val_mse"]:.4f} / {r["val_psnr_db"]:.1f} dB ({r["mean_image_mse"]:.4f})'),
     ('tokenizer: codebook usage on val (codes used / size, perplexity)', 'tokenizer',
      lambda r: f'{r["codes_used"]} / {r["codebook_size"]}, {r["perplexity"]:.1f}'),
     ('token predictor: masked-token accuracy on val, mask ratio 0.5 (most-frequent-code baseline)',

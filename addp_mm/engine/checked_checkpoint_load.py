@@ -48,10 +48,20 @@ class CheckedCheckpointLoad:
 
     def resume(self, filename, *args, **kwargs):
         previous, self._load_purpose = self._load_purpose, 'resume'
+        spans = [(s, s.begin, s.end) for s in _schedulers(getattr(self, 'param_schedulers', None))]
         try:
-            return super().resume(filename, *args, **kwargs)
+            result = super().resume(filename, *args, **kwargs)
         finally:
             self._load_purpose = previous
+        # mmengine restores each scheduler's span from the checkpoint, and a span left open in the
+        # config was closed at the max_epochs / max_iters of the run that wrote it: a run resumed
+        # with more epochs would keep the last lr (flat) past the old end. The span is this run's.
+        for scheduler, begin, end in spans:
+            if (scheduler.begin, scheduler.end) != (begin, end):
+                self.logger.info(f'{type(scheduler).__name__}: span [{begin}, {end}) of this run '
+                                 f'(the checkpoint had [{scheduler.begin}, {scheduler.end}))')
+                scheduler.begin, scheduler.end = begin, end
+        return result
 
     def load_checkpoint(self, filename, map_location='cpu', strict=False, revise_keys=None):
         purpose = self._load_purpose
@@ -98,3 +108,11 @@ def _which_file(file_kind: str, model_kind: str, purpose: str) -> str:
     if file_kind == 'encoder':
         hint += '; to fine-tune from this file: tools/train.py CONFIG --pretrained FILE'
     return hint
+
+
+def _schedulers(param_schedulers):
+    """The scheduler objects of ``Runner.param_schedulers`` (a list, or a dict of lists for
+    several optimizers; ``None`` before they are built)."""
+    if isinstance(param_schedulers, dict):
+        return [s for group in param_schedulers.values() for s in _schedulers(group)]
+    return [s for s in param_schedulers or [] if hasattr(s, 'begin') and hasattr(s, 'end')]

@@ -173,19 +173,30 @@ class ADDPSampler:
             ids = order.gather(-1, picked)
         return ids.view(probs.shape[:-1])
 
+    @staticmethod
+    def gumbel_noise(like: torch.Tensor, generator: Optional[torch.Generator] = None
+                     ) -> torch.Tensor:
+        """Standard Gumbel noise shaped as ``like``: ``-log(E)`` with ``E ~ Exp(1)`` (the same law
+        as ``-log(-log(U))``, ``U ~ U(0, 1)``)."""
+        e = torch.empty_like(like, dtype=torch.float32).exponential_(generator=generator)
+        return -e.clamp_min(torch.finfo(e.dtype).tiny).log()
+
     def next_mask(self, logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, step: int,
-                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                  generator: Optional[torch.Generator] = None,
+                  gumbel: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Bool ``B x N``: the ``num_masked(step)`` least confident positions of ``tokens``.
 
-        Confidence is ``log p(token) + temperature(step) * Gumbel`` at masked positions and
-        ``+inf`` at known ones, so known tokens stay known.
+        Confidence is ``log p(token) + temperature(step) * g`` at masked positions and ``+inf``
+        at known ones, so known tokens stay known; ``g`` is ``gumbel`` if given, else drawn with
+        :meth:`gumbel_noise` from ``generator``.
         """
         B, N = tokens.shape
         log_p = logits.float().log_softmax(-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
         temp = self.temperature(step)
         if temp > 0:
-            noise = torch.empty_like(log_p).exponential_(generator=generator)
-            log_p = log_p - temp * noise.clamp_min(torch.finfo(noise.dtype).tiny).log()
+            if gumbel is None:
+                gumbel = self.gumbel_noise(log_p, generator)
+            log_p = log_p + temp * gumbel
         confidence = torch.where(mask.bool(), log_p, torch.full_like(log_p, math.inf))
         num = self.num_masked(step, N)
         lowest = confidence.topk(num, dim=-1, largest=False).indices
