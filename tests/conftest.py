@@ -1,9 +1,17 @@
-"""Shared fixtures: the reference folder (skipped with a reason when absent, required under CI),
-and :func:`require` for optional imports (skipped locally, a failure under CI=true)."""
+"""Shared fixtures and helpers: the reference folder (skipped with a reason when absent, required
+under CI), :func:`require` for optional imports (skipped locally, a failure under CI=true),
+:func:`run_command` for every subprocess a test starts (a generous timeout that reports what was
+running), :func:`free_port`, and the small demo data (:func:`demo_cwd`).
+
+Under pytest-xdist (the suite runs on two workers, ``setup.cfg``) each worker uses one torch
+thread and so do the processes it starts; the slow end-to-end tests are scheduled first."""
 import importlib
 import os
 import os.path as osp
+import socket
+import subprocess
 import sys
+from typing import Dict, List, Optional
 
 import pytest
 import torch
@@ -17,7 +25,50 @@ for path in (TOOLS, ROOT):
 
 import addp_mm  # noqa: E402,F401  (registers everything)
 
-torch.set_num_threads(2)
+# one thread per xdist worker (two workers share the two cores); the tools the tests start inherit
+# it through OMP_NUM_THREADS
+WORKER = os.environ.get('PYTEST_XDIST_WORKER')
+if WORKER:
+    os.environ['OMP_NUM_THREADS'] = '1'
+torch.set_num_threads(1 if WORKER else 2)
+
+# a subprocess's limit: a tool run of a minute here took up to 15 minutes on a loaded machine
+SUBPROCESS_TIMEOUT = 1200
+
+
+def run_command(cmd: List[str], cwd: str = ROOT, env: Optional[Dict[str, str]] = None,
+                timeout: float = SUBPROCESS_TIMEOUT, what: Optional[str] = None,
+                check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``cmd`` (``python`` as its first word means this interpreter), capturing its output.
+    Past ``timeout`` seconds the test fails saying what was running and the last output; with
+    ``check`` a non-zero exit fails with the tail of stdout and stderr."""
+    cmd = [sys.executable if c == 'python' and i == 0 else str(c) for i, c in enumerate(cmd)]
+    what = what or ' '.join(osp.basename(c) if osp.isabs(c) else c for c in cmd[:3])
+    try:
+        proc = subprocess.run(cmd, cwd=str(cwd), env=env, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        def text(x):
+            return x.decode(errors='replace') if isinstance(x, bytes) else (x or '')
+        pytest.fail(f'{what} ran past {timeout:.0f} s (killed); last output:\n'
+                    f'{text(e.stdout)[-2000:]}\n{text(e.stderr)[-2000:]}', pytrace=False)
+    if check and proc.returncode != 0:
+        pytest.fail(f'{what} exited with {proc.returncode}:\n{proc.stdout[-3000:]}\n'
+                    f'{proc.stderr[-3000:]}', pytrace=False)
+    return proc
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that nothing listens on now (for torchrun)."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow end-to-end tests first (stable order otherwise), so that under xdist the longest
+    runs do not start last."""
+    items.sort(key=lambda item: item.get_closest_marker('slow') is None)
 
 
 def on_ci() -> bool:
@@ -62,12 +113,12 @@ def reference_dir() -> str:
 @pytest.fixture(scope='session')
 def demo_cwd(tmp_path_factory):
     """A working folder holding small demo data (``data/demo/{coco,ade,imagenet,unlabeled}``:
-    8 train / 4 val images each, 4 + 2 per ImageNet class, 8 unlabeled of 96 px), laid out as
+    8 train / 4 val images each, 4 + 5 per ImageNet class, 8 unlabeled of 96 px), laid out as
     the demo configs expect relative to the folder a tool runs in. Made once per session (per
     worker under pytest-xdist); tests write their work dirs under their own names in it."""
     from demo_data import make_all
     cwd = tmp_path_factory.mktemp('demo_cwd')
     make_all(str(cwd / 'data' / 'demo'), seed=0, num_train=8, num_val=4, imagenet_train=4,
-             imagenet_val=2, num_unlabeled=8, unlabeled_size=96,
+             imagenet_val=5, num_unlabeled=8, unlabeled_size=96,
              parts=('coco', 'ade', 'imagenet', 'unlabeled'))
     return cwd

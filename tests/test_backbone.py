@@ -330,3 +330,36 @@ def test_table_resizes_equal_independent_interpolations():
     for qi in range(5):
         for ki in range(5):
             np.testing.assert_allclose(rel[qi, ki], resized[qi - ki + 4], rtol=1e-6)
+
+
+@pytest.mark.parametrize('pre_norm', [False, True])
+def test_equals_timm_vision_transformer_with_the_same_weights(pre_norm):
+    """``ADDPViT`` (global attention, class token, final norm) is timm's ``VisionTransformer`` of
+    the same dims: timm loads its state dict strictly (``pre_norm`` is timm's ``norm_pre``), and
+    the tokens, the gradient of the input and every parameter's gradient agree."""
+    from functools import partial
+
+    from timm.layers import LayerNorm
+    from timm.models.vision_transformer import VisionTransformer
+    torch.manual_seed(0)
+    ours = tiny(out_type='raw', final_norm=True, pre_norm=pre_norm, init_mode='release')
+    ref = VisionTransformer(img_size=64, patch_size=16, embed_dim=32, depth=3, num_heads=4,
+                            mlp_ratio=2.0, qkv_bias=True, num_classes=0, pre_norm=pre_norm,
+                            norm_layer=partial(LayerNorm, eps=1e-6))
+    if pre_norm:  # timm's pre-norm variant (CLIP's) drops the patch bias, ADDP's keeps it
+        ref.patch_embed.proj = torch.nn.Conv2d(3, 32, 16, stride=16, bias=True)
+    state = {k.replace('pre_norm.', 'norm_pre.'): v for k, v in ours.state_dict().items()}
+    ref.load_state_dict(state, strict=True)
+    ours.train(), ref.train()  # no dropout / drop path configured: train mode is deterministic
+    x1 = torch.randn(2, 3, 64, 64, requires_grad=True)
+    x2 = x1.detach().clone().requires_grad_(True)
+    a, b = ours(x1)[-1], ref.forward_features(x2)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    weights = torch.randn_like(a)
+    (a * weights).sum().backward()
+    (b * weights).sum().backward()
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-4, atol=1e-6)
+    grads = dict(ref.named_parameters())
+    for name, p in ours.named_parameters():
+        torch.testing.assert_close(p.grad, grads[name.replace('pre_norm.', 'norm_pre.')].grad,
+                                   rtol=1e-4, atol=1e-6, msg=name)

@@ -11,10 +11,10 @@ import json
 import os
 import os.path as osp
 import re
-import subprocess
 import sys
 
 import pytest
+from conftest import run_command
 
 from addp_mm.models.utils.precision import resolve_precision
 
@@ -26,9 +26,7 @@ def rows():
     cmd = [sys.executable, osp.join(ROOT, 'tools', 'benchmark.py'), '--arch', 'demo', '--rows',
            'pretrain', 'parts', 'generation', '--repeats', '1', '--warmup', '0', '--steps', '2',
            '--batch', '2', '--threads', '1', '--timer', 'process', '--json']
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900,
-                          env=dict(os.environ, OMP_NUM_THREADS='1'))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_command(cmd, env=dict(os.environ, OMP_NUM_THREADS='1'), what='tools/benchmark.py')
     assert '# all rows:' in proc.stderr  # the per-group wall times go to stderr
     return json.loads(proc.stdout)
 

@@ -4,8 +4,6 @@ loadable and ``last_checkpoint`` naming a complete file), and a SIGKILLed pretra
 import os
 import os.path as osp
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,6 +13,7 @@ from PIL import Image
 
 from addp_mm.engine.launch import use_resumable_checkpoints
 
+from conftest import run_command
 from tiny_classifier import tiny_classifier_config
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -75,9 +74,9 @@ def make_images(root, n, size, classes=None):
 def train(tmp_path, args, env=None, expect_killed=False, cwd=ROOT):
     driver = tmp_path / 'driver.py'
     driver.write_text(DRIVER)
-    proc = subprocess.run([sys.executable, str(driver), osp.join(ROOT, 'tools', 'train.py'), *args],
-                          capture_output=True, text=True, cwd=cwd, timeout=600,
-                          env={**os.environ, 'OMP_NUM_THREADS': '1', **(env or {})})
+    proc = run_command(['python', str(driver), osp.join(ROOT, 'tools', 'train.py'), *args], cwd=cwd,
+                       env={**os.environ, 'OMP_NUM_THREADS': '1', **(env or {})}, check=False,
+                       what='tools/train.py ' + ' '.join(map(str, args[:3])))
     out = proc.stdout + proc.stderr
     if expect_killed:
         assert proc.returncode == -9, (proc.returncode, out[-3000:])

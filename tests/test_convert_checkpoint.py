@@ -1,10 +1,9 @@
 """tools/convert_checkpoint.py: release / our checkpoints -> files that load_from, tools/test.py
 and init_cfg load directly."""
 import os.path as osp
-import subprocess
-import sys
 
 import torch
+from conftest import run_command
 
 from addp_mm.models.backbones import ADDPViT
 
@@ -12,9 +11,8 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 def convert(src, dst):
-    proc = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'convert_checkpoint.py'), str(src), str(dst)],
-                          capture_output=True, text=True, timeout=300)
-    return proc
+    return run_command(['python', osp.join(ROOT, 'tools', 'convert_checkpoint.py'), str(src), str(dst)],
+                       check=False)
 
 
 def test_convert_release_checkpoint(reference_dir, tmp_path):

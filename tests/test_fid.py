@@ -1,5 +1,6 @@
 """FID / IS plumbing (addp_mm.evaluation, tools/fid_is.py) with a tiny stand-in feature extractor,
 offline: torch-fidelity's code computes the statistics and metrics, only the network is small."""
+import os
 import os.path as osp
 import shutil
 import sys
@@ -220,3 +221,32 @@ def test_image_listing_and_statistics_files(tmp_path):
         load_statistics(str(tmp_path / 'bad.npz'))
     with pytest.raises(FileNotFoundError, match='statistics'):
         load_statistics(str(tmp_path / 'missing.npz'))
+
+
+def test_fid_tool_no_isc_and_ref_resize(stand_in, image_sets, tmp_path):
+    """``--no-isc`` gives the FID alone (the same value); ``--ref-resize N`` resizes the short side
+    of each reference image to N and center-crops it (references of mixed sizes work), which is
+    what writing the resized images first gives."""
+    from torchvision import transforms
+    tool = _fid_tool()
+    common = ['--inception-weights', stand_in['inception_weights'], '--feature-extractor', STAND_IN,
+              '--device', 'cpu', '--isc-splits', '2', '--batch-size', '16']
+    both = tool.main([image_sets['shifted'], '--ref-dir', image_sets['ref']] + common)
+    fid_only = tool.main([image_sets['shifted'], '--ref-dir', image_sets['ref'], '--no-isc'] + common)
+    assert 'is_mean' in both and 'is_mean' not in fid_only and 'is_std' not in fid_only
+    assert fid_only['fid'] == pytest.approx(both['fid'], rel=1e-6)
+    mixed, resized = tmp_path / 'mixed', tmp_path / 'resized'
+    mixed.mkdir(), resized.mkdir()
+    fit = transforms.Compose([transforms.Resize(32), transforms.CenterCrop(32)])
+    for i, path in enumerate(sorted((osp.join(image_sets['other'], f) for f in
+                                     os.listdir(image_sets['other'])))):
+        with Image.open(path) as img:
+            big = img.resize((48 + 8 * (i % 3), 40 + 16 * (i % 2)), Image.BICUBIC)
+        big.save(mixed / f'{i:03d}.png')
+        fit(big).save(resized / f'{i:03d}.png')
+    with pytest.raises(ValueError, match='--ref-resize'):  # without it, mixed sizes cannot batch
+        ImageFiles(list_images(str(mixed)))[1]
+    by_flag = tool.main([image_sets['gen'], '--ref-dir', str(mixed), '--ref-resize', '32',
+                         '--no-isc'] + common)
+    by_hand = tool.main([image_sets['gen'], '--ref-dir', str(resized), '--no-isc'] + common)
+    assert by_flag['fid'] == pytest.approx(by_hand['fid'], rel=1e-6) and by_flag['fid'] > 0

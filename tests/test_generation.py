@@ -1,4 +1,5 @@
-"""Unconditional generation: sampler, reference rows, tools/generate.py, hook."""
+"""Unconditional generation: sampler, tools/generate.py, hook (the recorded release trajectory:
+tests/test_verify_reference.py)."""
 import math
 import os.path as osp
 import sys
@@ -15,6 +16,7 @@ from addp_mm.apis import image_grid, rank_range
 from addp_mm.engine.hooks import GenerationVisHook
 from addp_mm.models.generation import ADDPSampler, GenerationGeometry
 from addp_mm.models.utils import to_uint8
+from conftest import free_port, run_command
 from verification.generation import sampler_from_release_args
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -238,27 +240,6 @@ def test_rank_range_and_grid():
 
 
 # ----------------------------------------------------------------------------------------------
-# reference rows
-# ----------------------------------------------------------------------------------------------
-def test_reference_generation_rows(reference_dir):
-    from verification.core import ReferenceDir
-    from verification.generation import check_generation
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.no_grad():
-            rows = check_generation(ReferenceDir(reference_dir))
-    finally:
-        torch.set_num_threads(threads)
-    keys = [r.key for r in rows]
-    for key in ('gen_logits', 'gen_sampled_ids', 'gen_tokens', 'gen_masks', 'gen_mask_len',
-                'gen_xt_next', 'gen_img'):
-        assert key in keys
-    failed = [r.format() for r in rows if not r.passed]
-    assert not failed, '\n'.join(failed)
-
-
-# ----------------------------------------------------------------------------------------------
 # tools/generate.py
 # ----------------------------------------------------------------------------------------------
 def _generate_tool():
@@ -332,19 +313,17 @@ def test_generate_tool_on_our_checkpoint(tmp_path):
 def test_generate_tool_two_ranks(tmp_path):
     """--launcher pytorch: each rank writes its own block of indices (rank r seeded with seed + r);
     rank 0 writes the grid. The ranks' samples differ and equal 1-rank runs with the same seeds."""
-    import subprocess
     model = tiny_model(seed=3)
     ckpt = tmp_path / 'iter_10.pth'
     torch.save({'state_dict': model.state_dict()}, ckpt)
     cfg = tmp_path / 'tiny_gen.py'
     Config(dict(model=TINY_MODEL, sampler=dict(type='ADDPSampler', num_steps=2))).dump(str(cfg))
     out = tmp_path / 'samples'
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
-           '--master_port', '29561', osp.join(ROOT, 'tools', 'generate.py'), str(cfg), str(ckpt),
+    cmd = ['python', '-m', 'torch.distributed.run', '--nproc_per_node', '2',
+           '--master_port', str(free_port()), osp.join(ROOT, 'tools', 'generate.py'), str(cfg), str(ckpt),
            '--num-images', '5', '--batch-size', '2', '--out-dir', str(out),
            '--launcher', 'pytorch', '--device', 'cpu']
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run_command(cmd, what='tools/generate.py on 2 ranks')
     names = sorted(p.name for p in out.iterdir())
     assert names == [f'{i:06d}.png' for i in range(5)] + ['grid.png']
     assert '5 images on 2 rank(s)' in proc.stdout

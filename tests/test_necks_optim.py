@@ -62,3 +62,32 @@ def test_layer_decay_no_decay_names_and_error():
     assert wd[id(model.backbone.pos_embed)] == pytest.approx(0.05)  # the release decays pos_embed
     with pytest.raises(ValueError, match='get_layer_depth'):
         build(0.7)(nn.Sequential(nn.Linear(2, 2)))
+
+
+def test_every_parameter_without_weight_decay_is_logged(tmp_path):
+    """The run's log names every parameter that gets no weight decay (block indices folded into
+    ``*`` with a count) and none that does."""
+    import re
+
+    from mmengine.logging import MMLogger
+    logger = MMLogger.get_instance('layer_decay_log_test', log_file=str(tmp_path / 'run.log'))
+    model = Classifier()
+    wrapper = build(0.7)(model)
+    for handler in logger.handlers:
+        handler.flush()
+    line = next(li for li in (tmp_path / 'run.log').read_text().splitlines()
+                if 'no weight decay on' in li)
+    names = {id(p): n for n, p in model.named_parameters()}
+    no_wd = sorted(names[id(p)] for g in wrapper.optimizer.param_groups if g['weight_decay'] == 0
+                   for p in g['params'])
+    decayed = [names[id(p)] for g in wrapper.optimizer.param_groups if g['weight_decay'] > 0
+               for p in g['params']]
+    listed = line.split(f'no weight decay on {len(no_wd)} parameters: ')[1]
+    patterns = [re.sub(r' \(\d+\)$', '', item) for item in listed.split(', ')]
+
+    def matches(name):
+        return [p for p in patterns if re.fullmatch(re.escape(p).replace(r'\*', r'\d+'), name)]
+    assert no_wd and all(matches(n) for n in no_wd), (no_wd, listed)
+    assert decayed and not any(matches(n) for n in decayed), listed
+    counts = [int(c) for c in re.findall(r'\((\d+)\)', listed)]
+    assert sum(counts) + sum(1 for item in listed.split(', ') if '(' not in item) == len(no_wd)

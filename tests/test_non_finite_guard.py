@@ -3,7 +3,6 @@ and on 2 CPU processes (gloo, ``tools/dist_train.sh``) with a NaN on one rank on
 import copy
 import os
 import os.path as osp
-import subprocess
 
 import pytest
 import torch
@@ -13,6 +12,7 @@ from mmengine.registry import OPTIM_WRAPPERS
 
 from addp_mm.engine.optimizers import NonFiniteGuardOptimWrapper, NonFiniteLossError
 
+from conftest import free_port, run_command
 from tiny_classifier import make_class_folders, tiny_classifier_config
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -224,8 +224,8 @@ def dist_train(tmp_path, skips, port):
            'PYTHONPATH': f'{tmp_path}{os.pathsep}{ROOT}{os.pathsep}{os.environ.get("PYTHONPATH", "")}'}
     # a rank deciding alone would leave the other one waiting in DDP's all-reduce: the timeout
     # turns such a hang into a failure
-    proc = subprocess.run(['bash', 'tools/dist_train.sh', str(cfg), '2', '--work-dir', str(work)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)
+    proc = run_command(['bash', 'tools/dist_train.sh', str(cfg), '2', '--work-dir', str(work)],
+                       env=env, check=False, timeout=600, what='tools/dist_train.sh on 2 ranks')
     return proc.returncode, proc.stdout + proc.stderr, work
 
 
@@ -235,7 +235,7 @@ def load(path):
 
 @pytest.mark.slow
 def test_two_ranks_skip_together_and_stay_identical(tmp_path):
-    rc, log, work = dist_train(tmp_path, skips=1, port=29631)
+    rc, log, work = dist_train(tmp_path, skips=1, port=free_port())
     assert rc == 0, log[-4000:]
     r0, r1 = load(work / 'rank0.pth'), load(work / 'rank1.pth')
     assert r0['skips'] == r1['skips'] == 1  # the same decision on both ranks
@@ -250,7 +250,7 @@ def test_two_ranks_skip_together_and_stay_identical(tmp_path):
 
 @pytest.mark.slow
 def test_two_ranks_stop_together_keeping_the_last_good_checkpoint(tmp_path):
-    rc, log, work = dist_train(tmp_path, skips=0, port=29633)
+    rc, log, work = dist_train(tmp_path, skips=0, port=free_port())
     assert rc != 0
     # both ranks stop at the same step, with the same decision
     errors = [(work / f'error{r}.txt').read_text() for r in (0, 1)]

@@ -1,6 +1,6 @@
-"""Pretraining parts: mask schedule, decoder, soft-target loss, and their reference rows."""
+"""Pretraining parts: mask schedule, decoder, soft-target loss (their reference rows:
+tests/test_verify_reference.py)."""
 import math
-import os
 
 import pytest
 import torch
@@ -10,8 +10,6 @@ from mmengine.registry import MODELS, TASK_UTILS
 from addp_mm.models.pretrain import (ADDPDecoder, ADDPSoftTargetLoss, MaskSchedule,
                                      soft_target_cross_entropy)
 from addp_mm.models.utils import RELEASE_DECODER_DROPPED, release_decoder_state_dict
-from conftest import default_reference_dir
-from verification.core import ReferenceDir
 
 
 # ----------------------------------------------------------------------------------------------
@@ -260,33 +258,3 @@ def test_loss_equals_release_formula_and_counts_only_masked():
     assert float(soft_target_cross_entropy(changed, probs, mask)) != float(ours)
     with pytest.raises(ValueError):
         soft_target_cross_entropy(logits[:, :N], probs, mask)
-
-
-# ----------------------------------------------------------------------------------------------
-# reference rows
-# ----------------------------------------------------------------------------------------------
-def _reference_dir():
-    path = default_reference_dir()
-    if not os.path.isdir(path):
-        if os.environ.get('CI', '').lower() == 'true':
-            pytest.fail(f'reference folder {path!r} missing (CI=true); set ADDP_REFERENCE_DIR')
-        pytest.skip(f'reference folder {path!r} not found; set ADDP_REFERENCE_DIR')
-    return ReferenceDir(path)
-
-
-def test_reference_rows():
-    from verification import pretrain
-    ref = _reference_dir()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.no_grad():
-            rows = pretrain.check_decoder(ref) + pretrain.check_mask_schedule(ref)
-    finally:
-        torch.set_num_threads(threads)
-    keys = [r.key for r in rows]
-    assert keys == ['decoder_tokens_in', 'decoder_hidden', 'decoder_logits',
-                    'loss_from_intermediates', 'mask_ratio_probs', 'mask_ratios',
-                    'model_mask_ratio_probs', 'model_mask_ratios']
-    failed = [r.format() for r in rows if not r.passed]
-    assert not failed, '\n'.join(failed)

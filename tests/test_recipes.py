@@ -153,7 +153,7 @@ def _attention(attn_fp32: bool) -> Attention:
 def test_attention_fp32_under_autocast(monkeypatch):
     """attn_fp32: logits, softmax and the weighted sum in float32 with autocast off inside,
     output back in the autocast dtype; without it they run in the autocast dtype."""
-    x = torch.randn(2, 16, 64)
+    x = torch.randn(8, 16, 64, generator=torch.Generator().manual_seed(0))
     seen = []
     sdpa = F.scaled_dot_product_attention
 
@@ -171,8 +171,10 @@ def test_attention_fp32_under_autocast(monkeypatch):
     f32, bf16 = torch.float32, torch.bfloat16
     assert seen[1] == (f32, f32, f32, f32, False)
     assert seen[2] == (bf16, bf16, bf16, bf16, True)
-    err = {flag: (outs[flag].float() - ref).abs().max().item() for flag in outs}
-    assert err[True] < err[False], err
+    # the float32 attention is closer to float32 on average (measured 0.0074-0.0080 vs
+    # 0.0082-0.0094 over 8 input draws; the max error is not robust: the shared bf16 qkv)
+    err = {flag: (outs[flag].float() - ref).abs().mean().item() for flag in outs}
+    assert err[True] < 0.95 * err[False], err
 
 
 def test_attention_fp32_changes_nothing_in_float32():

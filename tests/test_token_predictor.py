@@ -1,8 +1,6 @@
-"""MAGE token predictor: tiny random configs, loading (in init_weights), frozen inside the noiser,
-and the reference rows."""
+"""MAGE token predictor: tiny random configs, loading (in init_weights), frozen inside the noiser
+(its reference rows: tests/test_verify_reference.py)."""
 import argparse
-import os
-import os.path as osp
 
 import pytest
 import torch
@@ -160,34 +158,3 @@ def test_missing_checkpoint(tmp_path):
     msg = str(info.value)
     assert path in msg and 'mage-vitb-1600.pth' in msg and 'mage-vitl-1600.pth' in msg \
         and 'MAGE' in msg
-
-
-# ----------------------------------------------------------------------------------------------
-# reference rows
-# ----------------------------------------------------------------------------------------------
-def reference_dir():
-    from conftest import default_reference_dir
-    path = default_reference_dir()
-    if not osp.isdir(path):
-        if os.environ.get('CI', '').lower() == 'true':
-            pytest.fail(f'reference folder {path!r} missing (CI=true)')
-        pytest.skip(f'reference folder {path!r} not found (set ADDP_REFERENCE_DIR)')
-    return path
-
-
-def test_reference_rows():
-    from verification import token_predictor as checks
-    from verification.core import ReferenceDir
-    ref = ReferenceDir(reference_dir())
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.no_grad():
-            rows = (checks.check_token_predictor(ref)
-                    + checks.check_release_token_predictor_load(ref))
-    finally:
-        torch.set_num_threads(threads)
-    report = '\n'.join(r.format() for r in rows)
-    assert [r.key for r in rows] == ['tp_probs', 'tp_encoder_out', 'tp_pred_emb',
-                                     'tp_probs[official_addp]'], report
-    assert all(r.passed for r in rows), report

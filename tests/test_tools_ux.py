@@ -1,25 +1,40 @@
 """The tools as a newcomer meets them: ``--help`` answers at once (no torch import), a user's
 mistake is one line naming what is missing and what to do (exit status 2; ``--debug`` shows the
-traceback), the shell tools answer ``--help``, AMP on a CPU, ``--tensorboard``."""
+traceback), the shell tools answer ``--help``, ``--amp`` on every demo config, a config variable
+in ``--cfg-options``, a wrong kind of checkpoint. (``--tensorboard``: the README chain test.)"""
 import os
 import os.path as osp
-import subprocess
-import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import run_command
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOLS = osp.join(ROOT, 'tools')
 DEMO = osp.join(ROOT, 'configs', 'demo')
 ENV = dict(os.environ, OMP_NUM_THREADS='1')
 PY_TOOLS = ['train.py', 'test.py', 'generate.py', 'fid_is.py', 'convert_checkpoint.py',
-            'verify_reference.py', 'make_demo_data.py', 'run_toy_pipeline.py']
+            'verify_reference.py', 'make_demo_data.py', 'run_toy_pipeline.py', 'benchmark.py']
+# a user's mistake for each tool (arguments, run in tmp_path): one line, or with --debug a traceback
+MISTAKES = {
+    'train.py': (['configs/demo/nope.py'], "config file 'configs/demo/nope.py' not found"),
+    'test.py': (['configs/demo/nope.py', 'x.pth'], "config file 'configs/demo/nope.py' not found"),
+    'generate.py': (['configs/demo/nope.py', 'x.pth', '--out-dir', 'o'],
+                    "config file 'configs/demo/nope.py' not found"),
+    'fid_is.py': (['gen', '--ref-dir', 'ref', '--inception-weights', 'w.pth'],
+                  "--inception-weights file 'w.pth' not found"),
+    'convert_checkpoint.py': (['src.pth', 'dst.pth'], "SRC checkpoint 'src.pth' not found"),
+    'verify_reference.py': (['nowhere'], "reference folder 'nowhere' not found"),
+    'make_demo_data.py': (['a_file'], "OUT 'a_file' is a file"),
+    'run_toy_pipeline.py': (['--device', 'cuda'], '--device cuda: this machine has no CUDA device'),
+    'benchmark.py': (['--device', 'cuda'], '--device cuda: this machine has no CUDA device'),
+}
 
 
 def tool(name, *args, cwd=ROOT):
-    return subprocess.run([sys.executable, osp.join(TOOLS, name), *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd, env=ENV, timeout=600)
+    return run_command(['python', osp.join(TOOLS, name), *map(str, args)], cwd=cwd, env=ENV,
+                       check=False, what=f'tools/{name}')
 
 
 def assert_one_line_error(proc, prog, *fragments, absent=()):
@@ -36,6 +51,35 @@ def assert_one_line_error(proc, prog, *fragments, absent=()):
     return line
 
 
+def tool_error(name, *args, cwd=ROOT):
+    """The one line ``tools/NAME`` prints for a user's mistake (what ``cli.run_tool`` prints after
+    ``NAME: error: ``), from its ``main`` run in this process: for the mistakes found after the
+    heavy imports, which a subprocess would pay seconds for (how the line is printed: the
+    subprocess checks with :func:`assert_one_line_error`)."""
+    import importlib
+
+    from cli import is_user_mistake
+    module = importlib.import_module(name[:-3])
+    here = os.getcwd()
+    os.chdir(cwd)
+    try:
+        module.main([str(a) for a in args])
+    except Exception as e:  # noqa: B902 (what the tool's run_tool would catch)
+        assert is_user_mistake(e), repr(e)
+        return ' '.join(str(e).split())
+    finally:
+        os.chdir(here)
+    pytest.fail(f'tools/{name} {args} did not stop with a user mistake')
+
+
+def assert_fragments(line, *fragments, absent=()):
+    for fragment in fragments:
+        assert fragment in line, (fragment, line)
+    for fragment in absent:
+        assert fragment not in line, (fragment, line)
+    return line
+
+
 # ------------------------------------------------------------------ --help
 @pytest.mark.parametrize('name', PY_TOOLS)
 def test_python_tool_help_imports_no_torch(name):
@@ -43,8 +87,8 @@ def test_python_tool_help_imports_no_torch(name):
             'try:\n    runpy.run_path(sys.argv[0], run_name="__main__")\n'
             'except SystemExit as e:\n    assert e.code in (0, None), e.code\n'
             'print("TORCH_IMPORTED", "torch" in sys.modules, "mmengine" in sys.modules)')
-    proc = subprocess.run([sys.executable, '-c', code, osp.join(TOOLS, name)], capture_output=True,
-                          text=True, cwd=ROOT, env=ENV, timeout=120)
+    proc = run_command(['python', '-c', code, osp.join(TOOLS, name)], env=ENV, check=False,
+                       what=f'tools/{name} --help')
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert 'usage:' in proc.stdout
     assert 'TORCH_IMPORTED False False' in proc.stdout
@@ -56,17 +100,29 @@ def test_python_tool_help_imports_no_torch(name):
                                          ('install.sh', 'bash tools/install.sh')])
 def test_shell_tool_help(name, usage):
     for flag in ('--help', '-h'):
-        proc = subprocess.run(['bash', osp.join(TOOLS, name), flag], capture_output=True, text=True,
-                              timeout=30, env=dict(ENV, PYTHON='/nonexistent/python'))
+        proc = run_command(['bash', osp.join(TOOLS, name), flag], check=False,
+                           env=dict(ENV, PYTHON='/nonexistent/python'))
         assert proc.returncode == 0, proc.stderr
         assert usage in proc.stdout
         assert '[addp-mm install]' not in proc.stdout + proc.stderr  # the installer did not start
     if name != 'install.sh':  # too few arguments: the usage on stderr, exit 2
-        proc = subprocess.run(['bash', osp.join(TOOLS, name)], capture_output=True, text=True, timeout=30)
+        proc = run_command(['bash', osp.join(TOOLS, name)], check=False)
         assert proc.returncode == 2 and usage in proc.stderr and 'unbound' not in proc.stderr
 
 
 # ------------------------------------------------------------------ one-line errors
+@pytest.mark.parametrize('name', PY_TOOLS)
+def test_every_tool_says_a_mistake_in_one_line_and_debug_shows_the_traceback(name, tmp_path):
+    args, fragment = MISTAKES[name]
+    (tmp_path / 'a_file').write_text('')
+    if 'cuda' in args and torch.cuda.is_available():
+        pytest.skip('this machine has a CUDA device: --device cuda is no mistake here')
+    assert_one_line_error(tool(name, *args, cwd=tmp_path), name, fragment)
+    proc = tool(name, *args, '--debug', cwd=tmp_path)
+    assert proc.returncode == 1 and 'Traceback' in proc.stderr and fragment in proc.stderr
+
+
+
 def test_missing_config_is_one_line_and_debug_shows_traceback(tmp_path):
     for name in ('train.py', 'test.py', 'generate.py'):
         args = ['configs/demo/nope.py'] + ([] if name == 'train.py' else ['x.pth'])
@@ -132,36 +188,36 @@ def make_class_folders(root):
             Image.fromarray(img).save(root / f'class{c}' / f'{i}.png')
 
 
-@pytest.mark.slow
 def test_missing_release_file_names_the_release(tmp_path):
     cfg = write_tiny_config(
         tmp_path, init=", init_cfg=dict(type='Pretrained', checkpoint='checkpoints/addp-vit-base-16.pth')")
-    assert_one_line_error(tool('train.py', cfg, cwd=tmp_path), 'train.py',
-                          "model.backbone.init_cfg.checkpoint = 'checkpoints/addp-vit-base-16.pth': "
-                          'file not found', 'the ADDP release (github.com/ChangyaoTian/ADDP)',
-                          'README "Weights"')
+    assert_fragments(tool_error('train.py', cfg, cwd=tmp_path),
+                     "model.backbone.init_cfg.checkpoint = 'checkpoints/addp-vit-base-16.pth': "
+                     'file not found', 'the ADDP release (github.com/ChangyaoTian/ADDP)',
+                     'README "Weights"')
     # a mistyped path to one's own file: just "not found"
-    assert_one_line_error(tool('train.py', cfg, '--pretrained', 'work_dirs/x/backbone.pth', cwd=tmp_path),
-                          'train.py', "--pretrained checkpoint 'work_dirs/x/backbone.pth' not found",
-                          'backbone.pth at its end', absent=('github', 'release file'))
+    assert_fragments(tool_error('train.py', cfg, '--pretrained', 'work_dirs/x/backbone.pth', cwd=tmp_path),
+                     "--pretrained checkpoint 'work_dirs/x/backbone.pth' not found",
+                     'backbone.pth at its end', absent=('github', 'release file'))
 
 
 @pytest.mark.slow
 def test_missing_data_folder_and_annotation_file(tmp_path):
     config = osp.join(DEMO, 'mask-rcnn_addp-vit-demo_demo-coco.py')
+    # through the tool once: one line after the heavy imports' warnings
     assert_one_line_error(tool('train.py', config, cwd=tmp_path), 'train.py',
                           "train_dataloader.dataset.dataset.data_root: folder 'data/demo/coco/' not "
                           'found', 'python tools/make_demo_data.py data/demo',
                           '--cfg-options train_dataloader.dataset.dataset.data_root=PATH')
     os.makedirs(tmp_path / 'data/demo/coco/train2017')
-    assert_one_line_error(tool('train.py', config, cwd=tmp_path), 'train.py',
-                          "train_dataloader.dataset.dataset.ann_file: file "
-                          "'data/demo/coco/annotations/instances_train2017.json' not found")
+    assert_fragments(tool_error('train.py', config, cwd=tmp_path),
+                     "train_dataloader.dataset.dataset.ann_file: file "
+                     "'data/demo/coco/annotations/instances_train2017.json' not found")
     # a real dataset's folder: the README section, not the demo generator
     cfg = write_tiny_config(tmp_path, data='data/imagenet/train')
-    assert_one_line_error(tool('train.py', cfg, cwd=tmp_path), 'train.py',
-                          "folder 'data/imagenet/train' not found", 'README "Preparing data"',
-                          absent=('make_demo_data', ))
+    assert_fragments(tool_error('train.py', cfg, cwd=tmp_path),
+                     "folder 'data/imagenet/train' not found", 'README "Preparing data"',
+                     absent=('make_demo_data', ))
 
 
 # ------------------------------------------------------------------ AMP on a CPU, TensorBoard
@@ -211,16 +267,17 @@ def test_amp_on_every_demo_config_trains_or_is_one_line(config, demo_cwd):
 
     from addp_mm.engine.launch import native_cpu_autocast
     work = demo_cwd / ('amp_' + osp.basename(config)[:-3])
-    proc = tool('train.py', osp.join(ROOT, 'configs', config), '--amp', '--work-dir', work,
-                '--cfg-options', 'train_dataloader.batch_size=2', 'default_hooks.logger.interval=1',
-                *AMP_RUNS[config], cwd=demo_cwd)
+    args = ('train.py', osp.join(ROOT, 'configs', config), '--amp', '--work-dir', work,
+            '--cfg-options', 'train_dataloader.batch_size=2', 'default_hooks.logger.interval=1',
+            *AMP_RUNS[config])
     cpu = not torch.cuda.is_available()
     refused = cpu and ('mask-rcnn' in config or 'pretrain' in config or not native_cpu_autocast())
-    if refused:
-        line = assert_one_line_error(proc, 'train.py', 'needs a GPU', 'without --amp')
+    if refused:  # found before anything is built: checked in this process
+        line = assert_fragments(tool_error(*args, cwd=demo_cwd), 'needs a GPU', 'without --amp')
         if 'mask-rcnn' in config:
             assert 'nms' in line and 'optim_wrapper.type=OptimWrapper' in line
         return
+    proc = tool(*args, cwd=demo_cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     losses = [float(x) for x in re.findall(r'\bloss: (\S+)', proc.stdout)]
     assert losses and all(math.isfinite(x) for x in losses), losses
@@ -237,23 +294,6 @@ def test_cpu_autocast_optim_wrapper_runs_forward_in_bf16():
     assert out.dtype == torch.bfloat16
     wrapper.update_params(out.float().pow(2).mean())
     assert model.weight.dtype == torch.float32 and model.weight.grad is None
-
-
-@pytest.mark.slow
-def test_train_tensorboard_and_amp_flags(tmp_path):
-    make_class_folders(tmp_path / 'data' / 'tiny')
-    cfg = write_tiny_config(tmp_path)
-    args = ['train.py', cfg, '--work-dir', tmp_path / 'work', '--tensorboard']
-    from addp_mm.engine.launch import native_cpu_autocast
-    if not torch.cuda.is_available() and not native_cpu_autocast('bf16'):
-        assert_one_line_error(tool(*args, '--amp', cwd=tmp_path), 'train.py', 'needs a GPU')
-    else:
-        args.append('--amp')
-    proc = tool(*args, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    events = [f for _, _, files in os.walk(tmp_path / 'work') for f in files if 'tfevents' in f]
-    assert events, 'no TensorBoard event file'
-    assert 'System environment' not in proc.stdout  # the dump is in the log file only
 
 
 # ------------------------------------------------------------------ --cfg-options of a variable
@@ -281,9 +321,9 @@ def test_cfg_options_of_a_config_variable_is_honoured_or_refused(tmp_path):
         load_config(config, {'train_pipeline': []})
     # the keys mmengine's runner reads are set as they always were
     assert load_config(config, {'train_cfg.max_epochs': 2}).train_cfg.max_epochs == 2
-    # through the tool: the run looks where it was told (and says so in one line)
-    proc = tool('train.py', config, '--cfg-options', 'data_root=/nonexistent/', cwd=tmp_path)
-    assert_one_line_error(proc, 'train.py', "folder '/nonexistent/' not found")
+    # through the tool: the run looks where it was told (and says so)
+    assert_fragments(tool_error('train.py', config, '--cfg-options', 'data_root=/nonexistent/',
+                                cwd=tmp_path), "folder '/nonexistent/' not found")
 
 
 # ------------------------------------------------------------------ a wrong kind of checkpoint
@@ -336,10 +376,93 @@ def test_every_wrong_kind_of_file_gets_one_line_saying_which_to_give(tmp_path, c
         assert 'RANDOMLY INITIALISED' not in caplog.text  # nothing said about other parts yet
     model, _ = build_generation_model(config, files['iter_4.pth'])  # the right file is accepted
     assert torch.equal(model.neck.token_emb.weight, addp.neck.token_emb.weight)
-    # the same through the tool, as one line
-    proc = tool('generate.py', osp.join(ROOT, 'configs/pretrain/addp_vit-tiny_demo.py'),
-                files['mask-rcnn_addp-vit-demo_demo-coco.py'], '--out-dir', tmp_path / 'o',
-                cwd=tmp_path)
-    assert_one_line_error(proc, 'generate.py', 'this is an mmdet detector checkpoint',
-                          'iter_N.pth')
-    assert 'RANDOMLY' not in proc.stderr
+    # the same through the tool
+    caplog.clear()
+    assert_fragments(tool_error('generate.py', osp.join(ROOT, 'configs/pretrain/addp_vit-tiny_demo.py'),
+                                files['mask-rcnn_addp-vit-demo_demo-coco.py'], '--out-dir',
+                                tmp_path / 'o', cwd=tmp_path),
+                     'this is an mmdet detector checkpoint', 'iter_N.pth')
+    assert 'RANDOMLY' not in caplog.text
+
+
+# ------------------------------------------------------------------ --auto-scale-lr, dist_test.sh
+AUTO_SCALE_REST = '''
+val_dataloader = dict(batch_size=3, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=False),
+                      dataset=train_dataloader['dataset'])
+val_evaluator = dict(type='Accuracy', topk=(1, ))
+val_cfg = dict()
+test_dataloader, test_evaluator, test_cfg = val_dataloader, val_evaluator, val_cfg
+train_cfg = dict(by_epoch=True, max_epochs=1, val_interval=1)
+optim_wrapper = dict(optimizer=dict(type='AdamW', lr=1e-3))
+auto_scale_lr = dict(base_batch_size=16)
+default_hooks = dict(logger=dict(type='LoggerHook', interval=1))
+randomness = dict(seed=0)
+'''
+
+
+@pytest.mark.slow
+def test_auto_scale_lr_and_dist_test_on_two_processes(tmp_path):
+    """``--auto-scale-lr`` trains with lr x (total batch / base_batch_size) (1e-3 x 4 / 16), and
+    ``tools/dist_test.sh CONFIG CKPT 2`` reports the metric the training's own evaluation of that
+    checkpoint reported in one process (the 8 images, 3 per batch, split over 2 ranks)."""
+    import re
+
+    from conftest import free_port
+    from tiny_classifier import make_class_folders, tiny_classifier_config
+    make_class_folders(str(tmp_path / 'data'))
+    cfg = tmp_path / 'tiny.py'
+    cfg.write_text(tiny_classifier_config(str(tmp_path / 'data'), AUTO_SCALE_REST))
+    proc = tool('train.py', cfg, '--work-dir', tmp_path / 'work', '--auto-scale-lr')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = torch.load(tmp_path / 'work' / 'epoch_1.pth', weights_only=True)
+    assert [g['lr'] for g in ckpt['optimizer']['param_groups']] == [pytest.approx(2.5e-4)]
+    assert re.search(r'\blr: 2\.5000e-04', proc.stdout), proc.stdout[-2000:]
+    dist = run_command(['bash', osp.join(TOOLS, 'dist_test.sh'), cfg, tmp_path / 'work' / 'epoch_1.pth',
+                        '2', '--work-dir', tmp_path / 't2'],
+                       env=dict(ENV, PORT=str(free_port())), what='tools/dist_test.sh on 2 ranks')
+    # the training's evaluation of this checkpoint ran in one process, on the same images
+    top1 = [re.findall(r'accuracy/top1: ([0-9.]+)', p.stdout + p.stderr) for p in (proc, dist)]
+    assert top1[0] and top1[0][-1] == top1[1][-1], top1
+    log = next((tmp_path / 't2').glob('*/*.log')).read_text()
+    assert 'processes: 2' in log or 'GPU number: 2' in log
+
+
+# ------------------------------------------------------------------ test.py --score-thr
+def test_score_thr_sets_which_detections_are_drawn(tmp_path):
+    """``tools/test.py --score-thr T --show-dir DIR`` on a detector config: the configured drawing
+    hook draws the predictions scoring at least T (two boxes of scores 0.2 and 0.9: thresholds
+    0.1, 0.5 and 0.95 give three different drawings, 0.95 the one with no box)."""
+    import numpy as np
+    from mmdet.registry import HOOKS as DET_HOOKS
+    from mmdet.registry import VISUALIZERS
+    from mmdet.structures import DetDataSample
+    from mmengine.registry import DefaultScope
+    from mmengine.structures import InstanceData
+    from PIL import Image
+
+    from addp_mm.engine.launch import load_config, setup_test_outputs
+    from test_configs import _register_toolbox
+    _register_toolbox('mmdet')
+    image = tmp_path / 'img.png'
+    Image.fromarray(np.full((128, 128, 3), 90, np.uint8)).save(image)
+    sample = DetDataSample(metainfo=dict(img_path=str(image), img_shape=(128, 128),
+                                         ori_shape=(128, 128)))
+    sample.gt_instances = InstanceData(bboxes=torch.zeros(0, 4), labels=torch.zeros(0).long())
+    sample.pred_instances = InstanceData(
+        bboxes=torch.tensor([[10., 10., 60., 60.], [70., 70., 120., 120.]]),
+        scores=torch.tensor([0.2, 0.9]), labels=torch.tensor([0, 1]))
+    drawn = {}
+    for thr in (0.1, 0.5, 0.95):
+        cfg = load_config(osp.join(DEMO, 'mask-rcnn_addp-vit-demo_demo-coco.py'))
+        out = tmp_path / f'vis_{thr}'
+        setup_test_outputs(cfg, None, str(out), score_thr=thr, draw_size=0)
+        with DefaultScope.overwrite_default_scope('mmdet'):
+            VISUALIZERS.build(dict(cfg.visualizer, name=f'score_thr_test_{thr}'))
+            hook = DET_HOOKS.build(cfg.default_hooks.visualization)
+        runner = SimpleNamespace(work_dir=str(tmp_path), timestamp='t')
+        hook.after_test_iter(runner, 0, {}, [sample])
+        drawn[thr] = np.asarray(Image.open(out / 'img.png'))
+    assert hook.score_thr == 0.95
+    assert not np.array_equal(drawn[0.1], drawn[0.5]) and not np.array_equal(drawn[0.5], drawn[0.95])
+    width = drawn[0.95].shape[1] // 2  # ground truth | prediction
+    assert np.array_equal(drawn[0.95][:, width:], drawn[0.95][:, :width])  # no box, no gt either

@@ -12,7 +12,6 @@ from PIL import Image
 
 import toy_metrics
 from addp_mm.models.backbones import ADDPViT
-from addp_mm.models.utils.checkpoint import read_checkpoint
 from demo_data import make_digits
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -98,40 +97,20 @@ def test_backbone_file_loads_through_init_cfg_with_resized_positions(tmp_path):
     torch.testing.assert_close(got['pos_embed'][:, 0], state['pos_embed'][:, 0], rtol=0, atol=0)
 
 
-def _dumped_config(work_dir, mode):
-    """The config a run dumped into its work dir (cfg-options applied)."""
-    return str(work_dir / osp.basename(toy_metrics.DOWNSTREAM_CONFIGS[mode]))
-
-
-@pytest.mark.slow
-def test_run_downstream_quick_linear_probe_and_finetune(digits, tmp_path):
-    state = _export_backbone(tmp_path / 'backbone.pth')
-    # linear probe from the file: the encoder stays the file's, only the head (and fc_norm) train
-    acc = toy_metrics.run_downstream('linear', str(tmp_path / 'backbone.pth'), 0,
-                                     str(tmp_path / 'lin'), data_root=digits, quick=True)
-    assert 0.0 <= acc <= 100.0
-    ckpt = read_checkpoint(str(tmp_path / 'lin' / 'epoch_1.pth'))
-    sd = ckpt['state_dict']
-    for key, value in state.items():
-        torch.testing.assert_close(sd[f'backbone.{key}'], value, rtol=0, atol=0, msg=key)
-    opt_state = ckpt['optimizer']['state']
-    assert len(opt_state) == 4  # head.fc.{weight,bias}, backbone.fc_norm.{weight,bias}
-    assert all(s['exp_avg'].abs().sum() > 0 for s in opt_state.values())
-    assert any(v.shape == (10, 64) for v in (s['exp_avg'] for s in opt_state.values()))
-    cfg = Config.fromfile(_dumped_config(tmp_path / 'lin', 'linear'))
-    assert cfg.train_dataloader.dataset.data_root == osp.abspath(digits)
-    assert cfg.randomness.seed == 0
-
-    # fine-tuning from scratch (None): random encoder, trained on 10% of the labels
-    acc = toy_metrics.run_downstream('finetune10', None, 1, str(tmp_path / 'ft'), data_root=digits,
-                                     quick=True)
-    assert 0.0 <= acc <= 100.0
-    sd = read_checkpoint(str(tmp_path / 'ft' / 'epoch_1.pth'))['state_dict']
-    key = 'blocks.0.attn.qkv.weight'
-    assert not torch.allclose(sd[f'backbone.{key}'], state[key])
-    cfg = Config.fromfile(_dumped_config(tmp_path / 'ft', 'finetune10'))
-    assert cfg.train_dataloader.dataset.ann_file == 'meta/train_10pct.txt'
-    assert cfg.randomness.seed == 1
+def test_downstream_command_reads_what_it_is_given(tmp_path):
+    """The command of a downstream run: the backbone file through --pretrained (absent: random
+    init), the data root where every loader reads it, the seed; --quick shortens it. (The runs
+    themselves: tests/test_toy_pipeline.py.)"""
+    cmd = toy_metrics.downstream_command('linear', 'b/backbone.pth', 3, str(tmp_path / 'w'),
+                                         data_root='d/digits', quick=True)
+    assert cmd[cmd.index('--pretrained') + 1] == osp.abspath('b/backbone.pth')
+    options = cmd[cmd.index('--cfg-options') + 1:]
+    assert 'randomness.seed=3' in options and 'train_cfg.max_epochs=1' in options
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        assert f'{loader}.dataset.data_root={osp.abspath("d/digits")}' in options
+    scratch = toy_metrics.downstream_command('finetune10', None, 0, str(tmp_path / 'w'))
+    assert '--pretrained' not in scratch and 'train_cfg.max_epochs=1' not in scratch
+    assert scratch[2] == toy_metrics.DOWNSTREAM_CONFIGS['finetune10']
 
 
 def test_run_downstream_rejects_unknown_mode(tmp_path):

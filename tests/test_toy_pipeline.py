@@ -8,10 +8,10 @@ import json
 import math
 import os
 import os.path as osp
-import subprocess
 import sys
 
 import pytest
+from conftest import run_command
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -19,13 +19,12 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 @pytest.mark.slow
 def test_toy_pipeline_quick(tmp_path):
     data = tmp_path / 'data'
-    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='2')
-    subprocess.run([sys.executable, 'tools/make_demo_data.py', str(data), '--only', 'digits'],
-                   cwd=ROOT, env=env, check=True, capture_output=True)
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    run_command(['python', 'tools/make_demo_data.py', str(data), '--only', 'digits'], env=env)
     work = tmp_path / 'toy'
     cmd = [sys.executable, 'tools/run_toy_pipeline.py', '--quick', '--device', 'cpu', '--data-root',
            str(data / 'digits'), '--work-dir', str(work)]
-    proc = run_logged(cmd, env, 'the toy chain')
+    proc = run_command(cmd, env=env, what='tools/run_toy_pipeline.py --quick')
     # each step's output, read by the next one
     for f in ('tokenizer/tokenizer.pth', 'predictor/token_predictor.pth', 'addp/iter_20.pth',
               'addp/backbone.pth', 'samples_grid.png', 'reconstructions.png', 'results.md',
@@ -52,6 +51,20 @@ def test_toy_pipeline_quick(tmp_path):
         assert f'| {name} |' in table, name
     assert '| total |' in table
     assert table in proc.stdout  # printed at the end
+    # the downstream runs start from the exported encoder: the linear probe trains only the
+    # linear head (the whole encoder, fc_norm included, stays the file's; the BN has no affine
+    # parameters), the fine-tune reads the 10% list
+    import torch
+    backbone = torch.load(work / 'addp' / 'backbone.pth', weights_only=True)['state_dict']
+    probe = torch.load(work / 'downstream' / 'linear_addp_seed0' / 'epoch_1.pth', weights_only=True)
+    for key, value in backbone.items():
+        assert torch.equal(probe['state_dict'][f'backbone.{key}'], value), key
+    moments = [s['exp_avg'] for s in probe['optimizer']['state'].values()]
+    assert len(moments) == 2 and all(m.abs().sum() > 0 for m in moments)  # head.fc
+    tuned = Config.fromfile(str(work / 'downstream' / 'finetune10_addp_seed0' /
+                                'vit-toy_digits-32px_finetune-10pct.py'))
+    assert tuned.train_dataloader.dataset.ann_file == 'meta/train_10pct.txt'
+    assert tuned.train_dataloader.dataset.data_root == str(data / 'digits')
     # what a working chain shows after 60 / 200 / 20 iterations
     tok, tp, addp, fid = (results[k] for k in ('tokenizer', 'token_predictor', 'addp', 'fid'))
     assert tok['val_mse'] < 0.5 * tok['mean_image_mse'], tok
@@ -63,7 +76,7 @@ def test_toy_pipeline_quick(tmp_path):
         assert math.isfinite(part[first]) and math.isfinite(part[last]), part
         assert part[last] < part[first], part
     # --reuse: nothing trained again, the same evaluation of the same files
-    again = run_logged(cmd + ['--reuse'], env, 'the toy chain with --reuse')
+    again = run_command(cmd + ['--reuse'], env=env, what='tools/run_toy_pipeline.py --reuse')
     for step in ('1 tokenizer training', '2 token predictor training', '3 ADDP pretraining',
                  '4 generation'):
         assert f'{step}: reusing' in again.stdout, step
@@ -71,16 +84,3 @@ def test_toy_pipeline_quick(tmp_path):
     reused = json.loads((work / 'results.json').read_text())
     for key in ('tokenizer', 'token_predictor', 'downstream'):
         assert reused[key] == results[key], key
-
-
-def run_logged(cmd, env, what, timeout=900):
-    """Run ``cmd``; on failure or after ``timeout`` s (generous: the chain takes ~1.5 min idle and
-    several times that on a loaded machine) report the tail of what it printed."""
-    try:
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=timeout)
-    except subprocess.TimeoutExpired as e:
-        out = (e.stdout or b'').decode(errors='replace') if isinstance(e.stdout, bytes) else (e.stdout or '')
-        pytest.fail(f'{what} ran past {timeout} s; its last output:\n{out[-3000:]}')
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc

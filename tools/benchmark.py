@@ -39,6 +39,43 @@ from typing import Callable, Dict, List, Optional
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from cli import UserError, add_debug_flag, run_tool  # noqa: E402
+
+ROW_GROUPS = ('vit', 'flops', 'vitdet', 'pretrain', 'parts', 'generation')
+ARCH_NAMES = ('bench', 'demo', 'base', 'large')
+TIMER_NAMES = ('wall', 'process')
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--arch', default='bench', choices=ARCH_NAMES,
+                   help="'bench': ViT 384x6, 2-block decoder, VQGAN width 64 (default); the "
+                   'release sizes base / large')
+    p.add_argument('--img-size', type=int, default=256, help='pretraining / generation size')
+    p.add_argument('--batch', type=int, default=4, help='pretraining batch')
+    p.add_argument('--gen-batch', type=int, default=1,
+                   help='generation batch (1 keeps the default table within a few minutes)')
+    p.add_argument('--steps', type=int, default=20, help='generation steps')
+    p.add_argument('--device', default='cpu')
+    p.add_argument('--threads', type=int, default=None, help='torch CPU threads')
+    p.add_argument('--repeats', type=int, default=3)
+    p.add_argument('--warmup', type=int, default=1)
+    p.add_argument('--rows', nargs='+', default=list(ROW_GROUPS), choices=ROW_GROUPS)
+    p.add_argument('--compile', action='store_true',
+                   help='also measure the fp32 step with torch.compile on the encoder + decoder')
+    p.add_argument('--timer', default='wall', choices=TIMER_NAMES,
+                   help="'wall' (default) or 'process': this process's CPU time, steadier on a "
+                   'machine shared with other work (use with --threads 1); CPU only')
+    p.add_argument('--json', action='store_true', help='print the rows as a JSON list')
+    add_debug_flag(p)
+    args = p.parse_args(argv)
+    if args.timer == 'process' and args.device != 'cpu':
+        p.error("--timer process measures CPU time: use it with --device cpu")
+    return args
+
+
+if __name__ == '__main__':
+    parse_args()  # --help and argument errors before the heavy imports
 
 import torch  # noqa: E402
 
@@ -57,7 +94,6 @@ ARCHS = {
     'large': dict(embed_dims=1024, num_layers=24, num_heads=16, feedforward_channels=4096,
                   decoder_depth=8, predictor_decoder_depth=8, vq_width=128),
 }
-ROW_GROUPS = ('vit', 'flops', 'vitdet', 'pretrain', 'parts', 'generation')
 
 
 # ----------------------------------------------------------------------------------------------
@@ -72,6 +108,7 @@ def _sync(device: torch.device) -> None:
 # machine shared with other work counts only the time the process actually ran (with
 # ``--threads 1`` it is the work done; with more threads it includes OpenMP's spin-waits)
 TIMERS = dict(wall=time.perf_counter, process=time.process_time)
+assert set(TIMERS) == set(TIMER_NAMES) and set(ARCHS) == set(ARCH_NAMES)
 _timer = time.perf_counter
 
 
@@ -483,29 +520,10 @@ GROUP_FNS = dict(vit=rows_vit, flops=rows_flops, vitdet=rows_vitdet, pretrain=ro
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--arch', default='bench', choices=sorted(ARCHS),
-                   help="'bench': ViT 384x6, 2-block decoder, VQGAN width 64 (default); the "
-                   'release sizes base / large')
-    p.add_argument('--img-size', type=int, default=256, help='pretraining / generation size')
-    p.add_argument('--batch', type=int, default=4, help='pretraining batch')
-    p.add_argument('--gen-batch', type=int, default=1,
-                   help='generation batch (1 keeps the default table within a few minutes)')
-    p.add_argument('--steps', type=int, default=20, help='generation steps')
-    p.add_argument('--device', default='cpu')
-    p.add_argument('--threads', type=int, default=None, help='torch CPU threads')
-    p.add_argument('--repeats', type=int, default=3)
-    p.add_argument('--warmup', type=int, default=1)
-    p.add_argument('--rows', nargs='+', default=list(ROW_GROUPS), choices=ROW_GROUPS)
-    p.add_argument('--compile', action='store_true',
-                   help='also measure the fp32 step with torch.compile on the encoder + decoder')
-    p.add_argument('--timer', default='wall', choices=sorted(TIMERS),
-                   help="'wall' (default) or 'process': this process's CPU time, steadier on a "
-                   'machine shared with other work (use with --threads 1); CPU only')
-    p.add_argument('--json', action='store_true', help='print the rows as a JSON list')
-    args = p.parse_args(argv)
-    if args.timer == 'process' and args.device != 'cpu':
-        p.error("--timer process measures CPU time: use it with --device cpu")
+    args = parse_args(argv)
+    if torch.device(args.device).type == 'cuda' and not torch.cuda.is_available():
+        raise UserError(f'--device {args.device}: this machine has no CUDA device (torch '
+                        f'{torch.__version__}); measure on the CPU (--device cpu)')
     global _timer
     _timer = TIMERS[args.timer]
 
@@ -536,4 +554,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run_tool(main)

@@ -12,7 +12,7 @@ import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/, also when loaded by path
-from demo_data import make_all  # noqa: E402  (tools/demo_data.py: numpy, Pillow, scikit-image only)
+from cli import UserError, add_debug_flag, run_tool  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -37,11 +37,15 @@ def parse_args(argv=None):
                         default=['coco', 'ade', 'imagenet', 'unlabeled', 'digits'],
                         choices=['coco', 'ade', 'imagenet', 'unlabeled', 'digits'],
                         help='write only these parts')
+    add_debug_flag(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    if osp.exists(args.out) and not osp.isdir(args.out):
+        raise UserError(f"OUT '{args.out}' is a file: give the folder to write the datasets into")
+    from demo_data import make_all  # tools/demo_data.py: numpy, Pillow, scikit-image only
     make_all(
         args.out, seed=args.seed, num_train=args.num_train, num_val=args.num_val,
         size=args.size, imagenet_train=args.imagenet_train, imagenet_val=args.imagenet_val,
@@ -50,4 +54,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

@@ -543,6 +543,10 @@ def main(argv=None):
     quiet_imports()
     if not osp.isdir(osp.join(ROOT, 'configs', 'toy')):
         raise UserError('configs/toy/ not found: run from an addp-mm checkout')
+    if args.device == 'cuda':
+        import torch
+        if not torch.cuda.is_available():
+            raise UserError('--device cuda: this machine has no CUDA device; run with --device cpu')
     Pipeline(args)()
 
 

@@ -60,13 +60,11 @@ def main(argv=None):
     quiet_imports()
     sys.path.insert(0, ROOT)  # run from a checkout
     from addp_mm.engine.launch import (add_tensorboard, build_runner, cfg_options_dict, check_amp,
-                                       check_checkpoints, check_data, load_config, set_work_dir,
-                                       setup_launcher)
+                                       check_checkpoints, check_data, load_config,
+                                       set_pretrained_backbone, set_work_dir, setup_launcher)
     cfg = load_config(args.config, cfg_options_dict(args.cfg_options))
     if args.pretrained is not None:
-        if not isinstance(cfg.get('model', {}).get('backbone'), dict):
-            raise UserError(f'--pretrained: {args.config} has no model.backbone')
-        cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=args.pretrained)
+        set_pretrained_backbone(cfg, args.pretrained)
     if args.amp:
         wrapper = cfg.optim_wrapper
         if wrapper.get('type', 'OptimWrapper') in AMP_WRAPPERS.values():

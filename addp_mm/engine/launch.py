@@ -118,6 +118,15 @@ def _holders(node, match, where: str = '', skip: Optional[str] = None):
             yield from _holders(value, match, key)
 
 
+def set_pretrained_backbone(cfg: Config, checkpoint: str) -> None:
+    """``tools/train.py --pretrained FILE``: the backbone starts from ``FILE``
+    (``init_cfg=dict(type='Pretrained', checkpoint=FILE)``; the backbone converts and resizes)."""
+    model = cfg.get('model')
+    if not isinstance(model, dict) or not isinstance(model.get('backbone'), dict):
+        raise UsageError(f'--pretrained: {cfg.filename} has no model.backbone')
+    model.backbone.init_cfg = dict(type='Pretrained', checkpoint=checkpoint)
+
+
 def _dataset_paths(dataset: dict, where: str):
     """``(key, path, kind)`` for the folders (``kind`` True) and files (``kind``: the dataset's
     type) a dataset config reads (wrappers followed), relative paths joined with ``data_root`` as

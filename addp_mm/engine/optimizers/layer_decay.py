@@ -4,6 +4,7 @@ Registered in mmengine's root registry, so mmdet, mmseg and mmpretrain configs a
 ``optim_wrapper=dict(constructor='LayerDecayOptimWrapperConstructor', paramwise_cfg=dict(
 layer_decay_rate=0.65))``.
 """
+import re
 from typing import Dict, List, Optional
 
 import torch.nn as nn
@@ -93,7 +94,7 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         no_wd = sorted(n for g in groups.values() if g['weight_decay'] == 0 for n in g['param_names'])
         print_log(f'layer-wise lr decay {rate}: {len(groups)} parameter groups, lr scales '
                   f'{sorted({round(g["lr_scale"], 6) for g in groups.values()})}; no weight decay on '
-                  f'{len(no_wd)} parameters: {_short(no_wd)}', logger='current')
+                  f'{len(no_wd)} parameters: {_by_pattern(no_wd)}', logger='current')
 
 
 def decay_rule(name: str, param, is_norm: bool, cfg: Dict, default_no_decay=()) -> tuple:
@@ -117,6 +118,10 @@ def decay_rule(name: str, param, is_norm: bool, cfg: Dict, default_no_decay=()) 
     return 1.0, 1.0
 
 
-def _short(names: List[str], limit: int = 8) -> str:
-    more = f', ... (+{len(names) - limit})' if len(names) > limit else ''
-    return ', '.join(names[:limit]) + more if names else 'none'
+def _by_pattern(names: List[str]) -> str:
+    """Every name, with block indices folded: ``backbone.blocks.*.norm1.weight (12)``."""
+    counts: Dict[str, int] = {}
+    for name in names:
+        pattern = re.sub(r'\.\d+\.', '.*.', name)
+        counts[pattern] = counts.get(pattern, 0) + 1
+    return ', '.join(f'{p} ({n})' if n > 1 else p for p, n in counts.items()) if names else 'none'

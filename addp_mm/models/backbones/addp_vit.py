@@ -137,7 +137,7 @@ class ADDPViT(BaseModule):
         self.arch_settings = self._parse_arch(arch)
         self.embed_dims = self.arch_settings['embed_dims']
         self.num_layers = self.arch_settings['num_layers']
-        self.img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        self.img_size = _pair(img_size, 'img_size')
         self.patch_size = patch_size
         self.patch_resolution = (self.img_size[0] // patch_size, self.img_size[1] // patch_size)
         if out_type not in OUT_TYPES:
@@ -189,6 +189,9 @@ class ADDPViT(BaseModule):
         return dict(arch)
 
     def _parse_out_indices(self, out_indices) -> List[int]:
+        if not isinstance(out_indices, (int, list, tuple)):
+            raise TypeError(f'ADDPViT out_indices must be an int or a list / tuple of ints, got '
+                            f'{type(out_indices).__name__} {out_indices!r}')
         out_indices = [out_indices] if isinstance(out_indices, int) else list(out_indices)
         parsed = []
         for i in out_indices:
@@ -200,12 +203,10 @@ class ADDPViT(BaseModule):
 
     # ------------------------------------------------------------------ weights
     def init_weights(self):
+        self._init_random()
         if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
-            self._init_random()
             self.load_pretrained(self.init_cfg['checkpoint'])
-        elif self.init_cfg is None:
-            self._init_random()
-        else:
+        elif self.init_cfg is not None:  # other initialisers (e.g. Kaiming on Conv2d) on top
             super().init_weights()
         self._freeze_stages()
 
@@ -268,6 +269,9 @@ class ADDPViT(BaseModule):
         key = prefix + 'pos_embed'
         if key in state and state[key].shape != self.pos_embed.shape:
             src = state[key]
+            if self.cls_token is None and math.isqrt(src.shape[1]) ** 2 == src.shape[1]:
+                # a table without the class slot (mmpretrain's with_cls_token=False): slot zero
+                src = torch.cat([src.new_zeros(1, 1, src.shape[2]), src], dim=1)
             n = src.shape[1] - self.num_extra_tokens
             side = int(math.isqrt(n))
             if side * side != n:
@@ -294,7 +298,7 @@ class ADDPViT(BaseModule):
         frozen = [self.patch_embed, self.pre_norm, self.drop_after_pos]
         frozen += list(self.blocks[:self.frozen_stages])
         if self.frozen_stages >= self.num_layers:
-            frozen += [self.norm]
+            frozen += [self.norm, self.fc_norm]
         if self.cls_token is not None:
             self.cls_token.requires_grad = False
         self.pos_embed.requires_grad = False
@@ -366,6 +370,19 @@ class ADDPViT(BaseModule):
             return self.fc_norm(patches.mean(dim=1))
         B, _, C = patches.shape
         return patches.transpose(1, 2).reshape(B, C, hw[0], hw[1]).contiguous()
+
+
+def _pair(size, name: str) -> Tuple[int, int]:
+    """``N``, ``(N, )`` -> ``(N, N)``; ``(H, W)`` as it is (mmseg's conventions)."""
+    if isinstance(size, int):
+        return size, size
+    if not isinstance(size, (tuple, list)) or not all(isinstance(s, int) for s in size):
+        raise TypeError(f'ADDPViT {name} must be an int or a tuple of 1 or 2 ints, got {size!r}')
+    if len(size) == 1:
+        return size[0], size[0]
+    if len(size) != 2:
+        raise ValueError(f'ADDPViT {name}={size!r}: give (H, W), (N, ) or N')
+    return tuple(size)
 
 
 def _pretrained_to_init_cfg(pretrained: Optional[str], init_cfg):
