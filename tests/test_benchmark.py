@@ -1,7 +1,7 @@
 """``tools/benchmark.py`` as a tool: its rows are consistent, not its timings (speed targets are read
 from the benchmark's own output, never asserted in a test).
 
-The script runs with the tiny ``--arch demo`` dims, one repeat, the pretraining, parts and
+The script runs with the tiny ``--arch demo`` dims at 64 px, one repeat, the pretraining, parts and
 generation groups: every row must carry its measured numbers, a ratio that is "how many times
 better ours is" for its unit, the issue's targets on the rows that have them, and the accuracy
 checks the benchmark prints (loss and noised pixels relative to fp32, images against the
@@ -23,7 +23,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 @pytest.fixture(scope='module')
 def rows():
-    cmd = [sys.executable, osp.join(ROOT, 'tools', 'benchmark.py'), '--arch', 'demo', '--rows',
+    cmd = [sys.executable, osp.join(ROOT, 'tools', 'benchmark.py'), '--arch', 'demo', '--img-size', '64', '--rows',
            'pretrain', 'parts', 'generation', '--repeats', '1', '--warmup', '0', '--steps', '2',
            '--batch', '2', '--threads', '1', '--timer', 'process', '--json']
     proc = run_command(cmd, env=dict(os.environ, OMP_NUM_THREADS='1'), what='tools/benchmark.py')
@@ -38,7 +38,9 @@ def test_rows_are_consistent(rows):
         assert set(r) >= {'name', 'ours', 'reference', 'unit', 'ratio', 'target'}, r
         assert r['ours'] > 0 and r['reference'] > 0, r
         better = r['ours'] / r['reference'] if r['unit'] == 'img/s' else r['reference'] / r['ours']
-        assert r['ratio'] == pytest.approx(better, rel=2e-2, abs=2e-3), r
+        # the printed values are rounded to 4 decimals
+        rounding = 1e-4 / min(r['ours'], r['reference'])
+        assert r['ratio'] == pytest.approx(better, rel=2e-2 + 2 * rounding, abs=2e-3), r
 
 
 def test_targets_and_accuracy_notes(rows):

@@ -13,7 +13,7 @@ from PIL import Image
 
 from addp_mm.engine.launch import use_resumable_checkpoints
 
-from conftest import run_command
+from conftest import free_port, run_command
 from tiny_classifier import tiny_classifier_config
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -179,10 +179,17 @@ train_dataloader['dataset']['pipeline'] = [  # NumPy-drawn augmentation: its sta
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(type='PackInputs')]
 model['backbone']['drop_path_rate'] = 0.2  # torch-drawn
-train_cfg = dict(by_epoch=True, max_epochs=3)
+val_dataloader = dict(batch_size=3, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=False),
+                      dataset=dict(type='CustomDataset', data_root=train_dataloader['dataset']['data_root'],
+                                   pipeline=[dict(type='LoadImageFromFile'), dict(type='PackInputs')]))
+val_evaluator = dict(type='Accuracy', topk=(1, ))
+val_cfg = dict()
+test_dataloader, test_evaluator, test_cfg = val_dataloader, val_evaluator, val_cfg
+train_cfg = dict(by_epoch=True, max_epochs=3, val_interval=3)
 optim_wrapper = dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
                      constructor='LayerDecayOptimWrapperConstructor',
                      paramwise_cfg=dict(layer_decay_rate=0.75))
+auto_scale_lr = dict(base_batch_size=16)  # --auto-scale-lr: 1e-3 x 4 / 16
 param_scheduler = [dict(type='CosineAnnealingLR', T_max=3, by_epoch=True)]
 default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1),
                      logger=dict(type='LoggerHook', interval=1))
@@ -193,25 +200,31 @@ randomness = dict(seed=0, deterministic=True)
 @pytest.mark.slow
 def test_epoch_run_killed_in_epoch_2_and_resumed_to_more_epochs_is_exact(tmp_path):
     """An epoch-based run (the tiny classifier with NumPy-drawn crops and flips, torch-drawn drop
-    path, AdamW with layer-decay groups, a cosine lr), SIGKILLed in epoch 2 of 2 and resumed from
-    ``epoch_1.pth`` with ``max_epochs`` raised to 3: epochs 2 and 3 log the same losses as an
-    uninterrupted 3-epoch run and end with the same weights, optimizer state (moments and step
-    counts) and learning rates. The same RNG-restore code serves the demo Mask R-CNN's
-    epoch-based schedule."""
+    path, AdamW with layer-decay groups, a cosine lr scaled by ``--auto-scale-lr``), SIGKILLed in
+    epoch 2 of 2 and resumed from ``epoch_1.pth`` with ``max_epochs`` raised to 3: epochs 2 and 3
+    log the same losses as an uninterrupted 3-epoch run and end with the same weights, optimizer
+    state (moments and step counts) and learning rates. The same RNG-restore code serves the demo
+    Mask R-CNN's epoch-based schedule. ``tools/dist_test.sh`` on 2 processes then reports the
+    metric the uninterrupted run's own evaluation of that checkpoint reported in one process."""
     from tiny_classifier import make_class_folders
     data = tmp_path / 'data'
     make_class_folders(str(data))  # 8 images, batch 4: 2 iterations per epoch
     cfg = tmp_path / 'tiny_epochs.py'
     cfg.write_text(tiny_classifier_config(str(data), EPOCH_REST))
     full, cut = tmp_path / 'full', tmp_path / 'cut'
-    reference = logged_epoch_losses(train(tmp_path, [str(cfg), '--work-dir', str(full)]))
+    full_log = train(tmp_path, [str(cfg), '--work-dir', str(full), '--auto-scale-lr'])
+    reference = logged_epoch_losses(full_log)
     assert sorted(reference) == [(e, i) for e in (1, 2, 3) for i in (1, 2)]
+    # the lowest layer-decay group (0.75 ** 3 of the base lr) of the scaled lr 1e-3 x 4 / 16
+    first = re.search(r'Epoch\(train\) +\[1\]\[1/2\] .*? lr: (\S+)', full_log).group(1)
+    assert first == f'{2.5e-4 * 0.75 ** 3:.4e}', first
     killed = logged_epoch_losses(train(
-        tmp_path, [str(cfg), '--work-dir', str(cut), '--cfg-options', 'train_cfg.max_epochs=2'],
+        tmp_path, [str(cfg), '--work-dir', str(cut), '--auto-scale-lr', '--cfg-options',
+                   'train_cfg.max_epochs=2'],
         env=dict(KILL_BEFORE_ITER='3'), expect_killed=True))
     assert sorted(killed) == [(1, 1), (1, 2), (2, 1)]  # killed before epoch 2's last iteration
     assert (cut / 'epoch_1.pth').exists() and not (cut / 'epoch_2.pth').exists()
-    log = train(tmp_path, [str(cfg), '--work-dir', str(cut), '--resume'])
+    log = train(tmp_path, [str(cfg), '--work-dir', str(cut), '--auto-scale-lr', '--resume'])
     assert 'resumed epoch: 1, iter: 2' in log, log[-3000:]
     assert 'restored the RNG state of every rank from the checkpoint (torch, NumPy, random)' in log
     resumed = logged_epoch_losses(log)
@@ -229,3 +242,12 @@ def test_epoch_run_killed_in_epoch_2_and_resumed_to_more_epochs_is_exact(tmp_pat
         assert float(state['step']) == 6.0
         for name in ('exp_avg', 'exp_avg_sq', 'step'):
             assert torch.equal(torch.as_tensor(state[name]), torch.as_tensor(states_b[k][name])), (k, name)
+    # the checkpoint evaluated on 2 processes (8 images, 3 a batch, split over the ranks)
+    dist = run_command(['bash', osp.join(ROOT, 'tools', 'dist_test.sh'), str(cfg),
+                        str(full / 'epoch_3.pth'), '2', '--work-dir', str(tmp_path / 'dist')],
+                       env={**os.environ, 'OMP_NUM_THREADS': '1', 'PORT': str(free_port())},
+                       what='tools/dist_test.sh on 2 ranks')
+    top1 = [re.findall(r'accuracy/top1: ([0-9.]+)', text) for text in (full_log, dist.stdout + dist.stderr)]
+    assert top1[0] and top1[0][-1] == top1[1][-1], top1
+    dist_log = next((tmp_path / 'dist').glob('*/*.log')).read_text()
+    assert 'processes: 2' in dist_log or 'GPU number: 2' in dist_log

@@ -418,7 +418,7 @@ def test_a_neck_of_another_width_is_named_when_built(tmp_path, tag):
     """The paste-in block with another arch but the neck's width left at ViT-B's (768): one error
     naming both keys when the model is built (it failed deep inside a convolution before); the
     neck itself names its key at its first forward (mmdet's own tools build no runner of ours)."""
-    from addp_mm.engine.launch import UsageError, check_model_widths
+    from addp_mm.engine.launch import UsageError, build_runner, check_model_widths
     cfg = _paste(tmp_path, tag)
     check_model_widths(cfg)  # the block as written fits
     cfg.model.backbone.arch = 'tiny'
@@ -426,6 +426,9 @@ def test_a_neck_of_another_width_is_named_when_built(tmp_path, tag):
     with pytest.raises(UsageError, match=rf"{key}=768 does not match the backbone's width: "
                                          r"model.backbone.arch='tiny' gives 192 channels"):
         check_model_widths(cfg)
+    cfg.work_dir = str(tmp_path / 'work')
+    with pytest.raises(UsageError, match=key):  # what tools/train.py and tools/test.py build
+        build_runner(cfg)
     if tag == 'mmdet':
         from addp_mm.models.necks import SimpleFPN
         fpn = SimpleFPN(in_channels=64, out_channels=8, norm_cfg=dict(type='LN2d'))

@@ -385,48 +385,6 @@ def test_every_wrong_kind_of_file_gets_one_line_saying_which_to_give(tmp_path, c
     assert 'RANDOMLY' not in caplog.text
 
 
-# ------------------------------------------------------------------ --auto-scale-lr, dist_test.sh
-AUTO_SCALE_REST = '''
-val_dataloader = dict(batch_size=3, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=False),
-                      dataset=train_dataloader['dataset'])
-val_evaluator = dict(type='Accuracy', topk=(1, ))
-val_cfg = dict()
-test_dataloader, test_evaluator, test_cfg = val_dataloader, val_evaluator, val_cfg
-train_cfg = dict(by_epoch=True, max_epochs=1, val_interval=1)
-optim_wrapper = dict(optimizer=dict(type='AdamW', lr=1e-3))
-auto_scale_lr = dict(base_batch_size=16)
-default_hooks = dict(logger=dict(type='LoggerHook', interval=1))
-randomness = dict(seed=0)
-'''
-
-
-@pytest.mark.slow
-def test_auto_scale_lr_and_dist_test_on_two_processes(tmp_path):
-    """``--auto-scale-lr`` trains with lr x (total batch / base_batch_size) (1e-3 x 4 / 16), and
-    ``tools/dist_test.sh CONFIG CKPT 2`` reports the metric the training's own evaluation of that
-    checkpoint reported in one process (the 8 images, 3 per batch, split over 2 ranks)."""
-    import re
-
-    from conftest import free_port
-    from tiny_classifier import make_class_folders, tiny_classifier_config
-    make_class_folders(str(tmp_path / 'data'))
-    cfg = tmp_path / 'tiny.py'
-    cfg.write_text(tiny_classifier_config(str(tmp_path / 'data'), AUTO_SCALE_REST))
-    proc = tool('train.py', cfg, '--work-dir', tmp_path / 'work', '--auto-scale-lr')
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    ckpt = torch.load(tmp_path / 'work' / 'epoch_1.pth', weights_only=True)
-    assert [g['lr'] for g in ckpt['optimizer']['param_groups']] == [pytest.approx(2.5e-4)]
-    assert re.search(r'\blr: 2\.5000e-04', proc.stdout), proc.stdout[-2000:]
-    dist = run_command(['bash', osp.join(TOOLS, 'dist_test.sh'), cfg, tmp_path / 'work' / 'epoch_1.pth',
-                        '2', '--work-dir', tmp_path / 't2'],
-                       env=dict(ENV, PORT=str(free_port())), what='tools/dist_test.sh on 2 ranks')
-    # the training's evaluation of this checkpoint ran in one process, on the same images
-    top1 = [re.findall(r'accuracy/top1: ([0-9.]+)', p.stdout + p.stderr) for p in (proc, dist)]
-    assert top1[0] and top1[0][-1] == top1[1][-1], top1
-    log = next((tmp_path / 't2').glob('*/*.log')).read_text()
-    assert 'processes: 2' in log or 'GPU number: 2' in log
-
-
 # ------------------------------------------------------------------ test.py --score-thr
 def test_score_thr_sets_which_detections_are_drawn(tmp_path):
     """``tools/test.py --score-thr T --show-dir DIR`` on a detector config: the configured drawing

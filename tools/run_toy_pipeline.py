@@ -22,7 +22,7 @@ of the key that uses it):
                    (tools/toy_metrics.py)
 
 Writes ``WORK_DIR/results.md`` and ``WORK_DIR/results.json`` and prints the table. ``--quick``: a
-short run (60 / 200 / 20 iterations), one seed, no random-init baselines: every file handoff and
+short run (60 / 150 / 12 iterations), one seed, no random-init baselines: every file handoff and
 the directions a working chain shows (CI). ``--reuse`` skips what an earlier run in WORK_DIR already wrote (training steps,
 generation, each downstream run). The data
 is written first when ``--data-root`` does not exist (tools/make_demo_data.py).
@@ -52,7 +52,7 @@ FULL = dict(tokenizer_iters=1000, predictor_iters=2000, addp_iters=2000, num_sam
             gen_steps=8, seeds=[0, 1, 2])
 # ~1.5 min: enough for the directions a working chain shows (tests/test_toy_pipeline.py): the
 # tokenizer beats the mean image, the predictor the most frequent code, every loss goes down
-QUICK = dict(tokenizer_iters=60, predictor_iters=200, addp_iters=20, num_samples=8, gen_steps=2,
+QUICK = dict(tokenizer_iters=60, predictor_iters=150, addp_iters=12, num_samples=8, gen_steps=2,
              seeds=[0])
 
 
@@ -63,7 +63,7 @@ def parse_args(argv=None):
     p.add_argument('--data-root', default='data/demo/digits',
                    help='digits image folders (written by tools/make_demo_data.py if missing)')
     p.add_argument('--quick', action='store_true',
-                   help='60 / 200 / 20 iterations, one seed, no random-init baselines (CI)')
+                   help='60 / 150 / 12 iterations, one seed, no random-init baselines (CI)')
     p.add_argument('--device', choices=['cpu', 'cuda'],
                    help='default: cuda when available (the training tools\' default), else cpu')
     p.add_argument('--seeds', type=int, nargs='+',
