@@ -1,13 +1,14 @@
 """addp-mm: ADDP (Alternating Denoising Diffusion Process, ICLR 2024) for OpenMMLab.
 
 ``import addp_mm`` (or ``custom_imports=dict(imports=['addp_mm'])`` in a config) registers the
-models (backbone, neck, pretraining algorithm and its parts), the mask schedule and the sampler
+models (algorithms, backbone, necks, head, target generators), the mask schedule and the sampler
 (``TASK_UTILS``), the pretraining runner, the hooks and the layer-decay optimizer constructor into
-mmengine's root registries, which mmdet, mmseg and mmpretrain all search. ``addp_mm.evaluation``
-(FID / IS) and ``addp_mm.apis`` (generation to files) are plain functions.
+mmengine's root registries, which mmdet, mmseg and mmpretrain all search. ``addp_mm.checkpoint``
+(reading, converting, loading weights), ``addp_mm.evaluation`` (FID / IS) and ``addp_mm.apis``
+(generation to files) are plain functions.
 """
 from .version import __version__
-from .models.utils.safe_globals import register_safe_globals
+from .checkpoint.safe_globals import register_safe_globals
 
 register_safe_globals()  # mmengine resume / load_from on torch >= 2.6 (weights_only loading)
 

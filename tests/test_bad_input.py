@@ -21,7 +21,8 @@ DEMO_COCO = osp.join(ROOT, 'configs', 'demo', 'mask-rcnn_addp-vit-demo_demo-coco
 def test_bad_coco_annotation_file_names_itself(tmp_path, content, pattern):
     """tools/train.py's data check (check_data): the config key and the file named, not a
     traceback from pycocotools; a good file passes."""
-    from addp_mm.engine.launch import UsageError, check_data
+    from addp_mm.engine.preflight import check_data
+    from addp_mm.errors import UsageError
     root = tmp_path / 'coco'
     for sub in ('train2017', 'val2017', 'annotations'):
         (root / sub).mkdir(parents=True)

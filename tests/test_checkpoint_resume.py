@@ -11,7 +11,7 @@ import torch
 from mmengine.config import Config
 from PIL import Image
 
-from addp_mm.engine.launch import use_resumable_checkpoints
+from addp_mm.engine.runner_factory import use_resumable_checkpoints
 
 from conftest import free_port, run_command
 from tiny_classifier import tiny_classifier_config

@@ -418,7 +418,9 @@ def test_a_neck_of_another_width_is_named_when_built(tmp_path, tag):
     """The paste-in block with another arch but the neck's width left at ViT-B's (768): one error
     naming both keys when the model is built (it failed deep inside a convolution before); the
     neck itself names its key at its first forward (mmdet's own tools build no runner of ours)."""
-    from addp_mm.engine.launch import UsageError, build_runner, check_model_widths
+    from addp_mm.engine.preflight import check_model_widths
+    from addp_mm.engine.runner_factory import build_runner
+    from addp_mm.errors import UsageError
     cfg = _paste(tmp_path, tag)
     check_model_widths(cfg)  # the block as written fits
     cfg.model.backbone.arch = 'tiny'

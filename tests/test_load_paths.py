@@ -69,7 +69,7 @@ def converter_logits(ref, pixels):
     """Logits of the released fine-tuning file through the verified converter path (strict
     load of ``finetune_classifier_state_dict``; ``verify_reference.py`` checks it reproduces the
     release's ``ft_logits``) on the same 8-bit pixels."""
-    from addp_mm.models.utils import finetune_classifier_state_dict, read_checkpoint, unwrap_state_dict
+    from addp_mm.checkpoint import finetune_classifier_state_dict, read_checkpoint, unwrap_state_dict
     from verification.backbone import build_finetune_classifier, normalise
     model = build_finetune_classifier(ref).eval()
     model.load_state_dict(finetune_classifier_state_dict(unwrap_state_dict(
@@ -108,8 +108,8 @@ def test_load_from_resizes_and_resume_refuses_a_release_file(finetune_setup, tmp
     """load_from (training init) with the released file at half the image size: converted and the
     position table resized; --resume of it names the missing training state."""
     from mmengine.config import Config
-    from addp_mm.engine.launch import build_runner
-    from addp_mm.models.utils import CheckpointMismatchError
+    from addp_mm.engine.runner_factory import build_runner
+    from addp_mm.checkpoint import CheckpointMismatchError
     ref, data, config, pixels = finetune_setup
     cfg = Config.fromfile(str(config))
     cfg.model.backbone.img_size = ref.config['img_size'] // 2
@@ -162,8 +162,8 @@ def test_checkpoint_that_fits_nothing_is_an_error(tmp_path, path):
     width given to tools/test.py or as load_from: an error naming the file and the keys (missing /
     unexpected / shape-mismatched)."""
     from mmengine.config import Config
-    from addp_mm.engine.launch import build_runner
-    from addp_mm.models.utils import CheckpointMismatchError
+    from addp_mm.engine.runner_factory import build_runner
+    from addp_mm.checkpoint import CheckpointMismatchError
     data = tmp_path / 'data'
     make_class_folders(str(data), n=1)
     config = tmp_path / 'tiny.py'
@@ -174,7 +174,7 @@ def test_checkpoint_that_fits_nothing_is_an_error(tmp_path, path):
                           (resnet, r"resnet\.pth.*no tensor of it fits \(0 of the model's \d+\).*Missing keys \d+: "
                                    r"backbone\..*unexpected keys 4: conv1\.weight"),
                           (vit48, r"vit48\.pth.*shape-mismatched keys \d+: backbone\.\S+ "
-                                  r"\S*48\S* in the file vs \S*32\S* in the model")):
+                                  r"\([^)]*48[^)]*\) in the file vs \([^)]*32[^)]*\) in the model")):
         cfg = Config.fromfile(str(config))
         cfg.work_dir = str(tmp_path / 'work')
         cfg.load_from = str(ckpt)
@@ -189,8 +189,8 @@ def test_test_tool_refuses_a_backbone_only_file(tmp_path):
     (the head is what training learns) and logs what it left initialised."""
     from mmengine.config import Config
     from mmengine.registry import MODELS
-    from addp_mm.engine.launch import build_runner
-    from addp_mm.models.utils import CheckpointMismatchError
+    from addp_mm.engine.runner_factory import build_runner
+    from addp_mm.checkpoint import CheckpointMismatchError
     data = tmp_path / 'data'
     make_class_folders(str(data), n=1)
     config = tmp_path / 'tiny.py'
@@ -202,10 +202,59 @@ def test_test_tool_refuses_a_backbone_only_file(tmp_path):
     cfg.load_from = str(tmp_path / 'backbone.pth')
     with pytest.raises(CheckpointMismatchError, match=r'backbone\.pth.*Missing keys 2: head\.fc\.weight, head\.fc\.bias'
                        r".*The file is a backbone-only file \(encoder weights\), not a checkpoint of "
-                       r"this config's model: give the checkpoint a training of this config wrote "
+                       r"this model: give the checkpoint a training of this config wrote "
                        r'.*to fine-tune from this file: tools/train.py CONFIG --pretrained FILE'):
         build_runner(cfg.copy()).test()
     runner = build_runner(cfg.copy())
     runner.load_or_resume()  # training init: loads the encoder
     for k, v in backbone.state_dict().items():
         torch.testing.assert_close(runner.model.backbone.state_dict()[k], v, rtol=0, atol=0)
+
+
+def test_every_load_path_takes_what_init_cfg_takes(reference_dir, tmp_path):
+    """mmengine's own ``load_checkpoint`` (what scripts and the toolboxes' ``init_model`` /
+    ``get_model`` call) gives ``ADDPViT`` the weights its ``init_cfg`` gives: the released
+    pretraining file into the encoder (release names converted), and a pretraining's
+    ``backbone.pth`` into the encoder and into a whole classifier, no silent partial load."""
+    import os.path as osp
+
+    from mmengine.runner import load_checkpoint
+    from mmengine.registry import MODELS
+
+    from verification.backbone import encoder_arch
+    from verification.core import ReferenceDir
+    ref = ReferenceDir(reference_dir)
+    arch = encoder_arch(ref.config)
+    release = osp.join(reference_dir, 'official_addp_public.pth')
+    kw = dict(arch=arch, img_size=256, pre_norm=True, out_type='raw')
+    by_init_cfg = MODELS.build(dict(type='ADDPViT', **kw,
+                                    init_cfg=dict(type='Pretrained', checkpoint=release)))
+    by_init_cfg.init_weights()
+    torch.manual_seed(1)
+    by_mmengine = MODELS.build(dict(type='ADDPViT', **kw))
+    by_mmengine.init_weights()
+    load_checkpoint(by_mmengine, release, map_location='cpu')
+    for k, v in by_init_cfg.state_dict().items():
+        assert torch.equal(by_mmengine.state_dict()[k], v), k
+    # a pretraining's backbone.pth (its keys named as in a whole model, backbone.*) for the
+    # encoder alone and for a whole classifier
+    torch.save({'state_dict': {f'backbone.{k}': v for k, v in by_init_cfg.state_dict().items()}},
+               tmp_path / 'backbone.pth')
+    alone = MODELS.build(dict(type='ADDPViT', **kw))
+    load_checkpoint(alone, str(tmp_path / 'backbone.pth'), map_location='cpu', strict=True)
+    assert all(torch.equal(alone.state_dict()[k], v) for k, v in by_init_cfg.state_dict().items())
+    data = tmp_path / 'data'
+    make_class_folders(str(data), n=1)
+    from mmengine.config import Config
+    config = tmp_path / 'tiny.py'
+    config.write_text(tiny_classifier_config(str(data), TINY_REST))
+    cfg = Config.fromfile(str(config))
+    cfg.model.backbone.update(arch=arch, img_size=256, patch_size=16, pre_norm=True)
+    cfg.model.head.in_channels = arch['embed_dims']
+    from test_configs import _build
+    classifier, _ = _build(cfg)
+    load_checkpoint(classifier, str(tmp_path / 'backbone.pth'), map_location='cpu')
+    own = classifier.backbone.state_dict()
+    shared = [k for k in by_init_cfg.state_dict() if k in own]
+    assert len(shared) >= len(own) - 2  # all but the classifier's fc_norm
+    assert all(torch.equal(own[k], by_init_cfg.state_dict()[k]) for k in shared)

@@ -3,6 +3,8 @@ encoder pass on the first generation step, only the sampled logits in generation
 import torch
 
 from addp_mm.models.generation import ADDPSampler
+from addp_mm.models.utils.inference import optimize_for_inference
+from addp_mm.models.utils.masking import masked_positions
 
 from test_pretrain_model import model  # noqa: F401,F811  (the fixture: the tiny ADDP model)
 
@@ -31,17 +33,21 @@ def test_generation_skips_the_first_encoder_pass_and_unused_logits(model):
     assert all(shape == (2, 16, 64) for shape in mlm_out)  # B x N x codebook, not 1+N+V x vocab
 
 
-def test_grid_codes_only_equals_slicing_the_full_logits(model):
+def test_scoring_what_is_read_equals_slicing_the_whole_sequence(model):
+    """Generation scores the grid positions over the codebook (``num_codes``), pretraining the
+    masked ones (``positions``): the same numbers as scoring the whole sequence over the whole
+    vocabulary, as the release does, and slicing."""
     model.eval()
     B, N = 2, 16
     enc = torch.randn(B, N + 1, 32)
     ids = torch.randint(0, 64, (B, N))
     mask = torch.zeros(B, N, dtype=torch.bool)
     mask[:, ::3] = True
-    full = model.neck.grid_logits(model.neck(enc, ids, mask), codebook_only=True)
-    fast = model.neck(enc, ids, mask, grid_codes_only=True)
-    assert fast.shape == (B, N, 64)
-    torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-5)
+    full = model.neck.score(model.neck.features(enc, ids, mask))
+    assert full.shape == (B, 1 + N + int((~mask[0]).sum()), model.neck.vocab_size)
+    codes = model.neck(enc, ids, mask, num_codes=64)
+    assert codes.shape == (B, N, 64)
+    torch.testing.assert_close(codes, full[:, 1:1 + N, :64], rtol=1e-5, atol=1e-5)
 
 
 def _grads(module):
@@ -68,19 +74,24 @@ def test_training_scores_only_the_masked_grid_positions(model):
         hook.remove()
     assert mlm_rows == [num_masked]  # not 1 + N + (N - num_masked)
 
-    def step(masked_only):
+    positions = masked_positions(mask, num_masked)
+
+    def step(release):
         model.zero_grad(set_to_none=True)
         enc = model.encode(noised['x_t'])
-        logits = model.neck(enc, noised['indices'], mask, masked_only=masked_only)
-        loss = model.head(logits, noised['target'], mask, masked_only=masked_only)
+        if release:  # the whole sequence over the whole vocabulary, then the masked positions
+            full = model.neck.score(model.neck.features(enc, noised['indices'], mask))
+            logits = full[:, 1:1 + N].gather(1, positions[..., None].expand(-1, -1, full.shape[-1]))
+        else:
+            logits = model.neck(enc, noised['indices'], mask, positions=positions)
+        loss = model.head(logits, noised['target'], positions)
         loss.backward()
         return loss.detach(), logits.detach(), _grads(model)
 
-    loss_full, logits_full, grads_full = step(False)
-    loss_fast, logits_fast, grads_fast = step(True)
+    loss_full, logits_full, grads_full = step(True)
+    loss_fast, logits_fast, grads_fast = step(False)
     assert logits_fast.shape == (B, num_masked, model.neck.vocab_size)
-    torch.testing.assert_close(logits_fast, model.neck.masked_logits(logits_full, mask),
-                               rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(logits_fast, logits_full, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(loss_fast, loss_full, rtol=1e-6, atol=1e-6)
     assert grads_fast.keys() == grads_full.keys() and len(grads_full) > 10
     for k in grads_full:
@@ -88,12 +99,12 @@ def test_training_scores_only_the_masked_grid_positions(model):
 
 
 def test_inference_blocks_sum_in_place_with_the_same_result():
-    """Without autograd (the frozen token predictor) a ViT block sums its residuals in place into
-    the fresh branch outputs: bit-identical to the autograd path, its input untouched, and under
+    """Without autograd, a ViT block in its inference form (the frozen token predictor's) sums
+    its residuals in place into the fresh branch outputs: bit-identical to the autograd path, its input untouched, and under
     autocast (bf16 branches, float32 stream) the stream keeps the dtype it has with autograd."""
     from addp_mm.models.layers import build_blocks
     torch.manual_seed(0)
-    block = build_blocks(1, 32, 2)[0].eval()
+    block = optimize_for_inference(build_blocks(1, 32, 2)[0].eval())
     x = torch.randn(2, 5, 32)
     kept = x.clone()
     with_grad = block(x)

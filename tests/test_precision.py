@@ -26,6 +26,7 @@ import torch.nn as nn
 
 from addp_mm.models.target_generators import VQGANTokenizer
 from addp_mm.models.utils import precision as P
+from addp_mm.models.utils.masking import masked_positions
 from verification.core import ReferenceDir
 from verification.pretrain import build_reference_addp
 from verification.tokenizers import vqgan_from_yaml
@@ -78,111 +79,6 @@ def test_precision_context_overrides_the_callers_autocast():
             assert lin(x).dtype == torch.bfloat16
     with P.precision_context('bf16', 'cpu'):
         assert lin(x).dtype == torch.bfloat16
-
-
-def test_channels_last_keeps_keys_and_loads_nchw_weights():
-    torch.manual_seed(0)
-    kw = dict(ch=32, ch_mult=(1, 2), num_res_blocks=1, z_channels=32, embed_dim=32, n_embed=16)
-    a = VQGANTokenizer(**kw)
-    conv = a.decoder.conv_in.weight
-    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
-    assert a.encoder.conv_in.weight.is_contiguous()  # NCHW: exact token ids
-    nchw = {k: v.contiguous() for k, v in a.state_dict().items()}
-    b = VQGANTokenizer(**kw)
-    b.load_state_dict(nchw, strict=True)
-    assert set(b.state_dict()) == set(nchw)
-    x = torch.rand(2, 3, 32, 32)
-    with torch.no_grad():
-        za, ia = a.encode(x)
-        y = b.decode(za)
-    assert torch.equal(ia, b.encode(x)[1])
-    assert y.is_contiguous() and y.dtype == torch.float32
-    # with gradients recorded nothing is done in place, so autograd still works
-    z = za.clone().requires_grad_(True)
-    a.decode(z).sum().backward()
-    assert z.grad is not None and torch.isfinite(z.grad).all()
-
-
-def test_encoder_layout_follows_the_precision(ref):
-    """fp32: NCHW, the release's latents; a fast mode: channels-last fp32, every reference id kept."""
-    v = ref.vectors
-    tok = vqgan_from_yaml(ref.file('vqgan_yaml'), checkpoint=ref.file('vqgan'), precision='fp32')
-    assert tok.encode_channels_last is None
-    assert tok.encode_memory_format('cpu') == torch.contiguous_format
-    with torch.no_grad():
-        z32 = tok.encode_latent(v['img'])
-    assert z32.is_contiguous() and (z32 - v['vq_z']).abs().max() < 1e-5
-    for precision, forced, expect in (('bf16', None, torch.channels_last),
-                                      ('fp16', None, torch.channels_last),
-                                      ('bf16', False, torch.contiguous_format),
-                                      ('fp32', True, torch.channels_last)):
-        tok.precision, tok.encode_channels_last = precision, forced
-        assert tok.encode_memory_format('cpu') == expect
-        # other devices: channels-last only when asked (the CPU is where it was measured)
-        assert tok.encode_memory_format('meta') == (expect if forced else torch.contiguous_format)
-        with torch.no_grad():
-            z = tok.encode_latent(v['img'])
-            ids = tok.quantize(z)[1]
-        assert z.dtype == torch.float32 and z.is_contiguous(memory_format=expect)
-        err = (z - v['vq_z']).abs().max().item()
-        if expect == torch.contiguous_format:
-            assert err < 1e-5
-        else:  # channels-last GroupNorm may sum in another order: measured 2.8e-4, ids all kept
-            assert err < 2e-3
-            assert (ids == v['vq_indices']).float().mean().item() >= 0.99
-    with pytest.raises(ValueError, match='encode_channels_last'):
-        VQGANTokenizer(ch=32, ch_mult=(1, 1), num_res_blocks=1, z_channels=32, embed_dim=32,
-                       n_embed=16, encode_channels_last='yes')
-
-
-@pytest.mark.parametrize('layout', (torch.contiguous_format, torch.channels_last))
-def test_fused_residual_convolution_is_exact(monkeypatch, layout):
-    """Inference writes ``conv2(h) + x`` of each residual block into ``x`` with one oneDNN call:
-    bit-identical in fp32, close in bf16, never used with gradients or on a block called alone."""
-    from addp_mm.models.target_generators import vqgan
-    assert vqgan._FUSED_CONV_ADD, 'this torch build has no oneDNN convolution with post-ops'
-    calls = []
-    fused = vqgan._conv_add_
-
-    def counting(conv, h, x):
-        out = fused(conv, h, x)
-        calls.append(out is not None)
-        return out
-    monkeypatch.setattr(vqgan, '_conv_add_', counting)
-    torch.manual_seed(0)
-    tok = VQGANTokenizer(ch=32, ch_mult=(1, 2), num_res_blocks=2, z_channels=32, embed_dim=32,
-                         n_embed=16, precision='fp32', encode_channels_last=layout == torch.channels_last)
-    x, z = torch.rand(2, 3, 32, 32), torch.randn(2, 32, 16, 16)
-    with torch.no_grad():
-        lat, rec = tok.encode_latent(x), tok.decode(z)
-        assert calls and all(calls)  # the fused kernel ran
-        monkeypatch.setattr(vqgan, '_FUSED_CONV_ADD', False)
-        lat0, rec0 = tok.encode_latent(x), tok.decode(z)
-    assert torch.equal(lat, lat0) and torch.equal(rec, rec0)
-    monkeypatch.setattr(vqgan, '_FUSED_CONV_ADD', True)
-    tok.precision = 'bf16'
-    with torch.no_grad(), layer_dtypes(tok.decoder, nn.Conv2d) as seen:
-        rec16 = tok.decode(z)
-    assert seen == {torch.bfloat16} and (rec16 - rec0).abs().max() < 0.05 * rec0.abs().max()
-    # a block called on its own leaves its input alone; with gradients nothing is in place
-    block = tok.encoder.down[0].block[1]
-    h = torch.randn(2, 32, 32, 32)
-    kept = h.clone()
-    n = len(calls)
-    with torch.no_grad():
-        block(h)
-    assert torch.equal(h, kept) and len(calls) == n
-    zg = z.clone().requires_grad_(True)
-    tok.precision = 'fp32'
-    tok.decode(zg).sum().backward()
-    assert zg.grad is not None and not any(calls[n:])
-    # a residual in another layout than the convolution's output is not written into
-    conv = tok.encoder.down[0].block[1].conv2
-    with torch.no_grad():
-        h = torch.randn(2, 32, 8, 8)
-        x = torch.randn(2, 32, 8, 8).contiguous(memory_format=torch.channels_last)
-        assert fused(conv, h, x) is None
-        assert fused(conv, h.contiguous(memory_format=torch.channels_last), x) is not None
 
 
 @pytest.mark.parametrize('mode', FAST_MODES)
@@ -256,8 +152,9 @@ def test_fast_modes_bound_what_they_change(ref, mode):
 
     def logits(noised):
         features = model.encode(noised['x_t'])
-        return model.neck(features, noised['indices'], noised['mask_t'], noised['num_visible'],
-                          masked_only=True).float()
+        mask = noised['mask_t']
+        positions = masked_positions(mask, int(mask[0].sum()))
+        return model.neck(features, noised['indices'], mask, positions=positions).float()
     with torch.no_grad():
         logits32 = logits(fp32)
         with torch.autocast('cpu', dtype=P.DTYPES[mode]), \

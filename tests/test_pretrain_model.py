@@ -10,7 +10,8 @@ from mmengine.registry import MODELS
 
 from addp_mm.engine.runner import ADDPPretrainRunner, check_frozen_checkpoints
 from addp_mm.engine.optimizers import NonFiniteGuardOptimWrapper, NonFiniteLossError
-from addp_mm.models.pretrain import ADDP, ADDPNoiser
+from addp_mm.models.algorithms import ADDP
+from addp_mm.models.target_generators import ADDPNoiser
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 IMG = 64  # 64x64 pixels -> 4x4 token grid (VQGAN downsamples by 16)
@@ -96,7 +97,7 @@ def test_masks_nest_and_targets_are_distributions(model):
     assert bool((state['mask_next'] >= state['mask_t']).all())
     assert torch.allclose(state['target'].sum(1), torch.ones(3, 4, 4), atol=1e-5)
     assert state['x_t'].shape == (3, 3, IMG, IMG)
-    assert state['num_visible'] == int((state['mask_t'][0] == 0).sum())
+    assert state['num_masked'] == int(state['mask_t'][0].sum())
     # given masks: the same state as the decoder reading the count itself
     torch.manual_seed(0)
     loss = model.loss(torch.rand(2, 3, IMG, IMG), mask_t=state['mask_t'][:2],

@@ -7,9 +7,11 @@ import torch
 import torch.nn as nn
 from mmengine.registry import MODELS, TASK_UTILS
 
-from addp_mm.models.pretrain import (ADDPDecoder, ADDPSoftTargetLoss, MaskSchedule,
-                                     soft_target_cross_entropy)
-from addp_mm.models.utils import RELEASE_DECODER_DROPPED, release_decoder_state_dict
+from addp_mm.models.heads import ADDPSoftTargetLoss, soft_target_cross_entropy
+from addp_mm.models.necks import ADDPDecoder
+from addp_mm.models.target_generators import MaskSchedule
+from addp_mm.models.utils.masking import masked_positions, masks_from_noise
+from addp_mm.checkpoint import RELEASE_DECODER_DROPPED, release_decoder_state_dict
 
 
 # ----------------------------------------------------------------------------------------------
@@ -77,7 +79,7 @@ def test_schedule_masks(num_tokens):
 
 def test_schedule_masks_from_noise_and_determinism():
     noise = torch.tensor([[0.3, 0.1, 0.9, 0.5, 0.2]])
-    m, m_next = MaskSchedule.masks_from_noise(noise, 2, 4)
+    m, m_next = masks_from_noise(noise, (2, 4))
     assert m.tolist() == [[0., 1., 0., 0., 1.]]
     assert m_next.tolist() == [[1., 1., 0., 1., 1.]]
     s = MaskSchedule()
@@ -110,7 +112,7 @@ def _inputs(B=2, N=16, n_masked=10, C=32, vocab=8, seed=0):
     enc = torch.randn(B, N + 1, C, generator=g)
     idx = torch.randint(0, vocab, (B, N), generator=g)
     noise = torch.rand(B, N, generator=g)
-    mask, _ = MaskSchedule.masks_from_noise(noise, n_masked, n_masked)
+    mask, = masks_from_noise(noise, (n_masked, ))
     return enc, idx, mask
 
 
@@ -120,15 +122,23 @@ def test_decoder_shapes_and_registry():
     assert isinstance(dec, ADDPDecoder) and dec.mask_token_id == 11
     dec = _tiny_decoder().eval()
     enc, idx, mask = _inputs()
-    logits = dec(enc, idx, mask)
     L = 1 + 16 + 6
-    assert logits.shape == (2, L, 12)
     assert dec.embed(enc, idx, mask).shape == (2, L, 32)
+    # the whole sequence (what the release scores), and what a caller asks for
+    hidden = dec.features(enc, idx, mask)
+    full = dec.score(hidden)
+    assert hidden.shape == (2, L, 32) and full.shape == (2, L, 12)
+    logits = dec(enc, idx, mask)
+    assert logits.shape == (2, 16, 12)
+    torch.testing.assert_close(logits, full[:, 1:17], rtol=0, atol=1e-6)
+    codes = dec(enc, idx, mask, num_codes=8)
+    torch.testing.assert_close(codes, full[:, 1:17, :8], rtol=0, atol=1e-6)
+    positions = masked_positions(mask, 10)
+    picked = dec(enc, idx, mask, positions=positions)
+    torch.testing.assert_close(picked, logits.gather(1, positions[..., None].expand(-1, -1, 12)),
+                               rtol=0, atol=1e-6)
     # the visible count given by the caller (pretraining) gives the same result
     assert torch.equal(dec(enc, idx, mask, num_visible=6), logits)
-    assert dec.grid_logits(logits).shape == (2, 16, 12)
-    assert dec.grid_logits(logits, codebook_only=True).shape == (2, 16, 8)
-    assert torch.equal(dec(enc, idx, mask), logits)
     with pytest.raises(ValueError, match='same number of visible'):
         bad = mask.clone()
         bad[0, mask[0].argmin()] = 1.
@@ -218,43 +228,42 @@ def _release_loss(probs_bkhw, logits, mask, eps):
 
 
 def test_loss_hand_computation():
-    # B=1, N=2 grid positions, K=2 codes, vocab 3; sequence = cls + 2 grid + 1 appended
-    logits = torch.tensor([[[9., 9., 9.], [1., 2., 3.], [0., 0., 0.], [7., 7., 7.]]])
+    # B=1, N=2 grid positions, K=2 codes, vocab 3; position 0 is scored
+    logits = torch.tensor([[[1., 2., 3.]]])
     probs = torch.tensor([[[0.25, 0.75], [0.5, 0.5]]])  # B x N x K
-    mask = torch.tensor([[1., 0.]])
+    positions = torch.tensor([[0]])
     eps = 0.1
     x = [1., 2., 3.]
     lse = math.log(sum(math.exp(v) for v in x))
     t = [0.25 * (1 - eps) + eps / 3, 0.75 * (1 - eps) + eps / 3, eps / 3]
     expected = -sum(ti * (xi - lse) for ti, xi in zip(t, x))
-    got = soft_target_cross_entropy(logits, probs, mask, label_smoothing=eps)
+    got = soft_target_cross_entropy(logits, probs, positions, label_smoothing=eps)
     assert math.isclose(float(got), expected, rel_tol=1e-6)
-    # B x K x h x w layout and a padded mask give the same value
-    got4 = soft_target_cross_entropy(logits, probs.transpose(1, 2).reshape(1, 2, 1, 2),
-                                     torch.tensor([[0., 1., 0.]]), label_smoothing=eps)
+    # the B x K x h x w layout gives the same value; position 1 another one
+    got4 = soft_target_cross_entropy(logits, probs.transpose(1, 2).reshape(1, 2, 1, 2), positions,
+                                     label_smoothing=eps)
     assert float(got4) == float(got)
+    assert float(soft_target_cross_entropy(logits, probs, torch.tensor([[1]]))) != float(got)
     # registered module with loss_weight
     loss = MODELS.build(dict(type='ADDPSoftTargetLoss', label_smoothing=eps, loss_weight=2.))
     assert isinstance(loss, ADDPSoftTargetLoss)
-    assert math.isclose(float(loss(logits, probs, mask)), 2 * expected, rel_tol=1e-6)
+    assert math.isclose(float(loss(logits, probs, positions)), 2 * expected, rel_tol=1e-6)
+    with pytest.raises(ValueError, match='positions'):
+        soft_target_cross_entropy(logits, probs, torch.tensor([[0, 1]]))
 
 
-def test_loss_equals_release_formula_and_counts_only_masked():
+def test_loss_equals_release_formula():
+    """The loss at the masked positions (the decoder scores only those) equals the release's
+    loss on the whole sequence's logits with the mask."""
     g = torch.Generator().manual_seed(3)
     B, h, w, K, V, extra = 2, 4, 4, 8, 12, 5
     N = h * w
     logits = torch.randn(B, 1 + N + extra, V, generator=g) * 3
     probs = torch.softmax(torch.randn(B, K, h, w, generator=g) * 2, dim=1)
-    mask, _ = MaskSchedule.masks_from_noise(torch.rand(B, N, generator=g), extra + 4, extra + 4)
-    ours = soft_target_cross_entropy(logits, probs, mask, label_smoothing=0.1)
+    mask, = masks_from_noise(torch.rand(B, N, generator=g), (extra + 4, ))
+    positions = masked_positions(mask, extra + 4)
+    picked = logits[:, 1:1 + N].gather(1, positions[..., None].expand(-1, -1, V))
+    ours = soft_target_cross_entropy(picked, probs, positions, label_smoothing=0.1)
     torch.testing.assert_close(ours, _release_loss(probs, logits, mask, 0.1), rtol=1e-6, atol=1e-6)
-    # changing logits at unmasked grid slots, the cls slot or the appended tokens changes nothing
-    changed = logits.clone()
-    changed[:, 1:1 + N][~mask.bool()] += 10.
-    changed[:, 0] += 10.
-    changed[:, 1 + N:] += 10.
-    assert float(soft_target_cross_entropy(changed, probs, mask)) == float(ours)
-    changed[:, 1:1 + N][mask.bool()] += torch.randn(int(mask.sum()), V, generator=g)
-    assert float(soft_target_cross_entropy(changed, probs, mask)) != float(ours)
-    with pytest.raises(ValueError):
-        soft_target_cross_entropy(logits[:, :N], probs, mask)
+    assert bool((mask.gather(1, positions) == 1).all())  # exactly the masked ones, in order
+    assert bool((positions.diff(dim=1) > 0).all())

@@ -162,13 +162,14 @@ def test_pretraining_to_generation_and_fine_tuning_as_written(checkout):
     pretrained = torch.load(work / 'backbone.pth', map_location='cpu', weights_only=True)['state_dict']
     tuned = torch.load(checkout / 'work_dirs/addp-vit-demo_demo-in1k-128px/epoch_1.pth',
                        map_location='cpu', weights_only=True)['state_dict']
-    # lr 0: the encoder blocks are exactly the pretrained ones
+    # lr 0: the encoder blocks are exactly the pretrained ones (backbone.pth names its keys as in
+    # a whole model)
     for key in ('blocks.0.attn.qkv.weight', 'blocks.3.mlp.fc2.weight', 'patch_embed.proj.weight'):
-        assert torch.equal(tuned[f'backbone.{key}'], pretrained[key]), key
+        assert torch.equal(tuned[f'backbone.{key}'], pretrained[f'backbone.{key}']), key
     # --pretrained works with every demo config: the detector's and the segmenter's backbones (128
     # px, windows and relative position in the detector) start from the 64-px encoder, its
     # position table resized, the relative-position tables it lacks left at zero
-    from addp_mm.engine.launch import load_config, set_pretrained_backbone
+    from addp_mm.engine.config import load_config, set_pretrained_backbone
     from addp_mm.models.layers import resize_pos_embed
     from test_configs import _build
     for name in ('mask-rcnn_addp-vit-demo_demo-coco.py', 'upernet_addp-vit-demo_demo-ade-128x128.py'):
@@ -178,6 +179,7 @@ def test_pretraining_to_generation_and_fine_tuning_as_written(checkout):
         model.init_weights()
         own = model.backbone.state_dict()
         for key in ('blocks.0.attn.qkv.weight', 'blocks.3.mlp.fc2.weight', 'patch_embed.proj.weight'):
-            assert torch.equal(own[key], pretrained[key]), (name, key)
-        assert torch.allclose(own['pos_embed'], resize_pos_embed(pretrained['pos_embed'], (4, 4), (8, 8)))
+            assert torch.equal(own[key], pretrained[f'backbone.{key}']), (name, key)
+        assert torch.allclose(own['pos_embed'],
+                              resize_pos_embed(pretrained['backbone.pos_embed'], (4, 4), (8, 8)))
         assert all(not v.any() for k, v in own.items() if 'rel_pos' in k)

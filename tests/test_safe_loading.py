@@ -14,7 +14,7 @@ from test_load_paths import TINY_REST, load_tool
 from test_token_predictor import TINY as TINY_MAGE
 from tiny_classifier import make_class_folders, tiny_classifier_config
 
-from addp_mm.models.utils import TRUSTED_ENV, UnsafeCheckpointError, read_checkpoint
+from addp_mm.checkpoint import TRUSTED_ENV, UnsafeCheckpointError, read_checkpoint
 
 
 class WritesMarker:

@@ -7,7 +7,7 @@ import torch
 from mmengine.registry import MODELS
 
 from addp_mm.models.target_generators import MAGETokenPredictor
-from addp_mm.models.utils import mage_state_dict, read_checkpoint, unwrap_state_dict
+from addp_mm.checkpoint import mage_state_dict, read_checkpoint, unwrap_state_dict
 
 # 16 codes + 100 class slots + mask: the default fake class id 16 + 76 = 92 is a class slot
 TINY = dict(embed_dim=32, depth=1, num_heads=2, decoder_embed_dim=32, decoder_depth=1,
@@ -135,7 +135,7 @@ def test_strict_loading_mage_and_addp_layouts(tmp_path):
     torch.save({'model': {**state, 'extra.weight': torch.ones(1)}}, bad)
     with pytest.raises(RuntimeError, match='extra.weight'):
         loaded(checkpoint=str(bad))
-    with pytest.raises(RuntimeError, match='size mismatch'):
+    with pytest.raises(RuntimeError, match='shape-mismatched keys'):
         loaded(embed_dim=64, checkpoint=str(mage))
 
 

@@ -224,7 +224,7 @@ def test_missing_data_folder_and_annotation_file(tmp_path):
 def test_amp_on_cpu_one_line_or_native_bf16_fallback(monkeypatch):
     from mmengine.config import Config
 
-    from addp_mm.engine import launch
+    from addp_mm.engine import preflight as launch
     monkeypatch.setattr(launch.torch.cuda, 'is_available', lambda: False)
     amp = dict(type='AmpOptimWrapper', loss_scale='dynamic', optimizer=dict(type='SGD', lr=0.1))
     monkeypatch.setattr(launch, 'native_cpu_autocast', lambda dtype='bf16': False)
@@ -265,7 +265,7 @@ def test_amp_on_every_demo_config_trains_or_is_one_line(config, demo_cwd):
     import math
     import re
 
-    from addp_mm.engine.launch import native_cpu_autocast
+    from addp_mm.engine.preflight import native_cpu_autocast
     work = demo_cwd / ('amp_' + osp.basename(config)[:-3])
     args = ('train.py', osp.join(ROOT, 'configs', config), '--amp', '--work-dir', work,
             '--cfg-options', 'train_dataloader.batch_size=2', 'default_hooks.logger.interval=1',
@@ -302,7 +302,8 @@ def test_cfg_options_of_a_config_variable_is_honoured_or_refused(tmp_path):
     variable (``data_root``) given with ``--cfg-options`` reaches every key built from it (it
     was silently ignored before); any other variable is a one-line error naming the keys to
     set."""
-    from addp_mm.engine.launch import UsageError, load_config
+    from addp_mm.engine.config import load_config
+    from addp_mm.errors import UsageError
     config = osp.join(DEMO, 'mask-rcnn_addp-vit-demo_demo-coco.py')
     cfg = load_config(config, {'data_root': '/elsewhere/coco'})
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
@@ -340,7 +341,7 @@ def test_every_wrong_kind_of_file_gets_one_line_saying_which_to_give(tmp_path, c
     from mmengine.registry import MODELS
 
     from addp_mm.apis import build_generation_model
-    from addp_mm.models.utils.checkpoint import (CheckpointKindError, checkpoint_kind,
+    from addp_mm.checkpoint import (CheckpointKindError, checkpoint_kind,
                                                  encoder_state_dict)
     from cli import is_user_mistake
     from test_configs import _build as build_model_and_optimizer
@@ -352,7 +353,7 @@ def test_every_wrong_kind_of_file_gets_one_line_saying_which_to_give(tmp_path, c
         files[name] = _saved(tmp_path / f'{name}.pth', model)
     addp = MODELS.build(TINY_MODEL)
     files['iter_4.pth'] = _saved(tmp_path / 'iter_4.pth', addp)
-    encoder, _, _ = encoder_state_dict(addp.backbone.state_dict())
+    encoder = encoder_state_dict(addp.backbone.state_dict())
     torch.save({'state_dict': encoder}, tmp_path / 'backbone.pth')
     files['backbone.pth'] = str(tmp_path / 'backbone.pth')
     kinds = {n: checkpoint_kind(torch.load(f, weights_only=True)['state_dict']) for n, f in files.items()}
@@ -398,7 +399,8 @@ def test_score_thr_sets_which_detections_are_drawn(tmp_path):
     from mmengine.structures import InstanceData
     from PIL import Image
 
-    from addp_mm.engine.launch import load_config, setup_test_outputs
+    from addp_mm.engine.config import load_config
+    from addp_mm.engine.test_outputs import setup_test_outputs
     from test_configs import _register_toolbox
     _register_toolbox('mmdet')
     image = tmp_path / 'img.png'

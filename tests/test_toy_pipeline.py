@@ -57,8 +57,8 @@ def test_toy_pipeline_quick(tmp_path):
     import torch
     backbone = torch.load(work / 'addp' / 'backbone.pth', weights_only=True)['state_dict']
     probe = torch.load(work / 'downstream' / 'linear_addp_seed0' / 'epoch_1.pth', weights_only=True)
-    for key, value in backbone.items():
-        assert torch.equal(probe['state_dict'][f'backbone.{key}'], value), key
+    for key, value in backbone.items():  # named as in a whole model: backbone.*
+        assert torch.equal(probe['state_dict'][key], value), key
     moments = [s['exp_avg'] for s in probe['optimizer']['state'].values()]
     assert len(moments) == 2 and all(m.abs().sum() > 0 for m in moments)  # head.fc
     tuned = Config.fromfile(str(work / 'downstream' / 'finetune10_addp_seed0' /

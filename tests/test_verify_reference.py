@@ -8,7 +8,7 @@ import os.path as osp
 import pytest
 import torch
 
-from cli import UserError
+from cli import UsageError
 from verify_reference import main as verify
 
 # every row the tool prints (44), by key
@@ -77,5 +77,5 @@ def test_a_perturbed_variant_fails_loudly(reference_dir, tmp_path, capsys, monke
 
 
 def test_missing_folder_is_a_clear_error(tmp_path):
-    with pytest.raises(UserError, match='nowhere'):
+    with pytest.raises(UsageError, match='nowhere'):
         verify([str(tmp_path / 'nowhere')])

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from addp_mm.models.target_generators import VQGANTokenizer
-from addp_mm.models.utils import read_checkpoint, unwrap_state_dict, vqgan_state_dict
+from addp_mm.checkpoint import read_checkpoint, unwrap_state_dict, vqgan_state_dict
 from verification.tokenizers import vqgan_config_from_yaml, vqgan_from_yaml
 
 TINY = dict(ch=32, ch_mult=(1, 2), num_res_blocks=1, z_channels=16, embed_dim=16, n_embed=24,

@@ -39,7 +39,7 @@ from typing import Callable, Dict, List, Optional
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from cli import UserError, add_debug_flag, run_tool  # noqa: E402
+from cli import UsageError, add_debug_flag, run_tool  # noqa: E402
 
 ROW_GROUPS = ('vit', 'flops', 'vitdet', 'pretrain', 'parts', 'generation')
 ARCH_NAMES = ('bench', 'demo', 'base', 'large')
@@ -431,7 +431,9 @@ def count_syncs(fn: Callable[[], object]) -> float:
 
 def rows_parts(t: Table, args, a: Dict, device: torch.device) -> None:
     """Where the fp32 step's time goes, piece by piece (ours vs release-style)."""
-    from benchmark_release_path import release_predict, release_style
+    from benchmark_release_path import release_full_logits, release_predict, release_style
+
+    from addp_mm.models.utils.masking import masked_positions
     model, ref_tok, imgs, mask_t, mask_next = _pretrain_setup(args, a, device)
     tok, pred = model.target_generator.tokenizer, model.target_generator.token_predictor
     set_frozen_precision(model, 'fp32')
@@ -441,11 +443,8 @@ def rows_parts(t: Table, args, a: Dict, device: torch.device) -> None:
 
     def in_release(fn):
         def run():
-            saved, pred.precision = pred.precision, 'fp32'
-            with release_style():
-                out = fn()
-            pred.precision = saved
-            return out
+            with release_style(model):
+                return fn()
         return run
 
     def nograd(fn):
@@ -454,11 +453,19 @@ def rows_parts(t: Table, args, a: Dict, device: torch.device) -> None:
                 return fn()
         return run
 
+    N = mask_t.shape[1]
+    positions = masked_positions(mask_t, int(mask_t[0].sum()))
+
     def fwd_bwd(release):
         def run():  # ours scores only the masked grid positions, the release every position
             enc = model.encode(state['x_t'])
-            logits = model.neck(enc, state['indices'], mask_t, masked_only=not release)
-            model.head(logits, state['target'], mask_t, masked_only=not release).backward()
+            if release:
+                full = release_full_logits(model, enc, state['indices'], mask_t)
+                logits = full[:, 1:1 + N].gather(
+                    1, positions.unsqueeze(-1).expand(-1, -1, full.shape[-1]))
+            else:
+                logits = model.neck(enc, state['indices'], mask_t, positions=positions)
+            model.head(logits, state['target'], positions).backward()
             model.zero_grad(set_to_none=True)
         return in_release(run) if release else run
 
@@ -522,7 +529,7 @@ GROUP_FNS = dict(vit=rows_vit, flops=rows_flops, vitdet=rows_vitdet, pretrain=ro
 def main(argv=None) -> int:
     args = parse_args(argv)
     if torch.device(args.device).type == 'cuda' and not torch.cuda.is_available():
-        raise UserError(f'--device {args.device}: this machine has no CUDA device (torch '
+        raise UsageError(f'--device {args.device}: this machine has no CUDA device (torch '
                         f'{torch.__version__}); measure on the CPU (--device cpu)')
     global _timer
     _timer = TIMERS[args.timer]

@@ -1,20 +1,20 @@
 """The release-style reference path of ``tools/benchmark.py`` (benchmark code, not library code).
 
 It computes what the released ADDP implementation computes, the way it computes it, with our
-modules and the same weights:
+modules and the same weights, through their public switches (no patched names):
 
 * attention written out as float32 matmuls, ``softmax((q @ k^T) * scale - rowmax) @ v``, no
-  ``scaled_dot_product_attention`` (:func:`release_attention_forward`, swapped in for
-  ``Attention.forward`` while the path runs);
-* the VQGAN in NCHW (contiguous) layout with ``x * sigmoid(x)`` and out-of-place residual sums,
-  always float32 (:func:`release_tokenizer` makes such a copy of a tokenizer);
+  ``scaled_dot_product_attention`` (``Attention.fused_attn = False`` while the path runs,
+  :func:`release_style`);
+* the VQGAN in its reference form (NCHW, out-of-place sums: ``reference_form``), always float32
+  (:func:`release_tokenizer` makes such a copy of a tokenizer);
 * the token predictor run twice per step, once per mask, each time scoring every sequence
   position (the class slot too) over the whole vocabulary before keeping the grid positions'
   codebook entries, as MAGE's ``sample_tokens`` does (:func:`release_predict`,
   :func:`release_noisy_pixels`);
-* generation runs the encoder on the first step too (whose features the decoder then hides) and
-  computes the decoder logits of every position over the whole vocabulary before slicing
-  (:func:`release_generate`).
+* the decoder scoring every position over the whole vocabulary before the loss or the sampler
+  keep what they read (:func:`release_loss`, :func:`release_generate`); generation also runs the
+  encoder on the first step (whose features the decoder then hides).
 """
 import copy
 import types
@@ -22,65 +22,41 @@ from contextlib import contextmanager
 from typing import Dict, Iterator, Optional
 
 import torch
-import torch.nn.functional as F
 
-from addp_mm.models.layers import vit
-from addp_mm.models.target_generators import vqgan
+from addp_mm.models.layers import Attention
+from addp_mm.models.target_generators import VQGANTokenizer
+from addp_mm.models.utils.inference import reference_form
+from addp_mm.models.utils.masking import masked_positions
 
-__all__ = ['release_style', 'release_attention_forward', 'release_tokenizer', 'release_predict',
-           'release_noisy_pixels', 'release_loss', 'release_generate']
-
-
-def release_attention_forward(self, x: torch.Tensor, hw=None) -> torch.Tensor:
-    """``Attention.forward`` as the release writes it: explicit float32 matmuls."""
-    B, N, C = x.shape
-    qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-    q, k, v = (t.float() for t in qkv.unbind(0))
-    attn = (q @ k.transpose(-2, -1)) * self.head_dim**-0.5
-    if self.use_rel_pos:
-        attn = attn + vit.decomposed_rel_pos_bias(q, self.rel_pos_h, self.rel_pos_w, hw, hw)
-    attn = attn - attn.amax(dim=-1, keepdim=True)
-    attn = attn.softmax(dim=-1)
-    attn = F.dropout(attn, self.attn_drop if self.training else 0.)
-    x = (attn @ v).transpose(1, 2).reshape(B, N, C)
-    return self.proj_drop(self.proj(x))
-
-
-def _release_swish(x: torch.Tensor) -> torch.Tensor:
-    return x * torch.sigmoid(x)
-
-
-def _release_add(h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return h + x
+__all__ = ['release_style', 'release_tokenizer', 'release_predict', 'release_noisy_pixels',
+           'release_loss', 'release_generate']
 
 
 @contextmanager
-def release_style() -> Iterator[None]:
-    """Swap in the release's attention and VQGAN activation while the block runs."""
-    saved = (vit.Attention.forward, vqgan._swish, vqgan._add)
-    vit.Attention.forward = release_attention_forward
-    vqgan._swish, vqgan._add = _release_swish, _release_add
+def release_style(*modules: torch.nn.Module) -> Iterator[None]:
+    """The release's attention (explicit float32 matmuls) in ``modules`` while the block runs, and
+    their token predictors in float32."""
+    attns = [m for module in modules for m in module.modules() if isinstance(m, Attention)]
+    predictors = [m for module in modules for m in module.modules() if hasattr(m, 'mlm_layer')
+                  and hasattr(m, 'precision')]
+    saved = [a.fused_attn for a in attns], [p.precision for p in predictors]
+    for a in attns:
+        a.fused_attn = False
+    for p in predictors:
+        p.precision = 'fp32'
     try:
         yield
     finally:
-        vit.Attention.forward, vqgan._swish, vqgan._add = saved
+        for a, value in zip(attns, saved[0]):
+            a.fused_attn = value
+        for p, value in zip(predictors, saved[1]):
+            p.precision = value
 
 
-def _plain_encode_latent(self, x: torch.Tensor) -> torch.Tensor:
-    return self.encoder(x.float())
-
-
-def _plain_decode(self, z: torch.Tensor) -> torch.Tensor:
-    return self.decoder(z.float())
-
-
-def release_tokenizer(tokenizer: vqgan.VQGANTokenizer) -> vqgan.VQGANTokenizer:
-    """A float32, NCHW copy of ``tokenizer`` (same weights) that runs without autocast tricks."""
-    ref = copy.deepcopy(tokenizer)
-    ref.decoder.to(memory_format=torch.contiguous_format)
+def release_tokenizer(tokenizer: VQGANTokenizer) -> VQGANTokenizer:
+    """A float32 copy of ``tokenizer`` (same weights) in its reference form."""
+    ref = reference_form(copy.deepcopy(tokenizer))
     ref.precision = ref.encode_precision = 'fp32'
-    ref.encode_latent = types.MethodType(_plain_encode_latent, ref)
-    ref.decode = types.MethodType(_plain_decode, ref)
     return ref
 
 
@@ -101,28 +77,30 @@ def release_predict(predictor, indices: torch.Tensor, mask: torch.Tensor) -> tor
 def release_noisy_pixels(model, tokenizer, inputs, mask_t, mask_next) -> Dict[str, torch.Tensor]:
     """The release's ``forward_vqgan``: VQ encode, the token predictor once per mask, VQ decode."""
     predictor = model.target_generator.token_predictor
-    saved, predictor.precision = predictor.precision, 'fp32'
-    try:
-        with release_style():
-            z0, idx0 = tokenizer.encode(inputs)
-            probs_t = release_predict(predictor, idx0, mask_t)
-            probs_next = release_predict(predictor, idx0, mask_next)
-            soft = tokenizer.soft_embed(probs_next)
-            B = idx0.shape[0]
-            z_t = torch.where(mask_t.bool().view(B, 1, *z0.shape[2:]), soft, z0)
-            x_t = tokenizer.decode(z_t)
-    finally:
-        predictor.precision = saved
+    with release_style(predictor):
+        z0, idx0 = tokenizer.encode(inputs)
+        probs_t = release_predict(predictor, idx0, mask_t)
+        probs_next = release_predict(predictor, idx0, mask_next)
+        x_t, _ = tokenizer.decode_mixed(mask_t, probs_next, z0)
     return dict(indices=idx0, target=probs_t, x_t=x_t, mask_t=mask_t)
+
+
+def release_full_logits(model, enc: torch.Tensor, indices: torch.Tensor,
+                        mask: torch.Tensor) -> torch.Tensor:
+    """The decoder's logits of every sequence position over the whole vocabulary (the release's
+    ``forward_decoder``)."""
+    return model.neck.score(model.neck.features(enc, indices, mask))
 
 
 def release_loss(model, tokenizer, inputs, mask_t, mask_next) -> torch.Tensor:
     """One pretraining loss the release's way (``tokenizer`` from :func:`release_tokenizer`)."""
     state = release_noisy_pixels(model, tokenizer, inputs, mask_t, mask_next)
-    with release_style():
-        enc = model.encode(state['x_t'])
-        logits = model.neck(enc, state['indices'], mask_t)
-        return model.head(logits, state['target'], mask_t)
+    with release_style(model.backbone, model.neck):
+        logits = release_full_logits(model, model.encode(state['x_t']), state['indices'], mask_t)
+        N = mask_t.shape[1]
+        positions = masked_positions(mask_t, int(mask_t[0].sum()))
+        picked = logits[:, 1:1 + N].gather(1, positions.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
+        return model.head(picked, state['target'], positions)
 
 
 @torch.no_grad()
@@ -143,10 +121,10 @@ def release_generate(model, tokenizer, sampler, num_images: int, seed: int = 0,
     was_training = model.training
     model.eval()
     try:
-        with release_style():
+        with release_style(model.backbone, model.neck):
             for step in range(sampler.num_steps):
-                logits = model.neck(model.encode(pixels), tokens, mask)
-                logits = model.neck.grid_logits(logits, codebook_only=True).float()
+                logits = release_full_logits(model, model.encode(pixels), tokens, mask)
+                logits = logits[:, 1:1 + N, :model.neck.codebook_size].float()
                 sampled = sampler.sample_ids(logits, gen)
                 new_tokens = torch.where(mask, sampled, tokens)
                 mask_next = sampler.next_mask(logits, new_tokens, mask, step, gen)

@@ -3,9 +3,12 @@
 - ``--help`` stays fast: a tool builds its parser with this module and ``argparse`` only.
 - A user's mistake (a missing config, data folder, annotation file or checkpoint, a GPU-only setting
   on a CPU) is one line on stderr, ``<tool>: error: <what is missing>. <what to do>``, and exit
-  status 2; ``--debug`` shows the traceback instead. Anything else is a bug and keeps its traceback.
+  status 2; ``--debug`` shows the traceback instead. A mistake is ``addp_mm.errors.UsageError``
+  (the library's errors of that kind subclass it) or a missing file; anything else is a bug and
+  keeps its traceback.
 - Known import-time noise from the pinned stack is silenced, narrowly (see ``quiet_imports``).
 """
+import importlib.util
 import os
 import os.path as osp
 import sys
@@ -14,21 +17,24 @@ import warnings
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 USER_ERROR_EXIT = 2
 
-# Files that come from a release (nothing downloads them): a missing one gets a "where to get it"
-# hint. Any other missing path (e.g. a mistyped work_dirs/.../iter_N.pth) is just "not found".
-RELEASE_FILES = {
-    'addp-vit-base-16.pth': 'the ADDP release (github.com/ChangyaoTian/ADDP)',
-    'addp-vit-large-16.pth': 'the ADDP release (github.com/ChangyaoTian/ADDP)',
-    'vqgan_jax_strongaug.ckpt': 'the MAGE release (github.com/LTH14/mage)',
-    'mage-vitb-1600.pth': 'the MAGE release (github.com/LTH14/mage)',
-    'mage-vitl-1600.pth': 'the MAGE release (github.com/LTH14/mage)',
-    'weights-inception-2015-12-05-6726825d.pth':
-        "torch-fidelity's releases (github.com/toshas/torch-fidelity)",
-}
+
+def light_import(name: str):
+    """A module of ``addp_mm`` that uses the standard library only (``addp_mm.errors``,
+    ``addp_mm.checkpoint.sources``), loaded without importing the package (which imports torch).
+    It is registered under its own name, so the package uses this very module once it is
+    imported: one exception class, one table."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(
+        name, osp.join(ROOT, *name.split('.')) + '.py')
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
-class UserError(Exception):
-    """A mistake the user can fix; its message is the whole report (one line)."""
+UsageError = light_import('addp_mm.errors').UsageError
+_sources = light_import('addp_mm.checkpoint.sources')
 
 
 def quiet_imports() -> None:
@@ -43,8 +49,8 @@ def add_debug_flag(parser) -> None:
 
 
 def where_from(path: str) -> str:
-    """`` Get it from ...`` for a release file name, else ``''``."""
-    where = RELEASE_FILES.get(osp.basename(str(path)))
+    """`` It is a release file: get it from ...`` for a released file's name, else ``''``."""
+    where = _sources.source_of(path)
     return (f' It is a release file: get it from {where}, see the README "Weights" '
             '(nothing is downloaded).') if where else ''
 
@@ -66,14 +72,12 @@ def require_config(path: str) -> None:
 
 
 def is_user_mistake(error: BaseException) -> bool:
-    """``UserError``, a missing file, or a library error marked ``is_user_mistake = True`` (e.g.
-    ``addp_mm.engine.launch.UsageError``)."""
-    return (isinstance(error, (UserError, FileNotFoundError, NotADirectoryError))
-            or getattr(error, 'is_user_mistake', False) is True)
+    """A :class:`UsageError` (the library's user-mistake errors subclass it) or a missing file."""
+    return isinstance(error, (UsageError, FileNotFoundError, NotADirectoryError))
 
 
 def run_tool(main, argv=None) -> None:
-    """Run ``main(argv)`` and exit: user mistakes (``UserError``, a missing file) as one line,
+    """Run ``main(argv)`` and exit: user mistakes (``UsageError``, a missing file) as one line,
     everything else with its traceback. ``--debug`` anywhere on the command line shows
     tracebacks for user mistakes too."""
     argv = sys.argv[1:] if argv is None else argv

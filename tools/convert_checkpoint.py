@@ -21,15 +21,15 @@ import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/cli.py
-from cli import ROOT, UserError, add_debug_flag, quiet_imports, require_file, run_tool  # noqa: E402
+from cli import ROOT, UsageError, add_debug_flag, quiet_imports, require_file, run_tool  # noqa: E402
 
 
 def convert_state_dict(state: dict, keep_decoder: bool = False) -> dict:
     """The converted state dict (pure): see the module docstring."""
-    from addp_mm.models.utils import addp_state_dict, encoder_state_dict, finetune_classifier_state_dict
-    encoder, _, _ = encoder_state_dict(state)
+    from addp_mm.checkpoint import addp_state_dict, encoder_state_dict, finetune_classifier_state_dict
+    encoder = encoder_state_dict(state)
     if not encoder:
-        raise UserError('no ADDP encoder weights found (keys like blocks.0.attn.qkv.weight); is it '
+        raise UsageError('no ADDP encoder weights found (keys like blocks.0.attn.qkv.weight); is it '
                         'an ADDP checkpoint?')
     if 'head.weight' in state:  # the released fine-tuning classifier
         out = finetune_classifier_state_dict(state)
@@ -39,7 +39,7 @@ def convert_state_dict(state: dict, keep_decoder: bool = False) -> dict:
     if keep_decoder:
         decoder = {k: v for k, v in addp_state_dict(state).items() if k.startswith('neck.')}
         if not decoder:
-            raise UserError('--keep-decoder: the file holds no ADDP decoder')
+            raise UsageError('--keep-decoder: the file holds no ADDP decoder')
         out.update(decoder)
     return out
 
@@ -49,12 +49,12 @@ def convert(src: str, dst: str, keep_decoder: bool = False) -> dict:
     sys.path.insert(0, ROOT)  # run from a checkout
     import torch
 
-    from addp_mm.models.utils import read_checkpoint, unwrap_state_dict
+    from addp_mm.checkpoint import read_checkpoint, unwrap_state_dict
     state = unwrap_state_dict(read_checkpoint(src, 'SRC'))
     try:
         out = convert_state_dict(state, keep_decoder)
-    except UserError as e:
-        raise UserError(f'{src}: {e}') from None
+    except UsageError as e:
+        raise UsageError(f'{src}: {e}') from None
     groups = sorted({k.split('.')[0] for k in out})
     meta = dict(source=osp.basename(src), converted_by='tools/convert_checkpoint.py',
                 num_tensors=len(out), parts=groups, left_out=len(state) - len(out))

@@ -19,7 +19,7 @@ import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/cli.py
-from cli import ROOT, UserError, add_debug_flag, quiet_imports, require_file, run_tool  # noqa: E402
+from cli import ROOT, UsageError, add_debug_flag, quiet_imports, require_file, run_tool  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -56,7 +56,7 @@ def main(argv=None):
     require_file(args.inception_weights, '--inception-weights file')
     for what, path in (('GEN_DIR', args.gen_dir), ('--ref-dir', args.ref_dir)):
         if path is not None and not osp.isdir(path):
-            raise UserError(f"{what} folder '{path}' not found")
+            raise UsageError(f"{what} folder '{path}' not found")
     if args.ref_stats is not None:
         require_file(args.ref_stats, '--ref-stats file',
                      'Write it once with --save-ref-stats NPZ --ref-dir DIR.')

@@ -26,7 +26,7 @@ import sys
 import time
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/cli.py
-from cli import (ROOT, UserError, add_debug_flag, quiet_imports, require_config,  # noqa: E402
+from cli import (ROOT, UsageError, add_debug_flag, quiet_imports, require_config,  # noqa: E402
                  require_file, run_tool)
 
 
@@ -72,13 +72,14 @@ def main(argv=None):
 
     from addp_mm.apis import (barrier, build_generation_model, close_launcher, generate_to_dir,
                               init_launcher, rank_range, write_grid)
-    from addp_mm.engine.launch import cfg_options_dict, native_cpu_autocast
+    from addp_mm.engine.config import cfg_options_dict
+    from addp_mm.engine.preflight import native_cpu_autocast
     from addp_mm.models.generation import build_sampler
     rank, world_size, device = init_launcher(args.launcher)
     if args.device is not None:
         device = torch.device(args.device)
     if args.amp and device.type == 'cpu' and not native_cpu_autocast(args.amp):
-        raise UserError(f'--amp {args.amp}: this CPU has no native {args.amp} (torch emulates it, '
+        raise UsageError(f'--amp {args.amp}: this CPU has no native {args.amp} (torch emulates it, '
                         'many times slower than fp32): leave --amp out on this machine')
     # parts without weights (a demo's random tokenizer) are the same on every rank and every run
     torch.manual_seed(0)
@@ -90,7 +91,7 @@ def main(argv=None):
     defaults = cfg.get('generate', None) or {}
     num_images = args.num_images or defaults.get('num_images')
     if not num_images or num_images < 1:
-        raise UserError('give --num-images N (>= 1) or generate.num_images in the config')
+        raise UsageError('give --num-images N (>= 1) or generate.num_images in the config')
     batch_size = args.batch_size or defaults.get('batch_size', 64)
     seed = args.seed if args.seed is not None else defaults.get('seed', 0)
     start, stop = rank_range(num_images, rank, world_size)

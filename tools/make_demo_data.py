@@ -12,7 +12,7 @@ import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/, also when loaded by path
-from cli import UserError, add_debug_flag, run_tool  # noqa: E402
+from cli import UsageError, add_debug_flag, run_tool  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -44,7 +44,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     if osp.exists(args.out) and not osp.isdir(args.out):
-        raise UserError(f"OUT '{args.out}' is a file: give the folder to write the datasets into")
+        raise UsageError(f"OUT '{args.out}' is a file: give the folder to write the datasets into")
     from demo_data import make_all  # tools/demo_data.py: numpy, Pillow, scikit-image only
     make_all(
         args.out, seed=args.seed, num_train=args.num_train, num_val=args.num_val,

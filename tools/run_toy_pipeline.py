@@ -39,7 +39,7 @@ import sys
 import time
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/cli.py
-from cli import ROOT, UserError, add_debug_flag, quiet_imports, run_tool  # noqa: E402
+from cli import ROOT, UsageError, add_debug_flag, quiet_imports, run_tool  # noqa: E402
 
 CONFIGS = dict(
     tokenizer='configs/toy/vq-tokenizer_digits-32px.py',
@@ -273,7 +273,7 @@ class Pipeline:
         sys.path.insert(0, ROOT)
         from mmengine.config import Config
         from mmengine.registry import MODELS
-        from addp_mm.engine.launch import cfg_options_dict
+        from addp_mm.engine.config import cfg_options_dict
         import addp_mm  # noqa: F401 (registers)
         cfg = Config.fromfile(cfg_file)
         opts = cfg_options_dict(self.frozen_part_options(*checkpoint))
@@ -542,11 +542,11 @@ def main(argv=None):
     args = parse_args(argv)
     quiet_imports()
     if not osp.isdir(osp.join(ROOT, 'configs', 'toy')):
-        raise UserError('configs/toy/ not found: run from an addp-mm checkout')
+        raise UsageError('configs/toy/ not found: run from an addp-mm checkout')
     if args.device == 'cuda':
         import torch
         if not torch.cuda.is_available():
-            raise UserError('--device cuda: this machine has no CUDA device; run with --device cpu')
+            raise UsageError('--device cuda: this machine has no CUDA device; run with --device cpu')
     Pipeline(args)()
 
 

@@ -52,8 +52,10 @@ def main(argv=None):
                  'iter_N.pth).')
     quiet_imports()
     sys.path.insert(0, ROOT)  # run from a checkout
-    from addp_mm.engine.launch import (build_runner, cfg_options_dict, check_data, load_config,
-                                       set_work_dir, setup_launcher, setup_test_outputs)
+    from addp_mm.engine.config import cfg_options_dict, load_config, set_work_dir
+    from addp_mm.engine.preflight import check_data
+    from addp_mm.engine.runner_factory import build_runner, setup_launcher
+    from addp_mm.engine.test_outputs import setup_test_outputs
     cfg = load_config(args.config, cfg_options_dict(args.cfg_options))
     check_data(cfg, ['test_dataloader'])
     setup_launcher(cfg, args.launcher)

@@ -15,7 +15,7 @@ import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/cli.py
-from cli import (ROOT, UserError, add_debug_flag, quiet_imports, require_config,  # noqa: E402
+from cli import (ROOT, UsageError, add_debug_flag, quiet_imports, require_config,  # noqa: E402
                  require_file, run_tool, where_from)
 
 
@@ -59,9 +59,10 @@ def main(argv=None):
                      'A pretraining run writes work_dirs/<config name>/backbone.pth at its end.')
     quiet_imports()
     sys.path.insert(0, ROOT)  # run from a checkout
-    from addp_mm.engine.launch import (add_tensorboard, build_runner, cfg_options_dict, check_amp,
-                                       check_checkpoints, check_data, load_config,
-                                       set_pretrained_backbone, set_work_dir, setup_launcher)
+    from addp_mm.engine.config import (add_tensorboard, cfg_options_dict, load_config,
+                                       set_pretrained_backbone, set_work_dir)
+    from addp_mm.engine.preflight import check_amp, check_checkpoints, check_data
+    from addp_mm.engine.runner_factory import build_runner, setup_launcher
     cfg = load_config(args.config, cfg_options_dict(args.cfg_options))
     if args.pretrained is not None:
         set_pretrained_backbone(cfg, args.pretrained)
@@ -77,7 +78,7 @@ def main(argv=None):
     check_amp(cfg)
     for key, path in check_checkpoints(cfg):
         if not (key == 'load_from' and args.resume not in (None, 'auto')):
-            raise UserError(f"{key} = '{path}': file not found.{where_from(path) or ' Check the path.'}")
+            raise UsageError(f"{key} = '{path}': file not found.{where_from(path) or ' Check the path.'}")
     check_data(cfg, ['train_dataloader'] + (['val_dataloader'] if cfg.get('val_cfg') else []))
     setup_launcher(cfg, args.launcher)
     set_work_dir(cfg, args.work_dir, args.config)
@@ -85,7 +86,7 @@ def main(argv=None):
         add_tensorboard(cfg)
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
-            raise UserError(f'--auto-scale-lr: {args.config} has no auto_scale_lr.base_batch_size')
+            raise UsageError(f'--auto-scale-lr: {args.config} has no auto_scale_lr.base_batch_size')
         cfg.auto_scale_lr.enable = True
     if args.resume == 'auto':
         cfg.resume = True

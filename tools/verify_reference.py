@@ -11,7 +11,7 @@ import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/cli.py
-from cli import ROOT, UserError, add_debug_flag, quiet_imports, run_tool  # noqa: E402
+from cli import ROOT, UsageError, add_debug_flag, quiet_imports, run_tool  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -21,7 +21,7 @@ def main(argv=None) -> int:
     add_debug_flag(p)
     args = p.parse_args(argv)
     if not osp.isdir(args.dir):
-        raise UserError(f"reference folder '{args.dir}' not found (looked in {os.getcwd()})")
+        raise UsageError(f"reference folder '{args.dir}' not found (looked in {os.getcwd()})")
     quiet_imports()
     sys.path.insert(0, ROOT)  # run from a checkout
     import addp_mm  # noqa: F401

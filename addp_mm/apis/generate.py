@@ -21,10 +21,9 @@ from mmengine.logging import print_log
 from mmengine.registry import MODELS
 from torchvision.utils import make_grid
 
+from addp_mm.checkpoint import read_checkpoint, require_full_addp_checkpoint, unwrap_state_dict
 from addp_mm.models.generation import ADDPSampler
-from addp_mm.models.utils import (read_checkpoint, save_image, to_uint8, unwrap_state_dict,
-                                  vqgan_state_dict)
-from addp_mm.models.utils.checkpoint import require_full_addp_checkpoint
+from addp_mm.models.utils import save_image, to_uint8
 
 IMAGE_NAME = '{:06d}.png'
 GRID_NAME = 'grid.png'
@@ -47,7 +46,7 @@ def build_generation_model(config, checkpoint: str, device: Union[str, torch.dev
     """
     from mmengine.config import Config
 
-    from addp_mm.engine.launch import load_config
+    from addp_mm.engine.config import load_config
     cfg = load_config(config, cfg_options) if isinstance(config, str) else config
     if not isinstance(cfg, Config) and not isinstance(cfg, dict):
         raise TypeError(f'config must be a path or a Config, got {type(cfg).__name__}')
@@ -61,7 +60,7 @@ def build_generation_model(config, checkpoint: str, device: Union[str, torch.dev
     model_cfg['target_generator'] = dict(model_cfg['target_generator'], token_predictor=None)
     model_cfg.pop('init_cfg', None)
 
-    state = unwrap_state_dict(read_checkpoint(checkpoint, 'CHECKPOINT', source='addp'))
+    state = unwrap_state_dict(read_checkpoint(checkpoint, 'CHECKPOINT'))
     require_full_addp_checkpoint(state, checkpoint)  # before any warning about the other parts
     has_vqgan = any(k.startswith('vqgan.') for k in state)
     tokenizer_cfg = dict(model_cfg['target_generator']['tokenizer'])
@@ -77,7 +76,7 @@ def build_generation_model(config, checkpoint: str, device: Union[str, torch.dev
     model = MODELS.build(model_cfg)  # reads no file
     model.target_generator.init_weights()  # the tokenizer's own file, if it has one
     if has_vqgan:
-        model.target_generator.tokenizer.load_state_dict(vqgan_state_dict(state, 'vqgan.'))
+        model.target_generator.tokenizer.load_checkpoint(state, prefix='vqgan.', key='CHECKPOINT')
         source = f'the vqgan.* entries of {checkpoint}'
     else:
         source = tokenizer_cfg.get('checkpoint') or 'random weights'

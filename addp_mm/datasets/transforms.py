@@ -23,10 +23,12 @@ from mmengine.logging import print_log
 from mmengine.registry import TRANSFORMS
 from PIL import Image, UnidentifiedImageError
 
+from addp_mm.errors import UsageError
+
 ON_BAD_FILE = ('error', 'skip')
 
 
-class BadImageError(ValueError):
+class BadImageError(UsageError):
     """A file of the dataset cannot be read as an image."""
 
 

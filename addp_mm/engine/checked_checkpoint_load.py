@@ -3,28 +3,27 @@ goes through our checkpoint layer, not mmengine's non-strict loader.
 
 mmengine's ``Runner.load_checkpoint`` loads with ``strict=False`` and only warns: a released
 checkpoint (other key names) or a file of another architecture leaves a random model. Mixed into
-the runner by :func:`addp_mm.engine.launch.build_runner` (``tools/train.py``, ``tools/test.py``),
+the runner by :func:`addp_mm.engine.runner_factory.build_runner` (``tools/train.py``, ``tools/test.py``),
 ``load_checkpoint`` here
 
 1. reads the file with :func:`read_checkpoint` (weights only, our allow-list; a file holding any
    other pickled global is refused, naming it and ``$ADDP_TRUSTED_CHECKPOINTS``);
-2. converts it to the model's key names with :func:`model_state_dict` (released fine-tuning
-   classifier, released / our pretraining file, any ADDP encoder, or one of our checkpoints as
-   saved);
-3. loads it with :func:`load_state_dict_checked` (the models' pre-hooks resize position and
-   relative-position tables): evaluation (``test``/``val``) and resume need every tensor of the
-   model; ``load_from`` for training needs at least half of the file's tensors to fit (an
-   encoder-only file for a detector is fine) and logs what is left initialised.
-   Anything else is a :class:`CheckpointMismatchError` naming the file and the keys.
+2. loads it with :func:`~addp_mm.checkpoint.load_weights`, converted to the model's key names by
+   :func:`~addp_mm.checkpoint.model_state_dict` (released fine-tuning classifier, released / our
+   pretraining file, any ADDP encoder, or one of our checkpoints as saved; the models' pre-hooks
+   resize position and relative-position tables): evaluation (``test``/``val``) and resume need
+   every tensor of the model (``COMPLETE``); ``load_from`` for training needs at least half of
+   the file's tensors to fit (``PARTIAL``: an encoder-only file for a detector is fine) and logs
+   what is left initialised. Anything else is a ``CheckpointMismatchError`` naming the file, the
+   keys and, for a file of another kind, which file to give.
 
 ``--resume`` of a file that is not a training checkpoint (no ``meta`` / ``message_hub``, e.g. a
 released file) is refused, naming what is missing.
 """
 from mmengine.model import is_model_wrapper
 
-from addp_mm.models.utils import (CheckpointMismatchError, load_state_dict_checked, model_state_dict,
-                                  read_checkpoint, summarise_keys, unwrap_state_dict)
-from addp_mm.models.utils.checkpoint import CHECKPOINT_KINDS, checkpoint_kind
+from addp_mm.checkpoint import (COMPLETE, PARTIAL, CheckpointMismatchError, load_weights,
+                                model_state_dict, read_checkpoint, summarise_keys)
 
 # what ``Runner.resume`` reads besides the weights
 RESUME_KEYS = ('meta', 'state_dict', 'message_hub')
@@ -77,37 +76,32 @@ class CheckedCheckpointLoad:
                     'released weights use --cfg-options load_from=FILE or --pretrained FILE.')
         self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
         model = self.model.module if is_model_wrapper(self.model) else self.model
-        raw = unwrap_state_dict(checkpoint)
-        state, how = model_state_dict(raw, model.state_dict().keys())
-        exact = strict or purpose in ('resume', 'test')
-        try:
-            left = load_state_dict_checked(model, state, f'{key} = {filename!r}', require_all=exact,
-                                           min_fraction=self.min_loaded_fraction)
-        except CheckpointMismatchError as e:
-            hint = _which_file(checkpoint_kind(raw), checkpoint_kind(model.state_dict()), purpose)
-            raise CheckpointMismatchError(f'{e}. {hint}' if hint else str(e)) from None
-        checkpoint['state_dict'] = state
+        policy = COMPLETE if strict or purpose in ('resume', 'test') else PARTIAL
+        report = load_weights(model, checkpoint, _converter_for(model), policy, key,
+                              name=str(filename), fix=FIXES[purpose])
         self._has_loaded = True
-        note = '' if how == 'as saved' else f' (converted with {how})'
-        self.logger.info(f'Load checkpoint from {filename}{note}')
-        if left['missing'] or left['unexpected']:
-            self.logger.warning(f'{filename}: left initialised {summarise_keys(left["missing"])}; '
-                                f'not used {summarise_keys(left["unexpected"])}')
+        self.logger.info(report.summary(type(model).__name__))
         return checkpoint
 
 
-def _which_file(file_kind: str, model_kind: str, purpose: str) -> str:
-    """What to give instead, when a file of one kind was given for a model of another."""
-    if file_kind == model_kind or purpose == 'load_from':
-        return ''
-    what = f"The file is {CHECKPOINT_KINDS[file_kind]}, not a checkpoint of this config's model"
-    if purpose == 'resume':
-        return f'{what}: resume from a checkpoint a training of this config wrote'
-    hint = (f'{what}: give the checkpoint a training of this config wrote '
-            '(work_dirs/<config name>/epoch_N.pth or iter_N.pth)')
-    if file_kind == 'encoder':
-        hint += '; to fine-tune from this file: tools/train.py CONFIG --pretrained FILE'
-    return hint
+# what to give instead, when a file of another kind was given
+FIXES = {
+    'load_from': '',
+    'resume': 'resume from a checkpoint a training of this config wrote',
+    'test': 'give the checkpoint a training of this config wrote (work_dirs/<config name>/'
+            'epoch_N.pth or iter_N.pth); to fine-tune from this file: tools/train.py CONFIG '
+            '--pretrained FILE',
+}
+
+
+def _converter_for(model):
+    """The converter that brings any supported file to ``model``'s keys (the best match)."""
+    own = list(model.state_dict().keys())
+
+    def to_model(state):
+        return model_state_dict(state, own)[0]
+    to_model.__name__ = 'model_state_dict'
+    return to_model
 
 
 def _schedulers(param_schedulers):

@@ -16,9 +16,8 @@ from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from addp_mm.models.utils import WEIGHT_SOURCES
-
-FROZEN_PARTS = {'tokenizer': 'vqgan', 'token_predictor': 'token_predictor'}
+from addp_mm.checkpoint import WEIGHT_SOURCES
+from addp_mm.models.target_generators.addp_noiser import FROZEN_PARTS
 
 
 def check_frozen_checkpoints(cfg) -> None:
@@ -72,11 +71,15 @@ class ADDPPretrainRunner(Runner):
         return model
 
     def export_backbone(self, path=None) -> str:
-        """Write the encoder's weights (``{'state_dict': ..., 'meta': ...}``) for downstream use."""
+        """Write the encoder's weights (``{'state_dict': {'backbone.*': ...}, 'meta': ...}``) for
+        downstream use."""
         path = path or osp.join(self.work_dir, self.BACKBONE_FILE)
         if is_main_process():
             model = self.model.module if hasattr(self.model, 'module') else self.model
-            state = {k: v.detach().cpu() for k, v in model.backbone.state_dict().items()}
+            # named as in the whole model (backbone.*): mmengine's load_checkpoint of a
+            # detector / segmenter / classifier, their init_cfg and ADDPViT itself all read it
+            state = {f'backbone.{k}': v.detach().cpu()
+                     for k, v in model.backbone.state_dict().items()}
             meta = dict(epoch=self.epoch, iter=self.iter, source='addp_mm pretraining',
                         arch=dict(model.backbone.arch_settings), img_size=list(model.backbone.img_size),
                         patch_size=model.backbone.patch_size)

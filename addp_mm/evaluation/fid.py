@@ -17,12 +17,12 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from addp_mm.checkpoint import WEIGHT_SOURCES, read_checkpoint
+
 INCEPTION = 'inception-v3-compat'
 INCEPTION_WEIGHTS_HINT = (
-    "torch-fidelity's Inception-v3 weights are the file "
-    "'weights-inception-2015-12-05-6726825d.pth' (a release asset of "
-    'github.com/toshas/torch-fidelity, v0.2.0). Nothing is downloaded here: copy the file to this '
-    'machine and pass its path.')
+    f"torch-fidelity's Inception-v3 weights come from {WEIGHT_SOURCES['inception']}. Nothing is "
+    'downloaded here: copy the file to this machine and pass its path.')
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.webp')
 # what tools/generate.py writes next to the samples, not a sample itself
 NOT_SAMPLES = ('grid.png', )
@@ -120,7 +120,6 @@ def load_statistics(path: str) -> Dict[str, np.ndarray]:
     if not osp.isfile(path):
         raise FileNotFoundError(f'FID statistics file {path!r} not found (an .npz with mu and '
                                 'sigma, e.g. written by tools/fid_is.py --save-ref-stats)')
-    from addp_mm.models.utils import read_checkpoint  # np.load(allow_pickle=False), one reader
     f = read_checkpoint(path, 'FID statistics file (--ref-stats)')
     missing = [k for k in ('mu', 'sigma') if k not in f]
     if missing:

@@ -1,12 +1,13 @@
-"""Models, in data-flow order: the shared ViT layers -> the frozen target generators (VQGAN
-tokenizer, MAGE token predictor) -> their training on your own images -> the pretraining
-algorithm (noiser, decoder, loss, ADDP) -> the encoder as a backbone -> necks; generation samples
-with the pretrained model; ``utils`` reads and converts checkpoints. Importing registers
-everything."""
+"""Models by role, as in mmpretrain: ``layers`` (the one ViT) -> ``target_generators`` (the frozen
+tokenizer, token predictor, mask schedule and the noiser that chains them) -> ``backbones``
+(``ADDPViT``) -> ``necks`` (``ADDPDecoder``, ``SimpleFPN``) -> ``heads`` (the soft-target loss)
+-> ``algorithms`` (``ADDP``, and the training of the frozen parts); ``generation`` samples with a
+pretrained ``ADDP``; ``utils`` holds precision, inference speed-ups, masking and image helpers.
+Importing registers everything."""
 from .layers import *  # noqa: F401,F403
 from .target_generators import *  # noqa: F401,F403
-from .target_generator_training import *  # noqa: F401,F403
 from .backbones import *  # noqa: F401,F403
-from .pretrain import *  # noqa: F401,F403
 from .necks import *  # noqa: F401,F403
+from .heads import *  # noqa: F401,F403
+from .algorithms import *  # noqa: F401,F403
 from .generation import *  # noqa: F401,F403

@@ -3,7 +3,7 @@ pretraining encoder, with the pre-norm), ``ft_features`` / ``ft_logits`` (the re
 classifier: no pre-norm, average pooling, ``fc_norm``) and the fine-tuning load's key lists."""
 from mmengine.registry import MODELS
 
-from addp_mm.models.utils import finetune_classifier_state_dict, read_checkpoint, unwrap_state_dict
+from addp_mm.checkpoint import finetune_classifier_state_dict, read_checkpoint, unwrap_state_dict
 from .core import ReferenceDir, compare, register_check
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

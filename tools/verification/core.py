@@ -99,7 +99,7 @@ class ReferenceDir:
     @property
     def vectors(self) -> Dict:
         if self._vectors is None:
-            from addp_mm.models.utils import read_checkpoint
+            from addp_mm.checkpoint import read_checkpoint
             self._vectors = dict(read_checkpoint(self.file('vectors'), 'reference vectors file'))
         return self._vectors
 

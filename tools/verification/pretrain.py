@@ -5,10 +5,13 @@ Decoder, loss and mask-ratio distribution, each fed the inputs the release recor
 """
 from typing import List
 
-from addp_mm.models.pretrain import ADDPDecoder, MaskSchedule, soft_target_cross_entropy
-from addp_mm.models.utils import read_checkpoint, release_decoder_state_dict, unwrap_state_dict
+from addp_mm.checkpoint import read_checkpoint, release_decoder_state_dict, unwrap_state_dict
+from addp_mm.models.heads import soft_target_cross_entropy
+from addp_mm.models.necks import ADDPDecoder
+from addp_mm.models.target_generators import MaskSchedule
+from addp_mm.models.utils.masking import masked_positions
 
-from .core import ReferenceDir, Row, call_capturing, compare, register_check
+from .core import ReferenceDir, Row, compare, register_check
 
 
 def build_reference_decoder(ref: ReferenceDir) -> ADDPDecoder:
@@ -30,14 +33,22 @@ def build_reference_decoder(ref: ReferenceDir) -> ADDPDecoder:
 def check_decoder(ref: ReferenceDir) -> List[Row]:
     v = ref.vectors
     decoder = build_reference_decoder(ref)
-    logits, hidden = call_capturing(decoder.norm, decoder, v['xt_encoder_out'], v['vq_indices'],
-                                    v['mask_t'])
-    tokens_in = decoder.embed(v['xt_encoder_out'], v['vq_indices'], v['mask_t'])
-    loss = soft_target_cross_entropy(v['decoder_logits'], v['tp_probs'], v['mask_t'],
+    inputs = (v['xt_encoder_out'], v['vq_indices'], v['mask_t'])
+    tokens_in = decoder.embed(*inputs)
+    # the release scores the whole sequence over the whole vocabulary: the decoder's features
+    # scored by its head (our step scores only what the loss reads)
+    hidden = decoder.features(*inputs)
+    logits = decoder.score(hidden)
+    # the loss from the recorded logits, at the masked grid positions
+    mask, N = v['mask_t'], v['mask_t'].shape[1]
+    positions = masked_positions(mask, int(mask[0].sum()))
+    recorded = v['decoder_logits'][:, 1:1 + N].gather(
+        1, positions.unsqueeze(-1).expand(-1, -1, v['decoder_logits'].shape[-1]))
+    loss = soft_target_cross_entropy(recorded, v['tp_probs'], positions,
                                      label_smoothing=ref.config['label_smoothing'])
     return [
         compare('decoder_tokens_in', tokens_in, v['decoder_tokens_in']),
-        compare('decoder_hidden', hidden[0], v['decoder_hidden']),
+        compare('decoder_hidden', hidden, v['decoder_hidden']),
         compare('decoder_logits', logits, v['decoder_logits'], atol=5e-5),
         compare('loss_from_intermediates', loss, v['loss_from_intermediates'], atol=1e-5,
                 note='recorded tp_probs + decoder_logits + mask_t'),

@@ -10,7 +10,7 @@ import torch
 from mmengine.registry import MODELS
 
 from addp_mm.models.target_generators import MAGETokenPredictor
-from addp_mm.models.utils import read_checkpoint
+from addp_mm.checkpoint import read_checkpoint
 from .core import ReferenceDir, Row, call_capturing, compare, register_check
 
 PROB_RTOL = 1e-4  # probabilities are ~1/1024: a relative tolerance (the reference README's)

@@ -1,6 +1,6 @@
 """``ResumableCheckpointHook``: mmengine's ``CheckpointHook`` with atomic writes and exact resume.
 
-``tools/train.py`` (through ``addp_mm.engine.launch.build_runner``) uses it in place of
+``tools/train.py`` (through ``addp_mm.engine.runner_factory.build_runner``) uses it in place of
 ``CheckpointHook`` for every config, with the same options. What it changes:
 
 - **Atomic writes.** mmengine 0.10.7 writes ``iter_N.pth`` in place, rewrites ``last_checkpoint``

@@ -27,7 +27,10 @@ from mmengine.logging import MessageHub, print_log
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS
 
-from addp_mm.models.pretrain.addp import NonFiniteLossError  # noqa: F401 (raised here, re-exported)
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/inf in full precision: raised on every rank at once by
+    :class:`NonFiniteGuardOptimWrapper`."""
 
 
 class NonFiniteGuardMixin:

@@ -12,14 +12,13 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
-from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 from timm.layers import PatchEmbed
 
+from addp_mm.checkpoint import ENCODER, encoder_state_dict, load_weights, rename_encoder_keys
+
 from ..layers import build_blocks, resize_pos_embed
-from ..utils.checkpoint import (CheckpointMismatchError, encoder_state_dict, read_checkpoint,
-                                summarise_keys, unwrap_state_dict)
 
 OUT_TYPES = ('featmap', 'raw', 'cls_token', 'avg_featmap')
 INIT_MODES = ('trunc_normal', 'release')
@@ -225,42 +224,14 @@ class ADDPViT(BaseModule):
         w = self.patch_embed.proj.weight
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
 
-    def load_pretrained(self, checkpoint: str) -> Dict[str, List[str]]:
-        """Load the encoder weights of any supported checkpoint file (see the class doc).
-
-        Interpolates the position table to ``img_size`` and relative-position tables to this
-        model's grids; logs which keys were used, ignored and left initialised.
-        """
-        ckpt = read_checkpoint(checkpoint, 'ADDPViT init_cfg.checkpoint', source='addp')
-        state, ignored, source = encoder_state_dict(unwrap_state_dict(ckpt))
-        if not state:
-            raise CheckpointMismatchError(
-                f'ADDPViT init_cfg.checkpoint = {checkpoint!r}: no ADDP encoder weights found (keys '
-                f'like blocks.0.attn.qkv.weight; another architecture?). Unexpected keys '
-                f'{summarise_keys(ignored)}; missing keys {summarise_keys(list(self.state_dict()))}')
-        self._resize_tables(state)
-        own = self.state_dict()
-        unused = [source[k] for k in state if k not in own]
-        state = {k: v for k, v in state.items() if k in own}
-        wrong = [f'{source[k]} {tuple(v.shape)} vs {tuple(own[k].shape)}' for k, v in state.items()
-                 if v.shape != own[k].shape]
-        # what every encoder file holds: a file without it is another architecture or depth
-        essential = [k for k in own if k.startswith(('patch_embed.', 'blocks.')) and 'rel_pos' not in k
-                     and k not in state]
-        if wrong or essential:
-            raise CheckpointMismatchError(
-                f'ADDPViT init_cfg.checkpoint = {checkpoint!r} does not fit this ADDPViT (another '
-                f'architecture, arch or patch_size?): shape-mismatched keys {summarise_keys(wrong, 4)}; '
-                f'missing keys {summarise_keys(essential)}; unexpected keys '
-                f'{summarise_keys(ignored + unused)}')
-        missing, _ = self.load_state_dict(state, strict=False)
-        # names as in the file for what was read, as in this model for what was initialised
-        report = dict(used=sorted(source[k] for k in state), ignored=sorted(ignored + unused),
-                      initialised=sorted(missing))
-        print_log(f'ADDPViT: loaded {len(report["used"])} tensors from {checkpoint}; '
-                  f'ignored {len(report["ignored"])} (not part of this encoder: '
-                  f'{_summarise(report["ignored"])}); initialised {len(missing)}: {_summarise(missing)}',
-                  logger='current')
+    def load_pretrained(self, checkpoint: str):
+        """Load the encoder weights of any supported file (see the class doc): its patch
+        embedding and blocks must fit; position and relative-position tables are resized; what
+        was used, ignored and left initialised is logged and returned (a
+        :class:`~addp_mm.checkpoint.LoadReport`)."""
+        report = load_weights(self, checkpoint, encoder_state_dict, ENCODER,
+                              'ADDPViT init_cfg.checkpoint')
+        report.log('ADDPViT')
         return report
 
     def _resize_tables(self, state: Dict[str, torch.Tensor], prefix: str = '') -> None:
@@ -285,8 +256,12 @@ class ADDPViT(BaseModule):
                     state[key].t().unsqueeze(0), size=table.shape[0], mode='linear').squeeze(0).t()
 
     def _prepare_loaded_tables(self, module, state_dict, prefix, *args) -> None:
-        """Load-state-dict pre-hook: resize the tables; a ``cls_token`` this model does not have
-        (``with_cls_token=False``) is dropped."""
+        """Load-state-dict pre-hook, so that every load path (``init_cfg``, ``load_from``,
+        mmengine's ``load_checkpoint``, the toolboxes' ``init_model`` / ``get_model``) takes what
+        ``init_cfg`` takes: the keys of an ADDP file in our names
+        (:func:`~addp_mm.checkpoint.rename_encoder_keys`), the tables resized; a ``cls_token``
+        this model does not have (``with_cls_token=False``) is dropped."""
+        rename_encoder_keys(state_dict, prefix)
         self._resize_tables(state_dict, prefix)
         if self.cls_token is None:
             state_dict.pop(prefix + 'cls_token', None)
@@ -406,16 +381,3 @@ def _pretrained_to_init_cfg(pretrained: Optional[str], init_cfg):
     warnings.warn('ADDPViT: pretrained is deprecated, use init_cfg=dict(type=\'Pretrained\', '
                   f'checkpoint={pretrained!r})')
     return dict(type='Pretrained', checkpoint=pretrained)
-
-
-def _summarise(keys: Sequence[str], limit: int = 6) -> str:
-    """Group keys by their first component: ``vqgan.* (106), decoder_blocks.* (24), ...``."""
-    if not keys:
-        return 'none'
-    groups: Dict[str, int] = {}
-    for k in keys:
-        head = k.split('.')[0]
-        groups[head] = groups.get(head, 0) + 1
-    items = [f'{h}{".*" if n > 1 or h not in keys else ""} ({n})' for h, n in groups.items()]
-    more = f', +{len(items) - limit} more groups' if len(items) > limit else ''
-    return ', '.join(items[:limit]) + more

@@ -1,4 +1,5 @@
-"""Unconditional generation with a pretrained ADDP model: ``ADDPSampler`` (alternating denoising)."""
-from .sampler import ADDPSampler, GenerationGeometry, build_sampler, unwrap_model
+"""Generation: ``ADDPSampler``, unconditional sampling by alternating denoising with a pretrained
+``ADDP``."""
+from .addp_sampler import ADDPSampler, GenerationGeometry, build_sampler, unwrap_model
 
 __all__ = ['ADDPSampler', 'GenerationGeometry', 'build_sampler', 'unwrap_model']

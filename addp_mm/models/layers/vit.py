@@ -104,7 +104,12 @@ class Attention(nn.Module):
     autocast disabled, the result is cast back. This is what the ADDP/MAGE release does during
     pretraining (its attention logits are computed with autocast off). In float32 it changes
     nothing.
+
+    ``fused_attn`` (an attribute, as timm's): ``True`` runs SDPA; ``False`` writes the attention
+    out as the releases do, ``softmax((q @ k^T) * scale - rowmax) @ v`` (the benchmark's
+    release-style reference).
     """
+    fused_attn = True
 
     def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True, attn_drop: float = 0.,
                  proj_drop: float = 0., use_rel_pos: bool = False,
@@ -140,8 +145,15 @@ class Attention(nn.Module):
                 if hw is None or hw[0] * hw[1] != N:
                     raise ValueError(f'relative position needs the token grid of the {N} tokens, got {hw}')
                 bias = decomposed_rel_pos_bias(q, self.rel_pos_h, self.rel_pos_w, hw, hw)
-            x = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=bias, dropout_p=self.attn_drop if self.training else 0.)
+            dropout = self.attn_drop if self.training else 0.
+            if self.fused_attn:
+                x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
+            else:
+                attn = (q @ k.transpose(-2, -1)) * self.head_dim**-0.5
+                if bias is not None:
+                    attn = attn + bias
+                attn = (attn - attn.amax(dim=-1, keepdim=True)).softmax(dim=-1)
+                x = F.dropout(attn, dropout) @ v
         x = x.to(dtype).transpose(1, 2).reshape(B, N, C)
         return self.proj_drop(self.proj(x))
 
@@ -183,16 +195,13 @@ class TransformerBlock(nn.Module):
             h = window_unpartition(windows, self.window_size, padded_hw, hw).view(B, N, C)
         else:
             h = self.attn(h, hw)
-        x = _residual(x, self.drop_path(h))
-        return _residual(x, self.drop_path(self.mlp(self.norm2(x))))
+        x = self.residual(x, self.drop_path(h))
+        return self.residual(x, self.drop_path(self.mlp(self.norm2(x))))
 
-
-def _residual(x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """``x + h``; without autograd (the frozen token predictor) summed in place into ``h``, the
-    fresh branch output, when that gives the same result dtype (``h + x == x + h`` exactly)."""
-    if not torch.is_grad_enabled() and h.dtype == x.dtype and h.shape == x.shape:
-        return h.add_(x)
-    return x + h
+    @staticmethod
+    def residual(x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """``x + h`` (in place in the inference form, :mod:`addp_mm.models.utils.inference`)."""
+        return x + h
 
 
 def init_linear_and_norm(module: nn.Module) -> None:

@@ -1,4 +1,6 @@
-"""``SimpleFPN``: ViTDet's simple feature pyramid for a plain ViT (and ``LN2d``)."""
+"""Necks: ``ADDPDecoder`` (the pretraining decoder: encoder features + reliable tokens -> token
+logits) and ``SimpleFPN`` (ViTDet's feature pyramid for detection)."""
+from .addp_decoder import ADDPDecoder
 from .simple_fpn import SimpleFPN
 
-__all__ = ['SimpleFPN']
+__all__ = ['ADDPDecoder', 'SimpleFPN']

@@ -1,7 +1,11 @@
-"""The frozen target models of ADDP: the VQGAN tokenizer (pixels <-> code grid) and the MAGE token
-predictor (masked code grid -> distribution over the codebook). ``ADDPNoiser`` holds and freezes
-them; their checkpoint formats are converted in ``models/utils/checkpoint.py``."""
-from .token_predictor import MAGETokenPredictor
-from .vqgan import VectorQuantizer, VQGANTokenizer
+"""Target generators (frozen, inference-only): the ``VQGANTokenizer`` (pixels <-> code grid), the
+``MAGETokenPredictor`` (masked code grid -> distribution over the codebook), the
+``MaskSchedule`` (which diffusion step a batch trains) and ``ADDPNoiser``, which chains them into
+the noised pixels and targets of a pretraining step."""
+from .addp_noiser import ADDPNoiser
+from .mage_token_predictor import MAGETokenPredictor
+from .mask_schedule import MaskDraw, MaskSchedule
+from .vqgan_tokenizer import VectorQuantizer, VQGANTokenizer
 
-__all__ = ['VQGANTokenizer', 'VectorQuantizer', 'MAGETokenPredictor']
+__all__ = ['ADDPNoiser', 'VQGANTokenizer', 'VectorQuantizer', 'MAGETokenPredictor',
+           'MaskSchedule', 'MaskDraw']

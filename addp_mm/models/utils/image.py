@@ -1,4 +1,5 @@
-"""Generated pixels -> uint8 images -> PNG files (used by the generation API and its hook)."""
+"""Images: the pixels the models read (:data:`PIXELS_0_1`), and generated pixels -> uint8 images
+-> PNG files (used by the generation API and its hook)."""
 import numpy as np
 import torch
 
@@ -18,3 +19,9 @@ def save_image(image: torch.Tensor, path: str) -> None:
     if array.dim() == 3 and array.shape[0] == 3:
         array = array.permute(1, 2, 0)
     Image.fromarray(np.ascontiguousarray(array.numpy())).save(path)
+
+
+# the data preprocessor of the models that read pixels as the releases do (the tokenizer reads RGB
+# in [0, 1], no mean / std): uint8 BGR batches -> float RGB / 255
+PIXELS_0_1 = dict(type='ImgDataPreprocessor', mean=[0., 0., 0.], std=[255., 255., 255.],
+                  bgr_to_rgb=True)

@@ -13,7 +13,8 @@ from typing import NamedTuple, Optional, Tuple, Union
 import numpy as np
 import torch
 from mmengine.registry import TASK_UTILS
-from scipy import stats
+
+from ..utils.masking import masks_from_noise, num_masked, truncated_normal
 
 
 class MaskDraw(NamedTuple):
@@ -68,7 +69,7 @@ class MaskSchedule:
                              f'[{min_ratio}, {max_ratio})')
         self.ratios = kept.flip(0).contiguous()
 
-        density = stats.truncnorm((min_ratio - mu) / std, (max_ratio - mu) / std, loc=mu, scale=std)
+        density = truncated_normal(min_ratio, max_ratio, mu, std)
         pdf = torch.from_numpy(np.asarray(density.pdf(self.ratios.numpy()), dtype=np.float64))
         self.probs = pdf / pdf.sum()
 
@@ -96,19 +97,7 @@ class MaskSchedule:
 
     def num_masked(self, num_tokens: int, step: int) -> int:
         """``ceil(num_tokens * ratios[step])``, the product taken in float32 as in the release."""
-        prod = torch.tensor(float(num_tokens), dtype=torch.float32) * self.ratios[step]
-        return int(math.ceil(float(prod)))
-
-    @staticmethod
-    def masks_from_noise(noise: torch.Tensor, n_t: int,
-                         n_next: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Mask the ``n_t`` (resp. ``n_next``) positions of smallest noise in each row.
-
-        Both masks come from one ranking of the same noise (ties broken by position), so the
-        one with more masked positions contains the other. Returns float 0/1 masks like ``noise``.
-        """
-        rank = noise.argsort(dim=1, stable=True).argsort(dim=1)
-        return (rank < n_t).to(noise.dtype), (rank < n_next).to(noise.dtype)
+        return num_masked(num_tokens, self.ratios[step])
 
     def draw(self, batch_size: int, num_tokens: int, generator: Optional[torch.Generator] = None,
              device: Optional[Union[str, torch.device]] = None) -> MaskDraw:
@@ -123,7 +112,7 @@ class MaskSchedule:
         n_t, n_next = self.num_masked(num_tokens, i), self.num_masked(num_tokens, j)
         noise_device = generator.device if generator is not None else device
         noise = torch.rand(batch_size, num_tokens, generator=generator, device=noise_device)
-        mask_t, mask_next = self.masks_from_noise(noise, n_t, n_next)
+        mask_t, mask_next = masks_from_noise(noise, (n_t, n_next))
         if device is not None:
             mask_t, mask_next = mask_t.to(device), mask_next.to(device)
         return MaskDraw(mask_t, mask_next, n_t, n_next)

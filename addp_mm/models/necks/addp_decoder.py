@@ -2,10 +2,11 @@
 
 The decoder reads the encoder features of the current pixels, hides the cls slot and every
 unreliable (masked) position behind a learned mask token, appends the token embeddings of the
-reliable (visible) positions, runs ViT blocks and scores every position against the whole token
-vocabulary (codebook, class slots, mask id) through the tied, detached token embedding. A
-pretraining step scores only the masked grid positions (``masked_only``: all the loss reads),
-generation only the grid positions against the codebook (``grid_codes_only``).
+reliable (visible) positions, runs ViT blocks and scores grid positions against the token
+vocabulary (codebook, class slots, mask id) through the tied, detached token embedding. Which
+positions and entries are scored is the caller's: a pretraining step scores the masked grid
+positions over the whole vocabulary (all its loss reads), generation every grid position over
+the codebook.
 
 Sequence layout (``N`` grid positions, ``V`` visible per row):
 ``[cls slot | N grid slots | V appended visible tokens]``, length ``1 + N + V``.
@@ -17,15 +18,7 @@ import torch
 import torch.nn as nn
 from mmengine.registry import MODELS
 
-from addp_mm.models.layers import MLMHead, build_blocks, init_linear_and_norm
-
-
-def masked_positions(mask: torch.Tensor, num_masked: int) -> torch.Tensor:
-    """Indices ``B x num_masked`` of the masked positions of ``mask`` (``B x N``, the same count
-    in every row), in position order (a stable sort puts the visible positions first, in order,
-    then the masked ones)."""
-    order = mask.bool().to(torch.uint8).argsort(dim=1, stable=True)
-    return order[:, order.shape[1] - num_masked:]
+from ..layers import MLMHead, build_blocks, init_linear_and_norm
 
 
 @MODELS.register_module()
@@ -149,50 +142,37 @@ class ADDPDecoder(nn.Module):
             1, visible.unsqueeze(-1).expand(-1, -1, D))
         return torch.cat([grid + grid_pos, tokens + token_pos], dim=1)
 
+    def features(self, enc_out: torch.Tensor, indices: torch.Tensor, mask: torch.Tensor,
+                 num_visible: Optional[int] = None) -> torch.Tensor:
+        """The decoder's hidden states of the whole sequence after ``norm``, ``B x (1+N+V) x D``
+        (what the release's ``forward_decoder`` scores; the reference checks read it)."""
+        return self.norm(self._blocks(self.embed(enc_out, indices, mask, num_visible)))
+
+    def _blocks(self, x: torch.Tensor) -> torch.Tensor:
+        for blk in self.blocks:
+            x = blk(x)
+        return x
+
     def forward(self, enc_out: torch.Tensor, indices: torch.Tensor, mask: torch.Tensor,
-                num_visible: Optional[int] = None, grid_codes_only: bool = False,
-                masked_only: bool = False) -> torch.Tensor:
-        """Logits ``B x (1+N+V) x vocab_size``; with ``grid_codes_only`` only what generation
-        samples from, ``B x N x codebook_size`` (= ``grid_logits(forward(...), True)``, computed
-        without the other positions and vocabulary entries); with ``masked_only`` only what the
-        pretraining loss reads, ``B x M x vocab_size`` for the ``M = N - V`` masked grid
-        positions in position order (= :meth:`masked_logits` of the full logits, computed
-        without scoring the cls slot, the visible grid slots and the appended tokens).
+                num_visible: Optional[int] = None, positions: Optional[torch.Tensor] = None,
+                num_codes: Optional[int] = None) -> torch.Tensor:
+        """Logits of grid positions, ``B x N x vocab_size``; with ``positions`` (``B x M`` grid
+        indices, e.g. :func:`~addp_mm.models.utils.masking.masked_positions`) only those, and
+        with ``num_codes`` only the first ``num_codes`` vocabulary entries (the codebook).
 
         Args:
             enc_out: encoder output ``B x (1+N) x embed_dim``, cls at index 0.
             indices: token ids ``B x N`` (int64) of the current grid; only visible ones are read.
             mask: ``B x N``, 1 = masked (unreliable); every row must have the same count.
             num_visible: the number of unmasked positions per row when the caller knows it.
-            grid_codes_only: score only the grid positions against the codebook.
-            masked_only: score only the masked grid positions (the pretraining loss).
+            positions: the grid positions to score (default: all ``N``).
+            num_codes: how many vocabulary entries to score (default: all).
         """
-        if grid_codes_only and masked_only:
-            raise ValueError('ADDPDecoder.forward: give grid_codes_only or masked_only, not both')
-        x = self.embed(enc_out, indices, mask, num_visible)
-        for blk in self.blocks:
-            x = blk(x)
-        if grid_codes_only:
-            x = x[:, 1:1 + self.num_patches]
-        elif masked_only:
-            # the masked grid slots (sequence 1..N), in position order; their count is fixed by
-            # the sequence length 1 + N + V, so nothing is read from the device
-            num_masked = 2 * self.num_patches + 1 - x.shape[1]
-            x = x[:, 1:1 + self.num_patches].gather(
-                1, masked_positions(mask, num_masked).unsqueeze(-1).expand(-1, -1, x.shape[-1]))
-        return self.mlm_head(self.norm(x), self.token_emb.weight.detach(),
-                             self.codebook_size if grid_codes_only else None)
+        x = self._blocks(self.embed(enc_out, indices, mask, num_visible))[:, 1:1 + self.num_patches]
+        if positions is not None:
+            x = x.gather(1, positions.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+        return self.score(self.norm(x), num_codes)
 
-    def masked_logits(self, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Logits of the masked grid positions, ``B x M x vocab``, from the full logits
-        (``M`` from the sequence length ``1 + N + V``)."""
-        num_masked = 2 * self.num_patches + 1 - logits.shape[1]
-        grid = logits[:, 1:1 + self.num_patches]
-        return grid.gather(1, masked_positions(mask, num_masked).unsqueeze(-1).expand(
-            -1, -1, grid.shape[-1]))
-
-    def grid_logits(self, logits: torch.Tensor, codebook_only: bool = False) -> torch.Tensor:
-        """Logits of the ``N`` grid positions (``B x N x vocab``), optionally only the codes."""
-        out = logits[:, 1:1 + self.num_patches]
-        return out[..., :self.codebook_size] if codebook_only else out
-
+    def score(self, hidden: torch.Tensor, num_codes: Optional[int] = None) -> torch.Tensor:
+        """The MLM head on normalised hidden states, against the detached token embedding."""
+        return self.mlm_head(hidden, self.token_emb.weight.detach(), num_codes)

@@ -32,12 +32,13 @@ import torch.nn as nn
 from mmengine.registry import MODELS
 from timm.layers import PatchEmbed
 
+from addp_mm.checkpoint import STRICT, load_weights, mage_state_dict
+
 from ..layers import MLMHead, build_blocks, init_linear_and_norm
 from ..layers.pos_embed import sincos_pos_embed_2d
-from ..utils.checkpoint import load_converted, mage_state_dict
 from ..utils.precision import check_precision, precision_context
 
-__all__ = ['MAGETokenPredictor']
+__all__ = ['MAGETokenPredictor', 'fit_to_tokenizer']
 
 # The release derives the fake class id as ``codebook_size + 1100 - 1024``.
 FAKE_CLASS_OFFSET = 76
@@ -170,8 +171,8 @@ class MAGETokenPredictor(nn.Module):
 
     def load_checkpoint(self, checkpoint, key: str = 'MAGETokenPredictor checkpoint') -> None:
         """Strictly load a MAGE or released ADDP checkpoint file (or loaded dict); ``vqgan.*``
-        entries are ignored (:func:`~addp_mm.models.utils.mage_state_dict`)."""
-        load_converted(self, checkpoint, mage_state_dict, key, source='token_predictor')
+        entries are ignored (:func:`~addp_mm.checkpoint.mage_state_dict`)."""
+        load_weights(self, checkpoint, mage_state_dict, STRICT, key)
 
     # ------------------------------------------------------------------------------------------
     # forward
@@ -243,3 +244,13 @@ class MAGETokenPredictor(nn.Module):
         probs = self(indices.reshape(B, -1).repeat(len(masks), 1),
                      torch.cat([m.bool() for m in masks], dim=0))
         return list(probs.split(B, dim=0))
+
+
+def fit_to_tokenizer(cfg: dict, tokenizer) -> dict:
+    """A token predictor's config with the sizes its tokenizer fixes filled in (when left out):
+    ``codebook_size`` (the tokenizer's ``n_embed``) and ``grid_size`` (its token grid at its
+    ``resolution``)."""
+    cfg = dict(cfg)
+    cfg.setdefault('codebook_size', tokenizer.n_embed)
+    cfg.setdefault('grid_size', tokenizer.grid_size(tokenizer.resolution))
+    return cfg

@@ -11,9 +11,10 @@
 
 It holds the VQGAN tokenizer, the MAGE token predictor (optional: generation does not use it) and
 the mask schedule, like mmpretrain's frozen ``target_generator`` of BEiT v2. It is frozen here and
-only here: no parameter requires grad, ``train()`` keeps it in eval mode, and its weights are left
-out of every ``state_dict`` (they come from their own files, read by :meth:`init_weights`); loading
-a state dict without them keeps the current ones.
+only here: no parameter requires grad, ``train()`` keeps it in eval mode, its parts run their
+inference forms (:func:`~addp_mm.models.utils.inference.optimize_for_inference`), and their
+weights are left out of every ``state_dict`` (they come from their own files, read by
+:meth:`init_weights`); loading a state dict without them keeps the current ones.
 """
 from typing import Dict, Optional
 
@@ -21,9 +22,14 @@ import torch
 from mmengine.model import BaseModule
 from mmengine.registry import MODELS, TASK_UTILS
 
-from ..utils.checkpoint import WEIGHT_SOURCES
+from addp_mm.checkpoint import WEIGHT_SOURCES
 
-FROZEN_PARTS = ('tokenizer', 'token_predictor')
+from ..utils.frozen import keep_out_of_state_dict
+from ..utils.inference import optimize_for_inference
+from .mage_token_predictor import fit_to_tokenizer
+
+# the frozen parts and where their files come from (a key of WEIGHT_SOURCES)
+FROZEN_PARTS = {'tokenizer': 'vqgan', 'token_predictor': 'token_predictor'}
 
 
 @MODELS.register_module()
@@ -46,19 +52,15 @@ class ADDPNoiser(BaseModule):
         self.config_key = config_key
         self.tokenizer = MODELS.build(tokenizer)
         if token_predictor is not None:
-            token_predictor = dict(token_predictor)
-            token_predictor.setdefault('codebook_size', self.tokenizer.n_embed)
-            token_predictor.setdefault('grid_size',
-                                       self.tokenizer.grid_size(self.tokenizer.resolution))
-            token_predictor = MODELS.build(token_predictor)
+            token_predictor = MODELS.build(fit_to_tokenizer(token_predictor, self.tokenizer))
         self.token_predictor = token_predictor
         self.mask_schedule = TASK_UTILS.build(mask_schedule)
         # frozen: here and nowhere else
         self.requires_grad_(False)
         super().train(False)
-        self._in_state_dict = False
-        self.register_state_dict_post_hook(self._leave_out_of_state_dict)
-        self.register_load_state_dict_pre_hook(self._keep_weights_not_in_state_dict)
+        for name in FROZEN_PARTS:
+            optimize_for_inference(getattr(self, name))
+        keep_out_of_state_dict(self, tuple(FROZEN_PARTS))
 
     # ------------------------------------------------------------------ frozen
     def train(self, mode: bool = True) -> 'ADDPNoiser':
@@ -79,21 +81,8 @@ class ADDPNoiser(BaseModule):
 
     def frozen_state_dict(self) -> Dict[str, torch.Tensor]:
         """The weights that :meth:`state_dict` leaves out."""
-        self._in_state_dict = True
-        try:
-            return self.state_dict()
-        finally:
-            self._in_state_dict = False
-
-    @staticmethod
-    def _leave_out_of_state_dict(module, state_dict, prefix, local_metadata) -> None:
-        if not module._in_state_dict:
-            for key in [k for k in state_dict if k.startswith(prefix)]:
-                del state_dict[key]
-
-    def _keep_weights_not_in_state_dict(self, module, state_dict, prefix, *args) -> None:
-        for key, value in self.frozen_state_dict().items():
-            state_dict.setdefault(prefix + key, value)
+        return {f'{name}.{k}': v for name in FROZEN_PARTS if getattr(self, name) is not None
+                for k, v in getattr(self, name).state_dict().items()}
 
     # ------------------------------------------------------------------ a step
     @torch.no_grad()
@@ -107,22 +96,20 @@ class ADDPNoiser(BaseModule):
             dict: ``x_t`` (pixels of step t, unclamped), ``indices`` (token ids ``B x N``),
             ``mask_t``, ``mask_next``, ``target`` (the token predictor's distribution under
             ``mask_t``, ``B x K x h x w``), ``z_t`` (the codes decoded into ``x_t``) and
-            ``num_visible`` (unmasked positions per row of ``mask_t``: a host int when the
-            masks were drawn, else ``None``).
+            ``num_masked`` (masked positions per row of ``mask_t``: a host int when the masks
+            were drawn, else ``None``).
         """
         if self.token_predictor is None:
             raise RuntimeError(f'{self.config_key}.token_predictor is None: training needs the '
                                f"frozen MAGE token predictor, from {WEIGHT_SOURCES['token_predictor']}")
         z0, indices = self.tokenizer.encode(inputs)
         B, N = indices.shape
-        num_visible = None
+        num_masked = None
         if mask_t is None or mask_next is None:
             drawn = self.mask_schedule.draw(B, N, device=inputs.device)
             mask_t, mask_next = drawn.mask_t, drawn.mask_next
-            num_visible = N - drawn.num_masked_t
+            num_masked = drawn.num_masked_t
         target, probs_next = self.token_predictor.predict(indices, [mask_t, mask_next])
-        soft = self.tokenizer.soft_embed(probs_next.to(z0.dtype))
-        hide = mask_t.bool().view(B, 1, *z0.shape[2:])
-        z_t = torch.where(hide, soft, z0)
-        return dict(x_t=self.tokenizer.decode(z_t), indices=indices, mask_t=mask_t,
-                    mask_next=mask_next, target=target, z_t=z_t, num_visible=num_visible)
+        x_t, z_t = self.tokenizer.decode_mixed(mask_t, probs_next, z0)
+        return dict(x_t=x_t, indices=indices, mask_t=mask_t, mask_next=mask_next, target=target,
+                    z_t=z_t, num_masked=num_masked)

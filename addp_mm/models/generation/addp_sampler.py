@@ -153,7 +153,7 @@ class ADDPSampler:
             enc = torch.zeros(B, N + 1, model.neck.embed_dim, device=mask.device)
         else:
             enc = model.encode(pixels)
-        return model.neck(enc, tokens, mask, grid_codes_only=True).float()
+        return model.neck(enc, tokens, mask, num_codes=model.neck.codebook_size).float()
 
     def sample_ids(self, logits: torch.Tensor, generator: Optional[torch.Generator] = None
                    ) -> torch.Tensor:
@@ -213,11 +213,8 @@ class ADDPSampler:
         if grid_hw is None:
             side = math.isqrt(N)
             grid_hw = (side, side)
-        h, w = grid_hw
-        codebook = tokenizer.codebook.float()
-        soft = (logits.float().softmax(-1) @ codebook).view(B, h, w, -1).permute(0, 3, 1, 2)
-        hard = tokenizer.embed_indices(tokens, (h, w)).float()
-        z = torch.where(mask.bool().view(B, 1, h, w), soft, hard)
+        hard = tokenizer.embed_indices(tokens, grid_hw).float()
+        z = tokenizer.mix_codes(mask, logits.float().softmax(-1), hard)
         with _autocast(z.device, autocast):
             return tokenizer.decode(z).float()
 

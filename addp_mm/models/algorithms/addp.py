@@ -8,21 +8,21 @@
 from typing import Dict, Optional
 
 import torch
-from mmengine.logging import print_log
 from mmengine.model import BaseModel
 from mmengine.registry import MODELS
 
-from ..utils.checkpoint import (addp_state_dict, read_checkpoint, require_full_addp_checkpoint,
-                                unwrap_state_dict)
+from addp_mm.checkpoint import (LoadPolicy, addp_state_dict, load_weights, read_checkpoint,
+                                require_full_addp_checkpoint, unwrap_state_dict)
+
+from ..utils.image import PIXELS_0_1
+from ..utils.masking import masked_positions
 
 # the encoder reads ImageNet-normalised pixels (the tokenizer reads them in [0, 1])
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class NonFiniteLossError(RuntimeError):
-    """The pretraining loss became NaN/inf in full precision (raised on every rank by the
-    ``NonFiniteGuardOptimWrapper`` of ``addp_mm.engine``)."""
+# an ADDP file for this model: every tensor of the encoder and the decoder, nothing else it
+# does not have (the frozen parts come from their own files)
+ENCODER_AND_DECODER = LoadPolicy(required=r'^(backbone|neck)\.', unexpected=False)
 
 
 @MODELS.register_module()
@@ -49,8 +49,7 @@ class ADDP(BaseModel):
                  neck: Dict,
                  head: Dict,
                  target_generator: Dict,
-                 data_preprocessor: Optional[Dict] = dict(
-                     type='ImgDataPreprocessor', mean=[0., 0., 0.], std=[255., 255., 255.], bgr_to_rgb=True),
+                 data_preprocessor: Optional[Dict] = PIXELS_0_1,
                  init_cfg=None):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.backbone = MODELS.build(backbone)
@@ -89,22 +88,16 @@ class ADDP(BaseModel):
             super().init_weights()
 
     def load_addp_checkpoint(self, checkpoint, name: Optional[str] = None) -> None:
-        """Load encoder + decoder (strictly) from a released ADDP checkpoint or one of ours
-        (a file, or a checkpoint already read, called ``name`` in messages)."""
-        if isinstance(checkpoint, dict):
-            obj, name = checkpoint, name or 'the given checkpoint'
-        else:
-            obj = read_checkpoint(checkpoint, 'model.init_cfg.checkpoint', source='addp')
-            name = checkpoint
-        state = unwrap_state_dict(obj)
+        """Load encoder + decoder (every one of their tensors) from a released ADDP checkpoint or
+        one of ours (a file, or a checkpoint already read, called ``name`` in messages); the
+        frozen parts keep their own weights."""
+        key = 'model.init_cfg.checkpoint'
+        state = unwrap_state_dict(checkpoint if isinstance(checkpoint, dict)
+                                  else read_checkpoint(checkpoint, key))
+        name = name or (checkpoint if isinstance(checkpoint, str) else 'the given checkpoint')
         require_full_addp_checkpoint(state, name)
-        state = addp_state_dict(state)
-        for part in ('backbone', 'neck'):
-            weights = {k[len(part) + 1:]: v for k, v in state.items() if k.startswith(part + '.')}
-            if not weights:
-                raise ValueError(f'{name}: no {part} weights found (is it an ADDP checkpoint?)')
-            getattr(self, part).load_state_dict(weights, strict=True)
-        print_log(f'ADDP: loaded encoder and decoder from {name}', logger='current')
+        load_weights(self, state, addp_state_dict, ENCODER_AND_DECODER, key,
+                     name=name).log('ADDP')
 
     # ------------------------------------------------------------------ the pieces of a step
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -121,10 +114,14 @@ class ADDP(BaseModel):
         """Noise (frozen), encode, decode, loss. The masks are drawn unless given."""
         noised = self.target_generator(inputs, mask_t, mask_next)
         features = self.encode(noised['x_t'])
+        mask, num_masked = noised['mask_t'], noised['num_masked']
+        if num_masked is None:  # masks given by the caller: counted here (a device read)
+            num_masked = int(mask[0].bool().sum())
         # only the masked grid positions are scored: the loss reads nothing else
-        logits = self.neck(features, noised['indices'], noised['mask_t'], noised['num_visible'],
-                           masked_only=True)
-        return dict(loss=self.head(logits, noised['target'], noised['mask_t'], masked_only=True))
+        positions = masked_positions(mask, num_masked)
+        logits = self.neck(features, noised['indices'], mask, mask.shape[1] - num_masked,
+                           positions=positions)
+        return dict(loss=self.head(logits, noised['target'], positions))
 
     def forward(self, inputs: torch.Tensor, data_samples=None, mode: str = 'tensor'):
         if mode == 'loss':

@@ -34,6 +34,8 @@ from mmengine.dist import all_reduce, broadcast, get_world_size
 from mmengine.model import BaseModel
 from mmengine.registry import MODELS
 
+from ..utils.image import PIXELS_0_1
+
 __all__ = ['VQAutoencoder']
 
 
@@ -55,9 +57,7 @@ class VQAutoencoder(BaseModel):
     def __init__(self, tokenizer: Dict, beta: float = 0.25, codebook_weight: float = 1.0,
                  restart_dead_codes: bool = True, restart_interval: int = 50,
                  restart_threshold: float = 1.0, usage_decay: float = 0.99,
-                 data_preprocessor: Optional[Dict] = dict(
-                     type='ImgDataPreprocessor', mean=[0., 0., 0.], std=[255., 255., 255.],
-                     bgr_to_rgb=True),
+                 data_preprocessor: Optional[Dict] = PIXELS_0_1,
                  init_cfg=None):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.tokenizer = MODELS.build(tokenizer)

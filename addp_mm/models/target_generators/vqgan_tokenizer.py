@@ -18,90 +18,28 @@ ADDP / MAGE checkpoints, load strictly.
 Pixels are consumed as RGB in [0, 1] without any normalisation and :meth:`VQGANTokenizer.decode`
 returns unclamped pixels in the same space.
 
-Speed (the tokenizer is frozen and inference-only; most of an ADDP pretraining step is spent here):
-the decoder's weights and activations are kept channels-last (the layout oneDNN / cuDNN
-convolutions run fastest in), GroupNorm + swish run as one normalisation and one in-place SiLU,
-residual sums are taken in place when no gradient is recorded (on a CPU the residual convolution
-writes its sum straight into the block's input, :func:`_conv_add_`), ``precision`` selects
-bf16/fp16 autocast where the hardware runs it natively (:mod:`addp_mm.models.utils.precision`),
-and ``compile=True`` hands the encoder and decoder to ``torch.compile`` (which fuses GroupNorm +
-SiLU + residual sums). None of this changes a parameter name or the state dict.
-
-The encoder runs NCHW in full precision: PyTorch's channels-last GroupNorm on a CPU sums in
-float32 without pairwise accumulation and takes ``E[x^2] - E[x]^2``, which moves the reference
-latents by 3e-4 (NCHW: 2e-6), more than ``tools/verify_reference.py`` allows (1e-4). In a fast
-mode on a CPU (``precision`` bf16 / fp16, e.g. ``'auto'`` on a CPU with native bf16) it runs
-channels-last, still in float32 (``encode_channels_last``): 1.2-1.3x faster, every reference
-token id unchanged (the accuracy contract of a fast mode is >= 99%). The decoder's pixels stay
-within 5e-5 of the release's in channels-last.
+This is the reference code, written as the architecture reads. Inside ``ADDPNoiser`` (frozen,
+inference only) :func:`~addp_mm.models.utils.inference.optimize_for_inference` swaps in the
+fast forms (channels-last layout, fused and in-place residual sums); ``precision`` selects a
+reduced precision for the decoder (:mod:`addp_mm.models.utils.precision`).
 """
 import os
-from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
+from typing import Iterable, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.registry import MODELS
 
-from ..utils.checkpoint import load_converted, vqgan_state_dict
-from ..utils.precision import check_precision, precision_context, resolve_precision
+from addp_mm.checkpoint import STRICT, load_weights, vqgan_state_dict
+
+from ..utils.precision import check_precision, precision_context
 
 __all__ = ['VQGANTokenizer', 'VectorQuantizer']
 
 
 def _group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
-
-
-def _swish(x: torch.Tensor) -> torch.Tensor:
-    """``x * sigmoid(x)``, in place when no gradient is recorded (inference)."""
-    return F.silu(x, inplace=not torch.is_grad_enabled())
-
-
-def _add(h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``h + x``, in place into ``h`` (a fresh activation) when no gradient is recorded."""
-    return h.add_(x) if not torch.is_grad_enabled() else h + x
-
-
-# oneDNN's convolution with a sum post-op, as this torch build provides it (see _conv_add_)
-_FUSED_CONV_ADD = (torch.backends.mkldnn.is_available()
-                   and hasattr(torch.ops.mkldnn, '_convolution_pointwise_'))
-
-
-def _conv_add_(conv: nn.Conv2d, h: torch.Tensor, x: torch.Tensor) -> Optional[torch.Tensor]:
-    """``x += conv(h)`` as one oneDNN convolution with a sum post-op, or ``None`` where that does
-    not apply (then the caller computes ``conv(h) + x``).
-
-    Inference on a CPU only: the convolution writes straight into the residual input ``x``
-    instead of a fresh output tensor, which saves the separate addition pass and, above all, a
-    fresh large allocation (page faults; 7% of an fp32 channels-last VQGAN pass, 14% in bf16 on
-    the benchmark's VQGAN). In float32 the result is bit-identical to ``conv(h) + x`` (tested);
-    under bf16 autocast the sum is taken before the output is rounded (not after). It uses the
-    convolution-with-post-op kernel that PyTorch keeps for inductor's CPU fusions
-    (``torch.ops.mkldnn._convolution_pointwise_``), guarded: if the op is missing, the inputs are
-    not plain CPU float32 / bf16 tensors of matching dtype and shape, gradients are recorded or
-    the module is being compiled, nothing is fused.
-    """
-    if (not _FUSED_CONV_ADD or torch.is_grad_enabled() or h.device.type != 'cpu'
-            or torch.compiler.is_compiling()):
-        return None
-    dtype = torch.get_autocast_dtype('cpu') if torch.is_autocast_enabled('cpu') else h.dtype
-    if dtype not in (torch.float32, torch.bfloat16) or x.dtype != dtype:
-        return None
-    out_shape = (h.shape[0], conv.out_channels, x.shape[2], x.shape[3])
-    if tuple(x.shape) != out_shape or conv.padding_mode != 'zeros' or isinstance(conv.padding, str):
-        return None
-    # the sum is written in x's layout: x must be dense in the layout the convolution runs in
-    channels_last = any(t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
-                        for t in (h, conv.weight))
-    layout = torch.channels_last if channels_last else torch.contiguous_format
-    if not x.is_contiguous(memory_format=layout):
-        return None
-    w, b = conv.weight.to(dtype), None if conv.bias is None else conv.bias.to(dtype)
-    h = h.to(dtype)
-    return torch.ops.mkldnn._convolution_pointwise_.binary(
-        x, h, w, b, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups,
-        'add', 1.0, None, [], None)
 
 
 class _ResBlock(nn.Module):
@@ -122,30 +60,25 @@ class _ResBlock(nn.Module):
         if in_channels != out_channels:
             self.nin_shortcut = nn.Conv2d(out_channels, out_channels, 1, bias=False)
 
-    def forward(self, x: torch.Tensor, overwrite_input: bool = False) -> torch.Tensor:
-        """``overwrite_input=True`` (the encoder / decoder, which own their activations): without
-        gradients the block may return its result in ``x``'s memory."""
-        h = self.conv1(_swish(self.norm1(x)))
-        h = self.dropout(_swish(self.norm2(h)))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
         if self.in_channels != self.out_channels:
-            h = self.conv2(h)
-            return _add(self.nin_shortcut(h), h)
-        if overwrite_input:
-            out = _conv_add_(self.conv2, h, x)
-            if out is not None:
-                return out
-        return _add(self.conv2(h), x)
+            return self.nin_shortcut(h) + h
+        return x + h
 
 
 class _MidBlocks(nn.Module):
+    """The two residual blocks of the middle (a container: taming's names ``block_1``,
+    ``block_2``)."""
 
     def __init__(self, channels: int, dropout: float):
         super().__init__()
         self.block_1 = _ResBlock(channels, channels, dropout)
         self.block_2 = _ResBlock(channels, channels, dropout)
 
-    def forward(self, x: torch.Tensor, overwrite_input: bool = False) -> torch.Tensor:
-        return self.block_2(self.block_1(x, overwrite_input), True)
+    def blocks(self) -> Tuple[_ResBlock, _ResBlock]:
+        return self.block_1, self.block_2
 
 
 class _Upsample(nn.Module):
@@ -160,7 +93,8 @@ class _Upsample(nn.Module):
 
 
 class _Level(nn.Module):
-    """One resolution level: ``block`` (ModuleList), optionally ``upsample`` (decoder only)."""
+    """One resolution level (a container): ``block`` (ModuleList), optionally ``upsample``
+    (decoder only)."""
 
     def __init__(self, in_channels: int, out_channels: int, num_blocks: int, dropout: float,
                  upsample: bool = False):
@@ -173,15 +107,25 @@ class _Level(nn.Module):
         if upsample:
             self.upsample = _Upsample(out_channels)
 
-    def forward(self, x: torch.Tensor, overwrite_input: bool = False) -> torch.Tensor:
-        for i, blk in enumerate(self.block):
-            x = blk(x, overwrite_input or i > 0)
-        if hasattr(self, 'upsample'):
-            x = self.upsample(x)
-        return x
 
 
-class _Encoder(nn.Module):
+class _ResidualStack(nn.Module):
+    """What the encoder and the decoder share: every residual block runs through
+    :meth:`run_block` and every swish through :meth:`activation`, the places where the faster
+    forms of :mod:`addp_mm.models.utils.inference` take over."""
+
+    @staticmethod
+    def run_block(block: _ResBlock, h: torch.Tensor) -> torch.Tensor:
+        return block(h)
+
+    @staticmethod
+    def activation(x: torch.Tensor) -> torch.Tensor:
+        return F.silu(x)
+
+
+class _Encoder(_ResidualStack):
+    """conv_in, per level its residual blocks then average pooling (except the last), the middle
+    blocks, norm_out, swish, conv_out."""
 
     def __init__(self, ch: int, ch_mult: Sequence[int], num_res_blocks: int, in_channels: int,
                  z_channels: int, dropout: float):
@@ -201,14 +145,18 @@ class _Encoder(nn.Module):
         h = self.conv_in(x)
         last = len(self.down) - 1
         for i, level in enumerate(self.down):
-            h = level(h, True)  # every activation here is this pass's own
+            for block in level.block:
+                h = self.run_block(block, h)
             if i != last:
                 h = F.avg_pool2d(h, kernel_size=2, stride=2)
-        h = self.mid(h, True)
-        return self.conv_out(_swish(self.norm_out(h)))
+        for block in self.mid.blocks():
+            h = self.run_block(block, h)
+        return self.conv_out(self.activation(self.norm_out(h)))
 
 
-class _Decoder(nn.Module):
+class _Decoder(_ResidualStack):
+    """conv_in, the middle blocks, per level (last to first) its residual blocks then nearest x2
+    upsampling + conv (except level 0), norm_out, swish, conv_out."""
 
     def __init__(self, ch: int, ch_mult: Sequence[int], num_res_blocks: int, out_ch: int,
                  z_channels: int, dropout: float):
@@ -226,10 +174,15 @@ class _Decoder(nn.Module):
         self.conv_out = nn.Conv2d(block_in, out_ch, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = self.mid(self.conv_in(z), True)  # every activation here is this pass's own
+        h = self.conv_in(z)
+        for block in self.mid.blocks():
+            h = self.run_block(block, h)
         for level in reversed(self.up):
-            h = level(h, True)
-        return self.conv_out(_swish(self.norm_out(h)))
+            for block in level.block:
+                h = self.run_block(block, h)
+            if hasattr(level, 'upsample'):
+                h = level.upsample(h)
+        return self.conv_out(self.activation(self.norm_out(h)))
 
 
 class VectorQuantizer(nn.Module):
@@ -297,15 +250,8 @@ class VQGANTokenizer(nn.Module):
             the caller's autocast), see :mod:`addp_mm.models.utils.precision`. :meth:`decode`
             returns the dtype of its input.
         encode_precision: the same for the encoder (:meth:`encode`), ``'fp32'`` by default: the
-            token ids are the training targets, and bf16 convolutions flip about 2.5% of them on
-            the reference images (fp16 about 0.6%). The nearest-code search is always float32.
-        encode_channels_last: run the encoder on channels-last activations (faster convolutions,
-            GroupNorm summed in a different order: latents move by ~1e-4, see the module doc).
-            ``None`` (default): channels-last on a CPU exactly when ``precision`` resolves to
-            bf16 / fp16 there, i.e. in a fast mode (measured faster); NCHW (exact) in full
-            precision and on other devices (unmeasured: no GPU was lent to this work).
-        compile: ``torch.compile`` the encoder and decoder (``True`` or a dict of
-            ``torch.compile`` kwargs); the first call of each input shape compiles.
+            token ids are the training targets, and bf16 convolutions flip some of them (see
+            docs/performance). The nearest-code search is always float32.
     """
 
     def __init__(self,
@@ -322,9 +268,7 @@ class VQGANTokenizer(nn.Module):
                  dropout: float = 0.0,
                  checkpoint: Optional[Union[str, Mapping]] = None,
                  precision: Optional[str] = None,
-                 encode_precision: Optional[str] = 'fp32',
-                 encode_channels_last: Optional[bool] = None,
-                 compile: Union[bool, Dict] = False):
+                 encode_precision: Optional[str] = 'fp32'):
         super().__init__()
         if len(ch_mult) == 0 or any(float(m) != int(m) for m in ch_mult) or float(ch) != int(ch):
             raise ValueError('ch and ch_mult must be integers with at least one level; '
@@ -350,20 +294,8 @@ class VQGANTokenizer(nn.Module):
         self.decoder = _Decoder(self.ch, ch_mult, self.num_res_blocks, self.out_ch,
                                 self.z_channels, dropout)
         self.quantize = VectorQuantizer(self.n_embed, self.embed_dim)
-        # decoder convolutions channels-last: the fast layout of oneDNN / cuDNN (keys unchanged);
-        # the encoder's weights stay NCHW: its layout follows its input (encode_memory_format)
-        self.decoder.to(memory_format=torch.channels_last)
         self.precision = check_precision(precision, 'VQGANTokenizer precision')
         self.encode_precision = check_precision(encode_precision, 'VQGANTokenizer encode_precision')
-        if encode_channels_last not in (None, True, False):
-            raise ValueError('VQGANTokenizer encode_channels_last must be None (follow precision), '
-                             f'True or False, got {encode_channels_last!r}')
-        self.encode_channels_last = encode_channels_last
-        if compile:
-            kwargs = compile if isinstance(compile, dict) else {}
-            self.encoder.compile(**kwargs)
-            self.decoder.compile(**kwargs)
-
         self.checkpoint = checkpoint
 
     # ------------------------------------------------------------------ weights
@@ -371,8 +303,8 @@ class VQGANTokenizer(nn.Module):
                         prefix: Optional[str] = None,
                         key: str = 'VQGANTokenizer checkpoint') -> 'VQGANTokenizer':
         """Load tokenizer weights strictly from a file or a loaded checkpoint (``prefix``: see
-        :func:`~addp_mm.models.utils.vqgan_state_dict`)."""
-        load_converted(self, checkpoint, vqgan_state_dict, key, source='vqgan', prefix=prefix)
+        :func:`~addp_mm.checkpoint.vqgan_state_dict`)."""
+        load_weights(self, checkpoint, vqgan_state_dict, STRICT, key, prefix=prefix)
         return self
 
     def init_weights(self) -> None:
@@ -406,16 +338,7 @@ class VQGANTokenizer(nn.Module):
                 f'expected B x {self.in_channels} x H x W pixels, got {tuple(x.shape)}')
         self.grid_size(x.shape[-2:])
         with precision_context(self.encode_precision, x.device):
-            return self.encoder(x.contiguous(memory_format=self.encode_memory_format(x.device)))
-
-    def encode_memory_format(self, device: Union[str, torch.device]) -> torch.memory_format:
-        """The layout the encoder runs in on ``device`` (see ``encode_channels_last``)."""
-        channels_last = self.encode_channels_last
-        if channels_last is None:
-            device = torch.device(device)
-            channels_last = (device.type == 'cpu'
-                             and resolve_precision(self.precision, device) in ('bf16', 'fp16'))
-        return torch.channels_last if channels_last else torch.contiguous_format
+            return self.encoder(x)
 
     def encode(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Pixels in [0, 1] (no normalisation) -> (z_q B x C x h x w, indices B x (h*w) int64).
@@ -433,7 +356,7 @@ class VQGANTokenizer(nn.Module):
         if z.dim() != 4 or z.shape[1] != self.embed_dim:
             raise ValueError(f'expected B x {self.embed_dim} x h x w codes, got {tuple(z.shape)}')
         with precision_context(self.precision, z.device):
-            x = self.decoder(z.contiguous(memory_format=torch.channels_last))
+            x = self.decoder(z)
         if self.precision is not None:
             x = x.to(z.dtype)
         return x.contiguous()
@@ -472,6 +395,29 @@ class VQGANTokenizer(nn.Module):
                        hw: Optional[Sequence[int]] = None) -> torch.Tensor:
         """``decode(embed_indices(indices, hw))``."""
         return self.decode(self.embed_indices(indices, hw))
+
+    def mix_codes(self, mask: torch.Tensor, probs: torch.Tensor,
+                  codes: torch.Tensor) -> torch.Tensor:
+        """ADDP's codes of a denoising state: the expected code under ``probs`` where ``mask`` is
+        set (the unreliable positions), ``codes`` elsewhere.
+
+        Args:
+            mask: ``B x N`` (``N = h * w``, raster order), nonzero = take the expected code.
+            probs: distributions over the codebook, ``B x n_embed x h x w`` or ``B x N x n_embed``.
+            codes: the known codes, ``B x embed_dim x h x w``.
+        """
+        B, C, h, w = codes.shape
+        if probs.dim() == 3:
+            probs = probs.transpose(1, 2).reshape(B, -1, h, w)
+        soft = self.soft_embed(probs.to(codes.dtype))
+        return torch.where(mask.bool().view(B, 1, h, w), soft, codes)
+
+    def decode_mixed(self, mask: torch.Tensor, probs: torch.Tensor,
+                     codes: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """ADDP's step from tokens to pixels: :meth:`mix_codes`, decoded. Returns
+        ``(pixels, mixed codes)``."""
+        z = self.mix_codes(mask, probs, codes)
+        return self.decode(z), z
 
     def extra_repr(self) -> str:
         return (f'ch={self.ch}, ch_mult={self.ch_mult}, num_res_blocks={self.num_res_blocks}, '

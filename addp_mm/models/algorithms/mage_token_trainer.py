@@ -24,7 +24,12 @@ import torch
 import torch.nn.functional as F
 from mmengine.model import BaseModel
 from mmengine.registry import MODELS
-from scipy import stats
+
+from ..target_generators.mage_token_predictor import fit_to_tokenizer
+from ..utils.frozen import keep_out_of_state_dict
+from ..utils.image import PIXELS_0_1
+from ..utils.inference import optimize_for_inference
+from ..utils.masking import masks_from_noise, truncated_normal
 
 __all__ = ['MAGETokenTrainer']
 
@@ -45,38 +50,19 @@ class MAGETokenTrainer(BaseModel):
     def __init__(self, tokenizer: Dict, token_predictor: Dict, min_ratio: float = 0.5,
                  max_ratio: float = 1.0, mu: float = 0.55, std: float = 0.25,
                  label_smoothing: float = 0.1,
-                 data_preprocessor: Optional[Dict] = dict(
-                     type='ImgDataPreprocessor', mean=[0., 0., 0.], std=[255., 255., 255.],
-                     bgr_to_rgb=True),
+                 data_preprocessor: Optional[Dict] = PIXELS_0_1,
                  init_cfg=None):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         if not 0. < min_ratio <= max_ratio <= 1. or std <= 0:
             raise ValueError(f'need 0 < min_ratio <= max_ratio <= 1 and std > 0, got '
                              f'{min_ratio}, {max_ratio}, {std}')
-        self.tokenizer = MODELS.build(tokenizer)
-        self.tokenizer.requires_grad_(False)
-        token_predictor = dict(token_predictor)
-        token_predictor.setdefault('codebook_size', self.tokenizer.n_embed)
-        token_predictor.setdefault('grid_size', self.tokenizer.grid_size(self.tokenizer.resolution))
-        self.token_predictor = MODELS.build(token_predictor)
+        self.tokenizer = optimize_for_inference(MODELS.build(tokenizer).requires_grad_(False))
+        self.token_predictor = MODELS.build(fit_to_tokenizer(token_predictor, self.tokenizer))
         self.min_ratio, self.max_ratio, self.mu, self.std = min_ratio, max_ratio, mu, std
-        self.ratio_distribution = stats.truncnorm((min_ratio - mu) / std, (max_ratio - mu) / std,
-                                                  loc=mu, scale=std)
+        self.ratio_distribution = truncated_normal(min_ratio, max_ratio, mu, std)
         self.label_smoothing = float(label_smoothing)
         # the frozen tokenizer's weights live in their own file, not in this model's checkpoints
-        self._register_state_dict_hook(self._drop_tokenizer)
-        self.register_load_state_dict_pre_hook(self._keep_tokenizer)
-
-    @staticmethod
-    def _drop_tokenizer(module, state, prefix, local_metadata):
-        for k in [k for k in state if k.startswith(prefix + 'tokenizer.')]:
-            del state[k]
-        return state
-
-    @staticmethod
-    def _keep_tokenizer(module, state, prefix, *args):
-        for k, v in module.tokenizer.state_dict(prefix=prefix + 'tokenizer.').items():
-            state.setdefault(k, v)
+        keep_out_of_state_dict(self, ('tokenizer', ))
 
     def init_weights(self):
         super().init_weights()
@@ -100,10 +86,7 @@ class MAGETokenTrainer(BaseModel):
         """Bool B x N mask with ``ceil(N * ratio)`` True positions per row (MAGE's count)."""
         num_masked = min(num_tokens, max(1, int(math.ceil(num_tokens * ratio))))
         noise = torch.rand(batch, num_tokens, device=device)
-        order = noise.argsort(dim=1)
-        mask = torch.zeros(batch, num_tokens, dtype=torch.bool, device=device)
-        mask.scatter_(1, order[:, :num_masked], True)
-        return mask
+        return masks_from_noise(noise, (num_masked, ))[0].bool()
 
     @torch.no_grad()
     def tokens(self, inputs: torch.Tensor) -> torch.Tensor:
