@@ -18,10 +18,17 @@ import torch
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOLS = osp.join(ROOT, 'tools')
-# the checkout (addp_mm without installing) and tools/ (verification, demo_data) are importable
+# the checkout (addp_mm without installing) and tools/ are importable: the tests reach the tools'
+# modules (cli, the tools' main functions, demo_data, verification, benchmark_release_path) by
+# name, here and nowhere else
 for path in (TOOLS, ROOT):
     if path not in sys.path:
         sys.path.insert(0, path)
+
+
+def tool(name: str):
+    """The module of ``tools/NAME.py`` (its ``main`` runs a tool in this process)."""
+    return importlib.import_module(name)
 
 import addp_mm  # noqa: E402,F401  (registers everything)
 

@@ -3,13 +3,12 @@ offline: torch-fidelity's code computes the statistics and metrics, only the net
 import os
 import os.path as osp
 import shutil
-import sys
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import require
+from conftest import require, tool
 from PIL import Image
 
 from addp_mm.evaluation import compute_fid_is, list_images, load_statistics, save_statistics
@@ -20,12 +19,7 @@ STAND_IN = 'addp-test-stand-in'
 
 
 def _fid_tool():
-    sys.path.insert(0, osp.join(ROOT, 'tools'))
-    try:
-        import fid_is
-    finally:
-        sys.path.pop(0)
-    return fid_is
+    return tool('fid_is')
 
 
 def _write_images(folder, num, shift=0, size=32, seed=0):

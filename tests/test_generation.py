@@ -2,7 +2,6 @@
 tests/test_verify_reference.py)."""
 import math
 import os.path as osp
-import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -16,7 +15,7 @@ from addp_mm.apis import image_grid, rank_range
 from addp_mm.engine.hooks import GenerationVisHook
 from addp_mm.models.generation import ADDPSampler, GenerationGeometry
 from addp_mm.models.utils import to_uint8
-from conftest import free_port, run_command
+from conftest import free_port, run_command, tool
 from verification.generation import sampler_from_release_args
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -243,12 +242,7 @@ def test_rank_range_and_grid():
 # tools/generate.py
 # ----------------------------------------------------------------------------------------------
 def _generate_tool():
-    sys.path.insert(0, osp.join(ROOT, 'tools'))
-    try:
-        import generate
-    finally:
-        sys.path.pop(0)
-    return generate
+    return tool('generate')
 
 
 def _tool_images(out, n):

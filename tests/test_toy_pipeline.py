@@ -45,7 +45,6 @@ def test_toy_pipeline_quick(tmp_path):
     results = json.loads((work / 'results.json').read_text())
     assert results['files']['backbone'] == str(work / 'addp' / 'backbone.pth')
     table = (work / 'results.md').read_text()
-    sys.path.insert(0, osp.join(ROOT, 'tools'))
     from run_toy_pipeline import DOWNSTREAM_ROWS, ROWS
     for name in [r[0] for r in ROWS] + [r[0] for r in DOWNSTREAM_ROWS]:
         assert f'| {name} |' in table, name

@@ -281,9 +281,8 @@ class Pipeline:
         noiser = cfg.model.target_generator
         part = dict(noiser[key])
         if key == 'token_predictor':
-            tok = MODELS.build(dict(noiser.tokenizer, checkpoint=None))
-            part.setdefault('codebook_size', tok.n_embed)
-            part.setdefault('grid_size', tok.grid_size(tok.resolution))
+            from addp_mm.models.target_generators.mage_token_predictor import fit_to_tokenizer
+            part = fit_to_tokenizer(part, MODELS.build(dict(noiser.tokenizer, checkpoint=None)))
         module = MODELS.build(part)
         module.init_weights()
         return module.eval().to(self.device())
