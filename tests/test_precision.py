@@ -172,13 +172,16 @@ def test_fast_modes_bound_what_they_change(ref, mode):
 def test_release_style_benchmark_path_matches_ours(ref):
     """The benchmark's release-style reference computes the same loss and images as ours."""
     from benchmark_release_path import (release_generate, release_loss, release_predict,
-                                        release_tokenizer)
+                                        release_res_block, release_swish, release_tokenizer)
     from addp_mm.models.generation import ADDPSampler
     from addp_mm.models.layers import vit
     v = ref.vectors
     model = build_reference_addp(ref)
     tok = release_tokenizer(model.target_generator.tokenizer)
     assert tok.decoder.conv_in.weight.is_contiguous()
+    # taming's swish on the copy only
+    assert tok.encoder.activation is release_swish and tok.decoder.run_block is release_res_block
+    assert 'activation' not in vars(model.target_generator.tokenizer.decoder)
     attns = [m for m in model.modules() if isinstance(m, vit.Attention)]
     assert attns and all(a.fused_attn for a in attns)
     loss = release_loss(model, tok, v['img'], v['mask_t'], v['mask_t_next'])

@@ -6,14 +6,17 @@ modules and the same weights, through their public switches (no patched names):
 * attention written out as float32 matmuls, ``softmax((q @ k^T) * scale - rowmax) @ v``, no
   ``scaled_dot_product_attention`` (``Attention.fused_attn = False`` while the path runs,
   :func:`release_style`);
-* the VQGAN in its reference form (NCHW, out-of-place sums: ``reference_form``), always float32
-  (:func:`release_tokenizer` makes such a copy of a tokenizer);
+* the VQGAN in its reference form (NCHW, out-of-place sums: ``reference_form``) with taming's
+  swish, ``x * sigmoid(x)`` (set through the encoder's and decoder's ``run_block`` /
+  ``activation`` hooks of the copy), always float32 (:func:`release_tokenizer` makes such a copy
+  of a tokenizer);
 * the token predictor run twice per step, once per mask, each time scoring every sequence
   position (the class slot too) over the whole vocabulary before keeping the grid positions'
   codebook entries, as MAGE's ``sample_tokens`` does (:func:`release_predict`,
   :func:`release_noisy_pixels`);
-* the decoder scoring every position over the whole vocabulary before the loss or the sampler
-  keep what they read (:func:`release_loss`, :func:`release_generate`); generation also runs the
+* the decoder scoring every position over the whole vocabulary, the loss computed at every grid
+  position and then averaged over the masked ones (:func:`release_loss`), the sampler keeping
+  what it reads (:func:`release_generate`); generation also runs the
   encoder on the first step (whose features the decoder then hides).
 """
 import copy
@@ -26,7 +29,6 @@ import torch
 from addp_mm.models.layers import Attention
 from addp_mm.models.target_generators import VQGANTokenizer
 from addp_mm.models.utils.inference import reference_form
-from addp_mm.models.utils.masking import masked_positions
 
 __all__ = ['release_style', 'release_tokenizer', 'release_predict', 'release_noisy_pixels',
            'release_loss', 'release_generate']
@@ -53,10 +55,27 @@ def release_style(*modules: torch.nn.Module) -> Iterator[None]:
             p.precision = value
 
 
+def release_swish(x: torch.Tensor) -> torch.Tensor:
+    """taming's ``nonlinearity``: ``x * sigmoid(x)`` (two passes and a temporary)."""
+    return x * torch.sigmoid(x)
+
+
+def release_res_block(block: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """taming's ``ResnetBlock.forward`` as MaskGIT's VQGAN (MAGE's port) runs it."""
+    h = block.conv1(release_swish(block.norm1(x)))
+    h = block.conv2(block.dropout(release_swish(block.norm2(h))))
+    if block.in_channels != block.out_channels:
+        return block.nin_shortcut(h) + h
+    return x + h
+
+
 def release_tokenizer(tokenizer: VQGANTokenizer) -> VQGANTokenizer:
-    """A float32 copy of ``tokenizer`` (same weights) in its reference form."""
+    """A float32 copy of ``tokenizer`` (same weights) in its reference form, with taming's swish."""
     ref = reference_form(copy.deepcopy(tokenizer))
     ref.precision = ref.encode_precision = 'fp32'
+    for stack in (ref.encoder, ref.decoder):
+        stack.run_block = release_res_block  # instance attributes: this copy only
+        stack.activation = release_swish
     return ref
 
 
@@ -92,15 +111,27 @@ def release_full_logits(model, enc: torch.Tensor, indices: torch.Tensor,
     return model.neck.score(model.neck.features(enc, indices, mask))
 
 
+def release_soft_target_loss(logits: torch.Tensor, target_probs: torch.Tensor, mask: torch.Tensor,
+                             label_smoothing: float) -> torch.Tensor:
+    """The release's loss: soft-target cross-entropy at every grid position (``logits`` of every
+    sequence position, ``target_probs`` ``B x K x h x w``), then averaged over the masked ones."""
+    B, N = mask.shape
+    grid = logits[:, 1:1 + N].float()
+    target = target_probs.float().flatten(2).transpose(1, 2)
+    target = torch.nn.functional.pad(target, (0, grid.shape[-1] - target.shape[-1]))
+    per_pos = torch.nn.functional.cross_entropy(grid.reshape(B * N, -1), target.reshape(B * N, -1),
+                                                reduction='none', label_smoothing=label_smoothing)
+    weight = mask.reshape(B * N).float()
+    return (per_pos * weight).sum() / weight.sum().clamp(min=1.)
+
+
 def release_loss(model, tokenizer, inputs, mask_t, mask_next) -> torch.Tensor:
     """One pretraining loss the release's way (``tokenizer`` from :func:`release_tokenizer`)."""
     state = release_noisy_pixels(model, tokenizer, inputs, mask_t, mask_next)
     with release_style(model.backbone, model.neck):
         logits = release_full_logits(model, model.encode(state['x_t']), state['indices'], mask_t)
-        N = mask_t.shape[1]
-        positions = masked_positions(mask_t, int(mask_t[0].sum()))
-        picked = logits[:, 1:1 + N].gather(1, positions.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
-        return model.head(picked, state['target'], positions)
+        return model.head.loss_weight * release_soft_target_loss(
+            logits, state['target'], mask_t, model.head.label_smoothing)
 
 
 @torch.no_grad()

@@ -8,6 +8,7 @@
   keeps its traceback.
 - Known import-time noise from the pinned stack is silenced, narrowly (see ``quiet_imports``).
 """
+import argparse
 import importlib.util
 import os
 import os.path as osp
@@ -46,6 +47,25 @@ def quiet_imports() -> None:
 def add_debug_flag(parser) -> None:
     parser.add_argument('--debug', action='store_true',
                         help='on an error, show the full traceback instead of one line')
+
+
+def add_run_flags(parser, launchers=('none', 'pytorch', 'slurm'),
+                  cfg_help: str = 'override config entries, e.g. train_cfg.max_epochs=3') -> None:
+    """The flags every tool that runs a config shares: ``--cfg-options``, ``--launcher``,
+    ``--local_rank`` (set by ``torch.distributed.launch``) and ``--debug``."""
+    parser.add_argument('--cfg-options', nargs='+', metavar='KEY=VALUE', help=cfg_help)
+    parser.add_argument('--launcher', choices=list(launchers), default='none')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
+                        help=argparse.SUPPRESS)
+    add_debug_flag(parser)
+
+
+def parse_run_args(parser, argv=None):
+    """``parser.parse_args(argv)``, and ``LOCAL_RANK`` from ``--local_rank`` unless the launcher
+    set it."""
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
 
 
 def where_from(path: str) -> str:

@@ -26,8 +26,9 @@ import sys
 import time
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/cli.py
-from cli import (ROOT, UsageError, add_debug_flag, quiet_imports, require_config,  # noqa: E402
-                 require_file, run_tool)
+from cli import (  # noqa: E402
+    ROOT, UsageError, add_run_flags, parse_run_args, quiet_imports,
+    require_config, require_file, run_tool)
 
 
 def parse_args(argv=None):
@@ -52,12 +53,10 @@ def parse_args(argv=None):
     p.add_argument('--device', help='default: cuda when available, else cpu')
     p.add_argument('--grid-images', type=int, default=64, help='images in grid.png')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
-    p.add_argument('--launcher', choices=['none', 'pytorch'], default='none')
-    p.add_argument('--cfg-options', nargs='+', metavar='KEY=VALUE',
-                   help='override config entries, e.g. model.target_generator.tokenizer.checkpoint=PATH')
-    p.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
-    add_debug_flag(p)
-    return p.parse_args(argv)
+    add_run_flags(p, launchers=('none', 'pytorch'),
+                  cfg_help='override config entries, e.g. '
+                           'model.target_generator.tokenizer.checkpoint=PATH')
+    return parse_run_args(p, argv)
 
 
 def main(argv=None):

@@ -10,13 +10,13 @@ toolbox); the last line printed is their absolute path and count.
 """
 import argparse
 import glob
-import os
 import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/cli.py
-from cli import (ROOT, add_debug_flag, quiet_imports, require_config, require_file,  # noqa: E402
-                 run_tool)
+from cli import (  # noqa: E402
+    ROOT, add_run_flags, parse_run_args, quiet_imports, require_config,
+    require_file, run_tool)
 
 
 def parse_args(argv=None):
@@ -35,13 +35,8 @@ def parse_args(argv=None):
     p.add_argument('--draw-size', type=int, default=512,
                    help='detection: draw small images enlarged so their shorter side is at least '
                         'this many pixels (0: as they are)')
-    p.add_argument('--cfg-options', nargs='+', metavar='KEY=VALUE', help='override config entries')
-    p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none')
-    p.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
-    add_debug_flag(p)
-    args = p.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_run_flags(p, cfg_help='override config entries, e.g. test_dataloader.batch_size=1')
+    return parse_run_args(p, argv)
 
 
 def main(argv=None):

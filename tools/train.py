@@ -10,13 +10,13 @@ The terminal shows progress; the environment, config and hook dumps go to the lo
 (``WORK_DIR/<timestamp>/<timestamp>.log``).
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/cli.py
-from cli import (ROOT, UsageError, add_debug_flag, quiet_imports, require_config,  # noqa: E402
-                 require_file, run_tool, where_from)
+from cli import (  # noqa: E402
+    ROOT, UsageError, add_run_flags, parse_run_args, quiet_imports,
+    require_config, require_file, run_tool, where_from)
 
 
 # --amp: each fp32 optimizer wrapper and its mixed-precision counterpart
@@ -39,14 +39,8 @@ def parse_args(argv=None):
     p.add_argument('--tensorboard', action='store_true',
                    help="also log to TensorBoard (mmengine's TensorboardVisBackend); view with "
                         'tensorboard --logdir WORK_DIR')
-    p.add_argument('--cfg-options', nargs='+', metavar='KEY=VALUE',
-                   help='override config entries, e.g. train_cfg.max_epochs=3')
-    p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none')
-    p.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
-    add_debug_flag(p)
-    args = p.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_run_flags(p)
+    return parse_run_args(p, argv)
 
 
 def main(argv=None):
