@@ -5,7 +5,9 @@ models (algorithms, backbone, necks, head, target generators), the mask schedule
 (``TASK_UTILS``), the pretraining runner, the hooks and the layer-decay optimizer constructor into
 mmengine's root registries, which mmdet, mmseg and mmpretrain all search. ``addp_mm.checkpoint``
 (reading, converting, loading weights), ``addp_mm.evaluation`` (FID / IS) and ``addp_mm.apis``
-(generation to files) are plain functions.
+(generation to files) are plain functions. The encoders are also timm models
+(``timm.create_model('addp_vit_base_patch16_256')``) and the model index is registered with
+mmpretrain (``mmpretrain.list_models('*addp*')``, :mod:`addp_mm.model_index`).
 """
 from .version import __version__
 from .checkpoint.safe_globals import register_safe_globals
@@ -16,5 +18,8 @@ from . import models  # noqa: E402,F401
 from . import engine  # noqa: E402,F401
 from . import datasets  # noqa: E402,F401
 from . import evaluation  # noqa: E402,F401
+from .model_index import register_with_mmpretrain  # noqa: E402
+
+register_with_mmpretrain()
 
 __all__ = ['__version__']

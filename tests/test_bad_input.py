@@ -1,4 +1,4 @@
-"""Bad input, the rest of issue 10 item 5: empty / malformed COCO annotation files, images smaller
+"""Bad input: empty / malformed COCO annotation files, images smaller
 than the crop, image sizes that are not multiples of the patch or the window."""
 import json
 import os.path as osp
@@ -9,7 +9,7 @@ import torch
 from mmengine.config import Config
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-DEMO_COCO = osp.join(ROOT, 'configs', 'demo', 'mask-rcnn_addp-vit-demo_demo-coco.py')
+DEMO_COCO = osp.join(ROOT, 'configs', 'demo', 'mask-rcnn_vit-demo-p16_1xb4-8e_demo-coco-128px.py')
 
 
 @pytest.mark.parametrize('content, pattern', [
@@ -43,9 +43,9 @@ def test_bad_coco_annotation_file_names_itself(tmp_path, content, pattern):
 
 
 @pytest.mark.parametrize('config, pipeline', [
-    ('pretrain/addp_vit-base-p16_1600e_in1k.py', 'train_pipeline'),
-    ('imagenet/addp-vit-base-p16_8xb128-coslr-100e_in1k-256px.py', 'train_pipeline'),
-    ('imagenet/addp-vit-base-p16_8xb128-coslr-100e_in1k-256px.py', 'test_pipeline'),
+    ('pretrain/addp_vit-base-p16_32xb128-amp-coslr-1600e_in1k-256px.py', 'train_pipeline'),
+    ('imagenet/vit-base-p16_addp-pre_8xb128-coslr-100e_in1k-256px.py', 'train_pipeline'),
+    ('imagenet/vit-base-p16_addp-pre_8xb128-coslr-100e_in1k-256px.py', 'test_pipeline'),
 ])
 def test_images_smaller_than_the_crop_are_upsampled(tmp_path, config, pipeline):
     """A 20x13 image through the pretraining crop and the fine-tuning train / eval pipelines:

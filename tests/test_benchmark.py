@@ -3,7 +3,7 @@ from the benchmark's own output, never asserted in a test).
 
 The script runs with the tiny ``--arch demo`` dims at 64 px, one repeat, the pretraining, parts and
 generation groups: every row must carry its measured numbers, a ratio that is "how many times
-better ours is" for its unit, the issue's targets on the rows that have them, and the accuracy
+better ours is" for its unit, the targets on the rows that have them, and the accuracy
 checks the benchmark prints (loss and noised pixels relative to fp32, images against the
 release-style path).
 """

@@ -145,7 +145,7 @@ def test_demo_pretraining_killed_and_resumed_logs_the_same_losses(tmp_path):
     uninterrupted run's."""
     data = tmp_path / 'unlabeled'
     make_images(str(data), 12, 96)
-    config = osp.join(ROOT, 'configs', 'pretrain', 'addp_vit-tiny_demo.py')
+    config = osp.join(ROOT, 'configs', 'pretrain', 'addp_vit-demo-p16_1xb8-300iter_demo-64px.py')
     opts = ['--cfg-options', f'train_dataloader.dataset.data_root={data}', 'train_dataloader.num_workers=0',
             'train_dataloader.persistent_workers=False', 'train_dataloader.batch_size=4',
             'train_cfg.max_iters=6', 'default_hooks.logger.interval=1', 'default_hooks.checkpoint.interval=2',

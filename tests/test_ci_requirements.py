@@ -1,4 +1,4 @@
-"""Under CI=true nothing skips because an optional import is missing (issue 10, item 7)."""
+"""Under CI=true nothing skips because an optional import is missing."""
 import glob
 import os.path as osp
 import re

@@ -18,11 +18,11 @@ Reductions made for the CPU, none of which changes the architecture:
   configured) but run at width 256 instead of 1024 (the neck / head widths are checked against
   1024 first): full-width ViT-L on 2 CPU cores would take most of this file's time budget.
 
-Drop-in: the README's blocks marked ``<!-- paste: mmdet -->`` / ``<!-- paste: mmseg -->`` are read
-from README.md and pasted verbatim under the stock ``mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py``
-and ``mmseg::upernet/upernet_r50_4xb4-160k_ade20k-512x512.py``; the test then checks their widths
-against ViT-B, narrows the ViT to width 64 (all 12 blocks kept), points the checkpoint at a small
-file it writes, and trains one step and predicts at a reduced input size.
+Drop-in: the blocks of docs/user_guides/own_config.md marked ``<!-- paste: TAG -->`` are read
+from that page and pasted verbatim under the stock config named there (:data:`STOCK`). The ViT-B
+blocks are checked against ViT-B, narrowed to width 64 (all 12 blocks kept), pointed at a small
+file the test writes, and train one step and predict at a reduced input size; the small
+machine's blocks run as written at 128 px (only their checkpoint file is written by the test).
 """
 import glob
 import math
@@ -51,7 +51,7 @@ CONFIG_DIRS = ('coco', 'ade20k', 'imagenet', 'demo')
 CONFIGS = sorted(p for d in CONFIG_DIRS for p in glob.glob(osp.join(ROOT, 'configs', d, '*.py')))
 
 DET_SIZE, SEG_SIZE, CLS_SIZE = 128, 64, 64
-# the README's mmdet block at 320 px: a 20x20 patch grid, larger than its 14x14 windows and not a
+# the mmdet paste-in block at 320 px: a 20x20 patch grid, larger than its 14x14 windows and not a
 # multiple of them (padded to 28x28: four windows), so windowed and global blocks both matter
 PASTE_DET_SIZE = 320
 
@@ -266,7 +266,9 @@ def test_config_builds_and_trains_one_step(path):
     is_demo = '/demo/' in path
     if not is_demo:  # the release configs load the released encoder
         assert cfg.model.backbone.init_cfg.type == 'Pretrained'
-        assert cfg.model.backbone.init_cfg.checkpoint == cfg.pretrained
+        assert cfg.model.backbone.init_cfg.checkpoint in ('checkpoints/addp-vit-base-16.pth',
+                                                          'checkpoints/addp-vit-large-16.pth')
+        assert ('large' in osp.basename(path)) == ('large' in cfg.model.backbone.init_cfg.checkpoint)
     _shrink_for_cpu(cfg)
     _narrow_large(cfg)
     torch.manual_seed(0)
@@ -288,25 +290,29 @@ def test_every_task_has_configs():
     assert len(names['demo']) >= 3, names['demo']
 
 
-# ------------------------------------------------------------------------------ README drop-in
-README = osp.join(ROOT, 'README.md')
+# ------------------------------------------------------------------------------ paste-in blocks
+OWN_CONFIG = osp.join(ROOT, 'docs', 'user_guides', 'own_config.md')
 STOCK = {'mmdet': 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py',
-         'mmseg': 'mmseg::upernet/upernet_r50_4xb4-160k_ade20k-512x512.py'}
+         'mmseg': 'mmseg::upernet/upernet_r50_4xb4-160k_ade20k-512x512.py',
+         'mmdet-small': 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py',
+         'mmseg-small': 'mmseg::upernet/upernet_r50_4xb4-160k_ade20k-512x512.py',
+         'mmpretrain': 'mmpretrain::vision_transformer/vit-base-p16_32xb128-mae_in1k.py'}
 NARROW = 64  # the test's ViT width (12 blocks of 64, 4 heads), instead of ViT-B's 768
 
 
 def readme_block(tag: str) -> str:
-    """The python block that follows ``<!-- paste: TAG -->`` in README.md, verbatim."""
-    text = open(README, encoding='utf-8').read()
+    """The python block that follows ``<!-- paste: TAG -->`` in docs/user_guides/own_config.md,
+    verbatim."""
+    text = open(OWN_CONFIG, encoding='utf-8').read()
     marker = f'<!-- paste: {tag} -->'
-    assert text.count(marker) == 1, f'README.md must mark exactly one block with {marker}'
+    assert text.count(marker) == 1, f'own_config.md must mark exactly one block with {marker}'
     rest = text[text.index(marker) + len(marker):].lstrip('\n')
     assert rest.startswith('```python\n'), f'{marker} must be followed by a ```python block'
     return rest[len('```python\n'):rest.index('\n```', len('```python'))] + '\n'
 
 
 def _paste(tmp_path, tag: str):
-    """Stock config + the README block, written as a user would and loaded by mmengine."""
+    """Stock config + the block, written as a user would and loaded by mmengine."""
     path = tmp_path / f'{tag}_addp.py'
     path.write_text(f"_base_ = '{STOCK[tag]}'\n" + readme_block(tag))
     cfg = Config.fromfile(str(path))
@@ -361,6 +367,8 @@ def _pasted_model(cfg):
     scope = cfg.default_scope
     _register_toolbox(scope)
     torch.manual_seed(0)
+    if cfg.get('data_preprocessor') is not None:  # what mmengine's Runner does with it
+        cfg.model.setdefault('data_preprocessor', cfg.data_preprocessor)
     with DefaultScope.overwrite_default_scope(scope):
         model = revert_sync_batchnorm(_registry(scope).build(cfg.model))
         model.init_weights()
@@ -463,6 +471,62 @@ def test_readme_mmseg_block(tmp_path):
     data = _seg_batch(2, SEG_SIZE, _num_classes(cfg))
     _train_step(model, optim_wrapper, data, step=True)
     _predict(model, data, 'mmseg', _num_classes(cfg))
+
+
+def _demo_encoder_file(tmp_path, **kw) -> str:
+    """A demo pretraining's backbone.pth as runner.export_backbone writes it (backbone.* keys),
+    random weights, 64-px position table."""
+    from addp_mm.models.backbones import ADDPViT
+    torch.manual_seed(1)
+    src = ADDPViT(arch='demo', img_size=64, **kw)
+    src.init_weights()
+    path = str(tmp_path / 'backbone.pth')
+    torch.save(dict(state_dict={f'backbone.{k}': v for k, v in src.state_dict().items()}), path)
+    return path
+
+
+@pytest.mark.parametrize('tag', ['mmdet-small', 'mmseg-small'])
+def test_small_paste_blocks_train_on_a_cpu_as_written(tmp_path, tag):
+    """The small machine's blocks: the demo encoder from a demo pretraining's backbone.pth (the
+    path the block names, written here), full precision, a training step and predictions at
+    128 px, no other change."""
+    cfg = _paste(tmp_path, tag)
+    assert cfg.optim_wrapper.type == 'OptimWrapper' and cfg.model.backbone.arch == 'demo'
+    ckpt = cfg.model.backbone.init_cfg.checkpoint
+    assert ckpt == 'work_dirs/addp_vit-demo-p16_1xb8-300iter_demo-64px/backbone.pth'
+    cfg.model.backbone.init_cfg.checkpoint = _demo_encoder_file(tmp_path)
+    scope = cfg.default_scope
+    if scope == 'mmdet':
+        cfg.model.train_cfg.rpn_proposal.update(nms_pre=500, max_per_img=100)
+        cfg.model.train_cfg.rcnn.sampler.num = 64
+    else:
+        cfg.model.data_preprocessor.size = (128, 128)
+    model, optim_wrapper = _pasted_model(cfg)
+    state = torch.load(cfg.model.backbone.init_cfg.checkpoint)['state_dict']
+    assert torch.equal(model.backbone.blocks[3].mlp.fc2.weight, state['backbone.blocks.3.mlp.fc2.weight'])
+    data = (_det_batch if scope == 'mmdet' else _seg_batch)(2, 128, _num_classes(cfg))
+    _train_step(model, optim_wrapper, data, step=True)
+    _predict(model, data, scope, _num_classes(cfg))
+
+
+def test_mmpretrain_paste_block(tmp_path):
+    """The classifier block under mmpretrain's stock ViT config: the release's pooled features
+    into a linear head, the encoder from its init_cfg; narrowed to 64 wide for the CPU."""
+    cfg = _paste(tmp_path, 'mmpretrain')
+    head = cfg.model.head
+    assert (head.type, head.in_channels, head.num_classes) == ('LinearClsHead', 768, 1000)
+    assert cfg.model.backbone.out_type == 'avg_featmap' and cfg.model.backbone.arch == 'base'
+    cfg.model.backbone.arch = dict(embed_dims=NARROW, num_layers=2, num_heads=4,
+                                   feedforward_channels=4 * NARROW)
+    cfg.model.head.in_channels = NARROW
+    ckpt = str(tmp_path / 'vit.pth')
+    from addp_mm.models.backbones import ADDPViT
+    torch.save(dict(state_dict=ADDPViT(arch=cfg.model.backbone.arch, img_size=224).state_dict()), ckpt)
+    cfg.model.backbone.init_cfg.checkpoint = ckpt
+    model, optim_wrapper = _pasted_model(cfg)
+    data = _cls_batch(2, 224, 1000)
+    _train_step(model, optim_wrapper, data, step=True)
+    _predict(model, data, 'mmpretrain', 1000)
 
 
 def test_mmseg_pretrained_alias(tmp_path):

@@ -1,7 +1,7 @@
 """The user's main job, end to end with the real tools, for the segmentation and classification
 demos: each config trains for a moment with tools/train.py, then tools/test.py reports its metric
 (above chance), writes predictions (--out) and drawings (--show-dir). The detection demo's run is
-the README quick start's (tests/test_readme_commands.py)."""
+the quick start's (tests/test_readme_commands.py)."""
 import glob
 import math
 import os.path as osp
@@ -15,11 +15,11 @@ DEMO = osp.join(ROOT, 'configs', 'demo')
 
 CASES = {
     # 32 iterations at the config's lr without its 100-iteration warm-up (see BEATS_CHANCE)
-    'ade': ('upernet_addp-vit-demo_demo-ade-128x128.py',
+    'ade': ('upernet_vit-demo-p16_1xb8-2k_demo-ade-128x128.py',
             ['train_cfg.max_iters=32', 'train_cfg.val_interval=32', 'default_hooks.checkpoint.interval=32',
              'param_scheduler=[]'],
             'iter_32.pth', ['mIoU', 'mAcc', 'aAcc']),
-    'imagenet': ('addp-vit-demo_demo-in1k-128px.py',
+    'imagenet': ('vit-demo-p16_1xb32-30e_demo-in1k-128px.py',
                  ['train_cfg.max_epochs=1', 'train_cfg.val_interval=1', 'default_hooks.checkpoint.interval=1'],
                  'epoch_1.pth', ['accuracy/top1']),
 }

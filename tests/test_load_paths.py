@@ -1,4 +1,4 @@
-"""Every load path converts and resizes, or refuses naming what is missing (issue 10, item 2):
+"""Every load path converts and resizes, or refuses naming what is missing:
 ``tools/test.py CHECKPOINT``, ``load_from`` and ``--resume`` go through the same converters as
 ``init_cfg``; a checkpoint that fits nothing (or too little) is an error, not a warning."""
 import importlib.util

@@ -142,9 +142,9 @@ def test_registered_and_used_by_the_pretraining_configs():
     from mmengine.config import Config
     assert OPTIM_WRAPPERS.get('NonFiniteGuardOptimWrapper') is NonFiniteGuardOptimWrapper
     assert OPTIM_WRAPPERS.get('NonFiniteGuardAmpOptimWrapper') is not None
-    for name, wrapper in [('addp_vit-base-p16_1600e_in1k.py', 'NonFiniteGuardAmpOptimWrapper'),
-                          ('addp_vit-large-p16_800e_in1k.py', 'NonFiniteGuardAmpOptimWrapper'),
-                          ('addp_vit-tiny_demo.py', 'NonFiniteGuardOptimWrapper')]:
+    for name, wrapper in [('addp_vit-base-p16_32xb128-amp-coslr-1600e_in1k-256px.py', 'NonFiniteGuardAmpOptimWrapper'),
+                          ('addp_vit-large-p16_32xb128-amp-coslr-800e_in1k-256px.py', 'NonFiniteGuardAmpOptimWrapper'),
+                          ('addp_vit-demo-p16_1xb8-300iter_demo-64px.py', 'NonFiniteGuardOptimWrapper')]:
         cfg = Config.fromfile(osp.join(ROOT, 'configs', 'pretrain', name))
         assert cfg.optim_wrapper.type == wrapper, name
     with pytest.raises(ValueError, match='max_consecutive_skips'):

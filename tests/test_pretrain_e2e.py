@@ -8,7 +8,7 @@ import torch
 from conftest import free_port, run_command
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-CONFIG = osp.join(ROOT, 'configs', 'pretrain', 'addp_vit-tiny_demo.py')
+CONFIG = osp.join(ROOT, 'configs', 'pretrain', 'addp_vit-demo-p16_1xb8-300iter_demo-64px.py')
 
 
 @pytest.fixture(scope='module')

@@ -143,7 +143,7 @@ def test_non_finite_loss_through_the_real_graph(model, max_consecutive_skips):
 
 
 def test_runner_checks_frozen_checkpoints_before_anything(tmp_path):
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'pretrain', 'addp_vit-base-p16_1600e_in1k.py'))
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'pretrain', 'addp_vit-base-p16_32xb128-amp-coslr-1600e_in1k-256px.py'))
     cfg.work_dir = str(tmp_path)
     noiser = cfg.model.target_generator
     noiser.tokenizer.checkpoint = str(tmp_path / 'missing_vqgan.ckpt')
@@ -156,8 +156,8 @@ def test_runner_checks_frozen_checkpoints_before_anything(tmp_path):
         check_frozen_checkpoints(cfg)
 
 
-@pytest.mark.parametrize('name', ['pretrain/addp_vit-base-p16_1600e_in1k.py',
-                                  'generation/addp_vit-base-p16_steps20_in1k.py'])
+@pytest.mark.parametrize('name', ['pretrain/addp_vit-base-p16_32xb128-amp-coslr-1600e_in1k-256px.py',
+                                  'generation/addp_vit-base-p16_20steps-cosine_in1k-256px.py'])
 def test_configs_build_without_their_weights(name, tmp_path):
     """Building a model reads no file; init_weights names the key and the missing file."""
     cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
@@ -188,11 +188,11 @@ def test_configs_build_without_their_weights(name, tmp_path):
 
 
 def test_release_configs_build_parts():
-    for name in ('addp_vit-base-p16_1600e_in1k.py', 'addp_vit-large-p16_800e_in1k.py', 'addp_vit-tiny_demo.py'):
+    for name in ('addp_vit-base-p16_32xb128-amp-coslr-1600e_in1k-256px.py', 'addp_vit-large-p16_32xb128-amp-coslr-800e_in1k-256px.py', 'addp_vit-demo-p16_1xb8-300iter_demo-64px.py'):
         cfg = Config.fromfile(osp.join(ROOT, 'configs', 'pretrain', name))
         assert cfg.runner_type == 'ADDPPretrainRunner'
         assert cfg.model.target_generator.type == 'ADDPNoiser'
-    demo = Config.fromfile(osp.join(ROOT, 'configs', 'pretrain', 'addp_vit-tiny_demo.py'))
+    demo = Config.fromfile(osp.join(ROOT, 'configs', 'pretrain', 'addp_vit-demo-p16_1xb8-300iter_demo-64px.py'))
     m = MODELS.build(copy.deepcopy(demo.model))
     assert isinstance(m, ADDP)
     size = demo.img_size

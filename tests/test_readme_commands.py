@@ -1,4 +1,5 @@
-"""The README's command blocks, run as written (read from README.md) on small demo data with
+"""The command blocks of the README and docs/get_started.md, run as written (read from the pages) on
+small demo data with
 shortened schedules (``--cfg-options`` appended), and their outputs checked: the quick start
 (training, its metric beating chance, tools/test.py reproducing it, ``--out``, ``--show-dir``),
 the demo pretraining -> generation -> fine-tuning chain (and ``--pretrained`` with the exported
@@ -20,10 +21,10 @@ SMALL_DATA = ['--num-train', '8', '--num-val', '4', '--imagenet-train', '4', '--
               '--num-unlabeled', '8', '--unlabeled-size', '96']
 
 
-def readme_commands(section: str):
-    """The commands of the first ```bash block under the README heading ``section`` (line
+def readme_commands(section: str, page: str = 'README.md'):
+    """The commands of the first ```bash block under the heading ``section`` of ``page`` (line
     continuations joined, comments dropped), as argument lists."""
-    text = open(osp.join(ROOT, 'README.md')).read()
+    text = open(osp.join(ROOT, page)).read()
     body = text[text.index(section):]
     block = re.search(r'```bash\n(.*?)```', body, re.S).group(1)
     commands = []
@@ -66,6 +67,8 @@ BEATS_CHANCE = {'coco/bbox_mAP_50': 0.15, 'coco/segm_mAP_50': 0.15}
 @pytest.mark.slow
 def test_quick_start_as_written(checkout):
     make_data, train, test = readme_commands('## Quick start')
+    # the getting-started page shows the same three commands
+    assert readme_commands('## The demo detector', 'docs/get_started.md') == [make_data, train, test]
     assert make_data[:2] == ['python', 'tools/make_demo_data.py']
     run(make_data + SMALL_DATA + ['--only', 'coco'], checkout)
     assert (checkout / 'data/demo/coco/annotations/instances_val2017.json').is_file()
@@ -108,7 +111,7 @@ def test_pretraining_to_generation_and_fine_tuning_as_written(checkout):
     import torch
     from PIL import Image
 
-    pretrain, generate, finetune = readme_commands('## From the demo pretraining')
+    pretrain, generate, finetune = readme_commands('## From a demo pretraining', 'docs/get_started.md')
     run(['python', 'tools/make_demo_data.py', 'data/demo'] + SMALL_DATA + ['--only', 'unlabeled',
                                                                           'imagenet'], checkout)
     short = ['--cfg-options', 'train_cfg.max_iters=4', 'default_hooks.logger.interval=1',
@@ -118,12 +121,12 @@ def test_pretraining_to_generation_and_fine_tuning_as_written(checkout):
     losses = [float(x) for x in re.findall(r' loss: ([0-9.]+)', proc.stdout)]
     assert len(losses) == 4 and all(math.isfinite(x) for x in losses)
     assert 'RANDOMLY INITIALISED' in proc.stdout + proc.stderr  # the demo's frozen parts say so
-    work = checkout / 'work_dirs' / 'addp_vit-tiny_demo'
+    work = checkout / 'work_dirs' / 'addp_vit-demo-p16_1xb8-300iter_demo-64px'
     assert (work / 'iter_4.pth').is_file() and (work / 'backbone.pth').is_file()
     saved = torch.load(work / 'iter_4.pth', map_location='cpu', weights_only=True)['state_dict']
     assert not any(k.startswith('target_generator.') for k in saved)  # frozen parts: own files
 
-    # generation: the README's command with the shortened run's last checkpoint
+    # generation: the page's command with the shortened run's last checkpoint
     generate = [a.replace('iter_300.pth', 'iter_4.pth') for a in generate]
     out_dir = checkout / generate[generate.index('--out-dir') + 1]
     num = int(generate[generate.index('--num-images') + 1])
@@ -146,7 +149,7 @@ def test_pretraining_to_generation_and_fine_tuning_as_written(checkout):
     proc = run(wrong, checkout, ok=False)
     assert proc.returncode == 2 and 'Traceback' not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
-        'generate.py: error: work_dirs/addp_vit-tiny_demo/backbone.pth: this is a backbone-only '
+        'generate.py: error: work_dirs/addp_vit-demo-p16_1xb8-300iter_demo-64px/backbone.pth: this is a backbone-only '
         'file (encoder weights); generation needs the full checkpoint, e.g. iter_300.pth '
         '(work_dirs/<pretraining config>/iter_N.pth) or the released addp-vit-*-16.pth')
 
@@ -156,11 +159,11 @@ def test_pretraining_to_generation_and_fine_tuning_as_written(checkout):
                            'optim_wrapper.optimizer.lr=0', 'param_scheduler=[]'], checkout)
     top1 = metric(proc.stdout, 'accuracy/top1')
     assert 0 <= top1 <= 100
-    tuned_dir = checkout / 'work_dirs/addp-vit-demo_demo-in1k-128px'
+    tuned_dir = checkout / 'work_dirs/vit-demo-p16_1xb32-30e_demo-in1k-128px'
     assert [f for _, _, files in os.walk(tuned_dir) for f in files if 'tfevents' in f], \
         '--tensorboard wrote no event file'
     pretrained = torch.load(work / 'backbone.pth', map_location='cpu', weights_only=True)['state_dict']
-    tuned = torch.load(checkout / 'work_dirs/addp-vit-demo_demo-in1k-128px/epoch_1.pth',
+    tuned = torch.load(checkout / 'work_dirs/vit-demo-p16_1xb32-30e_demo-in1k-128px/epoch_1.pth',
                        map_location='cpu', weights_only=True)['state_dict']
     # lr 0: the encoder blocks are exactly the pretrained ones (backbone.pth names its keys as in
     # a whole model)
@@ -172,7 +175,7 @@ def test_pretraining_to_generation_and_fine_tuning_as_written(checkout):
     from addp_mm.engine.config import load_config, set_pretrained_backbone
     from addp_mm.models.layers import resize_pos_embed
     from test_configs import _build
-    for name in ('mask-rcnn_addp-vit-demo_demo-coco.py', 'upernet_addp-vit-demo_demo-ade-128x128.py'):
+    for name in ('mask-rcnn_vit-demo-p16_1xb4-8e_demo-coco-128px.py', 'upernet_vit-demo-p16_1xb8-2k_demo-ade-128x128.py'):
         cfg = load_config(osp.join(ROOT, 'configs', 'demo', name))
         set_pretrained_backbone(cfg, str(work / 'backbone.pth'))
         model, _ = _build(cfg)

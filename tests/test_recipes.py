@@ -2,7 +2,7 @@
 (AMP scaler, float32 attention, TF32) and initialisation, weight-decay exemptions, and the
 ``pretrained`` alias of ``ADDPViT``.
 
-The README's drop-in blocks are tested in ``test_configs.py``.
+The paste-in blocks of docs/user_guides/own_config.md are tested in ``test_configs.py``.
 """
 import copy
 import glob
@@ -26,10 +26,10 @@ from addp_mm.models.backbones import ADDPViT
 from addp_mm.models.layers import Attention
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-PRETRAIN = osp.join(ROOT, 'configs', 'pretrain', 'addp_vit-base-p16_1600e_in1k.py')
-PRETRAIN_CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'pretrain', 'addp_vit-*-p16_*.py')))
+PRETRAIN = osp.join(ROOT, 'configs', 'pretrain', 'addp_vit-base-p16_32xb128-amp-coslr-1600e_in1k-256px.py')
+PRETRAIN_CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'pretrain', 'addp_vit-*-p16_32xb128-*.py')))  # the release's
 IMAGENET_CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'imagenet', '*.py')))
-COCO = osp.join(ROOT, 'configs', 'coco', 'mask-rcnn_addp-vit-base-p16_lsj-100e_coco.py')
+COCO = osp.join(ROOT, 'configs', 'coco', 'mask-rcnn_vit-base-p16_addp-pre_lsj-100e_coco.py')
 
 
 def _photo(path, h: int, w: int, seed: int = 0) -> str:
@@ -185,7 +185,7 @@ def test_attention_fp32_changes_nothing_in_float32():
 
 def test_attn_fp32_where_the_release_has_it():
     """On in the pretraining model (encoder, decoder, token predictor), off downstream."""
-    demo = Config.fromfile(osp.join(ROOT, 'configs', 'pretrain', 'addp_vit-tiny_demo.py'))
+    demo = Config.fromfile(osp.join(ROOT, 'configs', 'pretrain', 'addp_vit-demo-p16_1xb8-300iter_demo-64px.py'))
     model = MODELS.build(copy.deepcopy(demo.model))
     for part in (model.backbone, model.neck, model.target_generator.token_predictor):
         flags = [m.attn_fp32 for m in part.modules() if isinstance(m, Attention)]
@@ -233,7 +233,7 @@ def test_encoder_init_statistics(mode):
 def test_pretraining_initialises_the_encoder_as_the_release():
     for path in PRETRAIN_CONFIGS:
         assert Config.fromfile(path).model.backbone.init_mode == 'release', path
-    demo = Config.fromfile(osp.join(ROOT, 'configs', 'pretrain', 'addp_vit-tiny_demo.py'))
+    demo = Config.fromfile(osp.join(ROOT, 'configs', 'pretrain', 'addp_vit-demo-p16_1xb8-300iter_demo-64px.py'))
     cfg = copy.deepcopy(demo.model)
     cfg.backbone.arch = WIDE
     torch.manual_seed(0)

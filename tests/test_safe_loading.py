@@ -1,4 +1,4 @@
-"""Safe loading everywhere (issue 10, item 3): a crafted file whose unpickling would write a
+"""Safe loading everywhere: a crafted file whose unpickling would write a
 marker file, fed through every entry point that reads a checkpoint or statistics file, is refused
 with a message naming the pickled global and ``ADDP_TRUSTED_CHECKPOINTS``; nothing is written."""
 import os

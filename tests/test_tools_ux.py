@@ -1,7 +1,7 @@
 """The tools as a newcomer meets them: ``--help`` answers at once (no torch import), a user's
 mistake is one line naming what is missing and what to do (exit status 2; ``--debug`` shows the
 traceback), the shell tools answer ``--help``, ``--amp`` on every demo config, a config variable
-in ``--cfg-options``, a wrong kind of checkpoint. (``--tensorboard``: the README chain test.)"""
+in ``--cfg-options``, a wrong kind of checkpoint. (``--tensorboard``: the getting-started chain test.)"""
 import os
 import os.path as osp
 from types import SimpleNamespace
@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from conftest import run_command
+from conftest import tool as tool_module
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOLS = osp.join(ROOT, 'tools')
@@ -135,16 +136,16 @@ def test_missing_config_is_one_line_and_debug_shows_traceback(tmp_path):
 
 
 def test_missing_own_checkpoint_gets_no_release_hint(tmp_path):
-    config = osp.join(DEMO, 'mask-rcnn_addp-vit-demo_demo-coco.py')
+    config = osp.join(DEMO, 'mask-rcnn_vit-demo-p16_1xb4-8e_demo-coco-128px.py')
     line = assert_one_line_error(
         tool('test.py', config, 'work_dirs/mine/epoch_8.pth', cwd=tmp_path), 'test.py',
         "checkpoint 'work_dirs/mine/epoch_8.pth' not found", 'work_dirs/<config name>/epoch_N.pth',
         absent=('github', 'release file'))
     assert line.count('\n') == 0
     assert_one_line_error(
-        tool('generate.py', osp.join(ROOT, 'configs/pretrain/addp_vit-tiny_demo.py'),
-             'work_dirs/addp_vit-tiny_demo/iter_30.pth', '--out-dir', 'o', cwd=tmp_path),
-        'generate.py', "checkpoint 'work_dirs/addp_vit-tiny_demo/iter_30.pth' not found",
+        tool('generate.py', osp.join(ROOT, 'configs/pretrain/addp_vit-demo-p16_1xb8-300iter_demo-64px.py'),
+             'work_dirs/addp_vit-demo-p16_1xb8-300iter_demo-64px/iter_30.pth', '--out-dir', 'o', cwd=tmp_path),
+        'generate.py', "checkpoint 'work_dirs/addp_vit-demo-p16_1xb8-300iter_demo-64px/iter_30.pth' not found",
         absent=('github', 'release file'))
     assert_one_line_error(tool('convert_checkpoint.py', 'addp-vit-base-16.pth', 'out.pth', cwd=tmp_path),
                           'convert_checkpoint.py', "SRC checkpoint 'addp-vit-base-16.pth' not found",
@@ -194,7 +195,7 @@ def test_missing_release_file_names_the_release(tmp_path):
     assert_fragments(tool_error('train.py', cfg, cwd=tmp_path),
                      "model.backbone.init_cfg.checkpoint = 'checkpoints/addp-vit-base-16.pth': "
                      'file not found', 'the ADDP release (github.com/ChangyaoTian/ADDP)',
-                     'README "Weights"')
+                     'docs/user_guides/weights.md')
     # a mistyped path to one's own file: just "not found"
     assert_fragments(tool_error('train.py', cfg, '--pretrained', 'work_dirs/x/backbone.pth', cwd=tmp_path),
                      "--pretrained checkpoint 'work_dirs/x/backbone.pth' not found",
@@ -203,20 +204,20 @@ def test_missing_release_file_names_the_release(tmp_path):
 
 @pytest.mark.slow
 def test_missing_data_folder_and_annotation_file(tmp_path):
-    config = osp.join(DEMO, 'mask-rcnn_addp-vit-demo_demo-coco.py')
+    config = osp.join(DEMO, 'mask-rcnn_vit-demo-p16_1xb4-8e_demo-coco-128px.py')
     # through the tool once: one line after the heavy imports' warnings
     assert_one_line_error(tool('train.py', config, cwd=tmp_path), 'train.py',
-                          "train_dataloader.dataset.dataset.data_root: folder 'data/demo/coco/' not "
+                          "train_dataloader.dataset.data_root: folder 'data/demo/coco/' not "
                           'found', 'python tools/make_demo_data.py data/demo',
-                          '--cfg-options train_dataloader.dataset.dataset.data_root=PATH')
+                          '--cfg-options train_dataloader.dataset.data_root=PATH')
     os.makedirs(tmp_path / 'data/demo/coco/train2017')
     assert_fragments(tool_error('train.py', config, cwd=tmp_path),
-                     "train_dataloader.dataset.dataset.ann_file: file "
+                     "train_dataloader.dataset.ann_file: file "
                      "'data/demo/coco/annotations/instances_train2017.json' not found")
-    # a real dataset's folder: the README section, not the demo generator
+    # a real dataset's folder: the data page, not the demo generator
     cfg = write_tiny_config(tmp_path, data='data/imagenet/train')
     assert_fragments(tool_error('train.py', cfg, cwd=tmp_path),
-                     "folder 'data/imagenet/train' not found", 'README "Preparing data"',
+                     "folder 'data/imagenet/train' not found", 'docs/data_preparation.md',
                      absent=('make_demo_data', ))
 
 
@@ -239,18 +240,18 @@ def test_amp_on_cpu_one_line_or_native_bf16_fallback(monkeypatch):
     cfg = Config(dict(optim_wrapper=dict(amp)))
     launch.check_amp(cfg)
     assert cfg.optim_wrapper.type == 'CPUAutocastOptimWrapper' and 'loss_scale' not in cfg.optim_wrapper
-    # the README's mmdet block (AmpOptimWrapper) on a CPU: refused, whatever the CPU
+    # the mmdet paste-in block (AmpOptimWrapper) on a CPU: refused, whatever the CPU
     with pytest.raises(launch.UsageError, match='mmdet detector needs a GPU.*nms'):
         launch.check_amp(Config(dict(default_scope='mmdet', optim_wrapper=dict(amp))))
 
 
 # each demo config (and the demo pretraining) for one epoch / two iterations of batch 2
 AMP_RUNS = {
-    'demo/mask-rcnn_addp-vit-demo_demo-coco.py': ['train_cfg.max_epochs=1', 'train_cfg.val_interval=9'],
-    'demo/upernet_addp-vit-demo_demo-ade-128x128.py': ['train_cfg.max_iters=2',
+    'demo/mask-rcnn_vit-demo-p16_1xb4-8e_demo-coco-128px.py': ['train_cfg.max_epochs=1', 'train_cfg.val_interval=9'],
+    'demo/upernet_vit-demo-p16_1xb8-2k_demo-ade-128x128.py': ['train_cfg.max_iters=2',
                                                        'train_cfg.val_interval=9'],
-    'demo/addp-vit-demo_demo-in1k-128px.py': ['train_cfg.max_epochs=1', 'train_cfg.val_interval=9'],
-    'pretrain/addp_vit-tiny_demo.py': ['train_cfg.max_iters=2', 'train_dataloader.num_workers=0',
+    'demo/vit-demo-p16_1xb32-30e_demo-in1k-128px.py': ['train_cfg.max_epochs=1', 'train_cfg.val_interval=9'],
+    'pretrain/addp_vit-demo-p16_1xb8-300iter_demo-64px.py': ['train_cfg.max_iters=2', 'train_dataloader.num_workers=0',
                                        'train_dataloader.persistent_workers=False'],
 }
 
@@ -304,12 +305,10 @@ def test_cfg_options_of_a_config_variable_is_honoured_or_refused(tmp_path):
     set."""
     from addp_mm.engine.config import load_config
     from addp_mm.errors import UsageError
-    config = osp.join(DEMO, 'mask-rcnn_addp-vit-demo_demo-coco.py')
+    config = osp.join(DEMO, 'mask-rcnn_vit-demo-p16_1xb4-8e_demo-coco-128px.py')
     cfg = load_config(config, {'data_root': '/elsewhere/coco'})
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        dataset = cfg[loader].dataset
-        dataset = dataset.get('dataset', dataset)  # the training set is wrapped (RepeatDataset)
-        assert dataset.data_root == '/elsewhere/coco', loader
+        assert cfg[loader].dataset.data_root == '/elsewhere/coco', loader
     assert cfg.val_evaluator.ann_file == '/elsewhere/coco/annotations/instances_val2017.json'
     assert cfg.test_evaluator.ann_file == cfg.val_evaluator.ann_file
     assert cfg.data_root == '/elsewhere/coco'
@@ -318,7 +317,7 @@ def test_cfg_options_of_a_config_variable_is_honoured_or_refused(tmp_path):
     with pytest.raises(UsageError, match=r'max_epochs \(8\) is a variable.*changes nothing'):
         load_config(config, {'max_epochs': 2})
     with pytest.raises(UsageError, match=r'train_pipeline .*--cfg-options '
-                                         r'train_dataloader\.dataset\.dataset\.pipeline=\.\.\.'):
+                                         r'train_dataloader\.dataset\.pipeline=\.\.\.'):
         load_config(config, {'train_pipeline': []})
     # the keys mmengine's runner reads are set as they always were
     assert load_config(config, {'train_cfg.max_epochs': 2}).train_cfg.max_epochs == 2
@@ -347,8 +346,8 @@ def test_every_wrong_kind_of_file_gets_one_line_saying_which_to_give(tmp_path, c
     from test_configs import _build as build_model_and_optimizer
     from test_generation import TINY_MODEL
     files = {}
-    for name in ('mask-rcnn_addp-vit-demo_demo-coco.py', 'upernet_addp-vit-demo_demo-ade-128x128.py',
-                 'addp-vit-demo_demo-in1k-128px.py'):
+    for name in ('mask-rcnn_vit-demo-p16_1xb4-8e_demo-coco-128px.py', 'upernet_vit-demo-p16_1xb8-2k_demo-ade-128x128.py',
+                 'vit-demo-p16_1xb32-30e_demo-in1k-128px.py'):
         model, _ = build_model_and_optimizer(Config.fromfile(osp.join(DEMO, name)))
         files[name] = _saved(tmp_path / f'{name}.pth', model)
     addp = MODELS.build(TINY_MODEL)
@@ -357,9 +356,9 @@ def test_every_wrong_kind_of_file_gets_one_line_saying_which_to_give(tmp_path, c
     torch.save({'state_dict': encoder}, tmp_path / 'backbone.pth')
     files['backbone.pth'] = str(tmp_path / 'backbone.pth')
     kinds = {n: checkpoint_kind(torch.load(f, weights_only=True)['state_dict']) for n, f in files.items()}
-    assert kinds == {'mask-rcnn_addp-vit-demo_demo-coco.py': 'detector',
-                     'upernet_addp-vit-demo_demo-ade-128x128.py': 'segmenter',
-                     'addp-vit-demo_demo-in1k-128px.py': 'classifier', 'iter_4.pth': 'addp',
+    assert kinds == {'mask-rcnn_vit-demo-p16_1xb4-8e_demo-coco-128px.py': 'detector',
+                     'upernet_vit-demo-p16_1xb8-2k_demo-ade-128x128.py': 'segmenter',
+                     'vit-demo-p16_1xb32-30e_demo-in1k-128px.py': 'classifier', 'iter_4.pth': 'addp',
                      'backbone.pth': 'encoder'}
     config = Config(dict(model=TINY_MODEL))
     texts = {'detector': 'an mmdet detector checkpoint', 'segmenter': 'an mmseg segmenter checkpoint',
@@ -379,8 +378,8 @@ def test_every_wrong_kind_of_file_gets_one_line_saying_which_to_give(tmp_path, c
     assert torch.equal(model.neck.token_emb.weight, addp.neck.token_emb.weight)
     # the same through the tool
     caplog.clear()
-    assert_fragments(tool_error('generate.py', osp.join(ROOT, 'configs/pretrain/addp_vit-tiny_demo.py'),
-                                files['mask-rcnn_addp-vit-demo_demo-coco.py'], '--out-dir',
+    assert_fragments(tool_error('generate.py', osp.join(ROOT, 'configs/pretrain/addp_vit-demo-p16_1xb8-300iter_demo-64px.py'),
+                                files['mask-rcnn_vit-demo-p16_1xb4-8e_demo-coco-128px.py'], '--out-dir',
                                 tmp_path / 'o', cwd=tmp_path),
                      'this is an mmdet detector checkpoint', 'iter_N.pth')
     assert 'RANDOMLY' not in caplog.text
@@ -413,7 +412,7 @@ def test_score_thr_sets_which_detections_are_drawn(tmp_path):
         scores=torch.tensor([0.2, 0.9]), labels=torch.tensor([0, 1]))
     drawn = {}
     for thr in (0.1, 0.5, 0.95):
-        cfg = load_config(osp.join(DEMO, 'mask-rcnn_addp-vit-demo_demo-coco.py'))
+        cfg = load_config(osp.join(DEMO, 'mask-rcnn_vit-demo-p16_1xb4-8e_demo-coco-128px.py'))
         out = tmp_path / f'vis_{thr}'
         setup_test_outputs(cfg, None, str(out), score_thr=thr, draw_size=0)
         with DefaultScope.overwrite_default_scope('mmdet'):
@@ -426,3 +425,26 @@ def test_score_thr_sets_which_detections_are_drawn(tmp_path):
     assert not np.array_equal(drawn[0.1], drawn[0.5]) and not np.array_equal(drawn[0.5], drawn[0.95])
     width = drawn[0.95].shape[1] // 2  # ground truth | prediction
     assert np.array_equal(drawn[0.95][:, width:], drawn[0.95][:, :width])  # no box, no gt either
+
+
+def test_an_old_config_name_still_works_for_a_release(tmp_path, capsys):
+    """Every renamed config: the old path resolves to the new file (with a note on stderr), the
+    work dir keeps the name given; the tools run it (here: test.py gets as far as the checkpoint)."""
+    cli = tool_module('cli')
+    from addp_mm.renamed_configs import RENAMED_CONFIGS
+    assert len(RENAMED_CONFIGS) == 20
+    for old, new in RENAMED_CONFIGS.items():
+        assert not osp.exists(osp.join(ROOT, old)) and osp.isfile(osp.join(ROOT, new)), old
+        assert cli.require_config(osp.join(ROOT, old)) == osp.join(ROOT, new)
+    assert f'is now named {osp.join(ROOT, new)}' in capsys.readouterr().err
+    proc = tool('test.py', 'configs/demo/mask-rcnn_addp-vit-demo_demo-coco.py', 'missing.pth')
+    assert 'configs/demo/mask-rcnn_addp-vit-demo_demo-coco.py is now named ' \
+           'configs/demo/mask-rcnn_vit-demo-p16_1xb4-8e_demo-coco-128px.py' in proc.stderr
+    assert_one_line_error(proc, 'test.py', "checkpoint 'missing.pth' not found")
+    from addp_mm.engine.config import set_work_dir
+    from mmengine.config import Config
+    cfg = Config(dict(model=dict()))
+    set_work_dir(cfg, None, 'configs/demo/mask-rcnn_addp-vit-demo_demo-coco.py')
+    assert cfg.work_dir == osp.join('work_dirs', 'mask-rcnn_addp-vit-demo_demo-coco')
+    with pytest.raises(FileNotFoundError, match='configs/demo/nope.py'):
+        cli.require_config('configs/demo/nope.py')

@@ -106,8 +106,13 @@ def test_downstream_command_reads_what_it_is_given(tmp_path):
     assert cmd[cmd.index('--pretrained') + 1] == osp.abspath('b/backbone.pth')
     options = cmd[cmd.index('--cfg-options') + 1:]
     assert 'randomness.seed=3' in options and 'train_cfg.max_epochs=1' in options
+    assert f'data_root={osp.abspath("d/digits")}' in options
+    # a path variable: tools/train.py carries it into every loader
+    from addp_mm.engine.config import cfg_options_dict, load_config
+    cfg = load_config(osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), cmd[2]),
+                      cfg_options_dict(options))
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        assert f'{loader}.dataset.data_root={osp.abspath("d/digits")}' in options
+        assert cfg[loader].dataset.data_root == osp.abspath('d/digits'), loader
     scratch = toy_metrics.downstream_command('finetune10', None, 0, str(tmp_path / 'w'))
     assert '--pretrained' not in scratch and 'train_cfg.max_epochs=1' not in scratch
     assert scratch[2] == toy_metrics.DOWNSTREAM_CONFIGS['finetune10']

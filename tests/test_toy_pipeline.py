@@ -31,17 +31,18 @@ def test_toy_pipeline_quick(tmp_path):
               'results.json'):
         assert (work / f).is_file(), f
     assert len(list((work / 'samples').glob('*.png'))) == 8
-    # the config each training run used (dumped by mmengine): the previous step's file, both as
-    # the top-level variable and where the model reads it
+    # the config each training run used (dumped by mmengine): the previous step's file where the
+    # model reads it, and the data root carried into the dataset
     from mmengine.config import Config
     tok = str(work / 'tokenizer' / 'tokenizer.pth')
     tp = str(work / 'predictor' / 'token_predictor.pth')
-    cfg = Config.fromfile(str(work / 'predictor' / 'mage-token-predictor_digits-32px.py'))
-    assert cfg.tokenizer_checkpoint == tok and cfg.model.tokenizer.checkpoint == tok
-    cfg = Config.fromfile(str(work / 'addp' / 'addp_vit-toy_digits-32px.py'))
+    cfg = Config.fromfile(str(work / 'predictor' / 'mage-token-trainer_mage-toy_1xb32-2k_digits-32px.py'))
+    assert cfg.model.tokenizer.checkpoint == tok
+    assert cfg.train_dataloader.dataset.data_root == str(data / 'digits')
+    cfg = Config.fromfile(str(work / 'addp' / 'addp_vit-demo-p4_1xb32-2k_digits-32px.py'))
     assert cfg.model.target_generator.tokenizer.checkpoint == tok
     assert cfg.model.target_generator.token_predictor.checkpoint == tp
-    assert cfg.tokenizer_checkpoint == tok and cfg.token_predictor_checkpoint == tp
+    assert cfg.train_dataloader.dataset.data_root == str(data / 'digits')
     results = json.loads((work / 'results.json').read_text())
     assert results['files']['backbone'] == str(work / 'addp' / 'backbone.pth')
     table = (work / 'results.md').read_text()
@@ -61,7 +62,7 @@ def test_toy_pipeline_quick(tmp_path):
     moments = [s['exp_avg'] for s in probe['optimizer']['state'].values()]
     assert len(moments) == 2 and all(m.abs().sum() > 0 for m in moments)  # head.fc
     tuned = Config.fromfile(str(work / 'downstream' / 'finetune10_addp_seed0' /
-                                'vit-toy_digits-32px_finetune-10pct.py'))
+                                'vit-demo-p4_1xb32-60e_digits-10pct-32px.py'))
     assert tuned.train_dataloader.dataset.ann_file == 'meta/train_10pct.txt'
     assert tuned.train_dataloader.dataset.data_root == str(data / 'digits')
     # what a working chain shows after 60 / 150 / 12 iterations

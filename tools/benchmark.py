@@ -2,6 +2,7 @@
 
     python tools/benchmark.py                      # small dims, CPU, a few minutes
     python tools/benchmark.py --json > bench.json  # the rows as a JSON list
+    python tools/benchmark.py --markdown docs/benchmarks/cpu_default.md   # a page with the machine
     python tools/benchmark.py --arch base --device cuda --rows pretrain generation
 
 Every row is measured in this one process: the two sides (ours, the reference) run interleaved,
@@ -30,6 +31,7 @@ throughputs, reference/ours for times and memory.
 import argparse
 import copy
 import json
+import os
 import os.path as osp
 import statistics
 import sys
@@ -67,6 +69,9 @@ def parse_args(argv=None):
                    help="'wall' (default) or 'process': this process's CPU time, steadier on a "
                    'machine shared with other work (use with --threads 1); CPU only')
     p.add_argument('--json', action='store_true', help='print the rows as a JSON list')
+    p.add_argument('--markdown', metavar='FILE',
+                   help='also write the table as a Markdown page (the command, the machine, the '
+                        'rows), e.g. under docs/benchmarks/')
     add_debug_flag(p)
     args = p.parse_args(argv)
     if args.timer == 'process' and args.device != 'cpu':
@@ -83,7 +88,7 @@ import addp_mm  # noqa: E402,F401
 from addp_mm.models.utils.precision import native_bf16, resolve_precision  # noqa: E402
 
 ARCHS = {
-    # the issue's measurement dims: ViT 384x6, a 2-block decoder, a same-size MAGE predictor
+    # the default measurement dims: ViT 384x6, a 2-block decoder, a same-size MAGE predictor
     'bench': dict(embed_dims=384, num_layers=6, num_heads=6, feedforward_channels=1536,
                   decoder_depth=2, predictor_decoder_depth=2, vq_width=64),
     # a smoke test of the script itself (seconds)
@@ -542,10 +547,11 @@ def main(argv=None) -> int:
     a = ARCHS[args.arch]
     cap = torch.backends.cpu.get_cpu_capability() if device.type == 'cpu' else \
         torch.cuda.get_device_name(device)
-    print(f'# device {device} ({cap}; native bf16: {native_bf16(device)}; "auto" -> '
-          f'{resolve_precision("auto", device)}), {torch.get_num_threads()} threads, torch '
-          f'{torch.__version__}, arch {args.arch}, repeats {args.repeats} (median), warm-up '
-          f'{args.warmup}, timer {args.timer}', file=sys.stderr)
+    setting = (f'device {device} ({cap}; native bf16: {native_bf16(device)}; "auto" -> '
+               f'{resolve_precision("auto", device)}), {torch.get_num_threads()} threads, torch '
+               f'{torch.__version__}, arch {args.arch}, repeats {args.repeats} (median), warm-up '
+               f'{args.warmup}, timer {args.timer}')
+    print(f'# {setting}', file=sys.stderr)
     table = Table()
     start = time.perf_counter()
     for group in args.rows:
@@ -557,7 +563,47 @@ def main(argv=None) -> int:
         print(json.dumps(table.rows, indent=1))
     else:
         print(table.format())
+    if args.markdown:
+        write_markdown(args.markdown, table.rows, setting, time.perf_counter() - start,
+                       argv if argv is not None else sys.argv[1:])
     return 0
+
+
+def machine() -> str:
+    """The CPU model and core count (Linux), else the platform."""
+    import platform
+    model = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as f:
+            names = [line.split(':', 1)[1].strip() for line in f if line.startswith('model name')]
+        if names:
+            model = f'{names[0]}, {len(names)} logical cores'
+    except OSError:
+        pass
+    return model
+
+
+def write_markdown(path: str, rows, setting: str, seconds: float, argv) -> None:
+    """The table as a Markdown page: how it was made, on what, then one line per row."""
+    import datetime
+    import shlex
+    lines = [
+        '# Benchmark table', '',
+        'Written by `python tools/benchmark.py ' + ' '.join(shlex.quote(a) for a in argv) + '` '
+        f'on {datetime.date.today().isoformat()} ({seconds:.0f} s wall); do not edit by hand.', '',
+        f'Machine: {machine()}; {setting}.', '',
+        '"ratio" is how many times better ours is (throughput ours / reference; time and memory '
+        'reference / ours). What each row compares: `tools/benchmark.py --help` and '
+        '[../advanced_guides/performance.md](../advanced_guides/performance.md).', '',
+        '| row | ours | reference | unit | ratio | target | note |',
+        '|---|---|---|---|---|---|---|',
+    ]
+    for r in rows:
+        lines.append(f"| {r['name']} | {r['ours']:.4g} | {r['reference']:.4g} | {r['unit']} | "
+                     f"{r['ratio']:.2f}x | {r['target'] or '-'} | {r.get('note', '')} |")
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines) + '\n')
 
 
 if __name__ == '__main__':

@@ -36,6 +36,7 @@ def light_import(name: str):
 
 UsageError = light_import('addp_mm.errors').UsageError
 _sources = light_import('addp_mm.checkpoint.sources')
+_renamed = light_import('addp_mm.renamed_configs')
 
 
 def quiet_imports() -> None:
@@ -71,7 +72,7 @@ def parse_run_args(parser, argv=None):
 def where_from(path: str) -> str:
     """`` It is a release file: get it from ...`` for a released file's name, else ``''``."""
     where = _sources.source_of(path)
-    return (f' It is a release file: get it from {where}, see the README "Weights" '
+    return (f' It is a release file: get it from {where}, see docs/user_guides/weights.md '
             '(nothing is downloaded).') if where else ''
 
 
@@ -86,9 +87,18 @@ def require_file(path, what: str, fix: str = '') -> None:
     raise FileNotFoundError(f"{what} '{path}' not found (looked in {os.getcwd()}).{hint}")
 
 
-def require_config(path: str) -> None:
+def require_config(path: str) -> str:
+    """The config file to read for ``path``: ``path`` itself, or the new name of a renamed
+    config (with a note on stderr; ``addp_mm/renamed_configs.py``); else ``FileNotFoundError``."""
+    new = None if osp.isfile(path) else _renamed.renamed_config(path)
+    if new is not None and osp.isfile(new):
+        print(f'note: {path} is now named {new}; the old name works for one more release '
+              '(the work dir keeps the name given)', file=sys.stderr)
+        return new
     require_file(path, 'config file',
-                 'Give the path of a config, e.g. configs/demo/mask-rcnn_addp-vit-demo_demo-coco.py.')
+                 'Give the path of a config, e.g. '
+                 'configs/demo/mask-rcnn_vit-demo-p16_1xb4-8e_demo-coco-128px.py.')
+    return path
 
 
 def is_user_mistake(error: BaseException) -> bool:

@@ -65,7 +65,7 @@ def convert(src: str, dst: str, keep_decoder: bool = False) -> dict:
     return meta
 
 
-def main(argv=None):
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description='ADDP checkpoint -> a file load_from / tools/test.py load')
     p.add_argument('src', help='the released addp-vit-*-16.pth / fine-tuned classifier, or one of '
                    'our checkpoints')
@@ -73,7 +73,11 @@ def main(argv=None):
     p.add_argument('--keep-decoder', action='store_true',
                    help='also write the pretraining decoder (neck.*), for continued pretraining')
     add_debug_flag(p)
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     require_file(args.src, 'SRC checkpoint')
     meta = convert(args.src, args.dst, args.keep_decoder)
     print(f'wrote {args.dst}: {meta["num_tensors"]} tensors ({", ".join(meta["parts"])}), '

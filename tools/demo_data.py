@@ -15,8 +15,8 @@ tasks in minutes on a CPU:
   side) for self-supervised pretraining.
 * :func:`make_digits` - scikit-learn's handwritten digits (1,797 real 8x8 scans shipped inside
   the package) upsampled to 32x32 grayscale PNGs in class folders, with a fixed train/val split
-  and a 10%-of-labels list, for the toy pipeline that trains every part (README "Training every
-  part yourself").
+  and a 10%-of-labels list, for the toy pipeline that trains every part
+  (docs/user_guides/train_every_part.md).
 * :func:`make_all` - all of them under one root (``coco/``, ``ade/``, ``imagenet/``,
   ``unlabeled/``, ``digits/``).
 

@@ -7,7 +7,7 @@ usage() {
 Usage: tools/dist_train.sh CONFIG NUM_PROCS [tools/train.py options...]
   Trains CONFIG in NUM_PROCS processes with torchrun (one per GPU; gloo on a CPU-only machine).
   Environment: NNODES (1), NODE_RANK (0), PORT (29500), MASTER_ADDR (127.0.0.1).
-  e.g. tools/dist_train.sh configs/pretrain/addp_vit-base-p16_1600e_in1k.py 8 --auto-scale-lr
+  e.g. tools/dist_train.sh configs/pretrain/addp_vit-base-p16_32xb128-amp-coslr-1600e_in1k-256px.py 8 --auto-scale-lr
 USAGE
 }
 case "${1:-}" in -h|--help) usage; exit 0 ;; esac

@@ -61,10 +61,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    require_config(args.config)
+    config = require_config(args.config)
     require_file(args.checkpoint, 'checkpoint',
                  'Give a full checkpoint of your pretraining (work_dirs/<config name>/iter_N.pth) '
-                 'or addp-vit-*-16.pth (README "Weights").')
+                 'or addp-vit-*-16.pth (docs/user_guides/weights.md).')
     quiet_imports()
     sys.path.insert(0, ROOT)  # run from a checkout
     import torch
@@ -82,7 +82,7 @@ def main(argv=None):
                         'many times slower than fp32): leave --amp out on this machine')
     # parts without weights (a demo's random tokenizer) are the same on every rank and every run
     torch.manual_seed(0)
-    model, cfg = build_generation_model(args.config, args.checkpoint, device,
+    model, cfg = build_generation_model(config, args.checkpoint, device,
                                         cfg_options_dict(args.cfg_options))
     sampler = build_sampler(cfg.get('sampler'), num_steps=args.steps, schedule=args.schedule,
                             choice_temperature=args.temperature,

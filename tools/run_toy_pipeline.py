@@ -10,9 +10,9 @@ Steps (each a ``tools/train.py`` / ``tools/generate.py`` run in its own process;
 previous step's output file, passed with ``--cfg-options`` of the config's top-level variable and
 of the key that uses it):
 
-    1 tokenizer    configs/toy/vq-tokenizer_digits-32px.py        -> tokenizer/tokenizer.pth
-    2 predictor    configs/toy/mage-token-predictor_digits-32px.py -> predictor/token_predictor.pth
-    3 addp         configs/toy/addp_vit-toy_digits-32px.py          -> addp/iter_N.pth, backbone.pth
+    1 tokenizer    configs/toy/vq-autoencoder_vqgan-toy_1xb32-1k_digits-32px.py        -> tokenizer/tokenizer.pth
+    2 predictor    configs/toy/mage-token-trainer_mage-toy_1xb32-2k_digits-32px.py -> predictor/token_predictor.pth
+    3 addp         configs/toy/addp_vit-demo-p4_1xb32-2k_digits-32px.py          -> addp/iter_N.pth, backbone.pth
     4 generate     tools/generate.py                               -> samples/*.png, samples_grid
     5 evaluation   tokenizer (val MSE / PSNR, codebook usage, reconstruction grid), token predictor
                    (masked-token accuracy on val at mask ratio 0.5), ADDP loss curve, toy FID
@@ -42,11 +42,11 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/cli.py
 from cli import ROOT, UsageError, add_debug_flag, quiet_imports, run_tool  # noqa: E402
 
 CONFIGS = dict(
-    tokenizer='configs/toy/vq-tokenizer_digits-32px.py',
-    predictor='configs/toy/mage-token-predictor_digits-32px.py',
-    addp='configs/toy/addp_vit-toy_digits-32px.py',
+    tokenizer='configs/toy/vq-autoencoder_vqgan-toy_1xb32-1k_digits-32px.py',
+    predictor='configs/toy/mage-token-trainer_mage-toy_1xb32-2k_digits-32px.py',
+    addp='configs/toy/addp_vit-demo-p4_1xb32-2k_digits-32px.py',
 )
-# ~24 min on 2 quiet CPU cores (README "Training every part yourself"); 200 iterations each run
+# ~24 min on 2 quiet CPU cores (docs/user_guides/train_every_part.md); 200 iterations each run
 # in ~8 min but are too short for pretraining to help the 10%-label fine-tune
 FULL = dict(tokenizer_iters=1000, predictor_iters=2000, addp_iters=2000, num_samples=200,
             gen_steps=8, seeds=[0, 1, 2])
@@ -58,7 +58,7 @@ QUICK = dict(tokenizer_iters=60, predictor_iters=150, addp_iters=12, num_samples
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description='Train every part of ADDP on the digits and measure '
-                                'what pretraining buys (README "Training every part yourself")')
+                                'what pretraining buys (docs/user_guides/train_every_part.md)')
     p.add_argument('--work-dir', default='work_dirs/toy_pipeline')
     p.add_argument('--data-root', default='data/demo/digits',
                    help='digits image folders (written by tools/make_demo_data.py if missing)')
@@ -190,8 +190,8 @@ class Pipeline:
         return opts
 
     def data_options(self):
-        root = self.args.data_root
-        return [f'data_root={root}', f'train_dataloader.dataset.data_root={root}']
+        # a path variable: tools/train.py carries it into every key built from it
+        return [f'data_root={self.args.data_root}']
 
     # ------------------------------------------------------------------ steps 1-4
     def train_tokenizer(self):
@@ -209,16 +209,13 @@ class Pipeline:
         opts = (self.data_options() + self.schedule_options(self.args.predictor_iters)
                 + self.tokenizer_options('model.tokenizer')
                 + self.predictor_options('model.token_predictor')
-                + [f'tokenizer_checkpoint={tokenizer_file}',
-                   f'model.tokenizer.checkpoint={tokenizer_file}'])
+                + [f'model.tokenizer.checkpoint={tokenizer_file}'])
         self.run('2_predictor', ['tools/train.py', CONFIGS['predictor'], '--work-dir', wd,
                                  '--cfg-options'] + opts)
         return self.require(osp.join(wd, 'token_predictor.pth'), 'token predictor training')
 
     def frozen_part_options(self, tokenizer_file, predictor_file):
-        return ([f'tokenizer_checkpoint={tokenizer_file}',
-                 f'model.target_generator.tokenizer.checkpoint={tokenizer_file}',
-                 f'token_predictor_checkpoint={predictor_file}',
+        return ([f'model.target_generator.tokenizer.checkpoint={tokenizer_file}',
                  f'model.target_generator.token_predictor.checkpoint={predictor_file}']
                 + self.tokenizer_options('model.target_generator.tokenizer')
                 + self.predictor_options('model.target_generator.token_predictor'))

@@ -41,7 +41,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    require_config(args.config)
+    config = require_config(args.config)
     require_file(args.checkpoint, 'checkpoint',
                  'Give a checkpoint your training wrote (work_dirs/<config name>/epoch_N.pth or '
                  'iter_N.pth).')
@@ -51,7 +51,7 @@ def main(argv=None):
     from addp_mm.engine.preflight import check_data
     from addp_mm.engine.runner_factory import build_runner, setup_launcher
     from addp_mm.engine.test_outputs import setup_test_outputs
-    cfg = load_config(args.config, cfg_options_dict(args.cfg_options))
+    cfg = load_config(config, cfg_options_dict(args.cfg_options))
     check_data(cfg, ['test_dataloader'])
     setup_launcher(cfg, args.launcher)
     set_work_dir(cfg, args.work_dir, args.config)

@@ -1,6 +1,6 @@
-"""The evaluation side of the toy pipeline (tools/run_toy_pipeline.py, README "Training every part
-yourself") on scikit-learn's handwritten digits (``tools/make_demo_data.py data/demo --only
-digits``):
+"""The evaluation side of the toy pipeline (tools/run_toy_pipeline.py,
+docs/user_guides/train_every_part.md) on scikit-learn's handwritten digits
+(``tools/make_demo_data.py data/demo --only digits``):
 
 * :func:`train_digit_classifier` - a small CNN whose penultimate features stand in for
   Inception's in a toy FID (:func:`toy_fid`), as FID's Inception is meaningless on 32-px digits;
@@ -27,8 +27,8 @@ from PIL import Image
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DOWNSTREAM_CONFIGS = {
-    'linear': 'configs/toy/vit-toy_digits-32px_linear-probe.py',
-    'finetune10': 'configs/toy/vit-toy_digits-32px_finetune-10pct.py',
+    'linear': 'configs/toy/vit-demo-p4_linear-probe_1xb64-15e_digits-32px.py',
+    'finetune10': 'configs/toy/vit-demo-p4_1xb32-60e_digits-10pct-32px.py',
 }
 CLASSIFIER_FEATURES = 64  # width of the penultimate layer = dimension of the toy FID's features
 
@@ -233,9 +233,8 @@ def downstream_command(mode: str, backbone_checkpoint: Optional[str], seed: int,
     if mode not in DOWNSTREAM_CONFIGS:
         raise ValueError(f'downstream mode {mode!r}: choose one of {sorted(DOWNSTREAM_CONFIGS)}')
     data_root = osp.abspath(data_root)
+    # data_root: a path variable, carried by tools/train.py into every key built from it
     options = [f'randomness.seed={seed}', f'data_root={data_root}']
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        options.append(f'{loader}.dataset.data_root={data_root}')
     if quick:  # 2 iterations on 8 images, validation on 8 images
         options += ['train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
                     'train_dataloader.batch_size=4', 'train_dataloader.dataset.indices=8',

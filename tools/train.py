@@ -45,7 +45,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    require_config(args.config)
+    config = require_config(args.config)
     if args.resume not in (None, 'auto'):
         require_file(args.resume, '--resume checkpoint')
     if args.pretrained is not None:
@@ -57,7 +57,7 @@ def main(argv=None):
                                        set_pretrained_backbone, set_work_dir)
     from addp_mm.engine.preflight import check_amp, check_checkpoints, check_data
     from addp_mm.engine.runner_factory import build_runner, setup_launcher
-    cfg = load_config(args.config, cfg_options_dict(args.cfg_options))
+    cfg = load_config(config, cfg_options_dict(args.cfg_options))
     if args.pretrained is not None:
         set_pretrained_backbone(cfg, args.pretrained)
     if args.amp:

@@ -14,12 +14,16 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/cli.py
 from cli import ROOT, UsageError, add_debug_flag, quiet_imports, run_tool  # noqa: E402
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('dir', help='reference folder (vectors_*.pt + release-format checkpoints)')
     p.add_argument('--threads', type=int, default=1, help='torch threads (the reference used 1)')
     add_debug_flag(p)
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     if not osp.isdir(args.dir):
         raise UsageError(f"reference folder '{args.dir}' not found (looked in {os.getcwd()})")
     quiet_imports()

@@ -2,7 +2,7 @@
 pretraining config and a checkpoint, split the images across ranks, sample, write PNG files and a
 grid.
 
-    model, cfg = build_generation_model('configs/generation/addp_vit-base-p16_steps20_in1k.py',
+    model, cfg = build_generation_model('configs/generation/addp_vit-base-p16_20steps-cosine_in1k-256px.py',
                                         'checkpoints/addp-vit-base-16.pth', device='cuda')
     sampler = build_sampler(cfg.get('sampler'))  # addp_mm.models.generation
     generate_to_dir(model, sampler, 'samples/', start=0, stop=64, batch_size=32, seed=0)

@@ -6,7 +6,7 @@ from .converters import (CHECKPOINT_KINDS, ENCODER_KEYS, RELEASE_DECODER_DROPPED
                          RELEASE_DECODER_KEYS, addp_state_dict, checkpoint_kind,
                          encoder_state_dict, finetune_classifier_state_dict, mage_state_dict,
                          model_state_dict, release_decoder_state_dict, rename_encoder_keys,
-                         vqgan_state_dict)
+                         timm_vit_state_dict, vqgan_state_dict)
 from .io import TRUSTED_ENV, UnsafeCheckpointError, read_checkpoint, trusted_files, unwrap_state_dict
 from .load import (COMPLETE, ENCODER, PARTIAL, STRICT, CheckpointKindError,
                    CheckpointMismatchError, LoadPolicy, LoadReport, load_weights,
@@ -19,7 +19,7 @@ __all__ = [
     'unwrap_state_dict', 'UnsafeCheckpointError', 'TRUSTED_ENV', 'trusted_files',
     'register_safe_globals', 'safe_globals', 'encoder_state_dict', 'rename_encoder_keys',
     'finetune_classifier_state_dict', 'release_decoder_state_dict', 'addp_state_dict',
-    'mage_state_dict', 'vqgan_state_dict', 'model_state_dict', 'checkpoint_kind',
+    'mage_state_dict', 'vqgan_state_dict', 'timm_vit_state_dict', 'model_state_dict', 'checkpoint_kind',
     'CHECKPOINT_KINDS', 'ENCODER_KEYS', 'RELEASE_DECODER_KEYS', 'RELEASE_DECODER_DROPPED',
     'load_weights', 'LoadPolicy', 'LoadReport', 'STRICT', 'COMPLETE', 'PARTIAL', 'ENCODER',
     'CheckpointMismatchError', 'CheckpointKindError', 'require_full_addp_checkpoint',

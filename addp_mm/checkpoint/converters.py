@@ -12,6 +12,7 @@ our modules' key names out; tensors are not copied), as timm's ``checkpoint_filt
                                     ADDP file) -> ``MAGETokenPredictor`` keys
     vqgan_state_dict                taming / MAGE VQGAN (or ``vqgan.*`` of a released file) ->
                                     ``VQGANTokenizer`` keys
+    timm_vit_state_dict             any ADDP encoder -> timm ``VisionTransformer`` keys
     model_state_dict                any of the above -> a given model's keys (the best match)
 
 :func:`checkpoint_kind` tells what a state dict is, for messages that say which file to give.
@@ -25,7 +26,7 @@ from .sources import WEIGHT_SOURCES
 
 __all__ = ['encoder_state_dict', 'finetune_classifier_state_dict', 'release_decoder_state_dict',
            'addp_state_dict', 'mage_state_dict', 'vqgan_state_dict', 'model_state_dict',
-           'rename_encoder_keys', 'checkpoint_kind', 'CHECKPOINT_KINDS', 'RELEASE_DECODER_KEYS',
+           'rename_encoder_keys', 'timm_vit_state_dict', 'checkpoint_kind', 'CHECKPOINT_KINDS', 'RELEASE_DECODER_KEYS',
            'RELEASE_DECODER_DROPPED', 'ENCODER_KEYS']
 
 StateDict = Dict[str, torch.Tensor]
@@ -88,6 +89,23 @@ def rename_encoder_keys(state: Dict, prefix: str = '') -> None:
         name = _encoder_name(key[len(prefix):])
         if name is not None and prefix + name != key:
             state[prefix + name] = state.pop(key)
+
+
+def timm_vit_state_dict(state: Mapping, grid_size: Optional[Tuple[int, int]] = None) -> StateDict:
+    """The ADDP encoder of any supported file in timm ``VisionTransformer`` key names (our
+    ``pre_norm`` is timm's ``norm_pre``); with ``grid_size``, the position table resized to that
+    patch grid as ``ADDPViT`` resizes it (bicubic without antialiasing, class slot kept)."""
+    out = {('norm_pre.' + k[len('pre_norm.'):] if k.startswith('pre_norm.') else k): v
+           for k, v in encoder_state_dict(state).items()}
+    table = out.get('pos_embed')
+    if grid_size is not None and table is not None:
+        side = int(round((table.shape[1] - 1) ** 0.5))
+        if side * side == table.shape[1] - 1 and (side, side) != tuple(grid_size):
+            from timm.layers import resample_abs_pos_embed
+            out['pos_embed'] = resample_abs_pos_embed(table, list(grid_size), [side, side],
+                                                      num_prefix_tokens=1, antialias=False,
+                                                      verbose=False)
+    return out
 
 
 def finetune_classifier_state_dict(state: Mapping) -> StateDict:

@@ -10,13 +10,13 @@ __all__ = ['WEIGHT_SOURCES', 'RELEASE_FILES', 'source_of', 'where_from']
 # what a config key or a tool option reads -> where the file comes from
 WEIGHT_SOURCES = {
     'addp': "the ADDP release (github.com/ChangyaoTian/ADDP): addp-vit-base-16.pth / "
-            "addp-vit-large-16.pth (README 'Weights')",
+            "addp-vit-large-16.pth (docs/user_guides/weights.md)",
     'vqgan': "the MAGE release (github.com/LTH14/mage): vqgan_jax_strongaug.ckpt; the released "
              "ADDP checkpoints and MAGE's mage-vit*-1600.pth also hold it under 'vqgan.' "
-             "(README 'Weights')",
+             "(docs/user_guides/weights.md)",
     'token_predictor': "the MAGE release (github.com/LTH14/mage): mage-vitb-1600.pth for ViT-B, "
                        "mage-vitl-1600.pth for ViT-L; a released ADDP checkpoint (token_predictor.*) "
-                       "also works (README 'Weights')",
+                       "also works (docs/user_guides/weights.md)",
     'inception': "torch-fidelity's release assets (github.com/toshas/torch-fidelity, v0.2.0): "
                  "weights-inception-2015-12-05-6726825d.pth",
 }

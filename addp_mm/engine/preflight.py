@@ -53,7 +53,7 @@ def check_data(cfg: Config, loaders=('train_dataloader', 'val_dataloader')) -> N
                 continue
             demo = osp.normpath(path).startswith(osp.join('data', 'demo'))
             fix = ('make the demo data first: python tools/make_demo_data.py data/demo' if demo else
-                   'see the README "Preparing data"')
+                   'see docs/data_preparation.md')
             raise FileNotFoundError(
                 f"{key}: {'folder' if is_dir else 'file'} '{path}' not found (looked in "
                 f"{os.getcwd()}); {fix}, or point the config at your copy with "

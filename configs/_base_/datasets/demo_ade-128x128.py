@@ -1,0 +1,51 @@
+# The demo's ADE20K-format segmentation data (python tools/make_demo_data.py data/demo):
+# images/{training,validation}/*.jpg and annotations/*.png as ADE's (data/demo/ade/, without the
+# ADEChallengeData2016 level), 4 shape classes + background, 128x128 crops.
+# BaseSegDataset rather than ADE20KDataset: the latter would try to map our class names onto
+# ADE's 150 (and fail); the folder layout and the reduce-zero-label convention are ADE's.
+dataset_type = 'BaseSegDataset'
+data_root = 'data/demo/ade/'
+# = tools/demo_data.py: ADE_DEMO_CLASSES / ADE_DEMO_PALETTE. On disk 0 is an ignored
+# outline, 1 the background, 2..5 the shapes; reduce_zero_label maps them to 255, 0, 1..4.
+classes = ('background', 'circle', 'square', 'triangle', 'star')
+palette = [[120, 120, 120], [220, 50, 50], [50, 190, 70], [50, 90, 225], [240, 210, 40]]
+metainfo = dict(classes=classes, palette=palette)
+crop_size = (128, 128)
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='RandomResize', scale=crop_size, ratio_range=(0.5, 2.0), keep_ratio=True),
+    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PhotoMetricDistortion'),
+    dict(type='PackSegInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=crop_size, keep_ratio=True),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='PackSegInputs'),
+]
+train_dataloader = dict(
+    batch_size=8,
+    num_workers=0,
+    persistent_workers=False,
+    sampler=dict(type='InfiniteSampler', shuffle=True),
+    dataset=dict(type=dataset_type, data_root=data_root, metainfo=metainfo, img_suffix='.jpg',
+                 seg_map_suffix='.png', reduce_zero_label=True,
+                 data_prefix=dict(img_path='images/training', seg_map_path='annotations/training'),
+                 pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=1,
+    num_workers=0,
+    persistent_workers=False,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(type=dataset_type, data_root=data_root, metainfo=metainfo, img_suffix='.jpg',
+                 seg_map_suffix='.png', reduce_zero_label=True,
+                 data_prefix=dict(img_path='images/validation',
+                                  seg_map_path='annotations/validation'),
+                 pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
+test_evaluator = val_evaluator
