@@ -24,7 +24,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 @pytest.fixture(scope='module')
 def rows():
     cmd = [sys.executable, osp.join(ROOT, 'tools', 'benchmark.py'), '--arch', 'demo', '--img-size', '64', '--rows',
-           'pretrain', 'parts', 'generation', '--repeats', '1', '--warmup', '0', '--steps', '2',
+           'pretrain', 'parts', 'generation', 'onnx', '--repeats', '1', '--warmup', '0', '--steps', '2',
            '--batch', '2', '--threads', '1', '--timer', 'process', '--json']
     proc = run_command(cmd, env=dict(os.environ, OMP_NUM_THREADS='1'), what='tools/benchmark.py')
     assert '# all rows:' in proc.stderr  # the per-group wall times go to stderr
@@ -69,3 +69,12 @@ def test_targets_and_accuracy_notes(rows):
     assert diff < 1e-3  # fp32 generation reproduces the release-style sampler
     parts = [n for n in by_name if n.startswith('step part (fp32)')]
     assert len(parts) == 4 and all(by_name[n]['unit'] == 's' for n in parts)
+
+
+def test_onnx_rows_compare_the_exported_demo_models(rows):
+    onnx = {r['name']: r for r in rows if r['name'].startswith('onnxruntime')}
+    assert set(onnx) == {'onnxruntime classifier demo 128px b1', 'onnxruntime segmenter demo 128px b1',
+                         'onnxruntime detector backbone+neck demo 128px b1'}
+    for r in onnx.values():
+        assert r['unit'] == 'ms'
+        assert float(re.search(r'max rel diff ([0-9.e+-]+)', r['note']).group(1)) < 1e-4, r

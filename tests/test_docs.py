@@ -93,7 +93,8 @@ def test_every_shown_command_parses_with_its_tool():
         if argv[:2] == ['python', '-m'] or argv[0] in ('bash', 'ln', 'mkdir'):
             continue
         if argv[0] == 'python' and argv[1].startswith('tools/'):
-            name, args = osp.splitext(osp.basename(argv[1]))[0], argv[2:]
+            # tools/X.py -> X, tools/deploy/export.py -> deploy.export
+            name, args = osp.splitext(argv[1][len('tools/'):])[0].replace('/', '.'), argv[2:]
         elif argv[0].startswith('tools/') and argv[0].endswith('.sh'):
             name = {'dist_train.sh': 'train', 'dist_test.sh': 'test'}.get(osp.basename(argv[0]))
             if name is None:

@@ -21,6 +21,10 @@ reported. Rows:
    note gives the loss's relative difference to fp32 (contract: < 1e-2). ``parts`` splits the
    fp32 step into its pieces.
 5. ``generation``: images/s at ``--steps`` steps against the release-style sampler.
+6. ``onnx`` (not in the default set): latency of the exported classifier, segmenter and detector
+   backbone + neck in ONNX Runtime (CPU) against eager PyTorch, batch 1, at the demo configs' sizes
+   and (``--onnx-base``) the ViT-B configs' (classifier 256 px, UperNet 512 px); the note gives
+   the max relative difference of the outputs (``tools/deploy/export.py`` checks the same).
 
 Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` above the memory held before the run; on
 a CPU the peak of live tensor bytes (at operator granularity) over one run recorded by
@@ -43,7 +47,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from cli import UsageError, add_debug_flag, run_tool  # noqa: E402
 
-ROW_GROUPS = ('vit', 'flops', 'vitdet', 'pretrain', 'parts', 'generation')
+ROW_GROUPS = ('vit', 'flops', 'vitdet', 'pretrain', 'parts', 'generation', 'onnx')
+DEFAULT_ROWS = ROW_GROUPS[:-1]
 ARCH_NAMES = ('bench', 'demo', 'base', 'large')
 TIMER_NAMES = ('wall', 'process')
 
@@ -62,7 +67,10 @@ def parse_args(argv=None):
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads')
     p.add_argument('--repeats', type=int, default=3)
     p.add_argument('--warmup', type=int, default=1)
-    p.add_argument('--rows', nargs='+', default=list(ROW_GROUPS), choices=ROW_GROUPS)
+    p.add_argument('--rows', nargs='+', default=list(DEFAULT_ROWS), choices=ROW_GROUPS,
+                   help=f'row groups (default: {" ".join(DEFAULT_ROWS)})')
+    p.add_argument('--onnx-base', action='store_true',
+                   help='onnx rows: also the ViT-B classifier and segmenter (minutes)')
     p.add_argument('--compile', action='store_true',
                    help='also measure the fp32 step with torch.compile on the encoder + decoder')
     p.add_argument('--timer', default='wall', choices=TIMER_NAMES,
@@ -527,8 +535,74 @@ def rows_generation(t: Table, args, a: Dict, device: torch.device) -> None:
     model.target_generator.tokenizer.precision = 'fp32'
 
 
+ONNX_CONFIGS = {
+    'demo': ['configs/demo/vit-demo-p16_1xb32-30e_demo-in1k-128px.py',
+             'configs/demo/upernet_vit-demo-p16_1xb8-2k_demo-ade-128x128.py',
+             'configs/demo/mask-rcnn_vit-demo-p16_1xb4-8e_demo-coco-128px.py'],
+    'base': ['configs/imagenet/vit-base-p16_addp-pre_8xb128-coslr-100e_in1k-256px.py',
+             'configs/ade20k/upernet_vit-base-p16_addp-pre_8xb2-160k_ade20k-512x512.py'],
+}
+
+
+def rows_onnx(t: Table, args, a: Dict, device: torch.device) -> None:
+    import tempfile
+
+    from addp_mm.apis.export import (WRAPPERS, _export_onnx, _onnx_runner, build_model,
+                                     eager_outputs)
+    if device.type != 'cpu':
+        raise UsageError('--rows onnx measures ONNX Runtime on the CPU: use --device cpu')
+    root = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    sizes = ['demo'] + (['base'] if args.onnx_base else [])
+    for size in sizes:
+        for config in ONNX_CONFIGS[size]:
+            torch.manual_seed(0)
+            model, cfg = build_model(osp.join(root, config), None)
+            wrapper = WRAPPERS[cfg.default_scope](model).eval()
+            h, w = model.backbone.img_size
+            x = torch.randn(1, 3, h, w)
+            with tempfile.TemporaryDirectory() as tmp:
+                file = osp.join(tmp, 'model.onnx')
+                _export_onnx(wrapper, x, file, False, model.backbone.patch_size, 18)
+                run = _onnx_runner(file)
+                ref, _ = eager_outputs(wrapper, x, 1)
+                got = run(x)
+                rel = max(float((r - g).abs().max()) / float(r.abs().max()) for r, g in zip(ref, got))
+
+                def eager():
+                    with torch.no_grad():
+                        wrapper(x)
+                sec = interleaved(dict(ours=lambda: run(x), ref=eager), args.repeats,
+                                  args.warmup, device)
+            what = dict(mmpretrain='classifier', mmseg='segmenter',
+                        mmdet='detector backbone+neck')[cfg.default_scope]
+            t.add(f'onnxruntime {what} {size} {h}px b1', sec['ours'] * 1000, sec['ref'] * 1000,
+                  'ms', False, '>=1.1' if size == 'base' and what == 'classifier' else None,
+                  f'vs eager PyTorch; max rel diff {rel:.1e}; {osp.basename(config)}')
+    if args.onnx_base:  # calibration: timm's stock ViT-B/16 at 256 px, exported the same way
+        import timm
+        torch.manual_seed(0)
+        vit = timm.create_model('vit_base_patch16_224', img_size=256, num_classes=1000).eval()
+        x = torch.randn(1, 3, 256, 256)
+        with tempfile.TemporaryDirectory() as tmp:
+            file = osp.join(tmp, 'timm.onnx')
+            _export_onnx(vit, x, file, False, 16, 18)
+            run = _onnx_runner(file)
+            with torch.no_grad():
+                ref = vit(x)
+            rel = float((ref - run(x)[0]).abs().max()) / float(ref.abs().max())
+
+            def eager_timm():
+                with torch.no_grad():
+                    vit(x)
+            sec = interleaved(dict(ours=lambda: run(x), ref=eager_timm), args.repeats,
+                              args.warmup, device)
+        t.add('onnxruntime timm vit_base_patch16 256px b1 (calibration)', sec['ours'] * 1000,
+              sec['ref'] * 1000, 'ms', False, None,
+              f'a stock timm ViT-B/16 exported the same way; max rel diff {rel:.1e}')
+
+
 GROUP_FNS = dict(vit=rows_vit, flops=rows_flops, vitdet=rows_vitdet, pretrain=rows_pretrain,
-                 parts=rows_parts, generation=rows_generation)
+                 parts=rows_parts, generation=rows_generation, onnx=rows_onnx)
 
 
 def main(argv=None) -> int:

@@ -3,7 +3,9 @@ from typing import Tuple
 
 import numpy as np
 import torch
-from timm.layers import resample_abs_pos_embed
+import torch.nn.functional as F
+
+from addp_mm.compat import is_exporting
 
 
 def resize_pos_embed(pos_embed: torch.Tensor, src_hw: Tuple[int, int], dst_hw: Tuple[int, int],
@@ -13,15 +15,19 @@ def resize_pos_embed(pos_embed: torch.Tensor, src_hw: Tuple[int, int], dst_hw: T
     The extra (class) slots are kept as they are; the grid part is interpolated on its 2-D layout
     (``align_corners=False``, no antialiasing: what the released fine-tuning code does).
     """
-    if tuple(src_hw) == tuple(dst_hw):
+    # exported: always resized (a no-op at the same grid), so other input sizes stay correct
+    if not is_exporting() and tuple(src_hw) == tuple(dst_hw):
         return pos_embed
     expected = num_extra_tokens + src_hw[0] * src_hw[1]
     if pos_embed.shape[1] != expected:
         raise ValueError(f'position embedding has {pos_embed.shape[1]} slots, expected {expected} '
                          f'for a {src_hw[0]}x{src_hw[1]} grid + {num_extra_tokens} extra token(s)')
-    return resample_abs_pos_embed(pos_embed, list(dst_hw), list(src_hw),
-                                  num_prefix_tokens=num_extra_tokens, interpolation=mode,
-                                  antialias=False, verbose=False)
+    extra, grid = pos_embed[:, :num_extra_tokens], pos_embed[:, num_extra_tokens:]
+    C = grid.shape[-1]
+    grid = grid.reshape(1, src_hw[0], src_hw[1], C).permute(0, 3, 1, 2).float()
+    grid = F.interpolate(grid, size=tuple(dst_hw), mode=mode, align_corners=False, antialias=False)
+    grid = grid.permute(0, 2, 3, 1).reshape(1, -1, C).to(pos_embed.dtype)
+    return torch.cat([extra, grid], dim=1)
 
 
 def sincos_pos_embed_2d(embed_dim: int, grid_hw: Tuple[int, int], cls_token: bool = True) -> torch.Tensor:

@@ -17,6 +17,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, Mlp
 
+from addp_mm.compat import is_exporting
+
 LayerNorm6 = partial(nn.LayerNorm, eps=1e-6)
 
 
@@ -27,12 +29,12 @@ def window_partition(x: torch.Tensor, window_size: int) -> Tuple[torch.Tensor, T
     """Split a ``(B, H, W, C)`` map into ``(B * nW, ws * ws, C)`` windows, zero-padding H and W up
     to multiples of ``window_size``. Returns the windows and the padded size."""
     B, H, W, C = x.shape
-    pad_h = (window_size - H % window_size) % window_size
-    pad_w = (window_size - W % window_size) % window_size
-    if pad_h or pad_w:
-        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-    Hp, Wp = H + pad_h, W + pad_w
-    x = x.view(B, Hp // window_size, window_size, Wp // window_size, window_size, C)
+    # sizes as (number of windows) x window_size: exporters then see they divide exactly
+    nh, nw = (H + window_size - 1) // window_size, (W + window_size - 1) // window_size
+    Hp, Wp = nh * window_size, nw * window_size
+    if is_exporting() or Hp != H or Wp != W:  # exported: the padding follows the input's size
+        x = F.pad(x, (0, 0, 0, Wp - W, 0, Hp - H))
+    x = x.view(B, nh, window_size, nw, window_size, C)
     windows = x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size * window_size, C)
     return windows, (Hp, Wp)
 
@@ -44,9 +46,13 @@ def window_unpartition(windows: torch.Tensor, window_size: int, padded_hw: Tuple
     Hp, Wp = padded_hw
     H, W = hw
     C = windows.shape[-1]
-    B = windows.shape[0] // ((Hp // window_size) * (Wp // window_size))
-    x = windows.view(B, Hp // window_size, Wp // window_size, window_size, window_size, C)
-    x = x.permute(0, 1, 3, 2, 4, 5).reshape(B, Hp, Wp, C)
+    nh, nw = Hp // window_size, Wp // window_size
+    x = windows.view(-1, nh, nw, window_size, window_size, C)
+    x = x.permute(0, 1, 3, 2, 4, 5).reshape(-1, Hp, Wp, C)
+    if is_exporting():  # a gather, not a slice: a slice's layout depends on the input's size
+        rows = torch.arange(H, device=x.device)
+        cols = torch.arange(W, device=x.device)
+        return x.index_select(1, rows).index_select(2, cols)
     return x[:, :H, :W, :].contiguous()
 
 
@@ -60,14 +66,17 @@ def get_rel_pos(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor
     queries/keys span a different range than it was made for. Returns ``(q_size, k_size, C)``.
     """
     num_dist = 2 * max(q_size, k_size) - 1
-    if rel_pos.shape[0] != num_dist:
+    # exported: always resized (a no-op at the same length), so other input sizes stay correct
+    if is_exporting() or rel_pos.shape[0] != num_dist:
         rel_pos = F.interpolate(rel_pos.t().unsqueeze(0), size=num_dist, mode='linear')
         rel_pos = rel_pos.squeeze(0).t()
+    q_coords = torch.arange(q_size, device=rel_pos.device)[:, None]
+    k_coords = torch.arange(k_size, device=rel_pos.device)[None, :]
+    if q_size == k_size:  # self-attention (all of ours): integer offsets q - k + (k - 1)
+        return rel_pos[q_coords - k_coords + (k_size - 1)]
     q_scale = max(k_size / q_size, 1.0)
     k_scale = max(q_size / k_size, 1.0)
-    q_coords = torch.arange(q_size, device=rel_pos.device)[:, None] * q_scale
-    k_coords = torch.arange(k_size, device=rel_pos.device)[None, :] * k_scale
-    offsets = (q_coords - k_coords) + (k_size - 1) * k_scale
+    offsets = (q_coords * q_scale - k_coords * k_scale) + (k_size - 1) * k_scale
     return rel_pos[offsets.long()]
 
 
@@ -107,7 +116,9 @@ class Attention(nn.Module):
 
     ``fused_attn`` (an attribute, as timm's): ``True`` runs SDPA; ``False`` writes the attention
     out as the releases do, ``softmax((q @ k^T) * scale - rowmax) @ v`` (the benchmark's
-    release-style reference).
+    release-style reference). While ``torch.export`` traces it (ONNX export), attention with a
+    bias (relative position) is written out as ``softmax(q * scale @ k^T + bias) @ v``: the ONNX
+    exporter's decomposition of SDPA with a bias fails.
     """
     fused_attn = True
 
@@ -146,7 +157,10 @@ class Attention(nn.Module):
                     raise ValueError(f'relative position needs the token grid of the {N} tokens, got {hw}')
                 bias = decomposed_rel_pos_bias(q, self.rel_pos_h, self.rel_pos_w, hw, hw)
             dropout = self.attn_drop if self.training else 0.
-            if self.fused_attn:
+            if bias is not None and is_exporting():  # exporters decompose SDPA + bias wrongly
+                attn = (q * self.head_dim**-0.5) @ k.transpose(-2, -1)
+                x = (attn if bias is None else attn + bias).softmax(dim=-1) @ v
+            elif self.fused_attn:
                 x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
             else:
                 attn = (q @ k.transpose(-2, -1)) * self.head_dim**-0.5
