@@ -10,7 +10,11 @@ mmengine's root registries, which mmdet, mmseg and mmpretrain all search. ``addp
 mmpretrain (``mmpretrain.list_models('*addp*')``, :mod:`addp_mm.model_index`).
 """
 from .version import __version__
-from .checkpoint.safe_globals import register_safe_globals
+from .compat import check_versions
+
+check_versions()  # one line naming the version, the supported range and the fix
+
+from .checkpoint.safe_globals import register_safe_globals  # noqa: E402
 
 register_safe_globals()  # mmengine resume / load_from on torch >= 2.6 (weights_only loading)
 

@@ -15,6 +15,7 @@ fallback with the same meaning; the rest of the code calls these names and never
   :mod:`addp_mm.checkpoint.io` loads through a restricted unpickler of our own with the same
   allow-list (torch's own weights-only globals plus ours), never a plain unpickle.
 """
+import _compat_pickle
 import pickle
 import re
 import types
@@ -133,7 +134,10 @@ def register_state_dict_post_hook(module: torch.nn.Module, hook: Callable):
     public = getattr(module, 'register_state_dict_post_hook', None)
     if public is not None:
         return public(hook)
-    return module._register_state_dict_hook(hook)
+
+    def edit_in_place(*args):  # the private hook's return value would replace the state dict
+        hook(*args)
+    return module._register_state_dict_hook(edit_in_place)
 
 
 HAS_SAFE_GLOBALS = hasattr(torch.serialization, 'add_safe_globals')
@@ -150,7 +154,9 @@ def restricted_pickle_module(extra: Iterable) -> types.ModuleType:
     unpickler resolves only torch's weights-only globals and ``extra`` (types or functions, or
     ``(function, 'module.name')`` pairs as ``torch.serialization.add_safe_globals`` takes them);
     any other global raises ``pickle.UnpicklingError`` naming it, as torch's own refusal does."""
+    import codecs
     allowed = _torch_allowed_globals()
+    allowed.setdefault('_codecs.encode', codecs.encode)  # NumPy's pickles rebuild bytes with it
     for item in extra:
         obj, name = item if isinstance(item, tuple) else (item, f'{item.__module__}.{item.__qualname__}')
         allowed[name] = obj
@@ -158,6 +164,9 @@ def restricted_pickle_module(extra: Iterable) -> types.ModuleType:
     class RestrictedUnpickler(pickle.Unpickler):
 
         def find_class(self, module_name: str, name: str):
+            # protocol 2 (torch.save's) names Python 2 modules: __builtin__.getattr, copy_reg...
+            module_name, name = _compat_pickle.NAME_MAPPING.get((module_name, name), (module_name, name))
+            module_name = _compat_pickle.IMPORT_MAPPING.get(module_name, module_name)
             full = f'{module_name}.{name}'
             if full in allowed:
                 return allowed[full]

@@ -24,8 +24,9 @@ from typing import Dict, List, Mapping, Optional, Union
 import numpy as np
 import torch
 
+from ..compat import HAS_SAFE_GLOBALS, restricted_pickle_module
 from ..errors import UsageError
-from .safe_globals import register_safe_globals
+from .safe_globals import register_safe_globals, safe_globals
 from .sources import source_of
 
 __all__ = ['read_checkpoint', 'unwrap_state_dict', 'UnsafeCheckpointError', 'TRUSTED_ENV',
@@ -153,7 +154,11 @@ def read_checkpoint(path: Union[str, os.PathLike], key: str = 'checkpoint') -> M
                 raise _refusal(key, path, e) from None
     register_safe_globals()
     try:
-        obj = torch.load(path, map_location='cpu', weights_only=not trusted)
+        if trusted or HAS_SAFE_GLOBALS:
+            obj = torch.load(path, map_location='cpu', weights_only=not trusted)
+        else:  # torch < 2.4: the same allow-list through our restricted unpickler
+            obj = torch.load(path, map_location='cpu', weights_only=False,
+                             pickle_module=restricted_pickle_module(safe_globals()))
     except pickle.UnpicklingError as e:
         raise _refusal(key, path, e) from None
     if not isinstance(obj, Mapping):

@@ -12,6 +12,8 @@ import pickle
 import numpy as np
 import torch
 
+from addp_mm.compat import HAS_SAFE_GLOBALS
+
 
 def _numpy_types():
     types = [np.ndarray, np.dtype]
@@ -70,4 +72,5 @@ def register_safe_globals() -> None:
     Called at import and again before each of our loads: leaving a
     ``torch.serialization.safe_globals([...])`` block elsewhere removes its types from the list.
     """
-    torch.serialization.add_safe_globals(safe_globals())
+    if HAS_SAFE_GLOBALS:  # before torch 2.4 checkpoint.io loads through our restricted unpickler
+        torch.serialization.add_safe_globals(safe_globals())

@@ -62,10 +62,12 @@ def check_mask_schedule(ref: ReferenceDir) -> List[Row]:
                             max_ratio=cfg['mask_ratio_max'], mu=cfg['mask_ratio_mu'],
                             std=cfg['mask_ratio_std'])
     default = MaskSchedule()
+    # the probabilities: scipy's truncated-normal pdf of the float32 ratios, which NumPy 1 and 2
+    # evaluate in different precisions (1.3e-9 apart, measured with numpy 1.26 vs 2.4)
     return [
-        compare('mask_ratio_probs', default.probs, v['mask_ratio_probs'], atol=1e-12),
+        compare('mask_ratio_probs', default.probs, v['mask_ratio_probs'], atol=1e-8),
         compare('mask_ratios', default.ratios, v['mask_ratios'], atol=0.),
-        compare('model_mask_ratio_probs', schedule.probs, v['model_mask_ratio_probs'], atol=1e-12),
+        compare('model_mask_ratio_probs', schedule.probs, v['model_mask_ratio_probs'], atol=1e-8),
         compare('model_mask_ratios', schedule.ratios, v['model_mask_ratios'], atol=0.),
     ]
 

@@ -16,6 +16,7 @@ from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 from timm.layers import PatchEmbed
 
+from addp_mm.compat import register_load_state_dict_pre_hook
 from addp_mm.checkpoint import ENCODER, encoder_state_dict, load_weights, rename_encoder_keys
 
 from ..layers import build_blocks, resize_pos_embed
@@ -173,7 +174,7 @@ class ADDPViT(BaseModule):
         self.norm = norm_layer(self.embed_dims) if final_norm else nn.Identity()
         self.fc_norm = norm_layer(self.embed_dims) if out_type == 'avg_featmap' else nn.Identity()
         self._freeze_stages()
-        self.register_load_state_dict_pre_hook(self._prepare_loaded_tables)
+        register_load_state_dict_pre_hook(self, self._prepare_loaded_tables)
 
     # ------------------------------------------------------------------ construction helpers
     def _parse_arch(self, arch) -> Dict:

@@ -4,6 +4,8 @@ from typing import Sequence
 
 import torch.nn as nn
 
+from addp_mm.compat import register_load_state_dict_pre_hook, register_state_dict_post_hook
+
 __all__ = ['keep_out_of_state_dict']
 
 
@@ -26,5 +28,5 @@ def keep_out_of_state_dict(module: nn.Module, names: Sequence[str]) -> None:
                 for key, value in child.state_dict(prefix=f'{prefix}{name}.').items():
                     state.setdefault(key, value)
 
-    module.register_state_dict_post_hook(leave_out)
-    module.register_load_state_dict_pre_hook(keep)
+    register_state_dict_post_hook(module, leave_out)
+    register_load_state_dict_pre_hook(module, keep)

@@ -23,6 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from addp_mm.compat import autocast_dtype, autocast_enabled, is_compiling
+
 from ..layers.vit import TransformerBlock
 from ..target_generators.vqgan_tokenizer import VQGANTokenizer, _Decoder, _Encoder
 from .precision import resolve_precision
@@ -102,9 +104,9 @@ def conv_add_(conv: nn.Conv2d, h: torch.Tensor, x: torch.Tensor) -> Optional[tor
     layout, gradients are recorded or the module is being compiled, nothing is fused.
     """
     if (not FUSED_CONV_ADD or torch.is_grad_enabled() or h.device.type != 'cpu'
-            or torch.compiler.is_compiling()):
+            or is_compiling()):
         return None
-    dtype = torch.get_autocast_dtype('cpu') if torch.is_autocast_enabled('cpu') else h.dtype
+    dtype = autocast_dtype('cpu') if autocast_enabled('cpu') else h.dtype
     if dtype not in (torch.float32, torch.bfloat16) or x.dtype != dtype:
         return None
     out_shape = (h.shape[0], conv.out_channels, x.shape[2], x.shape[3])

@@ -19,6 +19,8 @@ from typing import Optional, Union
 
 import torch
 
+from addp_mm.compat import autocast_available
+
 PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
 DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 _ALIASES = {'float32': 'fp32', 'bfloat16': 'bf16', 'float16': 'fp16'}
@@ -78,7 +80,7 @@ def precision_context(precision: Optional[str], device: Union[str, torch.device]
     autocast (``meta``)."""
     device = torch.device(device)
     resolved = resolve_precision(precision, device)
-    if resolved is None or not torch.amp.is_autocast_available(device.type):  # e.g. 'meta'
+    if resolved is None or not autocast_available(device.type):  # e.g. 'meta'
         return nullcontext()
     if resolved == 'fp32':
         return torch.autocast(device_type=device.type, enabled=False)

@@ -1,0 +1,97 @@
+"""addp_mm.compat: the supported versions are checked at import with a one-line refusal, and the
+fallbacks for older torch (the restricted unpickler, the private hook spellings) do what the
+features they stand in for do; exercised here on the pinned torch by forcing the fallback."""
+import argparse
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from addp_mm import compat
+from addp_mm.checkpoint import UnsafeCheckpointError, read_checkpoint
+
+
+@pytest.mark.parametrize('found, message', [
+    (dict(torch='2.0.1'), 'addp_mm needs torch >= 2.1, < 2.15; found torch 2.0.1: install'),
+    (dict(torch='2.15.0'), 'found torch 2.15.0'),
+    (dict(mmcv='2.3.0'), 'addp_mm needs mmcv >= 2.0.0, < 2.3; found mmcv 2.3.0: install mmcv 2.1.0'),
+    (dict(mmengine='0.9.1'), 'found mmengine 0.9.1: pip install mmengine==0.10.7'),
+])
+def test_an_unsupported_version_is_refused_in_one_line(found, message):
+    versions = dict(torch='2.14.1+cu130', mmengine='0.10.7', mmcv='2.1.0')
+    versions.update(found)
+    with pytest.raises(ImportError, match=message) as info:
+        compat.check_versions(versions)
+    assert '\n' not in str(info.value)
+
+
+def test_supported_versions_and_missing_packages_pass():
+    compat.check_versions(dict(torch='2.1.2', mmengine='0.10.7', mmcv='2.2.0'))  # the 2.1 stack
+    compat.check_versions(dict(torch='2.14.1+cu130', mmengine='0.10.4', mmcv=None))
+    compat.check_versions()  # this environment
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ('echo unpickled-code',))
+
+
+def _checkpoint(tmp_path):
+    from mmengine.logging import HistoryBuffer
+    buf = HistoryBuffer()
+    buf.update(1.5)
+    state = dict(state_dict={'w': torch.arange(4.)}, meta=dict(args=argparse.Namespace(lr=0.1),
+                 hub=buf, arr=np.arange(3), scalar=np.float64(2.5)))
+    path = tmp_path / 'ok.pth'
+    torch.save(state, path)
+    return path
+
+
+def test_restricted_unpickler_loads_our_files_and_refuses_code(tmp_path, monkeypatch):
+    """The torch < 2.4 path (no add_safe_globals): forced here, it reads what the allow-list
+    allows and refuses any other global by name, as torch's weights-only load does."""
+    from addp_mm.checkpoint import safe_globals
+    module = compat.restricted_pickle_module(safe_globals())
+    path = _checkpoint(tmp_path)
+    loaded = torch.load(path, weights_only=False, pickle_module=module)
+    assert torch.equal(loaded['state_dict']['w'], torch.arange(4.))
+    assert loaded['meta']['args'].lr == 0.1 and loaded['meta']['hub'].mean() == 1.5
+    evil = tmp_path / 'evil.pth'
+    torch.save({'x': _Evil()}, evil)
+    with pytest.raises(pickle.UnpicklingError, match='posix.system|os.system'):
+        torch.load(evil, weights_only=False, pickle_module=module)
+    # read_checkpoint takes that path when torch has no add_safe_globals
+    monkeypatch.setattr('addp_mm.checkpoint.io.HAS_SAFE_GLOBALS', False)
+    assert read_checkpoint(str(path))['meta']['args'].lr == 0.1
+    with pytest.raises(UnsafeCheckpointError, match='system'):
+        read_checkpoint(str(evil))
+
+
+def test_private_hook_spellings_behave_as_the_public_ones():
+    class Old(nn.Linear):  # a torch without the public names
+        register_load_state_dict_pre_hook = None
+        register_state_dict_post_hook = None
+
+    seen = []
+
+    def drop_bias(mod, state, prefix, meta):  # edits in place, returns None (the public contract)
+        del state[prefix + 'bias']
+
+    for cls in (nn.Linear, Old):
+        m = cls(2, 2)
+        compat.register_load_state_dict_pre_hook(
+            m, lambda mod, state, prefix, *a: seen.append((type(mod).__name__, sorted(state))))
+        compat.register_state_dict_post_hook(m, drop_bias)
+        assert list(m.state_dict()) == ['weight']
+        m.load_state_dict({'weight': torch.zeros(2, 2), 'bias': torch.zeros(2)})
+    assert seen == [('Linear', ['bias', 'weight']), ('Old', ['bias', 'weight'])]
+
+
+def test_autocast_probes_follow_the_context():
+    assert not compat.autocast_enabled('cpu')
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert compat.autocast_enabled('cpu') and compat.autocast_dtype('cpu') == torch.bfloat16
+    assert compat.autocast_available('cpu') and not compat.is_compiling()
