@@ -12,6 +12,7 @@ from conftest import require, tool
 from PIL import Image
 
 from addp_mm.evaluation import compute_fid_is, list_images, load_statistics, save_statistics
+from addp_mm.errors import UsageError
 from addp_mm.evaluation.fid import ImageFiles
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -182,6 +183,31 @@ def test_fid_tool(stand_in, image_sets, tmp_path):
     assert again['fid'] == pytest.approx(metrics['fid'], rel=1e-6)
 
 
+def test_published_reference_batches_and_their_errors(stand_in, image_sets, tmp_path):
+    """An ADM-style reference batch (``mu``, ``sigma`` beside ``mu_s``, ``sigma_s`` and the images
+    ``arr_0``) gives the FID of our own statistics file; a file of another feature size, or without
+    ``mu``, is a clear error naming the file."""
+    ours = tmp_path / 'ours.npz'
+    stats = save_statistics(image_sets['ref'], str(ours), **stand_in)
+    adm = tmp_path / 'VIRTUAL_ref_batch.npz'
+    np.savez(adm, arr_0=np.zeros((4, 32, 32, 3), np.uint8), mu=stats['mu'], sigma=stats['sigma'],
+             mu_s=np.zeros(3), sigma_s=np.eye(3))
+    by_ours = compute_fid_is(image_sets['shifted'], ref_stats=str(ours), isc=False, **stand_in)
+    by_adm = compute_fid_is(image_sets['shifted'], ref_stats=str(adm), isc=False, **stand_in)
+    assert by_adm['fid'] == pytest.approx(by_ours['fid'], rel=1e-9) and by_adm['fid'] > 1.0
+    wide = tmp_path / 'other_features.npz'
+    np.savez(wide, mu=np.zeros(16), sigma=np.eye(16))  # the stand-in's features are 8-d
+    with pytest.raises(UsageError, match=r"other_features\.npz.*16-d features.*8-d"):
+        compute_fid_is(image_sets['shifted'], ref_stats=str(wide), isc=False, **stand_in)
+    no_mu = tmp_path / 'images_only.npz'
+    np.savez(no_mu, arr_0=np.zeros((2, 8, 8, 3), np.uint8))
+    with pytest.raises(UsageError, match=r"images_only\.npz.*no \['mu', 'sigma'\].*arr_0"):
+        load_statistics(str(no_mu))
+    with pytest.raises(UsageError, match='images_only.npz'):
+        _fid_tool().main([image_sets['shifted'], '--ref-stats', str(no_mu), '--inception-weights',
+                          stand_in['inception_weights'], '--feature-extractor', STAND_IN])
+
+
 # ----------------------------------------------------------------------------------------------
 # no torch-fidelity needed
 # ----------------------------------------------------------------------------------------------
@@ -211,7 +237,7 @@ def test_image_listing_and_statistics_files(tmp_path):
     img = ImageFiles([str(gen / '000000.png')], resize=24)[0]
     assert img.shape == (3, 24, 24) and img.dtype == torch.uint8
     np.savez(tmp_path / 'bad.npz', mean=np.zeros(3))
-    with pytest.raises(KeyError, match='mu'):
+    with pytest.raises(UsageError, match='mu'):
         load_statistics(str(tmp_path / 'bad.npz'))
     with pytest.raises(FileNotFoundError, match='statistics'):
         load_statistics(str(tmp_path / 'missing.npz'))

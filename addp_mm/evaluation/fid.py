@@ -18,6 +18,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from addp_mm.checkpoint import WEIGHT_SOURCES, read_checkpoint
+from addp_mm.errors import UsageError
 
 INCEPTION = 'inception-v3-compat'
 INCEPTION_WEIGHTS_HINT = (
@@ -115,19 +116,52 @@ def image_dataset(folder: str, recursive: bool = False, resize: Optional[int] = 
 # ---------------------------------------------------------------------------------------------
 # statistics
 # ---------------------------------------------------------------------------------------------
-def load_statistics(path: str) -> Dict[str, np.ndarray]:
-    """``{'mu': (D,), 'sigma': (D, D)}`` from an ``.npz`` (float64)."""
+def load_statistics(path: str, dims: Optional[int] = None) -> Dict[str, np.ndarray]:
+    """``{'mu': (D,), 'sigma': (D, D)}`` (float64) from an ``.npz``: ours
+    (``--save-ref-stats``), or one another generation project publishes (ADM's reference batches
+    hold ``mu`` / ``sigma`` beside ``mu_s`` / ``sigma_s`` and the images ``arr_0``: only ``mu`` and
+    ``sigma`` are read, without loading the images). ``dims``: the feature size they must have
+    (2048 for FID's Inception pool features)."""
     if not osp.isfile(path):
         raise FileNotFoundError(f'FID statistics file {path!r} not found (an .npz with mu and '
                                 'sigma, e.g. written by tools/fid_is.py --save-ref-stats)')
-    f = read_checkpoint(path, 'FID statistics file (--ref-stats)')
-    missing = [k for k in ('mu', 'sigma') if k not in f]
-    if missing:
-        raise KeyError(f'{path}: no {missing} array(s) (found {list(f.keys())})')
-    mu, sigma = np.asarray(f['mu'], np.float64), np.asarray(f['sigma'], np.float64)
+    key = 'FID statistics file (--ref-stats)'
+    if path.endswith('.npz'):
+        try:
+            archive = np.load(path, allow_pickle=False)  # arrays only: nothing is unpickled
+        except (ValueError, OSError) as e:
+            raise UsageError(f'{key} {path!r}: not a NumPy .npz archive ({e})') from None
+        with archive:
+            missing = [k for k in ('mu', 'sigma') if k not in archive.files]
+            if missing:
+                raise UsageError(f'{key} {path!r}: no {missing} array(s) (it holds {archive.files}); '
+                               'write one with tools/fid_is.py --save-ref-stats NPZ --ref-dir DIR')
+            try:
+                mu, sigma = archive['mu'], archive['sigma']
+            except ValueError as e:  # an object array: would need unpickling
+                raise ValueError(f'{key} {path!r}: mu / sigma are not plain arrays ({e})') from None
+    else:
+        f = read_checkpoint(path, key)
+        missing = [k for k in ('mu', 'sigma') if k not in f]
+        if missing:
+            raise UsageError(f'{key} {path!r}: no {missing} array(s) (found {list(f.keys())})')
+        mu, sigma = f['mu'], f['sigma']
+    mu, sigma = np.asarray(mu, np.float64), np.asarray(sigma, np.float64)
     if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
-        raise ValueError(f'{path}: mu {mu.shape} and sigma {sigma.shape} do not match')
-    return dict(mu=mu, sigma=sigma)
+        raise ValueError(f'{key} {path!r}: mu {mu.shape} and sigma {sigma.shape} do not match')
+    stats = dict(mu=mu, sigma=sigma)
+    if dims is not None:
+        check_feature_size(stats, dims, path)
+    return stats
+
+
+def check_feature_size(stats: Dict[str, np.ndarray], dims: int, path: str) -> None:
+    """Reference statistics ``stats`` (read from ``path``) must be of ``dims``-d features."""
+    if stats['mu'].shape[0] != dims:
+        raise UsageError(f'FID statistics file (--ref-stats) {path!r}: statistics of '
+                         f'{stats["mu"].shape[0]}-d features, but the FID features here are '
+                         f'{dims}-d (Inception pool3: 2048): the file was computed with another '
+                         'feature extractor or layer')
 
 
 def _check_weights(feature_extractor: str, weights: Optional[str]) -> None:
@@ -246,7 +280,9 @@ def compute_fid_is(gen_dir: str, ref_dir: Optional[str] = None, ref_stats: Optio
         layers = (FEATURE_FID, FEATURE_ISC) if isc else (FEATURE_FID, )
         feats = extract_features(gen, layers, inception_weights, feature_extractor, batch_size,
                                  device, verbose, save_cpu_ram)
-        out['fid'] = fid_from_statistics(statistics_from_features(feats[FEATURE_FID]), reference)
+        gen_stats = statistics_from_features(feats[FEATURE_FID])
+        check_feature_size(reference, gen_stats['mu'].shape[0], ref_stats)
+        out['fid'] = fid_from_statistics(gen_stats, reference)
         if isc:
             from torch_fidelity.metric_isc import isc_featuresdict_to_metric
             metrics = isc_featuresdict_to_metric(feats, FEATURE_ISC, isc_splits=isc_splits,
