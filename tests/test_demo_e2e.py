@@ -68,3 +68,35 @@ def test_demo_train_then_test(task, demo_cwd):
                 if p.endswith(('.png', '.jpg'))]
     assert drawings, f'no drawings written for {task}'
     assert f'{len(drawings)} drawings in {vis}' in log, log[-1000:]
+
+
+def test_coco_test_dev_route_writes_the_submission_files(demo_cwd):
+    """The test-dev config on the demo data (its val images listed without annotations): the
+    result files load with pycocotools and hold one entry per predicted instance."""
+    import pickle
+
+    import torch
+    from pycocotools.coco import COCO
+
+    from addp_mm.apis.export import build_model
+    config = osp.join(DEMO, 'mask-rcnn_vit-demo-p16_1xb4-8e_demo-coco-128px-test-dev.py')
+    torch.manual_seed(0)
+    model, _ = build_model(config, None)  # random weights: every box scores about 1 / 5
+    ckpt = demo_cwd / 'test_dev_random.pth'
+    torch.save(dict(state_dict=model.state_dict()), ckpt)
+    preds = demo_cwd / 'test_dev_preds.pkl'
+    log = run([osp.join(ROOT, 'tools', 'test.py'), config, str(ckpt), '--work-dir',
+               str(demo_cwd / 'work_test_dev'), '--out', str(preds)], demo_cwd)
+    assert 'bbox_mAP' not in log  # format only: no metric
+    info = COCO(str(demo_cwd / 'data/demo/coco/annotations/image_info_val2017.json'))
+    assert 'annotations' not in info.dataset
+    with open(preds, 'rb') as f:
+        predicted = pickle.load(f)
+    count = sum(len(p['pred_instances']['scores']) for p in predicted)
+    assert count > 0
+    prefix = demo_cwd / 'work_dirs/demo_test-dev/mask-rcnn_vit-demo'
+    for kind in ('bbox', 'segm'):
+        results = info.loadRes(str(prefix) + f'.{kind}.json')
+        assert len(results.anns) == count, kind
+        assert set(results.getImgIds()) <= set(info.getImgIds())
+        assert all(a['category_id'] in info.getCatIds() for a in results.anns.values())

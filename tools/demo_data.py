@@ -314,6 +314,8 @@ def make_coco(out: str, seed: int = 0, num_train: int = 200, num_val: int = 50,
 
         out/train2017/000000000001.jpg ...   out/val2017/...
         out/annotations/instances_train2017.json   instances_val2017.json
+        out/annotations/image_info_val2017.json    (the val images and categories only, the
+                                                    layout of COCO's test-dev image info)
 
     1..``max_shapes`` non-overlapping shapes per ``size x size`` image; categories
     :data:`COCO_DEMO_CLASSES` with ids 1..4; one polygon per instance (the circle is a 32-gon),
@@ -352,6 +354,10 @@ def make_coco(out: str, seed: int = 0, num_train: int = 200, num_val: int = 50,
             licenses=[], images=images, annotations=annotations, categories=categories)
         with open(osp.join(ann_dir, f'instances_{split}2017.json'), 'w') as f:
             json.dump(coco, f, separators=(',', ':'))
+        if split == 'val':  # the images without annotations, as COCO's test-dev image info
+            info = {k: v for k, v in coco.items() if k != 'annotations'}
+            with open(osp.join(ann_dir, 'image_info_val2017.json'), 'w') as f:
+                json.dump(info, f, separators=(',', ':'))
         stats[f'{split}_images'] = len(images)
         stats[f'{split}_instances'] = len(annotations)
     return stats

@@ -26,7 +26,12 @@ def _dataset_paths(dataset: dict, where: str):
         yield f'{where}.data_root', root, True
     ann = dataset.get('ann_file')
     if isinstance(ann, str) and ann:
-        yield f'{where}.ann_file', ann if osp.isabs(ann) else osp.join(root, ann), dataset.get('type')
+        # a test set read without annotations (COCO test-dev's image info) needs none
+        pipeline = dataset.get('pipeline') or []
+        image_info = bool(dataset.get('test_mode')) and not any(
+            isinstance(t, dict) and t.get('type') == 'LoadAnnotations' for t in pipeline)
+        yield (f'{where}.ann_file', ann if osp.isabs(ann) else osp.join(root, ann),
+               (dataset.get('type'), image_info))
     prefix = dataset.get('data_prefix')
     if not prefix and dataset.get('split'):  # mmpretrain's ImageNet reads data_root/<split>/
         yield f'{where}.split', osp.join(root, dataset['split']), True
@@ -49,7 +54,7 @@ def check_data(cfg: Config, loaders=('train_dataloader', 'val_dataloader')) -> N
             is_dir = kind is True
             if (osp.isdir if is_dir else osp.isfile)(path):
                 if key.endswith('.ann_file'):
-                    check_annotation_file(path, key, kind)
+                    check_annotation_file(path, key, *kind)
                 continue
             demo = osp.normpath(path).startswith(osp.join('data', 'demo'))
             fix = ('make the demo data first: python tools/make_demo_data.py data/demo' if demo else
@@ -66,10 +71,11 @@ ANN_PARSE_LIMIT = 64 << 20
 COCO_KEYS = ('images', 'annotations', 'categories')
 
 
-def check_annotation_file(path: str, key: str, dataset_type=None) -> None:
+def check_annotation_file(path: str, key: str, dataset_type=None, image_info: bool = False) -> None:
     """A clear error naming the file and the config key for an empty or malformed ``.json``
     annotation file (and, for a COCO dataset, one without ``images`` / ``annotations`` /
-    ``categories``), instead of a traceback from deep inside the dataset."""
+    ``categories``; ``image_info``: a test set without annotations, as COCO test-dev's image
+    info, needs no ``annotations``), instead of a traceback from deep inside the dataset."""
     if not path.endswith('.json'):
         return
     fix = ('regenerate it (demo data: python tools/make_demo_data.py data/demo) or point '
@@ -92,7 +98,8 @@ def check_annotation_file(path: str, key: str, dataset_type=None) -> None:
         raise UsageError(f"{key}: annotation file '{path}' holds a JSON {type(content).__name__}, "
                          f'not an object; {fix}')
     if isinstance(dataset_type, str) and 'coco' in dataset_type.lower():
-        missing = [k for k in COCO_KEYS if k not in content]
+        missing = [k for k in COCO_KEYS if k not in content
+                   and not (image_info and k == 'annotations')]
         if missing:
             raise UsageError(f"{key}: annotation file '{path}' has no {missing} (a COCO file has "
                              f"{list(COCO_KEYS)}; found {sorted(content)[:8]}); {fix}")
