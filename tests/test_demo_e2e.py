@@ -100,3 +100,29 @@ def test_coco_test_dev_route_writes_the_submission_files(demo_cwd):
         assert len(results.anns) == count, kind
         assert set(results.getImgIds()) <= set(info.getImgIds())
         assert all(a['category_id'] in info.getCatIds() for a in results.anns.values())
+
+
+def test_ade_multi_scale_flip_tta_runs_and_reports_miou(demo_cwd):
+    """tools/test.py --tta on the demo segmenter: mmseg's SegTTAModel over the config's
+    tta_pipeline (3 scales x 2 flips) evaluates and reports mIoU; without tta entries it is a
+    one-line error naming the config."""
+    import torch
+
+    from addp_mm.apis.export import build_model
+    from addp_mm.errors import UsageError
+    from conftest import tool
+    config = osp.join(DEMO, 'upernet_vit-demo-p16_1xb8-2k_demo-ade-128x128.py')
+    torch.manual_seed(0)
+    model, _ = build_model(config, None)
+    ckpt = demo_cwd / 'ade_random.pth'
+    torch.save(dict(state_dict=model.state_dict()), ckpt)
+    work = demo_cwd / 'work_ade_tta'
+    log = run([osp.join(ROOT, 'tools', 'test.py'), config, str(ckpt), '--work-dir', str(work),
+               '--tta'], demo_cwd)
+    found = re.findall(r'mIoU: (-?[0-9.]+)', log)
+    assert found and math.isfinite(float(found[-1])), log[-2000:]
+    logged = open(glob.glob(str(work / '*' / '*.log'))[0]).read()
+    assert "type='SegTTAModel'" in logged and 'TestTimeAug' in logged
+    with pytest.raises(UsageError, match=r'--tta: .*vit-demo-p16_1xb32-30e.*has no tta_model / tta_pipeline'):
+        tool('test').main([osp.join(DEMO, 'vit-demo-p16_1xb32-30e_demo-in1k-128px.py'),
+                           str(ckpt), '--tta'])

@@ -1,7 +1,7 @@
 """Evaluate a checkpoint with any addp-mm config: bbox/segm mAP (mmdet), mIoU (mmseg), top-1
 (mmpretrain).
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out preds.pkl]
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out preds.pkl] [--tta]
                          [--show-dir DIR] [--show] [--score-thr 0.3] [--draw-size 512]
                          [--cfg-options k=v ...] [--launcher none|pytorch|slurm] [--debug]
 
@@ -32,6 +32,9 @@ def parse_args(argv=None):
     p.add_argument('--wait-time', type=float, default=2, help='seconds each shown image stays')
     p.add_argument('--score-thr', type=float, default=0.3,
                    help='detection: draw predicted boxes with at least this score (default 0.3)')
+    p.add_argument('--tta', action='store_true',
+                   help='test-time augmentation: the config\'s tta_pipeline and tta_model (e.g. '
+                        'multi-scale + flip for the ADE20k configs), as the toolboxes\' --tta')
     p.add_argument('--draw-size', type=int, default=512,
                    help='detection: draw small images enlarged so their shorter side is at least '
                         'this many pixels (0: as they are)')
@@ -47,11 +50,13 @@ def main(argv=None):
                  'iter_N.pth).')
     quiet_imports()
     sys.path.insert(0, ROOT)  # run from a checkout
-    from addp_mm.engine.config import cfg_options_dict, load_config, set_work_dir
+    from addp_mm.engine.config import cfg_options_dict, load_config, set_work_dir, use_tta
     from addp_mm.engine.preflight import check_data
     from addp_mm.engine.runner_factory import build_runner, setup_launcher
     from addp_mm.engine.test_outputs import setup_test_outputs
     cfg = load_config(config, cfg_options_dict(args.cfg_options))
+    if args.tta:
+        use_tta(cfg, args.config)
     check_data(cfg, ['test_dataloader'])
     setup_launcher(cfg, args.launcher)
     set_work_dir(cfg, args.work_dir, args.config)

@@ -20,7 +20,7 @@ the runner by :func:`addp_mm.engine.runner_factory.build_runner` (``tools/train.
 ``--resume`` of a file that is not a training checkpoint (no ``meta`` / ``message_hub``, e.g. a
 released file) is refused, naming what is missing.
 """
-from mmengine.model import is_model_wrapper
+from mmengine.model import BaseTTAModel, is_model_wrapper
 
 from addp_mm.checkpoint import (COMPLETE, PARTIAL, CheckpointMismatchError, load_weights,
                                 model_state_dict, read_checkpoint, summarise_keys)
@@ -76,6 +76,8 @@ class CheckedCheckpointLoad:
                     'released weights use --cfg-options load_from=FILE or --pretrained FILE.')
         self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
         model = self.model.module if is_model_wrapper(self.model) else self.model
+        if isinstance(model, BaseTTAModel):  # --tta: the checkpoint is the wrapped model's
+            model = model.module
         policy = COMPLETE if strict or purpose in ('resume', 'test') else PARTIAL
         report = load_weights(model, checkpoint, _converter_for(model), policy, key,
                               name=str(filename), fix=FIXES[purpose])

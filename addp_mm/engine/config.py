@@ -138,3 +138,17 @@ def set_work_dir(cfg: Config, work_dir: Optional[str], config_path: str) -> None
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('work_dirs', osp.splitext(osp.basename(config_path))[0])
+
+
+def use_tta(cfg: Config, config_path: str) -> None:
+    """``--tta``: the test set through the config's ``tta_pipeline`` and the model wrapped in its
+    ``tta_model`` (mmseg's ``SegTTAModel``, mmdet's ``DetTTAModel``, ...), as the toolboxes'
+    own ``tools/test.py --tta`` do."""
+    missing = [k for k in ('tta_model', 'tta_pipeline') if cfg.get(k) is None]
+    if missing:
+        raise UsageError(f'--tta: {config_path} has no {" / ".join(missing)}; add them to the config '
+                         '(the ADE20k configs inherit mmseg\'s multi-scale + flip ones) or test '
+                         'without --tta')
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+    cfg.tta_model.module = cfg.model
+    cfg.model = cfg.tta_model
