@@ -186,6 +186,9 @@ def _narrow_large(cfg) -> None:
         cfg.model.auxiliary_head.in_channels = w
     else:
         assert cfg.model.head.in_channels == full
+        if cfg.model.get('neck') and 'input_features' in cfg.model.neck:  # the probe's BN
+            assert cfg.model.neck.input_features == full
+            cfg.model.neck.input_features = w
         cfg.model.head.in_channels = w
     backbone.arch = dict(embed_dims=w, num_layers=large['num_layers'], num_heads=large['num_heads'],
                          feedforward_channels=4 * w)
@@ -275,7 +278,11 @@ def test_config_builds_and_trains_one_step(path):
     model, optim_wrapper = _build(cfg)
     if is_demo:
         model.init_weights()
-    _check_layer_decay(cfg, optim_wrapper)
+    if 'linear-probe' in path:  # the encoder frozen: only the head (and the BN statistics) learn
+        trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+        assert trainable and all(n.startswith('head.') for n in trainable), trainable
+    else:
+        _check_layer_decay(cfg, optim_wrapper)
     # two images; one for the release detection configs (LayerNorm only, and the slowest here)
     data = _batch(cfg, 1 if cfg.default_scope == 'mmdet' and not is_demo else 2)
     _train_step(model, optim_wrapper, data, step=is_demo)

@@ -121,3 +121,14 @@ def test_downstream_command_reads_what_it_is_given(tmp_path):
 def test_run_downstream_rejects_unknown_mode(tmp_path):
     with pytest.raises(ValueError, match='linear'):
         toy_metrics.run_downstream('knn', None, 0, str(tmp_path))
+
+
+@pytest.mark.slow
+def test_demo_linear_probe_beats_chance(digits, tmp_path):
+    """The MAE linear-probing protocol at demo size (the configs/imagenet linear-probe recipe's
+    frozen encoder + affine-free BN + linear head) on the digits, from a random encoder: 15 epochs
+    in about 30 s. Chance is 10 % (10 classes, 359 val digits); measured 74.4 % (seed 0); > 50 %
+    (P(>= 180 of 359 right by chance) < 1e-60) keeps a wide margin."""
+    acc = toy_metrics.run_downstream('linear', None, 0, str(tmp_path / 'probe'), data_root=digits,
+                                     env=dict(OMP_NUM_THREADS='1'))
+    assert acc > 50.0, acc
