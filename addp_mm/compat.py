@@ -25,7 +25,7 @@ import torch
 
 __all__ = ['SUPPORTED', 'check_versions', 'is_exporting', 'is_compiling', 'autocast_dtype', 'autocast_enabled',
            'autocast_available', 'register_load_state_dict_pre_hook',
-           'register_state_dict_post_hook', 'HAS_SAFE_GLOBALS', 'restricted_pickle_module']
+           'register_state_dict_post_hook', 'HAS_SAFE_GLOBALS', 'HAS_MMCV', 'restricted_pickle_module']
 
 
 # the versions addp-mm runs with: [lowest, first unsupported); setup.cfg's install_requires
@@ -141,6 +141,13 @@ def register_state_dict_post_hook(module: torch.nn.Module, hook: Callable):
 
 
 HAS_SAFE_GLOBALS = hasattr(torch.serialization, 'add_safe_globals')
+# mmcv (or mmcv-lite): the data pipelines and mmdet's neck need it; the models, pretraining and
+# generation run without it (a bare GPU machine with torch, timm and mmengine)
+try:
+    import mmcv  # noqa: F401
+    HAS_MMCV = True
+except ImportError:
+    HAS_MMCV = False
 
 
 def _torch_allowed_globals() -> Dict[str, object]:

@@ -28,8 +28,8 @@ model = dict(
     neck=dict(input_features=1024),
     head=dict(in_channels=1024))
 
-# 256 px: random-resized crops for training, the short side to 292 and the centre 256 crop for
-# evaluation (MAE's 224 / 256 crop ratio at ADDP's resolution)
+# 256 px: random-resized crops for training; evaluation as the release's (util/datasets.py, crop
+# ratio 1.0 above 224 px): the short side to 256 and the centre 256 crop
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='RandomResizedCrop', scale=256, backend='pillow'),
@@ -38,7 +38,7 @@ train_pipeline = [
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='ResizeEdge', scale=292, edge='short', backend='pillow', interpolation='bicubic'),
+    dict(type='ResizeEdge', scale=256, edge='short', backend='pillow', interpolation='bicubic'),
     dict(type='CenterCrop', crop_size=256),
     dict(type='PackInputs'),
 ]

@@ -4,7 +4,6 @@ from typing import Dict, List, Sequence, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmcv.cnn import ConvModule, build_norm_layer
 from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 from timm.layers import LayerNorm2d
@@ -34,6 +33,7 @@ class SimpleFPN(BaseModule):
                  scale_factors: Sequence[float] = (4.0, 2.0, 1.0, 0.5), num_outs: int = 5,
                  norm_cfg: Dict = dict(type='LN2d', eps=1e-6), in_index: int = -1, init_cfg=None):
         super().__init__(init_cfg=init_cfg)
+        from mmcv.cnn import ConvModule, build_norm_layer  # mmdet's neck: mmcv is there
         if num_outs < len(scale_factors):
             raise ValueError(f'SimpleFPN num_outs={num_outs} < len(scale_factors)={len(scale_factors)}')
         self.in_index = in_index
