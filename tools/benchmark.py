@@ -544,61 +544,48 @@ ONNX_CONFIGS = {
 }
 
 
-def rows_onnx(t: Table, args, a: Dict, device: torch.device) -> None:
+def _onnx_row(t: Table, args, name: str, module, x: torch.Tensor, target, note: str) -> None:
+    """Export ``module`` on ``x`` to ONNX, then ONNX Runtime vs eager PyTorch, interleaved."""
     import tempfile
 
-    from addp_mm.apis.export import (WRAPPERS, _export_onnx, _onnx_runner, build_model,
-                                     eager_outputs)
+    from addp_mm.apis.export import eager_outputs, export_onnx, onnx_runner
+    with tempfile.TemporaryDirectory() as tmp:
+        file = osp.join(tmp, 'model.onnx')
+        export_onnx(module, x, file)
+        run = onnx_runner(file)
+        ref, _ = eager_outputs(module, x, 1)
+        rel = max(float((r - g).abs().max()) / float(r.abs().max()) for r, g in zip(ref, run(x)))
+
+        def eager():
+            with torch.no_grad():
+                module(x)
+        sec = interleaved(dict(ours=lambda: run(x), ref=eager), args.repeats, args.warmup,
+                          torch.device('cpu'))
+    t.add(name, sec['ours'] * 1000, sec['ref'] * 1000, 'ms', False, target,
+          f'{note}; max rel diff {rel:.1e}')
+
+
+def rows_onnx(t: Table, args, a: Dict, device: torch.device) -> None:
+    from addp_mm.apis.export import TASKS, WRAPPERS, build_model
     if device.type != 'cpu':
         raise UsageError('--rows onnx measures ONNX Runtime on the CPU: use --device cpu')
     root = osp.dirname(osp.dirname(osp.abspath(__file__)))
-    sizes = ['demo'] + (['base'] if args.onnx_base else [])
-    for size in sizes:
+    for size in ['demo'] + (['base'] if args.onnx_base else []):
         for config in ONNX_CONFIGS[size]:
             torch.manual_seed(0)
             model, cfg = build_model(osp.join(root, config), None)
-            wrapper = WRAPPERS[cfg.default_scope](model).eval()
             h, w = model.backbone.img_size
-            x = torch.randn(1, 3, h, w)
-            with tempfile.TemporaryDirectory() as tmp:
-                file = osp.join(tmp, 'model.onnx')
-                _export_onnx(wrapper, x, file, False, model.backbone.patch_size, 18)
-                run = _onnx_runner(file)
-                ref, _ = eager_outputs(wrapper, x, 1)
-                got = run(x)
-                rel = max(float((r - g).abs().max()) / float(r.abs().max()) for r, g in zip(ref, got))
-
-                def eager():
-                    with torch.no_grad():
-                        wrapper(x)
-                sec = interleaved(dict(ours=lambda: run(x), ref=eager), args.repeats,
-                                  args.warmup, device)
-            what = dict(mmpretrain='classifier', mmseg='segmenter',
-                        mmdet='detector backbone+neck')[cfg.default_scope]
-            t.add(f'onnxruntime {what} {size} {h}px b1', sec['ours'] * 1000, sec['ref'] * 1000,
-                  'ms', False, '>=1.1' if size == 'base' and what == 'classifier' else None,
-                  f'vs eager PyTorch; max rel diff {rel:.1e}; {osp.basename(config)}')
+            what = TASKS[cfg.default_scope].replace(' + ', '+')
+            _onnx_row(t, args, f'onnxruntime {what} {size} {h}px b1',
+                      WRAPPERS[cfg.default_scope](model).eval(), torch.randn(1, 3, h, w),
+                      '>=1.1' if size == 'base' and what == 'classifier' else None,
+                      f'vs eager PyTorch; {osp.basename(config)}')
     if args.onnx_base:  # calibration: timm's stock ViT-B/16 at 256 px, exported the same way
         import timm
         torch.manual_seed(0)
         vit = timm.create_model('vit_base_patch16_224', img_size=256, num_classes=1000).eval()
-        x = torch.randn(1, 3, 256, 256)
-        with tempfile.TemporaryDirectory() as tmp:
-            file = osp.join(tmp, 'timm.onnx')
-            _export_onnx(vit, x, file, False, 16, 18)
-            run = _onnx_runner(file)
-            with torch.no_grad():
-                ref = vit(x)
-            rel = float((ref - run(x)[0]).abs().max()) / float(ref.abs().max())
-
-            def eager_timm():
-                with torch.no_grad():
-                    vit(x)
-            sec = interleaved(dict(ours=lambda: run(x), ref=eager_timm), args.repeats,
-                              args.warmup, device)
-        t.add('onnxruntime timm vit_base_patch16 256px b1 (calibration)', sec['ours'] * 1000,
-              sec['ref'] * 1000, 'ms', False, None,
-              f'a stock timm ViT-B/16 exported the same way; max rel diff {rel:.1e}')
+        _onnx_row(t, args, 'onnxruntime timm vit_base_patch16 256px b1 (calibration)', vit,
+                  torch.randn(1, 3, 256, 256), None, 'a stock timm ViT-B/16 exported the same way')
 
 
 GROUP_FNS = dict(vit=rows_vit, flops=rows_flops, vitdet=rows_vitdet, pretrain=rows_pretrain,

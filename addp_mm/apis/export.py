@@ -147,12 +147,6 @@ def _no_download(node) -> None:
             _no_download(value)
 
 
-def size_multiple(model: nn.Module) -> int:
-    """What every exported input height and width must be a multiple of: the patch size (window
-    attention pads the patch grid itself, in the graph)."""
-    return model.backbone.patch_size
-
-
 def _normalisation(model: nn.Module) -> Tuple[List[float], List[float]]:
     pre = model.data_preprocessor
     mean = getattr(pre, 'mean', None)
@@ -177,7 +171,8 @@ def export_model(config: str, checkpoint: Optional[str], out: str, fmt: str = 'o
     model, cfg = build_model(config, checkpoint, cfg_options)
     scope = cfg.default_scope
     wrapper = WRAPPERS[scope](model).eval()
-    multiple = size_multiple(model)
+    # heights / widths in patches (ViTDet's window attention pads its grid in the graph)
+    multiple = model.backbone.patch_size
     h, w = shape if shape else model.backbone.img_size
     if h % multiple or w % multiple:
         raise UsageError(f'--shape {h} {w}: height and width must be multiples of the patch size '
@@ -190,11 +185,13 @@ def export_model(config: str, checkpoint: Optional[str], out: str, fmt: str = 'o
             f'(--shape {" ".join(str(s) for s in cfg.model.get("test_cfg", {}).get("crop_size", (h, w)))})')
     mean, std = _normalisation(model)
     # ONNX's dynamic batch is traced with 2 images: torch.export fixes a dimension traced at 1
-    example = torch.randn(max(batch, 2) if dynamic and fmt == 'onnx' else batch, 3, h, w)
+    gen = torch.Generator().manual_seed(0)  # the same inputs, so the same printed numbers
+    example = torch.randn(max(batch, 2) if dynamic and fmt == 'onnx' else batch, 3, h, w,
+                          generator=gen)
     os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
     start = time.perf_counter()
     if fmt == 'onnx':
-        _export_onnx(wrapper, example, out, dynamic, multiple, opset)
+        export_onnx(wrapper, example, out, dynamic, multiple, opset)
     else:
         _export_program(wrapper, example, out, dynamic, multiple)
     report = ExportReport(
@@ -208,10 +205,10 @@ def export_model(config: str, checkpoint: Optional[str], out: str, fmt: str = 'o
             other_batch = 1 if len(example) > 1 else 2
             shapes.append((other_batch if fmt == 'onnx' else len(example), 3, h + multiple,
                            w + 2 * multiple))
-        inputs = [torch.randn(*s) for s in shapes]
+        inputs = [torch.randn(*s, generator=gen) for s in shapes]
         # PyTorch first, before the runtime's threads exist on the same cores
         eager = [eager_outputs(wrapper, x, repeats) for x in inputs]
-        run = _onnx_runner(out) if fmt == 'onnx' else _program_runner(out)
+        run = onnx_runner(out) if fmt == 'onnx' else _program_runner(out)
         report.checks = [compare(ref, run, x, repeats) for ref, x in zip(eager, inputs)]
     with open(out + '.json', 'w') as f:
         json.dump(asdict(report), f, indent=1)
@@ -230,8 +227,10 @@ def _dims(dynamic: bool, multiple: int, batch: bool = True):
     return (dims, )
 
 
-def _export_onnx(wrapper: nn.Module, example: torch.Tensor, out: str, dynamic: bool,
-                 multiple: int, opset: int) -> None:
+def export_onnx(wrapper: nn.Module, example: torch.Tensor, out: str, dynamic: bool = False,
+                multiple: int = 16, opset: int = DEFAULT_OPSET) -> None:
+    """``torch.onnx.export`` (dynamo) of ``wrapper`` on ``example`` to ``out``; ``dynamic``: free
+    batch, and heights / widths in multiples of ``multiple``."""
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
@@ -250,7 +249,8 @@ def _export_program(wrapper: nn.Module, example: torch.Tensor, out: str, dynamic
     torch.export.save(program, out)
 
 
-def _onnx_runner(file: str):
+def onnx_runner(file: str):
+    """``run(x) -> [outputs]`` of an ONNX file in ONNX Runtime on the CPU (PyTorch's threads)."""
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()

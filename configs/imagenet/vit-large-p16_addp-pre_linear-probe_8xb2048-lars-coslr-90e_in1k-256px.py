@@ -1,47 +1,15 @@
-# ImageNet-1k linear probing of the ADDP ViT-l/16 encoder: the MAE protocol as mmpretrain ships it
-# (mae/benchmarks/vit-large-p16_8xb2048-linear-coslr-90e_in1k.py): the encoder frozen, a BatchNorm
-# without affine parameters (ClsBatchNormNeck) and a linear head, LARS lr 6.4 for a batch of 16384
-# (base lr 0.1 x 16384 / 256), momentum 0.9, no weight decay, 10 warm-up + 80 cosine epochs, AMP.
-# The paper reports no linear-probing number; this is the protocol for comparing encoders.
+# ImageNet-1k linear probing of the ADDP ViT-L/16 encoder: the ViT-B recipe of
+# vit-base-p16_addp-pre_linear-probe_8xb2048-lars-coslr-90e_in1k-256px.py (the MAE protocol as
+# mmpretrain ships it) at ViT-L's size, as mmpretrain's vit-large-p16_8xb2048-linear-coslr-90e_in1k.py
+# differs from its ViT-B one: the arch, all 24 blocks frozen, 1024-wide BN and head.
 #
 #   python tools/train.py configs/imagenet/vit-large-p16_addp-pre_linear-probe_8xb2048-lars-coslr-90e_in1k-256px.py
-#
-# The demo version trains on scikit-learn's digits in 30 s on a CPU:
-# configs/toy/vit-demo-p4_linear-probe_1xb64-15e_digits-32px.py (tests/test_toy_metrics.py).
-_base_ = 'mmpretrain::mae/benchmarks/vit-large-p16_8xb2048-linear-coslr-90e_in1k.py'
-custom_imports = dict(imports=['addp_mm'], allow_failed_imports=False)
+_base_ = './vit-base-p16_addp-pre_linear-probe_8xb2048-lars-coslr-90e_in1k-256px.py'
 
 model = dict(
     backbone=dict(
-        _delete_=True,                  # mmpretrain's ViT is replaced by the ADDP encoder
-        type='ADDPViT',
         arch='large',
-        img_size=256,                   # the resolution ADDP was pretrained at
-        patch_size=16,
-        frozen_stages=24,                # every block, the embeddings and the final norm
-        pre_norm=True,                  # the encoder as pretrained (the release's tokenizer_norm)
-        final_norm=True,
-        # MAE probes the class token; ADDP's features are the mean of the patch tokens (the
-        # release's classifier), normalised by fc_norm (its affine part is undone by the BN)
-        out_type='avg_featmap',
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/addp-vit-large-16.pth')),
+        frozen_stages=24,               # every block, the embeddings and the final norm
+        init_cfg=dict(checkpoint='checkpoints/addp-vit-large-16.pth')),
     neck=dict(input_features=1024),
     head=dict(in_channels=1024))
-
-# 256 px: random-resized crops for training; evaluation as the release's (util/datasets.py, crop
-# ratio 1.0 above 224 px): the short side to 256 and the centre 256 crop
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='RandomResizedCrop', scale=256, backend='pillow'),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='PackInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='ResizeEdge', scale=256, edge='short', backend='pillow', interpolation='bicubic'),
-    dict(type='CenterCrop', crop_size=256),
-    dict(type='PackInputs'),
-]
-train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
-val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
-test_dataloader = val_dataloader

@@ -18,7 +18,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/cli
 from cli import (ROOT, add_debug_flag, quiet_imports, require_config, require_file,  # noqa: E402
                  run_tool)
 
-FORMATS = ('onnx', 'torch_export')
+FORMATS = ('onnx', 'torch_export')  # = addp_mm.apis.export.FORMATS (here: --help needs no torch)
 SUFFIX = {'onnx': '.onnx', 'torch_export': '.pt2'}
 
 
