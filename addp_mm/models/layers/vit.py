@@ -19,6 +19,8 @@ from timm.layers import DropPath, Mlp
 
 from addp_mm.compat import is_exporting
 
+from .inference import inference_form_of
+
 LayerNorm6 = partial(nn.LayerNorm, eps=1e-6)
 
 
@@ -214,7 +216,19 @@ class TransformerBlock(nn.Module):
 
     @staticmethod
     def residual(x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """``x + h`` (in place in the inference form, :mod:`addp_mm.models.utils.inference`)."""
+        """``x + h`` (in place in the inference form, :class:`_FastTransformerBlock`)."""
+        return x + h
+
+
+@inference_form_of(TransformerBlock)
+class _FastTransformerBlock(TransformerBlock):
+    """``TransformerBlock`` whose residual sums go in place into the fresh branch output when no
+    gradient is recorded (``h + x == x + h`` exactly)."""
+
+    @staticmethod
+    def residual(x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        if not torch.is_grad_enabled() and h.dtype == x.dtype and h.shape == x.shape:
+            return h.add_(x)
         return x + h
 
 
