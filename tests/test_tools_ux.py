@@ -193,8 +193,8 @@ def test_missing_release_file_names_the_release(tmp_path):
     cfg = write_tiny_config(
         tmp_path, init=", init_cfg=dict(type='Pretrained', checkpoint='checkpoints/addp-vit-base-16.pth')")
     assert_fragments(tool_error('train.py', cfg, cwd=tmp_path),
-                     "model.backbone.init_cfg.checkpoint = 'checkpoints/addp-vit-base-16.pth': "
-                     'file not found', 'the ADDP release (github.com/ChangyaoTian/ADDP)',
+                     "model.backbone.init_cfg.checkpoint 'checkpoints/addp-vit-base-16.pth' "
+                     'not found (looked in', 'the ADDP release (github.com/ChangyaoTian/ADDP)',
                      'docs/user_guides/weights.md')
     # a mistyped path to one's own file: just "not found"
     assert_fragments(tool_error('train.py', cfg, '--pretrained', 'work_dirs/x/backbone.pth', cwd=tmp_path),

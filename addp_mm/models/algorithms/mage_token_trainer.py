@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from mmengine.model import BaseModel
 from mmengine.registry import MODELS
 
+from addp_mm.errors import UsageError
+
 from ..target_generators.mage_token_predictor import fit_to_tokenizer
 from ..utils.frozen import keep_out_of_state_dict
 from ..utils.image import PIXELS_0_1
@@ -56,7 +58,7 @@ class MAGETokenTrainer(BaseModel):
                  init_cfg=None):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         if not 0. < min_ratio <= max_ratio <= 1. or std <= 0:
-            raise ValueError(f'need 0 < min_ratio <= max_ratio <= 1 and std > 0, got '
+            raise UsageError(f'need 0 < min_ratio <= max_ratio <= 1 and std > 0, got '
                              f'{min_ratio}, {max_ratio}, {std}')
         self.tokenizer = MODELS.build(tokenizer).requires_grad_(False)
         if inference_form:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, Mlp
 
 from addp_mm.compat import is_exporting
+from addp_mm.errors import UsageError
 
 from .inference import inference_form_of
 
@@ -129,7 +130,7 @@ class Attention(nn.Module):
                  rel_pos_size: Optional[Tuple[int, int]] = None, attn_fp32: bool = False):
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f'embed dim {dim} is not divisible by num_heads {num_heads}')
+            raise UsageError(f'embed dim {dim} is not divisible by num_heads {num_heads}')
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)

@@ -23,6 +23,7 @@ from mmengine.model import BaseModule
 from mmengine.registry import MODELS, TASK_UTILS
 
 from addp_mm.checkpoint import WEIGHT_SOURCES
+from addp_mm.errors import UsageError
 
 from ..utils.frozen import keep_out_of_state_dict
 from ..layers.inference import optimize_for_inference
@@ -104,7 +105,7 @@ class ADDPNoiser(BaseModule):
             were drawn, else ``None``).
         """
         if self.token_predictor is None:
-            raise RuntimeError(f'{self.config_key}.token_predictor is None: training needs the '
+            raise UsageError(f'{self.config_key}.token_predictor is None: training needs the '
                                f"frozen MAGE token predictor, from {WEIGHT_SOURCES['token_predictor']}")
         z0, indices = self.tokenizer.encode(inputs)
         B, N = indices.shape
