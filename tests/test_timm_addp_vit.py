@@ -124,8 +124,8 @@ def test_timm_model_api_at_full_size_on_the_meta_device(name, mode):
     # prune_intermediate_layers keeps the blocks up to the last index and drops the head
     kept = model.prune_intermediate_layers(indices=[-depth + 1], prune_norm=True)
     assert kept == [1] and len(model.blocks) == 2 and model.num_classes == 0
-    assert [m.shape for m in model.forward_intermediates(x, indices=kept, intermediates_only=True)] == [
-        (1, dim, h, w)]
+    kept_maps = model.forward_intermediates(x, indices=kept, intermediates_only=True)
+    assert [m.shape for m in kept_maps] == [(1, dim, h, w)]
 
     # reset_classifier: a new head (average pooling), then no head and no pooling (the tokens)
     model.reset_classifier(7, 'avg')
@@ -209,6 +209,19 @@ def test_torchscript_and_fx_give_the_eager_numbers(name):
                 torch.testing.assert_close(traced(x)['fc_norm'], eager, rtol=1e-5, atol=1e-5)
 
 
+def test_intermediates_are_the_blocks_outputs():
+    """The last map is the final tokens' patch part; ``norm=True`` applies ``model.norm``, an
+    identity as in timm's average-pooling ViTs (ADDP normalises after pooling, ``fc_norm``)."""
+    model = shallow(NAMES[0], dynamic_img_size=True, **TINY)
+    x = torch.randn(1, 3, 224, 320)
+    with torch.no_grad():
+        final, maps = model.forward_intermediates(x)
+        normed = model.forward_intermediates(x, norm=True, intermediates_only=True)
+    torch.testing.assert_close(final, model.forward_features(x))
+    torch.testing.assert_close(maps[-1].flatten(2).transpose(1, 2), final[:, 1:])
+    assert all(torch.equal(a, b) for a, b in zip(maps, normed))
+
+
 def test_grad_checkpointing_gives_the_same_output_and_gradients():
     model = shallow(NAMES[0], dynamic_img_size=True, **TINY).train()
     x = torch.randn(1, 3, 224, 192)
@@ -245,9 +258,11 @@ def test_pretrained_loads_as_timm_loads_its_files(reference_dir, tmp_path, monke
     with torch.no_grad():
         assert gray(x).shape == (1, 5)
         # a grey image as three equal channels: the same features
-        torch.testing.assert_close(gray.forward_features(x), rgb.forward_features(x.expand(-1, 3, -1, -1)))
+        torch.testing.assert_close(gray.forward_features(x),
+                                   rgb.forward_features(x.expand(-1, 3, -1, -1)))
     fine = timm.create_model(NAMES[0], pretrained=True, patch_size=8, **TINY)
-    assert fine.patch_embed.proj.weight.shape == (64, 3, 8, 8) and fine.pos_embed.shape == (1, 1 + 32 * 32, 64)
+    assert fine.patch_embed.proj.weight.shape == (64, 3, 8, 8)
+    assert fine.pos_embed.shape == (1, 1 + 32 * 32, 64)
     # meta build, then memory, then the file: the same model as a direct build
     late = timm.create_model(NAMES[0], device='meta', **TINY)
     late.to_empty(device='cpu')
