@@ -27,10 +27,10 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import LayerNorm, PatchEmbed, resample_abs_pos_embed, resample_patch_embed
-from timm.layers._fx import register_notrace_function
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models._manipulate import adapt_input_conv
+from timm.layers import (LayerNorm, PatchEmbed, register_notrace_function, resample_abs_pos_embed,
+                         resample_patch_embed)
+from timm.models import (adapt_input_conv, build_model_with_cfg, generate_default_cfgs,
+                         register_model)
 from timm.models.vision_transformer import VisionTransformer
 
 from addp_mm.checkpoint import ENCODER, load_weights, timm_vit_state_dict
