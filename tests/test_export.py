@@ -66,14 +66,16 @@ def exported(checkpoints, tmp_path_factory):
     return dict(
         cls=_export(CLS, checkpoints['cls'], out / 'cls.onnx', '--dynamic'),
         seg=_export(SEG, checkpoints['seg'], out / 'seg.onnx', *SEG_OPTIONS),
-        det=_export(DET, checkpoints['det'], out / 'det.onnx', '--dynamic', '--shape', '160', '160'))
+        det=_export(DET, checkpoints['det'], out / 'det.onnx', '--dynamic',
+                    '--shape', '160', '160'))
 
 
 def test_classifier_exports_with_a_dynamic_size_and_batch(exported):
     """Global attention with the class token; the position table is interpolated in the graph at
     the second size."""
     report = exported['cls']
-    assert report.output_names == ['logits'] and report.input['shape'] == ['batch', 3, 'height', 'width']
+    assert report.output_names == ['logits']
+    assert report.input['shape'] == ['batch', 3, 'height', 'width']
     assert [c['shape'] for c in report.checks] == [[2, 3, 128, 128], [1, 3, 144, 160]]
     assert report.input['mean'] == [123.675, 116.28, 103.53]
 
@@ -187,7 +189,7 @@ def _toolbox(config, checkpoint, cfg_options=None):
     pipeline = build_inference_pipeline(cfg)
 
     def prepare(image):
-        data = pseudo_collate([pipeline(dict(img_path=image, img_id=0))])
+        data = pseudo_collate([pipeline(dict(img_path=image))])
         with torch.no_grad():
             return data, model.data_preprocessor(data, False)
     return model, prepare
@@ -309,7 +311,8 @@ def test_release_configs_json_steps_and_classes():
     from mmdet's CocoDataset; ImageNet's short side 256 + centre crop 256 and 1000 classes."""
     from addp_mm.apis.export import _dataset_classes, _pipeline_steps
     from addp_mm.engine.config import load_config
-    coco = load_config(osp.join(ROOT, 'configs/coco/mask-rcnn_vit-base-p16_addp-pre_lsj-100e_coco.py'))
+    coco = load_config(
+        osp.join(ROOT, 'configs/coco/mask-rcnn_vit-base-p16_addp-pre_lsj-100e_coco.py'))
     assert _pipeline_steps(coco, 'RGB') == [
         dict(op='resize_keep_ratio', max_long_edge=1024, max_short_edge=1024,
              interpolation='bilinear', backend='cv2'),

@@ -117,8 +117,9 @@ class ExportReport:
                        f"({c['torch_ms'] / c['export_ms']:.2f}x)")
         unsupported = [s['transform'] for s in self.preprocess if s['op'] == 'unsupported']
         if unsupported:
-            out.append(f'  FILE.json cannot describe the test pipeline\'s {", ".join(unsupported)}: '
-                       'a program that feeds the file must do that step itself')
+            out.append(f'  FILE.json cannot describe the test pipeline\'s '
+                       f'{", ".join(unsupported)}: a program that feeds the file must do that '
+                       'step itself')
         return out
 
 
@@ -208,7 +209,8 @@ def _slide_crop(model: nn.Module) -> Optional[Tuple[int, int]]:
 def _channel_order(preprocessor: nn.Module) -> str:
     """The order of the channels the model sees: the pipeline decodes BGR (OpenCV's order), the
     data preprocessor flips them when its ``bgr_to_rgb`` (mmpretrain: ``to_rgb``) is set."""
-    for attr in ('_channel_conversion', 'channel_conversion', 'to_rgb'):  # mmengine, mmseg, mmpretrain
+    # mmengine's (mmdet's) name, mmseg's, mmpretrain's
+    for attr in ('_channel_conversion', 'channel_conversion', 'to_rgb'):
         if hasattr(preprocessor, attr):
             return 'RGB' if getattr(preprocessor, attr) else 'BGR'
     return 'BGR'
@@ -247,7 +249,8 @@ def _pipeline_steps(cfg, order: str) -> List[Dict]:
         elif name == 'Pad' and t.padding_mode == 'constant' and not t.pad_to_square:
             where = (dict(size=[t.size[1], t.size[0]]) if t.size is not None
                      else dict(size_divisor=t.size_divisor))
-            steps.append(dict(op='pad', **where, value=_pixel_value(t.pad_val.get('img', 0), order)))
+            value = _pixel_value(t.pad_val.get('img', 0), order)
+            steps.append(dict(op='pad', **where, value=value))
         else:
             steps.append(dict(op='unsupported', transform=repr(t)))
     return steps
@@ -257,7 +260,8 @@ def _preprocessor_steps(preprocessor: nn.Module) -> List[Dict]:
     """What the data preprocessor does after the pipeline: normalise, then pad (with values of the
     normalised image) at the bottom / right."""
     steps = [dict(op='normalize')]
-    if hasattr(preprocessor, 'pad_size_divisor'):  # mmengine's ImgDataPreprocessor: mmpretrain, mmdet
+    # mmengine's ImgDataPreprocessor (mmpretrain's, mmdet's) pads to multiples of a divisor
+    if hasattr(preprocessor, 'pad_size_divisor'):
         size, divisor, value = None, preprocessor.pad_size_divisor, preprocessor.pad_value
     else:  # mmseg's SegDataPreProcessor pads test images by its test_cfg only
         test_cfg = getattr(preprocessor, 'test_cfg', None) or {}

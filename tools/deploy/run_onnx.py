@@ -71,7 +71,8 @@ def resize(img, height: int, width: int, interpolation: str, backend: str):
             (width, height), getattr(Image.Resampling, interpolation.upper())))
     if backend == 'cv2':
         import cv2
-        return cv2.resize(img, (width, height), interpolation=getattr(cv2, CV2_FLAGS[interpolation]))
+        flag = getattr(cv2, CV2_FLAGS[interpolation])
+        return cv2.resize(img, (width, height), interpolation=flag)
     raise UsageError(f'FILE.json: resize backend {backend!r}: pillow or cv2')
 
 
@@ -129,8 +130,9 @@ def preprocess(img, spec: dict):
 
 
 def run_at_input_size(session, spec: dict, x):
-    """The outputs on ``x``; a static file smaller inputs are padded for (bottom / right, zeros:
-    the normalised mean colour) and the spatial outputs cut back."""
+    """The outputs on ``x``. A static file gets a smaller input padded (bottom / right, zeros:
+    the normalised mean colour) and its spatial outputs cut back, with a note on stderr: the
+    toolboxes run such an input at its own size, so the outputs differ from theirs."""
     import numpy as np
     shape = spec['input']['shape']
     h, w = x.shape[2:]
@@ -139,6 +141,10 @@ def run_at_input_size(session, spec: dict, x):
         if h > fixed[0] or w > fixed[1]:
             raise UsageError(f'{h} x {w} input, the file takes {fixed[0]} x {fixed[1]}: export it '
                              'at the size the test pipeline gives (--shape) or with --dynamic')
+        fix = ('a test pipeline whose images are at least the crop' if spec['task'] == 'segmenter'
+               else 'export with --dynamic, or a test pipeline that gives the file\'s size')
+        print(f'note: a {h} x {w} input padded to the file\'s {fixed[0]} x {fixed[1]}; PyTorch '
+              f'runs it at its own size, so these outputs differ from its ({fix})', file=sys.stderr)
         x = pad(x[0].transpose(1, 2, 0), dict(size=fixed, value=0.)).transpose(2, 0, 1)[None]
     outputs = session.run(None, {spec['input']['name']: np.ascontiguousarray(x)})
     return [o[..., :h, :w] if spec['task'] == 'segmenter' else o for o in outputs]
