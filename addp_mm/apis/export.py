@@ -227,11 +227,8 @@ def _pixel_value(value, order: str) -> List[int]:
 def _pipeline_steps(cfg, order: str) -> List[Dict]:
     """The test pipeline's image steps in FILE.json's terms (sizes as ``[height, width]``); what
     the schema has no step for is an ``unsupported`` step naming the transform."""
-    from mmengine.registry import TRANSFORMS, DefaultScope
-    with DefaultScope.overwrite_default_scope(cfg.default_scope):
-        transforms = [TRANSFORMS.build(t) for t in inference_pipeline_cfg(cfg)]
     steps = []
-    for t in transforms:
+    for t in build_inference_pipeline(cfg).transforms:
         name = type(t).__name__
         if name.startswith('Pack') or (name == 'LoadImageFromFile' and t.color_type == 'color'):
             continue  # decoding to 8-bit colour is the schema's starting point
