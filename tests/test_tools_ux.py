@@ -514,3 +514,28 @@ def test_an_old_config_name_still_works_for_a_release(tmp_path, capsys):
     assert cfg.work_dir == osp.join('work_dirs', 'mask-rcnn_addp-vit-demo_demo-coco')
     with pytest.raises(FileNotFoundError, match='configs/demo/nope.py'):
         cli.require_config('configs/demo/nope.py')
+
+
+def test_cpu_threads_leave_the_busy_cores_to_other_processes(monkeypatch, capsys):
+    """Before torch is imported a tool counts the cores other processes keep busy and gives torch
+    the rest (at least one), saying so; OMP_NUM_THREADS set by the user, a launcher or the tests
+    is kept, and so is a process that has imported torch already."""
+    cli = tool_module('cli')
+    monkeypatch.setattr(cli.os, 'sched_getaffinity', lambda pid: {0, 1, 2, 3}, raising=False)
+    chosen = {}
+    for busy in (0.0, 0.5, 0.7, 1.0, 2.2, 3.9, 7.0):
+        monkeypatch.delenv('OMP_NUM_THREADS', raising=False)
+        monkeypatch.setattr(cli, 'busy_cores', lambda busy=busy: busy)
+        monkeypatch.delitem(cli.sys.modules, 'torch', raising=False)  # a tool before its imports
+        chosen[busy] = cli.choose_cpu_threads()
+        assert cli.os.environ['OMP_NUM_THREADS'] == str(chosen[busy])
+    assert chosen == {0.0: 4, 0.5: 4, 0.7: 3, 1.0: 3, 2.2: 2, 3.9: 1, 7.0: 1}
+    assert 'other processes keep 1.0 of the 4 cores busy: using 3 CPU threads' in capsys.readouterr().err
+    monkeypatch.setenv('OMP_NUM_THREADS', '2')
+    assert cli.choose_cpu_threads() is None and cli.os.environ['OMP_NUM_THREADS'] == '2'
+    monkeypatch.delenv('OMP_NUM_THREADS')
+    monkeypatch.setitem(cli.sys.modules, 'torch', torch)
+    assert cli.choose_cpu_threads() is None  # torch imported here: too late to choose
+    # the sampler reads /proc/stat: this process sleeping, the rest of the machine counted
+    busy = cli.busy_cores(0.05)
+    assert busy is None or 0.0 <= busy <= (cli.os.cpu_count() or 1)

@@ -6,7 +6,7 @@
   status 2; ``--debug`` shows the traceback instead. A mistake is ``addp_mm.errors.UsageError``
   (the library's errors of that kind subclass it, ``MissingFileError`` too) or a missing file;
   anything else is a bug and keeps its traceback.
-- Known import-time noise from the pinned stack is silenced, narrowly (see ``quiet_imports``).
+- Known import-time noise from the pinned stack is silenced, narrowly (see ``before_heavy_imports``).
 """
 import argparse
 import contextlib
@@ -16,7 +16,9 @@ import io
 import os
 import os.path as osp
 import sys
+import time
 import warnings
+from typing import Optional
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 USER_ERROR_EXIT = 2
@@ -42,14 +44,68 @@ _sources = light_import('addp_mm.checkpoint.sources')
 _renamed = light_import('addp_mm.renamed_configs')
 
 
-def quiet_imports() -> None:
-    """Silence what the pinned stack prints that says nothing to our users: setuptools'
-    ``pkg_resources is deprecated`` (mmengine 0.10.7 imports ``pkg_resources``) and the four
-    progress lines pycocotools prints each time it reads an annotation file or a result list
-    (three or four times in a detector's run). mmengine's own deprecation notices stay in the log
-    file (``addp_mm.engine.runner_factory``)."""
+def before_heavy_imports(threads: bool = True) -> None:
+    """What a tool does once its arguments are parsed, before it imports torch: choose the CPU
+    threads (:func:`choose_cpu_threads`, unless ``threads`` is False) and silence what the pinned
+    stack prints that says nothing to our users: setuptools' ``pkg_resources is deprecated``
+    (mmengine 0.10.7 imports ``pkg_resources``) and the four progress lines pycocotools prints each
+    time it reads an annotation file or a result list (three or four times in a detector's run).
+    mmengine's own deprecation notices stay in the log file (``addp_mm.engine.runner_factory``)."""
+    if threads:
+        choose_cpu_threads()
     warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
     _quiet_pycocotools()
+
+
+# how long the CPU load is sampled, and how much of a core other processes must keep busy to
+# count as taking it
+LOAD_SAMPLE_S = 0.3
+BUSY_CORE = 0.6
+
+
+def busy_cores(seconds: float = LOAD_SAMPLE_S) -> Optional[float]:
+    """How many cores other processes keep busy now: the non-idle share of all CPUs in
+    ``/proc/stat`` over ``seconds`` (this process sleeps meanwhile) times their number; ``None``
+    where there is no ``/proc/stat``."""
+    def sample():
+        with open('/proc/stat') as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields[:8]) - idle, sum(fields[:8])
+    try:
+        busy0, total0 = sample()
+        time.sleep(seconds)
+        busy1, total1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    if total1 <= total0:
+        return None
+    return (busy1 - busy0) / (total1 - total0) * (os.cpu_count() or 1)
+
+
+def choose_cpu_threads() -> Optional[int]:
+    """torch's CPU threads for this process, chosen before torch is imported.
+
+    torch starts a thread per core; where other processes keep some cores busy, its OpenMP
+    threads wait for each other on every operation and a training step runs many times slower
+    (docs/get_started.md, measured). Unless ``OMP_NUM_THREADS`` is set (by the user, a launcher or
+    the tests), the cores other processes keep busy now are left to them: the rest, at least one,
+    becomes ``OMP_NUM_THREADS``, said in one line when that is fewer than the cores. Returns the
+    number chosen (``None``: nothing changed)."""
+    if 'OMP_NUM_THREADS' in os.environ or 'torch' in sys.modules:
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+    busy = busy_cores()
+    if not cores or busy is None:
+        return None
+    taken = int(busy + 1 - BUSY_CORE)  # a core counts once others use BUSY_CORE of it
+    threads = max(1, min(cores, cores - taken))
+    os.environ['OMP_NUM_THREADS'] = str(threads)
+    if threads < cores:
+        print(f'note: other processes keep {busy:.1f} of the {cores} cores busy: using {threads} '
+              f'CPU thread{"s" if threads > 1 else ""} (set OMP_NUM_THREADS to choose; '
+              'docs/get_started.md)', file=sys.stderr)
+    return threads
 
 
 def _quiet_pycocotools() -> None:

@@ -21,7 +21,7 @@ import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/cli.py
-from cli import ROOT, UsageError, add_debug_flag, quiet_imports, require_file, run_tool  # noqa: E402
+from cli import ROOT, UsageError, add_debug_flag, before_heavy_imports, require_file, run_tool  # noqa: E402
 
 
 def convert_state_dict(state: dict, keep_decoder: bool = False) -> dict:
@@ -45,7 +45,7 @@ def convert_state_dict(state: dict, keep_decoder: bool = False) -> dict:
 
 
 def convert(src: str, dst: str, keep_decoder: bool = False) -> dict:
-    quiet_imports()
+    before_heavy_imports(threads=False)
     sys.path.insert(0, ROOT)  # run from a checkout
     import torch
 

@@ -19,7 +19,7 @@ import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/cli.py
-from cli import ROOT, UsageError, add_debug_flag, quiet_imports, require_file, run_tool  # noqa: E402
+from cli import ROOT, UsageError, add_debug_flag, before_heavy_imports, require_file, run_tool  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -60,7 +60,7 @@ def main(argv=None):
     if args.ref_stats is not None:
         require_file(args.ref_stats, '--ref-stats file',
                      'Write it once with --save-ref-stats NPZ --ref-dir DIR.')
-    quiet_imports()
+    before_heavy_imports()
     sys.path.insert(0, ROOT)  # run from a checkout
     from addp_mm.evaluation import compute_fid_is, save_statistics
     common = dict(inception_weights=args.inception_weights, batch_size=args.batch_size,

@@ -27,8 +27,8 @@ import time
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/cli.py
 from cli import (  # noqa: E402
-    ROOT, UsageError, add_run_flags, parse_run_args, quiet_imports,
-    require_config, require_file, run_tool)
+    ROOT, UsageError, add_run_flags, before_heavy_imports, parse_run_args, require_config,
+    require_file, run_tool)
 
 
 def parse_args(argv=None):
@@ -65,7 +65,7 @@ def main(argv=None):
     require_file(args.checkpoint, 'checkpoint',
                  'Give a full checkpoint of your pretraining (work_dirs/<config name>/iter_N.pth) '
                  'or addp-vit-*-16.pth (docs/user_guides/weights.md).')
-    quiet_imports()
+    before_heavy_imports()
     sys.path.insert(0, ROOT)  # run from a checkout
     import torch
 

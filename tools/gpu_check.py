@@ -32,7 +32,7 @@ import time
 from typing import Dict, List
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/cli.py
-from cli import ROOT, add_debug_flag, quiet_imports, run_tool  # noqa: E402
+from cli import ROOT, add_debug_flag, before_heavy_imports, run_tool  # noqa: E402
 
 PARTS = {
     'reference': 'every verify_reference row (the released implementation\'s outputs) with its error',
@@ -263,7 +263,7 @@ def write_report(report: Dict, out_dir: str) -> List[str]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    quiet_imports()
+    before_heavy_imports(threads=False)
     sys.path.insert(0, ROOT)  # run from a checkout
     if args.ddp_worker:
         ddp_worker(*args.ddp_worker)

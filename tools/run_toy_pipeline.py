@@ -39,7 +39,7 @@ import sys
 import time
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/cli.py
-from cli import ROOT, UsageError, add_debug_flag, quiet_imports, run_tool  # noqa: E402
+from cli import ROOT, UsageError, add_debug_flag, before_heavy_imports, run_tool  # noqa: E402
 
 CONFIGS = dict(
     tokenizer='configs/toy/vq-autoencoder_vqgan-toy_1xb32-1k_digits-32px.py',
@@ -536,7 +536,7 @@ def results_table(results) -> str:
 
 def main(argv=None):
     args = parse_args(argv)
-    quiet_imports()
+    before_heavy_imports()
     if not osp.isdir(osp.join(ROOT, 'configs', 'toy')):
         raise UsageError('configs/toy/ not found: run from an addp-mm checkout')
     if args.device == 'cuda':

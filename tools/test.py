@@ -15,8 +15,8 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/cli.py
 from cli import (  # noqa: E402
-    ROOT, add_run_flags, parse_run_args, quiet_imports, require_config,
-    require_file, run_tool)
+    ROOT, add_run_flags, before_heavy_imports, parse_run_args, require_config, require_file,
+    run_tool)
 
 
 def parse_args(argv=None):
@@ -48,7 +48,7 @@ def main(argv=None):
     require_file(args.checkpoint, 'checkpoint',
                  'Give a checkpoint your training wrote (work_dirs/<config name>/epoch_N.pth or '
                  'iter_N.pth).')
-    quiet_imports()
+    before_heavy_imports()
     sys.path.insert(0, ROOT)  # run from a checkout
     from addp_mm.engine.config import cfg_options_dict, load_config, set_work_dir, use_tta
     from addp_mm.engine.preflight import check_data

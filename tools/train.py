@@ -15,8 +15,8 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/cli.py
 from cli import (  # noqa: E402
-    ROOT, UsageError, add_run_flags, parse_run_args, quiet_imports,
-    require_config, require_file, run_tool)
+    ROOT, UsageError, add_run_flags, before_heavy_imports, parse_run_args, require_config,
+    require_file, run_tool)
 
 
 # --amp: each fp32 optimizer wrapper and its mixed-precision counterpart
@@ -51,7 +51,7 @@ def main(argv=None):
     if args.pretrained is not None:
         require_file(args.pretrained, '--pretrained checkpoint',
                      'A pretraining run writes work_dirs/<config name>/backbone.pth at its end.')
-    quiet_imports()
+    before_heavy_imports()
     sys.path.insert(0, ROOT)  # run from a checkout
     from addp_mm.engine.config import (add_tensorboard, cfg_options_dict, load_config,
                                        set_pretrained_backbone, set_work_dir)

@@ -11,7 +11,7 @@ import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/cli.py
-from cli import ROOT, UsageError, add_debug_flag, quiet_imports, run_tool  # noqa: E402
+from cli import ROOT, UsageError, add_debug_flag, before_heavy_imports, run_tool  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -26,7 +26,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if not osp.isdir(args.dir):
         raise UsageError(f"reference folder '{args.dir}' not found (looked in {os.getcwd()})")
-    quiet_imports()
+    before_heavy_imports(threads=False)
     sys.path.insert(0, ROOT)  # run from a checkout
     import addp_mm  # noqa: F401
     from verification import run_checks  # tools/verification

@@ -16,7 +16,7 @@ import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/cli.py
-from cli import (ROOT, add_debug_flag, quiet_imports, require_config, require_file,  # noqa: E402
+from cli import (ROOT, add_debug_flag, before_heavy_imports, require_config, require_file,  # noqa: E402
                  run_tool)
 
 FORMATS = ('onnx', 'torch_export')  # = addp_mm.apis.export.FORMATS (here: --help needs no torch)
@@ -52,7 +52,7 @@ def main(argv=None):
                  'Give a checkpoint your training wrote (work_dirs/<config name>/epoch_N.pth).')
     out = args.out or osp.join('work_dirs', 'export',
                                osp.splitext(osp.basename(args.config))[0] + SUFFIX[args.format])
-    quiet_imports()
+    before_heavy_imports()
     sys.path.insert(0, ROOT)  # run from a checkout
     from addp_mm.apis.export import export_model
     from addp_mm.engine.config import cfg_options_dict
