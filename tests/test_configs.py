@@ -45,6 +45,7 @@ from mmengine.structures import InstanceData, PixelData  # noqa: E402
 import addp_mm.engine.optimizers  # noqa: E402,F401
 import addp_mm.models.backbones  # noqa: E402,F401
 import addp_mm.models.necks  # noqa: E402,F401
+from addp_mm.model_index import config_scope  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG_DIRS = ('coco', 'ade20k', 'imagenet', 'demo')
@@ -266,6 +267,8 @@ def test_config_builds_and_trains_one_step(path):
     cfg = Config.fromfile(path)
     assert cfg.model.backbone.type == 'ADDPViT'
     assert 'addp_mm' in cfg.custom_imports.imports
+    # the scope the model index reads from the files (what it registers with mmpretrain)
+    assert config_scope(path) == cfg.default_scope
     is_demo = '/demo/' in path
     if not is_demo:  # the release configs load the released encoder
         assert cfg.model.backbone.init_cfg.type == 'Pretrained'
