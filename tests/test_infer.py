@@ -24,10 +24,12 @@ from mmengine.registry import DefaultScope  # noqa: E402
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO = osp.join(ROOT, 'configs', 'demo')
 CASES = {
-    'mmdet': ('mask-rcnn_vit-demo-p16_1xb4-8e_demo-coco-128px.py', 'data/demo/coco/val2017/000000000001.jpg'),
+    'mmdet': ('mask-rcnn_vit-demo-p16_1xb4-8e_demo-coco-128px.py',
+              'data/demo/coco/val2017/000000000001.jpg'),
     'mmseg': ('upernet_vit-demo-p16_1xb8-2k_demo-ade-128x128.py',
               'data/demo/ade/images/validation/ade_demo_val_00000.jpg'),
-    'mmpretrain': ('vit-demo-p16_1xb32-30e_demo-in1k-128px.py', 'data/demo/imagenet/val/star/star_00000.jpg'),
+    'mmpretrain': ('vit-demo-p16_1xb32-30e_demo-in1k-128px.py',
+                   'data/demo/imagenet/val/star/star_00000.jpg'),
 }
 # class names the checkpoint carries (not the config's), so the outputs show where they came from
 CLASSES = {'mmdet': ('CIRCLE', 'SQUARE', 'TRIANGLE', 'STAR'),
@@ -122,7 +124,8 @@ def test_infer_writes_the_models_own_prediction(demo_cwd, demo_models, tmp_path,
         assert pred['labels'] == inst.labels.tolist()
         np.testing.assert_allclose(pred['scores'], inst.scores.numpy(), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(pred['bboxes'], inst.bboxes.numpy(), rtol=1e-5, atol=1e-3)
-        assert len(pred['masks']) == len(inst) and pred['masks'][0]['size'] == list(picture.shape[:2])
+        assert len(pred['masks']) == len(inst)
+        assert pred['masks'][0]['size'] == list(picture.shape[:2])
     elif scope == 'mmseg':
         drawing = out / 'vis' / osp.basename(image)
         label_map = np.asarray(Image.open(out / 'preds' / '00000000_pred.png'))
@@ -131,7 +134,8 @@ def test_infer_writes_the_models_own_prediction(demo_cwd, demo_models, tmp_path,
     else:
         drawing = out / 'vis' / f'{stem}.png'
         pred = json.load(open(out / 'preds' / f'{stem}.json'))
-        np.testing.assert_allclose(pred['pred_scores'], ours.pred_score.numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(pred['pred_scores'], ours.pred_score.numpy(),
+                                   rtol=1e-5, atol=1e-6)
         assert pred['pred_label'] == int(ours.pred_label) == int(np.argmax(pred['pred_scores']))
         assert pred['pred_class'] == CLASSES[scope][pred['pred_label']]  # the checkpoint's names
         # a checkpoint without class names: the config's
@@ -139,7 +143,8 @@ def test_infer_writes_the_models_own_prediction(demo_cwd, demo_models, tmp_path,
         save_checkpoint(model, ckpt)
         run_infer(demo_cwd, image, config, ckpt, '--out-dir', tmp_path / 'out2', '--no-save-vis')
         pred = json.load(open(tmp_path / 'out2' / 'preds' / f'{stem}.json'))
-        assert pred['pred_class'] == cfg.test_dataloader.dataset.metainfo.classes[pred['pred_label']]
+        config_classes = cfg.test_dataloader.dataset.metainfo.classes
+        assert pred['pred_class'] == config_classes[pred['pred_label']]
         assert not (tmp_path / 'out2' / 'vis').exists()
     # a drawing of the image with the predictions on it
     drawn = np.asarray(Image.open(drawing).convert('RGB'))
@@ -153,7 +158,8 @@ def test_infer_refuses_a_checkpoint_of_another_model(demo_cwd, demo_models, tmp_
     from addp_mm.errors import UsageError
     ckpt = demo_models['mmpretrain'][2]
     with pytest.raises(UsageError, match=r'CHECKPOINT = .*mmpretrain.pth does not fit this '
-                                         r'MaskRCNN.*give the checkpoint a training of this config wrote'):
+                                         r'MaskRCNN.*give the checkpoint a training of this '
+                                         r'config wrote'):
         run_infer(demo_cwd, CASES['mmdet'][1], osp.join(DEMO, CASES['mmdet'][0]), ckpt,
                   '--out-dir', tmp_path / 'out', '--device', 'cpu')
     assert not (tmp_path / 'out').exists()
@@ -213,15 +219,17 @@ def test_the_inference_page_python_blocks_run_as_written(demo_cwd, demo_models, 
     for scope, (result, image) in results.items():
         model, cfg, _ = demo_models[scope]
         ours = own_prediction(scope, model, cfg, str(tmp_path / image))
+        stem = osp.splitext(osp.basename(image))[0]
         if scope == 'mmdet':
-            pred = result['predictions'][0]
-            np.testing.assert_allclose(pred['scores'], ours.pred_instances.scores.numpy(), rtol=1e-5, atol=1e-6)
-            np.testing.assert_allclose(pred['bboxes'], ours.pred_instances.bboxes.numpy(), rtol=1e-5, atol=1e-3)
-            assert (tmp_path / 'outputs' / 'det' / 'preds' / f'{osp.basename(image)[:-4]}.json').is_file()
+            pred, inst = result['predictions'][0], ours.pred_instances
+            np.testing.assert_allclose(pred['scores'], inst.scores.numpy(), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(pred['bboxes'], inst.bboxes.numpy(), rtol=1e-5, atol=1e-3)
+            assert (tmp_path / 'outputs' / 'det' / 'preds' / f'{stem}.json').is_file()
         elif scope == 'mmseg':
             np.testing.assert_array_equal(result['predictions'], ours.pred_sem_seg.data[0].numpy())
             assert (tmp_path / 'outputs' / 'seg' / 'vis' / osp.basename(image)).is_file()
         else:
-            np.testing.assert_allclose(result['pred_scores'], ours.pred_score.numpy(), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(result['pred_scores'], ours.pred_score.numpy(),
+                                       rtol=1e-5, atol=1e-6)
             assert result['pred_class'] == CLASSES[scope][result['pred_label']]
-            assert (tmp_path / 'outputs' / f'{osp.basename(image)[:-4]}.png').is_file()
+            assert (tmp_path / 'outputs' / f'{stem}.png').is_file()

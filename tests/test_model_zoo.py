@@ -24,7 +24,8 @@ TINY_ARCH = dict(embed_dims=64, num_layers=2, num_heads=4, feedforward_channels=
 def index_models():
     """Every model entry of every metafile that model-index.yml imports."""
     index = yaml.safe_load(open(osp.join(ROOT, 'model-index.yml')))
-    return [m for rel in index['Import'] for m in yaml.safe_load(open(osp.join(ROOT, rel)))['Models']]
+    return [model for rel in index['Import']
+            for model in yaml.safe_load(open(osp.join(ROOT, rel)))['Models']]
 
 
 def test_model_index_lists_every_config_by_its_name():
@@ -75,7 +76,8 @@ def test_mmpretrain_lists_every_mmpretrain_scope_model_of_the_index():
     model = mmpretrain.get_model('vit-demo-p16_1xb32-addp-30e_demo-in1k-128px')
     assert type(model).__name__ == 'ImageClassifier' and not model.training
     assert model.backbone.embed_dims == 64 and model.head.num_classes == 4
-    assert model._config.filename == osp.join(ROOT, 'configs/demo/vit-demo-p16_1xb32-30e_demo-in1k-128px.py')
+    assert model._config.filename == osp.join(
+        ROOT, 'configs/demo/vit-demo-p16_1xb32-30e_demo-in1k-128px.py')
     out = mmpretrain.inference_model('vit-demo-p16_1xb32-addp-30e_demo-in1k-128px',
                                      np.full((100, 140, 3), 90, np.uint8))
     assert out['pred_scores'].shape == (4, ) and 0 <= out['pred_label'] < 4

@@ -73,7 +73,8 @@ def _summary(scope: str, prediction, score_thr: float) -> str:
         return f'{kept} of {len(prediction["scores"])} boxes with a score >= {score_thr}'
     if scope == 'mmseg':
         import numpy as np
-        return f'classes {np.unique(prediction).tolist()} on {prediction.shape[1]}x{prediction.shape[0]} px'
+        height, width = prediction.shape
+        return f'classes {np.unique(prediction).tolist()} on {width}x{height} px'
     name = prediction.get('pred_class', prediction['pred_label'])
     return f'{name} ({prediction["pred_score"]:.3f})'
 

@@ -102,7 +102,8 @@ def load_checked(model, checkpoint: Mapping, filename, purpose: str = 'test',
     """Load a read ``checkpoint`` (of the file ``filename``) into ``model``, converted to its key
     names, as ``purpose`` needs (see the module doc): ``'test'`` (``tools/test.py CHECKPOINT``,
     ``tools/infer.py``) and ``'resume'`` need every tensor of the model, ``'load_from'`` half of
-    the file's. A file of another kind is a ``CheckpointMismatchError`` saying which file to give."""
+    the file's. A file of another kind is a ``CheckpointMismatchError`` saying which file to
+    give."""
     policy = COMPLETE if strict or purpose in ('resume', 'test') else PARTIAL
     return load_weights(model, checkpoint, _converter_for(model), policy, KEYS[purpose],
                         name=str(filename), fix=FIXES[purpose])
