@@ -611,8 +611,9 @@ def test_data_blocks_train_and_evaluate_on_the_demo_data(demo_cwd, tmp_path, tag
         for key in ('num_workers=0', 'persistent_workers=False')]
     work = tmp_path / 'work'
     os.chdir(demo_cwd)
-    try:
-        tool('train').main([str(path), '--work-dir', str(work), '--cfg-options', *options])
+    try:  # (the runner's default scope is dropped afterwards, for the tests after this one)
+        with DefaultScope.overwrite_default_scope(scope):
+            tool('train').main([str(path), '--work-dir', str(work), '--cfg-options', *options])
     finally:
         os.chdir(here)
     assert len(glob.glob(str(work / '*.pth'))) == 1

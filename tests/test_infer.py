@@ -207,13 +207,17 @@ def test_the_inference_page_python_blocks_run_as_written(demo_cwd, demo_models, 
     results = {}
     here = os.getcwd()
     os.chdir(tmp_path)
+    # mmdet's and mmseg's inferencers set mmengine's default scope for the rest of the session:
+    # the one in place before is restored afterwards (the blocks start in mmpretrain's, as in a
+    # fresh session where mmpretrain's inferencer builds in its own registries)
     try:
-        for block in blocks:
-            namespace = {}
-            exec(block, namespace)
-            scope = next(s for s in CASES if f'from {s}' in block)
-            image = re.search(r"\('(data/demo/[^']+)'", block).group(1)
-            results[scope] = namespace['result'], image
+        with DefaultScope.overwrite_default_scope('mmpretrain'):
+            for block in blocks:
+                namespace = {}
+                exec(block, namespace)
+                scope = next(s for s in CASES if f'from {s}' in block)
+                image = re.search(r"\('(data/demo/[^']+)'", block).group(1)
+                results[scope] = namespace['result'], image
     finally:
         os.chdir(here)
     for scope, (result, image) in results.items():

@@ -73,13 +73,17 @@ def test_mmpretrain_lists_every_mmpretrain_scope_model_of_the_index():
     assert len(expected) >= 13 and 'vit-demo-p16_1xb32-addp-30e_demo-in1k-128px' in expected
     assert {s for s in scopes.values()} == {'mmpretrain', 'mmdet', 'mmseg', None}
     # the demo classifier by its name: the config's model, 4 classes, in eval mode
+    from mmengine.registry import DefaultScope
     model = mmpretrain.get_model('vit-demo-p16_1xb32-addp-30e_demo-in1k-128px')
     assert type(model).__name__ == 'ImageClassifier' and not model.training
     assert model.backbone.embed_dims == 64 and model.head.num_classes == 4
     assert model._config.filename == osp.join(
         ROOT, 'configs/demo/vit-demo-p16_1xb32-30e_demo-in1k-128px.py')
-    out = mmpretrain.inference_model('vit-demo-p16_1xb32-addp-30e_demo-in1k-128px',
-                                     np.full((100, 140, 3), 90, np.uint8))
+    # (mmpretrain's inferencer builds its pipeline in the current scope, which a toolbox's runner
+    # or inferencer run before in this process may have left at its own)
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        out = mmpretrain.inference_model('vit-demo-p16_1xb32-addp-30e_demo-in1k-128px',
+                                         np.full((100, 140, 3), 90, np.uint8))
     assert out['pred_scores'].shape == (4, ) and 0 <= out['pred_label'] < 4
 
 
