@@ -5,6 +5,7 @@ import pytest
 import torch
 from mmengine.registry import MODELS
 
+from addp_mm.errors import UsageError
 from addp_mm.models.backbones import ADDPViT
 
 TINY = dict(embed_dims=32, num_layers=3, num_heads=4, feedforward_channels=64)
@@ -48,7 +49,7 @@ def test_final_norm_only_on_last_layer():
 
 
 def test_bad_options_are_clear():
-    with pytest.raises(KeyError, match='arch'):
+    with pytest.raises(UsageError, match='arch'):
         ADDPViT(arch='huge-ish')
     with pytest.raises(ValueError, match='with_cls_token=False'):
         ADDPViT(arch=TINY, window_size=2, window_block_indexes=(0,))

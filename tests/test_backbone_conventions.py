@@ -21,6 +21,7 @@ import torch
 from mmengine.runner import load_checkpoint, save_checkpoint
 from timm.layers import resample_abs_pos_embed
 
+from addp_mm.errors import UsageError
 from addp_mm.models.backbones import ADDPViT
 
 SMALL = dict(embed_dims=48, num_layers=4, num_heads=4, feedforward_channels=96)
@@ -34,14 +35,14 @@ def vit(**kwargs):
 
 # ----------------------------------------------------------------------------- structure
 def test_structure():
-    with pytest.raises(KeyError, match="arch 'unknown' is not one of"):
+    with pytest.raises(UsageError, match="arch 'unknown' is not one of"):
         vit(arch='unknown')
-    with pytest.raises(KeyError, match='embed_dims'):  # a custom arch needs every key
+    with pytest.raises(UsageError, match='embed_dims'):  # a custom arch needs every key
         vit(arch=dict(num_layers=2, num_heads=2, feedforward_channels=64))
     m = vit(arch=dict(embed_dims=32, num_layers=5, num_heads=2, feedforward_channels=48))
     assert (m.embed_dims, m.num_layers, len(m.blocks)) == (32, 5, 5)
     assert all(b.attn.num_heads == 2 and b.mlp.fc1.out_features == 48 for b in m.blocks)
-    with pytest.raises(TypeError, match='out_indices'):
+    with pytest.raises(UsageError, match='out_indices'):
         vit(out_indices={1: 1})
     with pytest.raises(ValueError, match='out_indices entry 13'):
         vit(out_indices=[0, 13])
@@ -59,9 +60,9 @@ def test_img_size_forms():
     assert vit(img_size=(32, 64)).patch_resolution == (2, 4)
     with pytest.raises(ValueError, match='img_size'):
         vit(img_size=(64, 64, 64))
-    with pytest.raises(TypeError, match='img_size'):
+    with pytest.raises(UsageError, match='img_size'):
         vit(img_size=64.0)
-    with pytest.raises(TypeError, match='out_indices'):
+    with pytest.raises(UsageError, match='out_indices'):
         vit(out_indices=1.0)
 
 
@@ -128,7 +129,7 @@ def test_mmseg_pretrained_argument():
     assert vit(pretrained=None, init_cfg=None).init_cfg is None
     with pytest.raises(ValueError, match='both'):
         vit(pretrained='a.pth', init_cfg=dict(type='Pretrained', checkpoint='b.pth'))
-    with pytest.raises(TypeError, match='pretrained'):
+    with pytest.raises(UsageError, match='pretrained'):
         vit(pretrained=123)
 
 

@@ -94,3 +94,28 @@ def test_grid_not_a_multiple_of_the_window_is_padded():
         padded = m(torch.nn.functional.pad(x, (0, 14, 0, 10)))[0]
     assert out.shape == (1, 32, 5, 4) and torch.isfinite(out).all()
     torch.testing.assert_close(out, padded, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('registry, cfg, pattern', [
+    ('MODELS', dict(type='ADDPViT', arch='huge'), r"arch 'huge' is not one of"),
+    ('MODELS', dict(type='ADDPViT', arch='demo', out_indices='last'), r'out_indices must be'),
+    ('MODELS', dict(type='ADDPViT', arch='demo', img_size=(1, 2, 3)), r'img_size'),
+    ('MODELS', dict(type='ADDPViT', arch='demo', window_size=4), r'with_cls_token=False'),
+    ('MODELS', dict(type='VQGANTokenizer', ch=48), r'multiple of 32'),
+    ('MODELS', dict(type='VQGANTokenizer', ch=32, precision='half'), r"precision='half'"),
+    ('MODELS', dict(type='SimpleFPN', in_channels=64, scale_factors=(3.0, )), r'scale factor 3.0'),
+    ('TASK_UTILS', dict(type='MaskSchedule', min_ratio=0.9, max_ratio=0.5), r'min_ratio < max_ratio'),
+    ('TASK_UTILS', dict(type='ADDPSampler', schedule='square'), r"schedule='square'"),
+    ('OPTIM_WRAPPERS', dict(type='NonFiniteGuardOptimWrapper', max_consecutive_skips=-1,
+                            optimizer=torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)),
+     r'max_consecutive_skips'),
+])
+def test_a_config_mistake_in_a_constructor_is_a_usage_error(registry, cfg, pattern):
+    """What a config sets wrong is a UsageError (one line in the tools), also through mmengine's
+    builder (which re-raises the same type with the class named), not a ValueError / KeyError /
+    TypeError traceback."""
+    import mmengine.registry as registries
+
+    from addp_mm.errors import UsageError
+    with pytest.raises(UsageError, match=pattern):
+        getattr(registries, registry).build(cfg)

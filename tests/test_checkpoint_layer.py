@@ -156,3 +156,39 @@ def test_encoder_policy_requires_blocks_not_new_rel_pos_tables():
     assert re.search(ENCODER.required, 'patch_embed.proj.weight')
     assert not re.search(ENCODER.required, 'blocks.3.attn.rel_pos_h')
     assert not re.search(ENCODER.required, 'fc_norm.weight')
+
+
+def test_a_missing_file_is_said_one_way_wherever_it_is_read(tmp_path, monkeypatch):
+    """A tool's argument, a config key's checkpoint, a frozen part's file and a file read by the
+    library: one error type (a UsageError and a FileNotFoundError), one wording, the release hint
+    only for a released file (or a frozen part, whose source is known)."""
+    import re
+
+    from mmengine.config import Config
+
+    from addp_mm.checkpoint import read_checkpoint, require_file
+    from addp_mm.engine.runner import check_frozen_checkpoints
+    from addp_mm.errors import MissingFileError, UsageError
+    from conftest import tool
+    monkeypatch.chdir(tmp_path)
+    shape = re.compile(r"^(.+?) '(.+)' not found \(looked in (.+)\)\. (.+)$")
+    errors = []
+    for call in (lambda: read_checkpoint('mine/epoch_3.pth', 'load_from'),
+                 lambda: require_file('mine/epoch_3.pth', '--resume checkpoint'),
+                 lambda: tool('cli').require_file('addp-vit-base-16.pth', 'CHECKPOINT'),
+                 lambda: check_frozen_checkpoints(Config(dict(model=dict(target_generator=dict(
+                     tokenizer=dict(checkpoint='my_vqgan.ckpt'))))))):
+        with pytest.raises(MissingFileError) as info:
+            call()
+        assert isinstance(info.value, (UsageError, FileNotFoundError))
+        errors.append(str(info.value))
+    parts = [shape.match(e) for e in errors]
+    assert all(parts), errors
+    assert [p.group(3) for p in parts] == [str(tmp_path)] * 4
+    assert parts[0].group(4) == parts[1].group(4) == 'Check the path.'
+    assert 'the ADDP release' in parts[2].group(4)  # a released file's name
+    assert parts[3].group(1) == 'model.target_generator.tokenizer.checkpoint'
+    assert 'the MAGE release' in parts[3].group(4)  # a frozen part's own file
+    # a folder for a file
+    with pytest.raises(UsageError, match="is a folder, not a file"):
+        require_file(str(tmp_path), 'load_from')

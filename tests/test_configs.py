@@ -476,8 +476,8 @@ def test_a_neck_of_another_width_is_named_when_built(tmp_path, tag):
     if tag == 'mmdet':
         from addp_mm.models.necks import SimpleFPN
         fpn = SimpleFPN(in_channels=64, out_channels=8, norm_cfg=dict(type='LN2d'))
-        with pytest.raises(ValueError, match=r'in_channels=64 \(model.neck.in_channels\) but the '
-                                             r'backbone gives 192 channels'):
+        with pytest.raises(UsageError, match=r"model.neck.in_channels=64 does not match the "
+                                             r"backbone's width: the backbone gives 192 channels"):
             fpn((torch.zeros(1, 192, 4, 4), ))
     else:  # the heads read the pyramid's width too
         cfg.model.backbone.arch = 'base'

@@ -8,8 +8,8 @@ import torch
 import torch.nn as nn
 
 from addp_mm.models.target_generators import MAGETokenPredictor, VQGANTokenizer
-from addp_mm.models.utils import inference
-from addp_mm.models.utils.inference import optimize_for_inference, reference_form
+from addp_mm.models.layers import inference
+from addp_mm.models.layers.inference import optimize_for_inference, reference_form
 from test_precision import layer_dtypes
 from verification.tokenizers import vqgan_from_yaml
 
@@ -51,7 +51,7 @@ def test_inference_form_keeps_names_numbers_and_gradients():
     # and back
     back = reference_form(fast)
     assert type(back) is VQGANTokenizer and back.decoder.conv_in.weight.is_contiguous()
-    assert type(back.decoder).__name__ == '_Decoder'
+    assert type(back.decoder).__name__ == 'VQGANDecoder'
 
 
 def test_encoder_layout_follows_the_precision(reference_dir):
@@ -143,3 +143,29 @@ def test_fused_residual_convolution_is_exact(monkeypatch, layout):
     monkeypatch.setattr(torch.ops.mkldnn, '_convolution_pointwise_', Changed, raising=False)
     with torch.no_grad():
         assert torch.equal(tok.decode(z), rec0)
+
+
+def test_inference_form_is_a_constructor_flag_of_the_holders():
+    """``inference_form`` of ``ADDPNoiser`` / ``MAGETokenTrainer`` is what a config sees: on by
+    default (the fast forms of the tokenizer, its encoder / decoder and the predictor's blocks),
+    off keeps every reference class."""
+    from mmengine.registry import MODELS
+
+    from addp_mm.models.layers import TransformerBlock, VQGANDecoder, VQGANEncoder
+    pred = dict(type='MAGETokenPredictor', embed_dim=32, depth=1, num_heads=2, decoder_embed_dim=32,
+                decoder_depth=1, decoder_num_heads=2)
+    for flag in (True, False):
+        noiser = MODELS.build(dict(type='ADDPNoiser', tokenizer=dict(type='VQGANTokenizer', **KW),
+                                   token_predictor=pred, inference_form=flag))
+        trainer = MODELS.build(dict(type='MAGETokenTrainer', tokenizer=dict(type='VQGANTokenizer', **KW),
+                                    token_predictor=pred, inference_form=flag))
+        for tok in (noiser.tokenizer, trainer.tokenizer):
+            kinds = {type(tok), type(tok.encoder), type(tok.decoder)}
+            plain = {VQGANTokenizer, VQGANEncoder, VQGANDecoder}
+            assert (kinds == plain) is not flag
+            assert tok.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last) is flag
+        blocks = [m for m in noiser.token_predictor.modules() if isinstance(m, TransformerBlock)]
+        assert blocks and all((type(b) is TransformerBlock) is not flag for b in blocks)
+        # the trained predictor of MAGETokenTrainer is never switched
+        assert all(type(m) is TransformerBlock for m in trainer.token_predictor.modules()
+                   if isinstance(m, TransformerBlock))

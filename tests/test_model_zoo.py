@@ -127,22 +127,27 @@ def addp_vit(file, **kw):
     return vit.eval()
 
 
-@pytest.mark.parametrize('pre_norm, img_size', [(False, 256), (True, 256), (False, 128)])
-def test_timm_model_loads_the_release_file_as_addp_vit(reference_dir, pre_norm, img_size):
+@pytest.mark.parametrize('pre_norm, img_size, hw, dynamic', [
+    (False, 256, (256, 256), False), (True, 256, (256, 256), False), (False, 128, (128, 128), False),
+    (False, 256, (224, 320), True)])
+def test_timm_model_loads_the_release_file_as_addp_vit(reference_dir, pre_norm, img_size, hw,
+                                                       dynamic):
+    """At the file's size, made at another (the table resized on load) and, with
+    ``dynamic_img_size``, an input of another size (the table resized per input)."""
     import timm
     assert set(timm.list_models('*addp*')) == {'addp_vit_base_patch16_256', 'addp_vit_large_patch16_256'}
     file = osp.join(reference_dir, 'official_addp_public.pth')
-    model = timm.create_model('addp_vit_base_patch16_256', pretrained=True, num_classes=0,
-                              pretrained_cfg_overlay=dict(file=file), pre_norm=pre_norm,
-                              img_size=img_size, **TINY).eval()
+    kw = dict(pretrained=True, pretrained_cfg_overlay=dict(file=file), pre_norm=pre_norm,
+              img_size=img_size, dynamic_img_size=dynamic, **TINY)
+    model = timm.create_model('addp_vit_base_patch16_256', **kw).eval()
+    assert model.num_classes == 0  # the released file is an encoder
     ours = addp_vit(file, pre_norm=pre_norm, img_size=img_size)
-    x = torch.randn(2, 3, img_size, img_size)
+    x = torch.randn(2, 3, *hw)
     with torch.no_grad():
         torch.testing.assert_close(model.forward_features(x), ours(x)[-1], rtol=1e-5, atol=1e-5)
         # timm's features_only: the blocks' maps, as ADDPViT's featmaps
-        feats = timm.create_model('addp_vit_base_patch16_256', pretrained=True, features_only=True,
-                                  out_indices=(0, 1), pretrained_cfg_overlay=dict(file=file),
-                                  pre_norm=pre_norm, img_size=img_size, **TINY).eval()(x)
+        feats = timm.create_model('addp_vit_base_patch16_256', features_only=True,
+                                  out_indices=(0, 1), **kw).eval()(x)
         maps = addp_vit(file, pre_norm=pre_norm, img_size=img_size, out_indices=(0, 1),
                         out_type='featmap')(x)
     for a, b in zip(feats, maps):

@@ -3,7 +3,7 @@ encoder pass on the first generation step, only the sampled logits in generation
 import torch
 
 from addp_mm.models.generation import ADDPSampler
-from addp_mm.models.utils.inference import optimize_for_inference
+from addp_mm.models.layers import optimize_for_inference
 from addp_mm.models.utils.masking import masked_positions
 
 from test_pretrain_model import model  # noqa: F401,F811  (the fixture: the tiny ADDP model)

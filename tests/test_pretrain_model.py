@@ -183,7 +183,7 @@ def test_configs_build_without_their_weights(name, tmp_path):
     cfg.model.init_cfg.checkpoint = str(tmp_path / 'my_run' / 'iter_10.pth')
     with torch.device('meta'):
         model = MODELS.build(cfg.model)
-    with pytest.raises(FileNotFoundError, match=r'iter_10\.pth.*not found\. Check the path\.$'):
+    with pytest.raises(FileNotFoundError, match=r'iter_10\.pth. not found \(looked in .*\)\. Check the path\.$'):
         model.init_weights()
 
 

@@ -21,6 +21,7 @@ from mmengine.config import Config
 from mmengine.registry import HOOKS, MODELS
 from PIL import Image
 
+from addp_mm.errors import UsageError
 from addp_mm.evaluation.fid import ImageFiles
 from addp_mm.models.backbones import ADDPViT
 from addp_mm.models.layers import Attention
@@ -325,7 +326,7 @@ def test_layer_decay_rules_and_errors():
     assert rules['neck.0.bias'][0] == pytest.approx(0.1) and rules['backbone.pos_embed'][0] == pytest.approx(0.1)
     assert rules['head.weight'] == (pytest.approx(0.05), 1.0)
     assert rules['head.bias'] == (0.0, pytest.approx(2.0))
-    with pytest.raises(KeyError, match='decay_1d'):
+    with pytest.raises(UsageError, match='decay_1d'):
         groups(decay_1d=True)
 
 
@@ -349,5 +350,5 @@ def test_addp_vit_pretrained_alias(tmp_path):
         ADDPViT(pretrained=path, init_cfg=dict(type='Pretrained', checkpoint=path), **kw)
     with pytest.raises(ValueError, match='model.pretrained'):
         ADDPViT(pretrained='open-mmlab://resnet50_v1c', **kw)
-    with pytest.raises(TypeError, match='pretrained'):
+    with pytest.raises(UsageError, match='pretrained'):
         ADDPViT(pretrained=3, **kw)

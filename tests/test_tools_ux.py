@@ -195,8 +195,8 @@ def test_missing_release_file_names_the_release(tmp_path):
     cfg = write_tiny_config(
         tmp_path, init=", init_cfg=dict(type='Pretrained', checkpoint='checkpoints/addp-vit-base-16.pth')")
     assert_fragments(tool_error('train.py', cfg, cwd=tmp_path),
-                     "model.backbone.init_cfg.checkpoint = 'checkpoints/addp-vit-base-16.pth': "
-                     'file not found', 'the ADDP release (github.com/ChangyaoTian/ADDP)',
+                     "model.backbone.init_cfg.checkpoint 'checkpoints/addp-vit-base-16.pth' "
+                     'not found (looked in', 'the ADDP release (github.com/ChangyaoTian/ADDP)',
                      'docs/user_guides/weights.md')
     # a mistyped path to one's own file: just "not found"
     assert_fragments(tool_error('train.py', cfg, '--pretrained', 'work_dirs/x/backbone.pth', cwd=tmp_path),
@@ -326,6 +326,72 @@ def test_cfg_options_of_a_config_variable_is_honoured_or_refused(tmp_path):
     # through the tool: the run looks where it was told (and says so)
     assert_fragments(tool_error('train.py', config, '--cfg-options', 'data_root=/nonexistent/',
                                 cwd=tmp_path), "folder '/nonexistent/' not found")
+
+
+@pytest.mark.parametrize('config, option, fragments', [
+    # a constructor's argument misspelt (the class's signature, **kwargs followed to its bases)
+    ('mask-rcnn_vit-demo-p16_1xb4-8e_demo-coco-128px.py', 'model.backbone.drop_path_rat=0.1',
+     ("ADDPViT (model.backbone) takes no argument 'drop_path_rat'", 'did you mean drop_path_rate')),
+    ('mask-rcnn_vit-demo-p16_1xb4-8e_demo-coco-128px.py', 'train_cfg.max_epoch=3',
+     ("EpochBasedTrainLoop (train_cfg) takes no argument 'max_epoch'", 'max_epochs')),
+    ('upernet_vit-demo-p16_1xb8-2k_demo-ade-128x128.py', 'optim_wrapper.optimizer.lrr=0.1',
+     ("AdamW (optim_wrapper.optimizer) takes no argument 'lrr'", 'did you mean lr')),
+    ('vit-demo-p16_1xb32-30e_demo-in1k-128px.py', 'default_hooks.checkpoint.max_keep_ckpt=1',
+     ("CheckpointHook (default_hooks.checkpoint) takes no argument 'max_keep_ckpt'",
+      'max_keep_ckpts')),
+    ('mask-rcnn_vit-demo-p16_1xb4-8e_demo-coco-128px.py',
+     'train_dataloader.dataset.pipeline.2.scal=(64,64)',
+     ("(train_dataloader.dataset.pipeline.2) takes no argument 'scal'", 'did you mean scale')),
+    # a free-form dict (no type): a near miss of a key it has
+    ('mask-rcnn_vit-demo-p16_1xb4-8e_demo-coco-128px.py', 'model.test_cfg.rcnn.score_th=0.3',
+     ("model.test_cfg.rcnn has no key 'score_th'", 'did you mean score_thr')),
+    ('vit-demo-p16_1xb32-30e_demo-in1k-128px.py', 'train_dataloader.num_worker=0',
+     ("train_dataloader has no key 'num_worker'", 'did you mean num_workers')),
+    # the top level, a type, a key inside None
+    ('vit-demo-p16_1xb32-30e_demo-in1k-128px.py', 'work_dirr=x',
+     ("'work_dirr' is not a key mmengine's runner or the tools read", 'did you mean work_dir')),
+    ('mask-rcnn_vit-demo-p16_1xb4-8e_demo-coco-128px.py', 'model.backbone.type=ADDPVit',
+     ("'ADDPVit' is not registered in mmdet's model registry", 'did you mean ADDPViT')),
+    ('mask-rcnn_vit-demo-p16_1xb4-8e_demo-coco-128px.py', 'model.backbone.init_cfg.checkpoint=x.pth',
+     ('model.backbone.init_cfg is None in the config', 'model.backbone.init_cfg._delete_=True')),
+])
+def test_a_cfg_options_key_nothing_reads_is_refused_naming_the_closest(config, option, fragments):
+    """A misspelt --cfg-options key was merged silently (mmengine builds a class with a keyword
+    it does not take: a traceback after the model was half built, or no error at all in a
+    free-form dict): one line naming the key and the closest valid ones, before anything is
+    built."""
+    from addp_mm.engine.config import cfg_options_dict, load_config
+    from addp_mm.errors import UsageError
+    with pytest.raises(UsageError) as info:
+        load_config(osp.join(DEMO, config), cfg_options_dict([option]))
+    assert_fragments(str(info.value), *fragments)
+
+
+def test_cfg_options_keys_that_are_read_pass():
+    """What is valid is merged as before: existing keys, arguments a class takes (also through
+    **kwargs to its bases), new keys of free-form dicts, a dict replaced whole, a list entry."""
+    from addp_mm.engine.config import cfg_options_dict, load_config
+    cfg = load_config(osp.join(DEMO, 'mask-rcnn_vit-demo-p16_1xb4-8e_demo-coco-128px.py'),
+                      cfg_options_dict([
+                          'model.backbone.drop_path_rate=0.1',  # a new argument of ADDPViT
+                          'model.roi_head.bbox_head.loss_cls.loss_weight=2.0',  # through **kwargs
+                          'model.test_cfg.rcnn.debug=True',  # a new key of a free-form dict
+                          'param_scheduler.1.milestones=[5,7]', 'randomness.seed=1',
+                          'model.backbone.init_cfg._delete_=True',
+                          'model.backbone.init_cfg.type=Pretrained',
+                          'model.backbone.init_cfg.checkpoint=x.pth',
+                          'optim_wrapper.paramwise_cfg.norm_decay_mult=0.0']))
+    assert cfg.model.backbone.drop_path_rate == 0.1 and cfg.model.test_cfg.rcnn.debug is True
+    assert cfg.model.backbone.init_cfg == dict(type='Pretrained', checkpoint='x.pth')
+    assert cfg.param_scheduler[1].milestones == [5, 7]
+
+
+def test_a_misspelt_cfg_option_stops_train_py_before_anything_is_built(tmp_path):
+    """Through the tool: one line, exit 2, no work dir made (nothing was built)."""
+    line = tool_error('train.py', osp.join(DEMO, 'mask-rcnn_vit-demo-p16_1xb4-8e_demo-coco-128px.py'),
+                      '--cfg-options', 'model.backbone.drop_path_rat=0.1', cwd=tmp_path)
+    assert_fragments(line, 'did you mean drop_path_rate')
+    assert not (tmp_path / 'work_dirs').exists()
 
 
 # ------------------------------------------------------------------ a wrong kind of checkpoint

@@ -28,7 +28,7 @@ import torch
 
 from addp_mm.models.layers import Attention
 from addp_mm.models.target_generators import VQGANTokenizer
-from addp_mm.models.utils.inference import reference_form
+from addp_mm.models.layers import reference_form
 
 __all__ = ['release_style', 'release_tokenizer', 'release_predict', 'release_noisy_pixels',
            'release_loss', 'release_generate']

@@ -4,8 +4,8 @@
 - A user's mistake (a missing config, data folder, annotation file or checkpoint, a GPU-only setting
   on a CPU) is one line on stderr, ``<tool>: error: <what is missing>. <what to do>``, and exit
   status 2; ``--debug`` shows the traceback instead. A mistake is ``addp_mm.errors.UsageError``
-  (the library's errors of that kind subclass it) or a missing file; anything else is a bug and
-  keeps its traceback.
+  (the library's errors of that kind subclass it, ``MissingFileError`` too) or a missing file;
+  anything else is a bug and keeps its traceback.
 - Known import-time noise from the pinned stack is silenced, narrowly (see ``quiet_imports``).
 """
 import argparse
@@ -69,22 +69,8 @@ def parse_run_args(parser, argv=None):
     return args
 
 
-def where_from(path: str) -> str:
-    """`` It is a release file: get it from ...`` for a released file's name, else ``''``."""
-    where = _sources.source_of(path)
-    return (f' It is a release file: get it from {where}, see docs/user_guides/weights.md '
-            '(nothing is downloaded).') if where else ''
-
-
-def require_file(path, what: str, fix: str = '') -> None:
-    """``FileNotFoundError`` (a user mistake for :func:`run_tool`) when ``path`` is not a file:
-    ``<what> '<path>' not found``, then the release hint for a release file, else ``fix``."""
-    if path is not None and osp.isfile(path):
-        return
-    if path is not None and osp.isdir(path):
-        raise FileNotFoundError(f"{what} '{path}' is a folder, not a file")
-    hint = where_from(path) or (f' {fix}' if fix else ' Check the path.')
-    raise FileNotFoundError(f"{what} '{path}' not found (looked in {os.getcwd()}).{hint}")
+# a missing file, said the one way (addp_mm.checkpoint.sources.require_file)
+require_file = _sources.require_file
 
 
 def require_config(path: str) -> str:

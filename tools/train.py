@@ -16,7 +16,7 @@ import sys
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/cli.py
 from cli import (  # noqa: E402
     ROOT, UsageError, add_run_flags, parse_run_args, quiet_imports,
-    require_config, require_file, run_tool, where_from)
+    require_config, require_file, run_tool)
 
 
 # --amp: each fp32 optimizer wrapper and its mixed-precision counterpart
@@ -72,7 +72,7 @@ def main(argv=None):
     check_amp(cfg)
     for key, path in check_checkpoints(cfg):
         if not (key == 'load_from' and args.resume not in (None, 'auto')):
-            raise UsageError(f"{key} = '{path}': file not found.{where_from(path) or ' Check the path.'}")
+            require_file(path, key)
     check_data(cfg, ['train_dataloader'] + (['val_dataloader'] if cfg.get('val_cfg') else []))
     setup_launcher(cfg, args.launcher)
     set_work_dir(cfg, args.work_dir, args.config)

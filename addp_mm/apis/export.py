@@ -10,13 +10,18 @@ What is exported, by the config's toolbox (its ``default_scope``):
   RoI heads). Mask R-CNN's RoI stages (NMS, RoIAlign from mmcv's compiled ops) are not exported.
 
 The input is the image batch as the model's data preprocessor hands it on: float32
-``(B, 3, H, W)``, RGB, normalised with the config's mean and std (written next to the file in
-``FILE.json``), H and W multiples of the patch size.
+``(B, 3, H, W)``, RGB, normalised with the config's mean and std, H and W multiples of the patch
+size. ``FILE.json`` beside the file says all that a program needs to feed it without OpenMMLab
+(:func:`deploy_spec`: the test pipeline's resizing, cropping and padding, mean / std, channel
+order, the outputs, the class names); ``tools/deploy/run_onnx.py`` is such a program.
+:func:`detect_with_onnx_features` runs the detector's RPN and RoI heads in PyTorch on the
+features ONNX Runtime computes.
 
 With ``dynamic=True`` the batch, height and width are free (heights and widths multiples of the
 patch size; ViTDet window attention pads its grid in the graph); the check runs a second batch and
 size to prove it. The segmenter exports at one size (see :func:`export_model`).
 """
+import copy
 import json
 import os
 import os.path as osp
@@ -35,6 +40,7 @@ from addp_mm.errors import UsageError
 FORMATS = ('onnx', 'torch_export')
 TASKS = {'mmpretrain': 'classifier', 'mmseg': 'segmenter', 'mmdet': 'detector backbone + neck'}
 DEFAULT_OPSET = 18
+SCHEMA = 'addp-mm-deploy/1'  # the layout of FILE.json (docs/user_guides/deployment.md)
 
 
 class ClassifierExport(nn.Module):
@@ -81,28 +87,39 @@ WRAPPERS = {'mmpretrain': ClassifierExport, 'mmseg': SegmenterExport,
 
 @dataclass
 class ExportReport:
-    """What was written and how it compares with PyTorch (one line per checked input size)."""
+    """What was written (``FILE.json``: how to feed it, see :func:`deploy_spec`) and how it
+    compares with PyTorch (one line per checked input size)."""
     file: str
     format: str
     task: str
     config: str
-    input_shape: List[int]
-    dynamic: bool
-    size_multiple: int
     opset: Optional[int]
-    mean: List[float]
-    std: List[float]
-    output_names: List[str]
+    input: Dict
+    preprocess: List[Dict]
+    inference: Dict
+    outputs: List[Dict]
+    classes: Optional[List[str]]
     checks: List[Dict] = field(default_factory=list)
     export_s: float = 0.
+    schema: str = SCHEMA
+
+    @property
+    def output_names(self) -> List[str]:
+        return [o['name'] for o in self.outputs]
 
     def lines(self) -> List[str]:
-        out = [f'{self.format} of the {self.task} written to {self.file} ({self.export_s:.1f} s)']
+        out = [f'{self.format} of the {self.task} written to {self.file} ({self.export_s:.1f} s); '
+               f'how to feed it: {self.file}.json']
         for c in self.checks:
             out.append(f"  input {tuple(c['shape'])}: max abs diff {c['max_abs']:.2e}, max rel diff "
                        f"{c['max_rel']:.2e} (of the largest |output|); latency PyTorch "
                        f"{c['torch_ms']:.1f} ms, {self.format} {c['export_ms']:.1f} ms "
                        f"({c['torch_ms'] / c['export_ms']:.2f}x)")
+        unsupported = [s['transform'] for s in self.preprocess if s['op'] == 'unsupported']
+        if unsupported:
+            out.append(f'  FILE.json cannot describe the test pipeline\'s '
+                       f'{", ".join(unsupported)}: a program that feeds the file must do that '
+                       'step itself')
         return out
 
 
@@ -153,7 +170,163 @@ def _normalisation(model: nn.Module) -> Tuple[List[float], List[float]]:
     std = getattr(pre, 'std', None)
     if mean is None:
         return [0., 0., 0.], [1., 1., 1.]
-    return [float(v) for v in mean.flatten()], [float(v) for v in std.flatten()]
+    # the shortest decimals of the float32 values (the config's numbers)
+    return ([float(str(v)) for v in mean.flatten().numpy()],
+            [float(str(v)) for v in std.flatten().numpy()])
+
+
+# ------------------------------------------------------------------ FILE.json: how to feed the file
+def inference_pipeline_cfg(cfg) -> List[dict]:
+    """The config's test pipeline (``test_dataloader``, else ``val_dataloader``) without its
+    annotation loading: what the toolboxes' inferencers run on an image."""
+    loader = cfg.get('test_dataloader') or cfg.get('val_dataloader') or {}
+    dataset = loader.get('dataset', {})
+    while 'pipeline' not in dataset and 'dataset' in dataset:  # dataset wrappers
+        dataset = dataset['dataset']
+    if 'pipeline' not in dataset:
+        raise UsageError(f'{cfg.filename}: no test_dataloader.dataset.pipeline; FILE.json '
+                         'describes the test pipeline: add one (the one tools/test.py runs)')
+    return [copy.deepcopy(t) for t in dataset['pipeline']
+            if t['type'].split('.')[-1] != 'LoadAnnotations']
+
+
+def build_inference_pipeline(cfg):
+    """:func:`inference_pipeline_cfg` built in the config's toolbox: ``dict(img_path=FILE)`` -> the
+    packed ``inputs`` / ``data_samples`` of one image (``mmengine.dataset.pseudo_collate`` of a
+    list of them is a batch for the model's data preprocessor)."""
+    from mmengine.dataset import Compose
+    from mmengine.registry import DefaultScope
+    import_module(f'{cfg.default_scope}.utils').register_all_modules(init_default_scope=False)
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        return Compose(inference_pipeline_cfg(cfg))
+
+
+def _slide_crop(model: nn.Module) -> Optional[Tuple[int, int]]:
+    test_cfg = model.test_cfg or {}
+    return tuple(test_cfg['crop_size']) if test_cfg.get('mode') == 'slide' else None
+
+
+def _channel_order(preprocessor: nn.Module) -> str:
+    """The order of the channels the model sees: the pipeline decodes BGR (OpenCV's order), the
+    data preprocessor flips them when its ``bgr_to_rgb`` (mmpretrain: ``to_rgb``) is set."""
+    # mmengine's (mmdet's) name, mmseg's, mmpretrain's
+    for attr in ('_channel_conversion', 'channel_conversion', 'to_rgb'):
+        if hasattr(preprocessor, attr):
+            return 'RGB' if getattr(preprocessor, attr) else 'BGR'
+    return 'BGR'
+
+
+def _pixel_value(value, order: str) -> List[int]:
+    """A pipeline's pad value (a number or a BGR triple) as the 8-bit image gets it (OpenCV rounds
+    to the nearest integer), in the model's channel ``order``."""
+    values = [value] * 3 if isinstance(value, (int, float)) else list(value)
+    values = [int(np.clip(np.rint(v), 0, 255)) for v in values]
+    return values[::-1] if order == 'RGB' else values
+
+
+def _pipeline_steps(cfg, order: str) -> List[Dict]:
+    """The test pipeline's image steps in FILE.json's terms (sizes as ``[height, width]``); what
+    the schema has no step for is an ``unsupported`` step naming the transform."""
+    steps = []
+    for t in build_inference_pipeline(cfg).transforms:
+        name = type(t).__name__
+        if name.startswith('Pack') or (name == 'LoadImageFromFile' and t.color_type == 'color'):
+            continue  # decoding to 8-bit colour is the schema's starting point
+        resampling = dict(interpolation=getattr(t, 'interpolation', None),
+                          backend=getattr(t, 'backend', None))
+        if name == 'Resize' and t.scale is not None and t.keep_ratio:
+            steps.append(dict(op='resize_keep_ratio', max_long_edge=max(t.scale),
+                              max_short_edge=min(t.scale), **resampling))
+        elif name == 'Resize' and t.scale is not None:
+            steps.append(dict(op='resize', size=[t.scale[1], t.scale[0]], **resampling))
+        elif name == 'ResizeEdge':
+            steps.append(dict(op='resize_edge', edge=t.edge, size=t.scale, **resampling))
+        elif name == 'CenterCrop' and not t.auto_pad:
+            steps.append(dict(op='center_crop', size=[t.crop_size[1], t.crop_size[0]]))
+        elif name == 'Pad' and t.padding_mode == 'constant' and not t.pad_to_square:
+            where = (dict(size=[t.size[1], t.size[0]]) if t.size is not None
+                     else dict(size_divisor=t.size_divisor))
+            value = _pixel_value(t.pad_val.get('img', 0), order)
+            steps.append(dict(op='pad', **where, value=value))
+        else:
+            steps.append(dict(op='unsupported', transform=repr(t)))
+    return steps
+
+
+def _preprocessor_steps(preprocessor: nn.Module) -> List[Dict]:
+    """What the data preprocessor does after the pipeline: normalise, then pad (with values of the
+    normalised image) at the bottom / right."""
+    steps = [dict(op='normalize')]
+    # mmengine's ImgDataPreprocessor (mmpretrain's, mmdet's) pads to multiples of a divisor
+    if hasattr(preprocessor, 'pad_size_divisor'):
+        size, divisor, value = None, preprocessor.pad_size_divisor, preprocessor.pad_value
+    else:  # mmseg's SegDataPreProcessor pads test images by its test_cfg only
+        test_cfg = getattr(preprocessor, 'test_cfg', None) or {}
+        size, divisor = test_cfg.get('size'), test_cfg.get('size_divisor')
+        value = getattr(preprocessor, 'pad_val', 0)
+    if size is not None:
+        steps.append(dict(op='pad', size=list(size), value=float(value)))
+    elif divisor is not None and divisor > 1:
+        steps.append(dict(op='pad', size_divisor=divisor, value=float(value)))
+    return steps
+
+
+def _dataset_classes(cfg) -> Optional[List[str]]:
+    """The class names: the test dataset's ``metainfo``, else its dataset class's ``METAINFO``."""
+    from mmengine.registry import DATASETS
+    dataset = (cfg.get('test_dataloader') or cfg.get('val_dataloader') or {}).get('dataset', {})
+    while 'metainfo' not in dataset and 'dataset' in dataset:
+        dataset = dataset['dataset']
+    classes = (dataset.get('metainfo') or {}).get('classes')
+    if classes is None and 'type' in dataset:
+        with DATASETS.switch_scope_and_registry(cfg.default_scope) as registry:
+            dataset_cls = registry.get(dataset['type'])
+        classes = getattr(dataset_cls, 'METAINFO', {}).get('classes')
+    return list(classes) if classes is not None else None
+
+
+def _outputs(model: nn.Module, scope: str) -> List[Dict]:
+    if scope == 'mmpretrain':
+        return [dict(name='logits', shape=['batch', model.head.num_classes],
+                     meaning='class scores before softmax; softmax: the probabilities, argmax: '
+                             'the class (an index into classes)')]
+    if scope == 'mmseg':
+        return [dict(name='seg_logits',
+                     shape=['batch', model.decode_head.out_channels, 'height', 'width'],
+                     meaning='class scores before softmax at each pixel of the input; over an '
+                             'image: the inference mode\'s average, bilinearly resized to the '
+                             'image as decoded (inference.align_corners), argmax over the '
+                             'classes: the class of each pixel (an index into classes)')]
+    strides = [s[0] for s in model.rpn_head.prior_generator.strides]
+    return [dict(name=f'feat{i}', shape=['batch', model.rpn_head.in_channels, f'height/{s}',
+                                         f'width/{s}'], stride=s,
+                 meaning=f'the neck\'s pyramid level {i} (stride {s}): the input of the '
+                         'detector\'s rpn_head and roi_head, which run in PyTorch '
+                         '(addp_mm.apis.export.detect_with_onnx_features)')
+            for i, s in enumerate(strides)]
+
+
+def deploy_spec(model: nn.Module, cfg, input_shape: List[int], dynamic: bool) -> Dict:
+    """FILE.json's ``input``, ``preprocess``, ``inference``, ``outputs`` and ``classes``: what a
+    program needs to feed the exported file an image and read its outputs, without OpenMMLab.
+    The schema (``SCHEMA``) is docs/user_guides/deployment.md's "What FILE.json says"."""
+    pre = model.data_preprocessor
+    order = _channel_order(pre)
+    mean, std = _normalisation(model)
+    scope = cfg.default_scope
+    shape = ['batch', 3, 'height', 'width'] if dynamic else list(input_shape)
+    inference = dict(mode='whole')
+    if scope == 'mmseg':
+        crop = _slide_crop(model)
+        inference = dict(mode='slide', crop_size=list(crop),
+                         stride=list(model.test_cfg['stride'])) if crop else inference
+        inference['align_corners'] = bool(model.align_corners)
+    return dict(
+        input=dict(name='inputs', shape=shape, size_multiple=model.backbone.patch_size,
+                   dtype='float32', layout='NCHW', channel_order=order, pixel_range=[0, 255],
+                   mean=mean, std=std),
+        preprocess=_pipeline_steps(cfg, order) + _preprocessor_steps(pre),
+        inference=inference, outputs=_outputs(model, scope), classes=_dataset_classes(cfg))
 
 
 def export_model(config: str, checkpoint: Optional[str], out: str, fmt: str = 'onnx',
@@ -173,7 +346,12 @@ def export_model(config: str, checkpoint: Optional[str], out: str, fmt: str = 'o
     wrapper = WRAPPERS[scope](model).eval()
     # heights / widths in patches (ViTDet's window attention pads its grid in the graph)
     multiple = model.backbone.patch_size
-    h, w = shape if shape else model.backbone.img_size
+    crop = _slide_crop(model) if scope == 'mmseg' else None
+    h, w = shape if shape else crop or model.backbone.img_size
+    if crop and (h, w) != crop:
+        raise UsageError(f'--shape {h} {w}: the segmenter slides {crop[0]} x {crop[1]} crops '
+                         f'(model.test_cfg.crop_size): export at --shape {crop[0]} {crop[1]}, or '
+                         'change the crop with --cfg-options model.test_cfg.crop_size=...')
     if h % multiple or w % multiple:
         raise UsageError(f'--shape {h} {w}: height and width must be multiples of the patch size '
                          f'{multiple} (the toolboxes pad their inputs to such sizes)')
@@ -183,7 +361,6 @@ def export_model(config: str, checkpoint: Optional[str], out: str, fmt: str = 'o
             'grids, which the exporter fixes to the traced size, and its outputs are then wrong at '
             'other sizes): export without --dynamic at the crop size you infer with '
             f'(--shape {" ".join(str(s) for s in cfg.model.get("test_cfg", {}).get("crop_size", (h, w)))})')
-    mean, std = _normalisation(model)
     # ONNX's dynamic batch is traced with 2 images: torch.export fixes a dimension traced at 1
     gen = torch.Generator().manual_seed(0)  # the same inputs, so the same printed numbers
     example = torch.randn(max(batch, 2) if dynamic and fmt == 'onnx' else batch, 3, h, w,
@@ -196,9 +373,8 @@ def export_model(config: str, checkpoint: Optional[str], out: str, fmt: str = 'o
         _export_program(wrapper, example, out, dynamic, multiple)
     report = ExportReport(
         file=osp.abspath(out), format=fmt, task=TASKS[scope], config=config,
-        input_shape=list(example.shape), dynamic=dynamic, size_multiple=multiple,
-        opset=opset if fmt == 'onnx' else None, mean=mean, std=std,
-        output_names=list(wrapper.output_names), export_s=time.perf_counter() - start)
+        opset=opset if fmt == 'onnx' else None, export_s=time.perf_counter() - start,
+        **deploy_spec(model, cfg, list(example.shape), dynamic))
     if check:
         shapes = [tuple(example.shape)]
         if dynamic:
@@ -249,16 +425,54 @@ def _export_program(wrapper: nn.Module, example: torch.Tensor, out: str, dynamic
     torch.export.save(program, out)
 
 
-def onnx_runner(file: str):
-    """``run(x) -> [outputs]`` of an ONNX file in ONNX Runtime on the CPU (PyTorch's threads)."""
+def onnx_session(file: str):
+    """An ONNX Runtime session of ``file`` on the CPU with PyTorch's number of threads."""
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     # its idle threads must not spin on the cores PyTorch is timed on next
     options.add_session_config_entry('session.intra_op.allow_spinning', '0')
-    session = ort.InferenceSession(file, options, providers=['CPUExecutionProvider'])
+    return ort.InferenceSession(file, options, providers=['CPUExecutionProvider'])
+
+
+def onnx_runner(session_or_file):
+    """``run(x) -> [outputs]`` of an ONNX Runtime session, or of an ONNX file
+    (:func:`onnx_session`): ``x`` a tensor on any device, the outputs tensors on its device."""
+    session = onnx_session(session_or_file) if isinstance(session_or_file, str) else session_or_file
     name = session.get_inputs()[0].name
-    return lambda x: [torch.from_numpy(o) for o in session.run(None, {name: x.numpy()})]
+    return lambda x: [torch.from_numpy(o).to(x.device)
+                      for o in session.run(None, {name: x.detach().cpu().numpy()})]
+
+
+def detect_with_onnx_features(detector: nn.Module, session_or_file, data: dict,
+                              rescale: bool = True) -> list:
+    """The detector's ``predict`` (mmdet's ``TwoStageDetector.predict``) with its backbone + neck
+    run by ONNX Runtime: the data preprocessor prepares ``data`` (a batch as the test dataloader
+    gives it, e.g. ``pseudo_collate`` of :func:`build_inference_pipeline`'s outputs), the exported
+    file computes the pyramid, the detector's own ``rpn_head`` and ``roi_head`` (mmcv's NMS and
+    RoIAlign) turn it into boxes, scores, labels (and masks).
+
+    Returns:
+        the data samples with ``pred_instances`` (boxes in the pixels of the images as decoded
+        with ``rescale``), as ``detector.test_step(data)`` returns them.
+    """
+    session = onnx_session(session_or_file) if isinstance(session_or_file, str) else session_or_file
+    with torch.no_grad():
+        data = detector.data_preprocessor(data, False)
+        inputs, samples = data['inputs'], data['data_samples']
+        traced = session.get_inputs()[0].shape
+        if any(isinstance(d, int) and d != n for d, n in zip(traced[2:], inputs.shape[2:])):
+            raise UsageError(
+                f'the ONNX file takes {traced[2]} x {traced[3]} images, the data preprocessor '
+                f'gives {inputs.shape[2]} x {inputs.shape[3]}: export with --dynamic (or at the '
+                'size the test pipeline gives)')
+        feats = tuple(onnx_runner(session)(inputs))
+        if samples[0].get('proposals', None) is None:
+            proposals = detector.rpn_head.predict(feats, samples, rescale=False)
+        else:
+            proposals = [sample.proposals for sample in samples]
+        results = detector.roi_head.predict(feats, proposals, samples, rescale=rescale)
+    return detector.add_pred_to_datasample(samples, results)
 
 
 def _program_runner(file: str):

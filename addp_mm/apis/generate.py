@@ -22,6 +22,7 @@ from mmengine.registry import MODELS
 from torchvision.utils import make_grid
 
 from addp_mm.checkpoint import read_checkpoint, require_full_addp_checkpoint, unwrap_state_dict
+from addp_mm.errors import UsageError
 from addp_mm.models.generation import ADDPSampler
 from addp_mm.models.utils import save_image, to_uint8
 
@@ -49,13 +50,13 @@ def build_generation_model(config, checkpoint: str, device: Union[str, torch.dev
     from addp_mm.engine.config import load_config
     cfg = load_config(config, cfg_options) if isinstance(config, str) else config
     if not isinstance(cfg, Config) and not isinstance(cfg, dict):
-        raise TypeError(f'config must be a path or a Config, got {type(cfg).__name__}')
+        raise UsageError(f'config must be a path or a Config, got {type(cfg).__name__}')
     model_cfg = cfg['model']
     if hasattr(model_cfg, 'to_dict'):
         model_cfg = model_cfg.to_dict()
     model_cfg = copy.deepcopy(dict(model_cfg))
     if model_cfg.get('type') != 'ADDP':
-        raise ValueError(f"the config's model must be an ADDP pretraining model (type='ADDP'), got "
+        raise UsageError(f"the config's model must be an ADDP pretraining model (type='ADDP'), got "
                          f"type={model_cfg.get('type')!r}")
     model_cfg['target_generator'] = dict(model_cfg['target_generator'], token_predictor=None)
     model_cfg.pop('init_cfg', None)
@@ -158,7 +159,7 @@ def generate_to_dir(model: nn.Module, sampler: ADDPSampler, out_dir: str, start:
     ``seed`` and ``batch_size`` only (ranks pass ``seed + rank``).
     """
     if batch_size < 1:
-        raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+        raise UsageError(f'batch_size must be >= 1, got {batch_size}')
     os.makedirs(out_dir, exist_ok=True)
     if device is None:
         device = next(model.parameters()).device
@@ -186,7 +187,7 @@ def init_launcher(launcher: str = 'none') -> Tuple[int, int, torch.device]:
     mmengine's ``init_dist`` (nccl) on GPUs, gloo on a CPU-only machine. Returns
     ``(rank, world_size, device)``."""
     if launcher not in ('none', 'pytorch'):
-        raise ValueError(f'launcher {launcher!r}: choose none or pytorch')
+        raise UsageError(f'launcher {launcher!r}: choose none or pytorch')
     cuda = torch.cuda.is_available()
     if launcher == 'pytorch' and not is_distributed():
         if cuda:

@@ -12,10 +12,11 @@ from .load import (COMPLETE, ENCODER, PARTIAL, STRICT, CheckpointKindError,
                    CheckpointMismatchError, LoadPolicy, LoadReport, load_weights,
                    require_full_addp_checkpoint, summarise_keys)
 from .safe_globals import register_safe_globals, safe_globals
-from .sources import RELEASE_FILES, WEIGHT_SOURCES, source_of, where_from
+from .sources import RELEASE_FILES, WEIGHT_SOURCES, missing_file, require_file, source_of
 
 __all__ = [
-    'WEIGHT_SOURCES', 'RELEASE_FILES', 'source_of', 'where_from', 'read_checkpoint',
+    'WEIGHT_SOURCES', 'RELEASE_FILES', 'source_of', 'missing_file', 'require_file',
+    'read_checkpoint',
     'unwrap_state_dict', 'UnsafeCheckpointError', 'TRUSTED_ENV', 'trusted_files',
     'register_safe_globals', 'safe_globals', 'encoder_state_dict', 'rename_encoder_keys',
     'finetune_classifier_state_dict', 'release_decoder_state_dict', 'addp_state_dict',

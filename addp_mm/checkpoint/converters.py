@@ -91,21 +91,11 @@ def rename_encoder_keys(state: Dict, prefix: str = '') -> None:
             state[prefix + name] = state.pop(key)
 
 
-def timm_vit_state_dict(state: Mapping, grid_size: Optional[Tuple[int, int]] = None) -> StateDict:
+def timm_vit_state_dict(state: Mapping) -> StateDict:
     """The ADDP encoder of any supported file in timm ``VisionTransformer`` key names (our
-    ``pre_norm`` is timm's ``norm_pre``); with ``grid_size``, the position table resized to that
-    patch grid as ``ADDPViT`` resizes it (bicubic without antialiasing, class slot kept)."""
-    out = {('norm_pre.' + k[len('pre_norm.'):] if k.startswith('pre_norm.') else k): v
-           for k, v in encoder_state_dict(state).items()}
-    table = out.get('pos_embed')
-    if grid_size is not None and table is not None:
-        side = int(round((table.shape[1] - 1) ** 0.5))
-        if side * side == table.shape[1] - 1 and (side, side) != tuple(grid_size):
-            from timm.layers import resample_abs_pos_embed
-            out['pos_embed'] = resample_abs_pos_embed(table, list(grid_size), [side, side],
-                                                      num_prefix_tokens=1, antialias=False,
-                                                      verbose=False)
-    return out
+    ``pre_norm`` is timm's ``norm_pre``); ``TimmADDPViT`` fits the tables to its grid on load."""
+    return {('norm_pre.' + k[len('pre_norm.'):] if k.startswith('pre_norm.') else k): v
+            for k, v in encoder_state_dict(state).items()}
 
 
 def finetune_classifier_state_dict(state: Mapping) -> StateDict:

@@ -3,7 +3,7 @@
     read_checkpoint(path, key)           the object in a local file: ``torch.load(weights_only=True)``
                                          with our allow-list (:mod:`.safe_globals`), ``.npz`` /
                                          ``.npy`` with ``np.load(allow_pickle=False)``; a missing
-                                         file is a ``FileNotFoundError`` naming the config key, the
+                                         file is a ``MissingFileError`` naming the config key, the
                                          path and, for a released file, where it comes from
                                          (:mod:`.sources`); any other pickled global is an
                                          :class:`UnsafeCheckpointError` naming it and
@@ -27,7 +27,7 @@ import torch
 from ..compat import HAS_SAFE_GLOBALS, restricted_pickle_module
 from ..errors import UsageError
 from .safe_globals import register_safe_globals, safe_globals
-from .sources import source_of
+from .sources import require_file
 
 __all__ = ['read_checkpoint', 'unwrap_state_dict', 'UnsafeCheckpointError', 'TRUSTED_ENV',
            'trusted_files', 'StateDict']
@@ -131,19 +131,16 @@ def read_checkpoint(path: Union[str, os.PathLike], key: str = 'checkpoint') -> M
         key: what names the file in a config or on a command line, for the error message
             (e.g. ``'model.target_generator.tokenizer.checkpoint'``).
     """
-    if not isinstance(path, (str, os.PathLike)) or not osp.isfile(path):
-        # the hint names where a released file comes from, not a mistyped path of one's own
-        where = source_of(path) if isinstance(path, (str, os.PathLike)) else None
-        hint = f' It comes from {where}; put it there (nothing is downloaded).' if where else ' Check the path.'
-        raise FileNotFoundError(f'{key} = {os.fspath(path) if isinstance(path, os.PathLike) else path!r}: '
-                                f'file not found.{hint}')
+    if not isinstance(path, (str, os.PathLike)):
+        raise UsageError(f'{key} = {path!r}: give the path of a checkpoint file')
+    require_file(path, key)
     trusted = osp.realpath(path) in trusted_files()
     if os.fspath(path).endswith(('.npz', '.npy')):
         try:
             loaded = np.load(path, allow_pickle=trusted)
         except (ValueError, pickle.UnpicklingError) as e:
             if 'pickle' not in str(e):
-                raise ValueError(f'{key} = {os.fspath(path)!r}: not a NumPy file ({e})') from None
+                raise UsageError(f'{key} = {os.fspath(path)!r}: not a NumPy file ({e})') from None
             raise _refusal(key, path, e) from None
         if isinstance(loaded, np.ndarray):
             return {'array': loaded}
@@ -162,7 +159,7 @@ def read_checkpoint(path: Union[str, os.PathLike], key: str = 'checkpoint') -> M
     except pickle.UnpicklingError as e:
         raise _refusal(key, path, e) from None
     if not isinstance(obj, Mapping):
-        raise ValueError(f'{key} = {path!r} holds a {type(obj).__name__}, not a checkpoint dict')
+        raise UsageError(f'{key} = {path!r} holds a {type(obj).__name__}, not a checkpoint dict')
     return obj
 
 

@@ -1,11 +1,18 @@
 """Where the files that nothing downloads come from: one table for every message that names one.
 
-Standard library only: the tools read it before the heavy imports (``tools/cli.py``).
+A missing file, whatever reads it (a tool's argument, a config key, a frozen part's checkpoint),
+is said one way, by :func:`missing_file` / :func:`require_file`.
+
+Standard library only: the tools read it before the heavy imports (``tools/cli.py``, which loads
+``addp_mm.errors`` first).
 """
+import os
 import os.path as osp
 from typing import Optional
 
-__all__ = ['WEIGHT_SOURCES', 'RELEASE_FILES', 'source_of', 'where_from']
+from addp_mm.errors import MissingFileError, UsageError
+
+__all__ = ['WEIGHT_SOURCES', 'RELEASE_FILES', 'source_of', 'missing_file', 'require_file']
 
 # what a config key or a tool option reads -> where the file comes from
 WEIGHT_SOURCES = {
@@ -38,7 +45,22 @@ def source_of(path) -> Optional[str]:
     return WEIGHT_SOURCES[key] if key else None
 
 
-def where_from(path) -> str:
-    """`` It is a release file: get it from ...`` for a released file's name, else ``''``."""
-    where = source_of(path)
-    return (f' It is a release file: get it from {where}; nothing is downloaded.' if where else '')
+def missing_file(path, what: str, fix: str = '', source: Optional[str] = None) -> MissingFileError:
+    """The error for a file that is not there: ``<what> '<path>' not found (looked in <cwd>).``
+    then where it comes from (``source``, a key of :data:`WEIGHT_SOURCES`, or a released file's
+    name), else ``fix``, else ``Check the path.``"""
+    where = WEIGHT_SOURCES[source] if source else source_of(path)
+    hint = (f'It comes from {where}; place it at that path (nothing is downloaded) or give another.'
+            if where else fix or 'Check the path.')
+    return MissingFileError(f"{what} '{os.fspath(path) if path is not None else None}' not found "
+                            f'(looked in {os.getcwd()}). {hint}')
+
+
+def require_file(path, what: str, fix: str = '', source: Optional[str] = None) -> None:
+    """Nothing when ``path`` is a file; else :func:`missing_file`'s error (a folder given for a
+    file: a :class:`UsageError` saying so)."""
+    if path is not None and osp.isfile(path):
+        return
+    if path is not None and osp.isdir(path):
+        raise UsageError(f"{what} '{os.fspath(path)}' is a folder, not a file")
+    raise missing_file(path, what, fix, source)

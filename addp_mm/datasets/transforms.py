@@ -61,7 +61,7 @@ class LoadImageChecked(BaseTransform):
     def __init__(self, to_float32: bool = False, on_bad_file: str = 'error',
                  backend_args: Optional[dict] = None):
         if on_bad_file not in ON_BAD_FILE:
-            raise ValueError(f'LoadImageChecked: on_bad_file={on_bad_file!r}, expected one of {ON_BAD_FILE}')
+            raise UsageError(f'LoadImageChecked: on_bad_file={on_bad_file!r}, expected one of {ON_BAD_FILE}')
         self.to_float32 = to_float32
         self.on_bad_file = on_bad_file
         self.backend_args = backend_args

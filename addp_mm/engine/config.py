@@ -1,7 +1,10 @@
-"""The config as the tools read and edit it: ``--cfg-options`` (a config variable is honoured or
+"""The config as the tools read and edit it: ``--cfg-options`` (an unknown key or type is refused
+naming the closest valid ones, :func:`check_option_keys`; a config variable is honoured or
 refused, :func:`apply_cfg_options`), ``--pretrained``, the work dir, ``--tensorboard``."""
+import difflib
+import inspect
 import os.path as osp
-from typing import List, Optional
+from typing import Iterable, List, Optional, Set, Tuple
 
 from mmengine.config import Config
 
@@ -63,7 +66,10 @@ def apply_cfg_options(cfg: Config, options: dict, path: str = 'the config') -> N
     the file uses them when it reads the file, so ``--cfg-options data_root=X`` alone would change
     nothing. A path variable (a string) is honoured: every string of the config that is its old
     value, or starts with it as a folder, gets the new value. Any other variable is a
-    :class:`UsageError` naming the keys that hold its value (those are what to set)."""
+    :class:`UsageError` naming the keys that hold its value (those are what to set). A key that is
+    neither in the config nor taken by the class it configures is refused first
+    (:func:`check_option_keys`)."""
+    check_option_keys(cfg, options)
     for name in [k for k in options if '.' not in k and k in cfg and k not in CONFIG_KEYS]:
         old, new = cfg[name], options[name]
         if isinstance(old, str) and old and isinstance(new, str):
@@ -152,3 +158,178 @@ def use_tta(cfg: Config, config_path: str) -> None:
     cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
     cfg.tta_model.module = cfg.model
     cfg.model = cfg.tta_model
+
+
+# ----------------------------------------------------------------------------------------------
+# --cfg-options keys that nothing reads
+# ----------------------------------------------------------------------------------------------
+# keys a dict may hold that its builder (mmengine's, the runner's) takes, not the class
+BUILDER_KEYS = frozenset({'type', '_scope_', '_delete_', 'constructor', 'paramwise_cfg',
+                          'priority', 'convert_to_iter_based'})
+# a new key this close to a valid one is a typo (difflib's ratio)
+TYPO_CUTOFF = 0.8
+
+
+def check_option_keys(cfg: Config, options: dict) -> None:
+    """Refuse ``--cfg-options`` keys that nothing would read, in one line naming the key and the
+    closest valid ones, before anything is built: a new key in a dict with a ``type`` that the
+    class's constructor does not take (its arguments, those of the base classes it hands
+    ``**kwargs`` to; where a ``**kwargs`` leads nowhere known, only a near miss of a known
+    argument is refused), a new key in a dict without ``type`` that is a near miss of a key there,
+    a new top-level key mmengine's runner does not read, and a ``type`` that is not registered."""
+    scope = cfg.get('default_scope') or 'mmengine'
+    for key, value in options.items():
+        path = _split_key(key)
+        node, where = cfg, ()
+        for i, part in enumerate(path):
+            last = i == len(path) - 1
+            if node is None and where:  # mmengine merges no dict into None
+                head = '.'.join(where)
+                if f'{head}._delete_' in options:
+                    break  # replaced whole: a new subtree
+                raise UsageError(
+                    f'--cfg-options {key}=...: {head} is None in the config, so there is nothing '
+                    f'to set inside it; replace it whole: {head}._delete_=True and then its keys '
+                    f'({head}.type=... {key}=...)')
+            child = _child(node, part)
+            if child is _MISSING:
+                _check_new_key(cfg, options, node, where, part, scope, key)
+                break  # a new subtree: its inner keys are the new entry's business
+            if last and part == 'type' and isinstance(value, str) and where:
+                _check_type(where, value, _scope_of(node, scope), key)
+            node, where = child, where + (part, )
+
+
+_MISSING = object()
+
+
+def _split_key(key: str) -> Tuple[str, ...]:
+    return tuple(key.split('.'))
+
+
+def _child(node, part: str):
+    if isinstance(node, (dict, Config)):
+        return node[part] if part in node else _MISSING
+    if isinstance(node, (list, tuple)) and part.lstrip('-').isdigit():
+        i = int(part)
+        return node[i] if -len(node) <= i < len(node) else _MISSING
+    return _MISSING
+
+
+def _scope_of(node, scope: str) -> str:
+    return node.get('_scope_', scope) if isinstance(node, dict) else scope
+
+
+def _registry_for(where: Tuple[str, ...]):
+    """The registry a dict at ``where`` is built from, or ``None`` (nothing to check against)."""
+    import mmengine.registry as R
+    names = [p for p in where if not p.lstrip('-').isdigit()]
+    if not names:
+        return None
+    head = names[0]
+    if 'init_cfg' in names:
+        return R.WEIGHT_INITIALIZERS
+    if head in ('model', 'tta_model', 'data_preprocessor'):
+        return R.MODELS
+    if head == 'optim_wrapper':
+        return R.OPTIMIZERS if 'optimizer' in names else R.OPTIM_WRAPPERS
+    if head == 'param_scheduler':
+        return R.PARAM_SCHEDULERS
+    if head in ('default_hooks', 'custom_hooks'):
+        return R.HOOKS
+    if head == 'tta_pipeline' or 'pipeline' in names or 'transforms' in names:
+        return R.TRANSFORMS
+    if head.endswith('_dataloader'):
+        return (R.DATA_SAMPLERS if names[-1] in ('sampler', 'batch_sampler') else
+                R.FUNCTIONS if names[-1] == 'collate_fn' else
+                R.DATASETS if 'dataset' in names or 'datasets' in names else None)
+    if head in ('val_evaluator', 'test_evaluator'):
+        return R.METRICS
+    if head == 'visualizer':
+        return R.VISBACKENDS if 'vis_backends' in names else R.VISUALIZERS
+    if head in ('train_cfg', 'val_cfg', 'test_cfg') and len(where) == 1:
+        return R.LOOPS
+    if head == 'log_processor':
+        return R.LOG_PROCESSORS
+    return None
+
+
+def _lookup(registry, type_name: str, scope: str):
+    try:
+        with registry.switch_scope_and_registry(scope) as scoped:
+            return scoped.get(type_name)
+    except Exception:  # an unimportable scope: nothing to check against
+        return None
+
+
+def _arguments(obj) -> Tuple[Set[str], bool]:
+    """The keyword arguments a registered class (or function) takes, and whether that set is
+    closed (no ``**kwargs`` left that could take anything)."""
+    names: Set[str] = set()
+    targets = ([k.__dict__['__init__'] for k in obj.__mro__ if '__init__' in k.__dict__]
+               if inspect.isclass(obj) else [obj])
+    for target in targets:
+        try:
+            params = inspect.signature(target).parameters.values()
+        except (TypeError, ValueError):  # a C extension: unknown
+            return names, False
+        names |= {p.name for p in params
+                  if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {'self'}
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            return names, True
+    return names, False
+
+
+def _closest(word: str, candidates: Iterable[str], cutoff: float = 0.6) -> List[str]:
+    return difflib.get_close_matches(word, sorted(set(candidates)), n=3, cutoff=cutoff)
+
+
+def _check_new_key(cfg: Config, options: dict, node, where: Tuple[str, ...], part: str,
+                   scope: str, key: str) -> None:
+    """``part`` is new in the dict ``node`` at ``where``: refuse it if nothing would read it."""
+    if not isinstance(node, (dict, Config)) or part in BUILDER_KEYS:
+        return
+    place = '.'.join(where) or 'the top level'
+    if not where:
+        if part in CONFIG_KEYS:
+            return
+        near = _closest(part, set(CONFIG_KEYS) | set(node))
+        raise UsageError(f'--cfg-options {key}=...: {part!r} is not a key mmengine\'s runner or '
+                         f'the tools read' + (f'; did you mean {", ".join(near)}?' if near else
+                                              '; see the config file for the keys it has'))
+    type_name = options.get('.'.join(where + ('type', )), node.get('type'))
+    registry = _registry_for(where)
+    target = (_lookup(registry, type_name, _scope_of(node, scope))
+              if isinstance(type_name, str) and registry is not None else None)
+    if target is not None:
+        names, closed = _arguments(target)
+        if part in names:
+            return
+        near = _closest(part, names)
+        cls = getattr(target, '__name__', str(type_name))
+        if closed or _closest(part, names, TYPO_CUTOFF):
+            raise UsageError(
+                f'--cfg-options {key}=...: {cls} ({place}) takes no argument {part!r}'
+                + (f'; did you mean {", ".join(near)}?' if near else
+                   f'; it takes {", ".join(sorted(names)[:12])}'))
+        return
+    near = _closest(part, [k for k in node if isinstance(k, str)], TYPO_CUTOFF)
+    if near:
+        raise UsageError(f'--cfg-options {key}=...: {place} has no key {part!r}; did you mean '
+                         f'{", ".join(near)}? (a new key there is read by nothing unless it is '
+                         'spelled as the code expects)')
+
+
+def _check_type(where: Tuple[str, ...], type_name: str, scope: str, key: str) -> None:
+    registry = _registry_for(where)
+    if registry is None or '.' in type_name or _lookup(registry, type_name, scope) is not None:
+        return
+    with registry.switch_scope_and_registry(scope) as scoped:
+        known = set(scoped.module_dict) | set(registry.module_dict)
+        parent = getattr(scoped, 'parent', None)
+        if parent is not None:
+            known |= set(parent.module_dict)
+    near = _closest(type_name, known)
+    raise UsageError(f'--cfg-options {key}={type_name}: {type_name!r} is not registered in '
+                     f'{scope}\'s {registry.name} registry'
+                     + (f'; did you mean {", ".join(near)}?' if near else ''))

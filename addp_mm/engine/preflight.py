@@ -185,7 +185,7 @@ def check_model_widths(cfg: Config) -> None:
     backbone = model.get('backbone') if isinstance(model, dict) else None
     if not isinstance(backbone, dict) or backbone.get('type') != 'ADDPViT':
         return
-    from addp_mm.models.backbones import ADDPViT
+    from addp_mm.models.backbones.addp_vit import ADDPViT, width_mismatch
     arch = backbone.get('arch', 'base')
     if isinstance(arch, str):
         width = ADDPViT.arch_zoo.get(arch.lower(), {}).get('embed_dims')
@@ -211,6 +211,4 @@ def check_model_widths(cfg: Config) -> None:
         expected.append(('model.head.in_channels', model['head'].get('in_channels')))
     for key, value in expected:
         if isinstance(value, int) and value != width:
-            raise UsageError(
-                f'{key}={value} does not match the backbone\'s width: model.backbone.arch='
-                f'{arch!r} gives {width} channels; set {key}={width} (or another arch)')
+            raise width_mismatch(key, value, width, f'model.backbone.arch={arch!r}')

@@ -16,7 +16,8 @@ from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from addp_mm.checkpoint import WEIGHT_SOURCES
+from addp_mm.checkpoint import require_file
+from addp_mm.errors import UsageError
 from addp_mm.models.target_generators.addp_noiser import FROZEN_PARTS
 
 
@@ -34,10 +35,8 @@ def check_frozen_checkpoints(cfg) -> None:
             print_log(f'{key} is None: the {name} is RANDOMLY INITIALISED. This is only meaningful '
                       'for demos and tests; real pretraining needs the released weights.',
                       logger='current', level=30)
-        elif not osp.isfile(ckpt):
-            raise FileNotFoundError(
-                f'{key} = {ckpt!r}: file not found. It comes from {WEIGHT_SOURCES[source]}; put it '
-                'there (nothing is downloaded) or set the path in the config.')
+        else:
+            require_file(ckpt, key, source=source)
 
 
 @RUNNERS.register_module()
@@ -60,7 +59,7 @@ class ADDPPretrainRunner(Runner):
         for w in optimizers:
             for group in w.optimizer.param_groups:
                 if any(id(p) in frozen for p in group['params']):
-                    raise ValueError('the optimizer holds parameters of the frozen tokenizer / token '
+                    raise UsageError('the optimizer holds parameters of the frozen tokenizer / token '
                                      "predictor: use constructor='LayerDecayOptimWrapperConstructor' "
                                      '(it leaves out parameters without requires_grad)')
         return wrapper

@@ -24,7 +24,7 @@ def setup_launcher(cfg: Config, launcher: str) -> None:
     if launcher == 'none' or torch.cuda.is_available():
         return
     if launcher == 'slurm':
-        raise RuntimeError('--launcher slurm needs GPUs; on a CPU-only machine use tools/dist_train.sh')
+        raise UsageError('--launcher slurm needs GPUs; on a CPU-only machine use tools/dist_train.sh')
     import torch.distributed as dist
     env_cfg = cfg.setdefault('env_cfg', {})
     env_cfg.setdefault('dist_cfg', {})['backend'] = 'gloo'

@@ -17,8 +17,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from addp_mm.checkpoint import WEIGHT_SOURCES, read_checkpoint
-from addp_mm.errors import UsageError
+from addp_mm.checkpoint import WEIGHT_SOURCES, read_checkpoint, require_file
+from addp_mm.errors import MissingFileError, UsageError
 
 INCEPTION = 'inception-v3-compat'
 INCEPTION_WEIGHTS_HINT = (
@@ -102,7 +102,7 @@ class ImageFiles(Dataset):
             with Image.open(self.files[0]) as first:
                 self._size = first.size
         if tuple(size) != tuple(self._size):
-            raise ValueError(
+            raise UsageError(
                 f'{self.files[i]} is {size[0]}x{size[1]} but {self.files[0]} is '
                 f'{self._size[0]}x{self._size[1]}: images of different sizes cannot be batched. '
                 'Resize the reference images, e.g. tools/fid_is.py --ref-resize 256 (ImageNet val, '
@@ -122,10 +122,9 @@ def load_statistics(path: str, dims: Optional[int] = None) -> Dict[str, np.ndarr
     hold ``mu`` / ``sigma`` beside ``mu_s`` / ``sigma_s`` and the images ``arr_0``: only ``mu`` and
     ``sigma`` are read, without loading the images). ``dims``: the feature size they must have
     (2048 for FID's Inception pool features)."""
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'FID statistics file {path!r} not found (an .npz with mu and '
-                                'sigma, e.g. written by tools/fid_is.py --save-ref-stats)')
     key = 'FID statistics file (--ref-stats)'
+    require_file(path, key, 'Give an .npz with mu and sigma, e.g. written by tools/fid_is.py '
+                 '--save-ref-stats.')
     if path.endswith('.npz'):
         try:
             archive = np.load(path, allow_pickle=False)  # arrays only: nothing is unpickled
@@ -149,7 +148,7 @@ def load_statistics(path: str, dims: Optional[int] = None) -> Dict[str, np.ndarr
         mu, sigma = f['mu'], f['sigma']
     mu, sigma = np.asarray(mu, np.float64), np.asarray(sigma, np.float64)
     if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
-        raise ValueError(f'{key} {path!r}: mu {mu.shape} and sigma {sigma.shape} do not match')
+        raise UsageError(f'{key} {path!r}: mu {mu.shape} and sigma {sigma.shape} do not match')
     stats = dict(mu=mu, sigma=sigma)
     if dims is not None:
         check_feature_size(stats, dims, path)
@@ -166,11 +165,12 @@ def check_feature_size(stats: Dict[str, np.ndarray], dims: int, path: str) -> No
 
 
 def _check_weights(feature_extractor: str, weights: Optional[str]) -> None:
-    if feature_extractor == INCEPTION and (weights is None or not osp.isfile(weights)):
-        what = 'no path was given' if weights is None else f'file {weights!r} not found'
-        raise FileNotFoundError(f'Inception weights: {what}. {INCEPTION_WEIGHTS_HINT}')
-    if weights is not None and not osp.isfile(weights):
-        raise FileNotFoundError(f'feature extractor weights {weights!r} not found')
+    if feature_extractor == INCEPTION:
+        if weights is None:
+            raise MissingFileError(f'Inception weights: no path was given. {INCEPTION_WEIGHTS_HINT}')
+        require_file(weights, 'Inception weights', source='inception')
+    elif weights is not None:
+        require_file(weights, 'feature extractor weights')
 
 
 def _fidelity_kwargs(feature_extractor: str, weights: Optional[str], batch_size: int,
@@ -222,7 +222,7 @@ def fid_from_statistics(stats1: Dict[str, np.ndarray], stats2: Dict[str, np.ndar
     s1 = {k: np.asarray(v, np.float64) for k, v in stats1.items()}
     s2 = {k: np.asarray(v, np.float64) for k, v in stats2.items()}
     if s1['mu'].shape != s2['mu'].shape:
-        raise ValueError(f"feature sizes differ: {s1['mu'].shape} vs {s2['mu'].shape} (statistics "
+        raise UsageError(f"feature sizes differ: {s1['mu'].shape} vs {s2['mu'].shape} (statistics "
                          'of another feature extractor or layer?)')
     return float(fid_statistics_to_metric(s1, s2, False)[KEY_METRIC_FID])
 
@@ -264,7 +264,7 @@ def compute_fid_is(gen_dir: str, ref_dir: Optional[str] = None, ref_stats: Optio
         ``{'fid', 'is_mean', 'is_std', 'num_gen', 'num_ref'}`` (IS keys only with ``isc``).
     """
     if (ref_dir is None) == (ref_stats is None):
-        raise ValueError('give exactly one of ref_dir and ref_stats')
+        raise UsageError('give exactly one of ref_dir and ref_stats')
     reference = load_statistics(ref_stats) if ref_stats is not None else None  # fail fast
     _check_weights(feature_extractor, inception_weights)
     tf = require_torch_fidelity()

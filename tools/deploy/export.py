@@ -6,9 +6,10 @@
         [--cfg-options k=v ...] [--debug]
 
 It prints, for each checked input, the max abs / relative difference to PyTorch and both
-latencies (ONNX Runtime on the CPU), and writes FILE.json beside FILE (input layout, mean / std,
-output names, the checks). What each task exports and the input it takes:
-docs/user_guides/deployment.md.
+latencies (ONNX Runtime on the CPU), and writes FILE.json beside FILE: how to feed it an image
+(the test pipeline's resize / crop / pad, mean / std, channel order, the outputs, the class names;
+tools/deploy/run_onnx.py feeds it by FILE.json alone) and the checks. What each task exports, the
+input it takes and FILE.json's schema: docs/user_guides/deployment.md.
 """
 import argparse
 import os.path as osp

@@ -10,6 +10,7 @@ from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 from torchvision.utils import make_grid
 
+from addp_mm.errors import UsageError
 from addp_mm.models.generation import ADDPSampler, build_sampler, unwrap_model
 from addp_mm.models.utils import save_image, to_uint8
 
@@ -45,7 +46,7 @@ class GenerationVisHook(Hook):
                  out_dir: Optional[str] = None, autocast_dtype: Optional[str] = None,
                  name: str = 'samples'):
         if interval < 1 or num_images < 1:
-            raise ValueError(f'interval and num_images must be >= 1, got {interval}, {num_images}')
+            raise UsageError(f'interval and num_images must be >= 1, got {interval}, {num_images}')
         self.interval = interval
         self.num_images = num_images
         self.nrow = nrow

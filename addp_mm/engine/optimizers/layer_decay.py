@@ -12,6 +12,8 @@ from mmengine.logging import print_log
 from mmengine.optim import DefaultOptimWrapperConstructor
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
 
+from addp_mm.errors import UsageError
+
 # normalisation layers for ``norm_decay_mult`` (subclasses included: timm's LayerNorm2d = LN2d)
 NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm,
               nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
@@ -53,7 +55,7 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         cfg = self.paramwise_cfg
         unknown = sorted(set(cfg) - set(PARAMWISE_KEYS))
         if unknown:
-            raise KeyError(f'LayerDecayOptimWrapperConstructor: unknown paramwise_cfg keys {unknown}; '
+            raise UsageError(f'LayerDecayOptimWrapperConstructor: unknown paramwise_cfg keys {unknown}; '
                            f'the keys are {list(PARAMWISE_KEYS)}')
         rate = float(cfg.get('layer_decay_rate', 1.0))
         weight_decay = self.base_wd or 0.0
@@ -66,7 +68,7 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         if depth_fn is None and hasattr(module, 'get_layer_depth'):
             depth_fn = module.get_layer_depth
         if depth_fn is None and rate != 1.0:
-            raise ValueError('LayerDecayOptimWrapperConstructor: no submodule has get_layer_depth(); '
+            raise UsageError('LayerDecayOptimWrapperConstructor: no submodule has get_layer_depth(); '
                              'use a backbone such as ADDPViT or set layer_decay_rate=1.0')
 
         norm_params = {id(p) for m in module.modules() if isinstance(m, NORM_TYPES)

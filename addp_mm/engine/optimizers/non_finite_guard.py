@@ -27,6 +27,8 @@ from mmengine.logging import MessageHub, print_log
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS
 
+from addp_mm.errors import UsageError
+
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN/inf in full precision: raised on every rank at once by
@@ -38,7 +40,7 @@ class NonFiniteGuardMixin:
 
     def _init_guard(self, max_consecutive_skips: int, check_grads: bool) -> None:
         if max_consecutive_skips is None or int(max_consecutive_skips) < 0:
-            raise ValueError(f'max_consecutive_skips must be an int >= 0 (0: stop at the first '
+            raise UsageError(f'max_consecutive_skips must be an int >= 0 (0: stop at the first '
                              f'non-finite loss), got {max_consecutive_skips!r}')
         self.max_consecutive_skips = int(max_consecutive_skips)
         self.check_grads = bool(check_grads)

@@ -13,6 +13,7 @@ from mmengine.registry import MODELS
 
 from addp_mm.checkpoint import (LoadPolicy, addp_state_dict, load_weights, read_checkpoint,
                                 require_full_addp_checkpoint, unwrap_state_dict)
+from addp_mm.errors import UsageError
 
 from ..utils.image import PIXELS_0_1
 from ..utils.masking import masked_positions
@@ -64,7 +65,7 @@ class ADDP(BaseModel):
         tokenizer = self.target_generator.tokenizer
         grid = tuple(tokenizer.grid_size(self.backbone.img_size))
         if grid != tuple(self.backbone.patch_resolution):
-            raise ValueError(
+            raise UsageError(
                 f'the tokenizer turns {tuple(self.backbone.img_size)} images into a {grid} token '
                 f'grid but the backbone into a {tuple(self.backbone.patch_resolution)} patch grid: '
                 f'they must coincide (backbone patch_size = tokenizer downsampling '
@@ -74,7 +75,7 @@ class ADDP(BaseModel):
         neck = dict(neck)
         for key, value in derived.items():
             if neck.setdefault(key, value) != value:
-                raise ValueError(f'model.neck.{key}={neck[key]} but the backbone / tokenizer give '
+                raise UsageError(f'model.neck.{key}={neck[key]} but the backbone / tokenizer give '
                                  f'{value}: leave it out of the config')
         return neck
 
@@ -129,5 +130,5 @@ class ADDP(BaseModel):
         if mode == 'tensor':
             return self.encode(inputs)
         if mode == 'predict':
-            raise RuntimeError("ADDP has no 'predict' mode: generate images with tools/generate.py")
+            raise UsageError("ADDP has no 'predict' mode: generate images with tools/generate.py")
         raise ValueError(f'ADDP.forward: unknown mode {mode!r}')

@@ -25,10 +25,12 @@ import torch.nn.functional as F
 from mmengine.model import BaseModel
 from mmengine.registry import MODELS
 
+from addp_mm.errors import UsageError
+
 from ..target_generators.mage_token_predictor import fit_to_tokenizer
 from ..utils.frozen import keep_out_of_state_dict
 from ..utils.image import PIXELS_0_1
-from ..utils.inference import optimize_for_inference
+from ..layers.inference import optimize_for_inference
 from ..utils.masking import masks_from_noise, truncated_normal
 
 __all__ = ['MAGETokenTrainer']
@@ -44,19 +46,23 @@ class MAGETokenTrainer(BaseModel):
             default to the tokenizer's codebook and its grid at ``tokenizer.resolution``.
         min_ratio, max_ratio, mu, std: MAGE's truncated-normal mask-ratio distribution.
         label_smoothing (float): MAGE's 0.1.
+        inference_form (bool): run the frozen tokenizer in its inference form
+            (:mod:`addp_mm.models.layers.inference`); ``False`` keeps the reference module.
         data_preprocessor (dict): uint8 BGR batches -> float RGB in [0, 1].
     """
 
     def __init__(self, tokenizer: Dict, token_predictor: Dict, min_ratio: float = 0.5,
                  max_ratio: float = 1.0, mu: float = 0.55, std: float = 0.25,
-                 label_smoothing: float = 0.1,
+                 label_smoothing: float = 0.1, inference_form: bool = True,
                  data_preprocessor: Optional[Dict] = PIXELS_0_1,
                  init_cfg=None):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         if not 0. < min_ratio <= max_ratio <= 1. or std <= 0:
-            raise ValueError(f'need 0 < min_ratio <= max_ratio <= 1 and std > 0, got '
+            raise UsageError(f'need 0 < min_ratio <= max_ratio <= 1 and std > 0, got '
                              f'{min_ratio}, {max_ratio}, {std}')
-        self.tokenizer = optimize_for_inference(MODELS.build(tokenizer).requires_grad_(False))
+        self.tokenizer = MODELS.build(tokenizer).requires_grad_(False)
+        if inference_form:
+            optimize_for_inference(self.tokenizer)
         self.token_predictor = MODELS.build(fit_to_tokenizer(token_predictor, self.tokenizer))
         self.min_ratio, self.max_ratio, self.mu, self.std = min_ratio, max_ratio, mu, std
         self.ratio_distribution = truncated_normal(min_ratio, max_ratio, mu, std)

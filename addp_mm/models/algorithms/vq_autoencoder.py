@@ -33,6 +33,8 @@ from mmengine.dist import all_reduce, broadcast, get_world_size
 from mmengine.model import BaseModel
 from mmengine.registry import MODELS
 
+from addp_mm.errors import UsageError
+
 from ..utils.image import PIXELS_0_1
 
 __all__ = ['VQAutoencoder']
@@ -61,7 +63,7 @@ class VQAutoencoder(BaseModel):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.tokenizer = MODELS.build(tokenizer)
         if restart_interval < 1:
-            raise ValueError(f'restart_interval must be >= 1, got {restart_interval}')
+            raise UsageError(f'restart_interval must be >= 1, got {restart_interval}')
         self.beta = float(beta)
         self.codebook_weight = float(codebook_weight)
         self.restart_dead_codes = bool(restart_dead_codes)

@@ -18,6 +18,7 @@ from timm.layers import PatchEmbed
 
 from addp_mm.compat import register_load_state_dict_pre_hook
 from addp_mm.checkpoint import ENCODER, encoder_state_dict, load_weights, rename_encoder_keys
+from addp_mm.errors import UsageError
 
 from ..layers import build_blocks, resize_pos_embed
 
@@ -132,7 +133,7 @@ class ADDPViT(BaseModule):
         init_cfg = _pretrained_to_init_cfg(pretrained, init_cfg)
         super().__init__(init_cfg=init_cfg)
         if init_mode not in INIT_MODES:
-            raise ValueError(f'ADDPViT init_mode={init_mode!r}: choose one of {INIT_MODES}')
+            raise UsageError(f'ADDPViT init_mode={init_mode!r}: choose one of {INIT_MODES}')
         self.init_mode = init_mode
         self.arch_settings = self._parse_arch(arch)
         self.embed_dims = self.arch_settings['embed_dims']
@@ -141,11 +142,11 @@ class ADDPViT(BaseModule):
         self.patch_size = patch_size
         self.patch_resolution = (self.img_size[0] // patch_size, self.img_size[1] // patch_size)
         if out_type not in OUT_TYPES:
-            raise ValueError(f'ADDPViT out_type={out_type!r}: choose one of {OUT_TYPES}')
+            raise UsageError(f'ADDPViT out_type={out_type!r}: choose one of {OUT_TYPES}')
         if out_type == 'cls_token' and not with_cls_token:
-            raise ValueError("ADDPViT out_type='cls_token' needs with_cls_token=True")
+            raise UsageError("ADDPViT out_type='cls_token' needs with_cls_token=True")
         if (window_size > 0 or use_rel_pos) and with_cls_token:
-            raise ValueError('ADDPViT window attention / relative position work on the patch grid: '
+            raise UsageError('ADDPViT window attention / relative position work on the patch grid: '
                              'set with_cls_token=False (as ViTDet does)')
         self.out_type = out_type
         self.with_cls_token = with_cls_token
@@ -180,24 +181,24 @@ class ADDPViT(BaseModule):
     def _parse_arch(self, arch) -> Dict:
         if isinstance(arch, str):
             if arch.lower() not in self.arch_zoo:
-                raise KeyError(f'ADDPViT arch {arch!r} is not one of {sorted(set(self.arch_zoo))}; '
+                raise UsageError(f'ADDPViT arch {arch!r} is not one of {sorted(set(self.arch_zoo))}; '
                                'or pass a dict with embed_dims, num_layers, num_heads, feedforward_channels')
             return dict(self.arch_zoo[arch.lower()])
         needed = {'embed_dims', 'num_layers', 'num_heads', 'feedforward_channels'}
         if not isinstance(arch, dict) or not needed <= set(arch):
-            raise KeyError(f'ADDPViT arch dict needs the keys {sorted(needed)}, got {arch!r}')
+            raise UsageError(f'ADDPViT arch dict needs the keys {sorted(needed)}, got {arch!r}')
         return dict(arch)
 
     def _parse_out_indices(self, out_indices) -> List[int]:
         if not isinstance(out_indices, (int, list, tuple)):
-            raise TypeError(f'ADDPViT out_indices must be an int or a list / tuple of ints, got '
+            raise UsageError(f'ADDPViT out_indices must be an int or a list / tuple of ints, got '
                             f'{type(out_indices).__name__} {out_indices!r}')
         out_indices = [out_indices] if isinstance(out_indices, int) else list(out_indices)
         parsed = []
         for i in out_indices:
             j = i + self.num_layers if i < 0 else i
             if not 0 <= j < self.num_layers:
-                raise ValueError(f'ADDPViT out_indices entry {i} is out of range for {self.num_layers} layers')
+                raise UsageError(f'ADDPViT out_indices entry {i} is out of range for {self.num_layers} layers')
             parsed.append(j)
         return parsed
 
@@ -247,7 +248,7 @@ class ADDPViT(BaseModule):
             n = src.shape[1] - self.num_extra_tokens
             side = int(math.isqrt(n))
             if side * side != n:
-                raise ValueError(f'checkpoint pos_embed has {n} grid slots: not a square grid')
+                raise UsageError(f'checkpoint pos_embed has {n} grid slots: not a square grid')
             state[key] = resize_pos_embed(src, (side, side), self.patch_resolution,
                                           self.num_extra_tokens, self.interpolate_mode)
         for name, table in self.named_parameters():
@@ -353,11 +354,11 @@ def _pair(size, name: str) -> Tuple[int, int]:
     if isinstance(size, int):
         return size, size
     if not isinstance(size, (tuple, list)) or not all(isinstance(s, int) for s in size):
-        raise TypeError(f'ADDPViT {name} must be an int or a tuple of 1 or 2 ints, got {size!r}')
+        raise UsageError(f'ADDPViT {name} must be an int or a tuple of 1 or 2 ints, got {size!r}')
     if len(size) == 1:
         return size[0], size[0]
     if len(size) != 2:
-        raise ValueError(f'ADDPViT {name}={size!r}: give (H, W), (N, ) or N')
+        raise UsageError(f'ADDPViT {name}={size!r}: give (H, W), (N, ) or N')
     return tuple(size)
 
 
@@ -367,18 +368,25 @@ def _pretrained_to_init_cfg(pretrained: Optional[str], init_cfg):
     if pretrained is None:
         return init_cfg
     if not isinstance(pretrained, str):
-        raise TypeError(f'ADDPViT pretrained must be a checkpoint path or None, got {pretrained!r}')
+        raise UsageError(f'ADDPViT pretrained must be a checkpoint path or None, got {pretrained!r}')
     if init_cfg is not None:
-        raise ValueError(
+        raise UsageError(
             f'ADDPViT got both pretrained={pretrained!r} and init_cfg={init_cfg!r}. mmseg\'s '
             'EncoderDecoder copies model.pretrained into the backbone: set model.pretrained=None '
             '(stock configs name ImageNet ResNet weights there) and keep backbone.init_cfg, or give '
             'the ADDP checkpoint as model.pretrained without an init_cfg')
     if '://' in pretrained:
-        raise ValueError(
+        raise UsageError(
             f'ADDPViT pretrained={pretrained!r} is not an ADDP checkpoint file (mmseg\'s '
             'EncoderDecoder copied it from model.pretrained of the stock config, which names '
             'ResNet weights): set model.pretrained to an ADDP checkpoint path or to None')
     warnings.warn('ADDPViT: pretrained is deprecated, use init_cfg=dict(type=\'Pretrained\', '
                   f'checkpoint={pretrained!r})')
     return dict(type='Pretrained', checkpoint=pretrained)
+
+
+def width_mismatch(key: str, value: int, width: int, source: str) -> UsageError:
+    """The one rule for what reads the encoder's maps (a neck, a head): it takes the encoder's
+    width. The error names the key, the width ``source`` gives and the fix."""
+    return UsageError(f"{key}={value} does not match the backbone's width: {source} gives {width} "
+                      f'channels; set {key}={width} (or another arch)')

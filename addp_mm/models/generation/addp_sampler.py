@@ -24,6 +24,8 @@ import torch
 import torch.nn as nn
 from mmengine.registry import TASK_UTILS
 
+from addp_mm.errors import UsageError
+
 SCHEDULES = ('cosine', 'linear')
 TEMPERATURE_MODES = ('dynamic', 'static')
 AUTOCAST_DTYPES = {'bf16': torch.bfloat16, 'bfloat16': torch.bfloat16,
@@ -51,7 +53,7 @@ class GenerationGeometry:
     def __init__(self, model: nn.Module):
         for part in ('backbone', 'neck', 'target_generator'):
             if getattr(model, part, None) is None:
-                raise TypeError(f'ADDPSampler needs an ADDP model with a {part!r}; got '
+                raise UsageError(f'ADDPSampler needs an ADDP model with a {part!r}; got '
                                 f'{type(model).__name__}')
         neck, tokenizer, backbone = model.neck, model.target_generator.tokenizer, model.backbone
         self.num_tokens = int(neck.num_patches)
@@ -62,13 +64,13 @@ class GenerationGeometry:
             side = math.isqrt(self.num_tokens)
             self.grid_hw = (side, side)
         if self.grid_hw[0] * self.grid_hw[1] != self.num_tokens:
-            raise ValueError(
+            raise UsageError(
                 f'the tokenizer grid {self.grid_hw} (image {img_size}, downsampling '
                 f'{tokenizer.downsample_factor}) does not match the decoder\'s '
                 f'{self.num_tokens} positions')
         self.codebook_size = int(tokenizer.n_embed)
         if int(getattr(neck, 'codebook_size', self.codebook_size)) != self.codebook_size:
-            raise ValueError(f'decoder codebook_size {neck.codebook_size} != tokenizer n_embed '
+            raise UsageError(f'decoder codebook_size {neck.codebook_size} != tokenizer n_embed '
                              f'{self.codebook_size}')
         self.code_dim = int(tokenizer.embed_dim)
         self.encoder_dim = int(neck.embed_dim)
@@ -97,16 +99,16 @@ class ADDPSampler:
                  choice_temperature: float = 6.0, temperature_mode: str = 'dynamic',
                  top_p: Optional[float] = None):
         if int(num_steps) < 1:
-            raise ValueError(f'num_steps must be >= 1, got {num_steps}')
+            raise UsageError(f'num_steps must be >= 1, got {num_steps}')
         if schedule not in SCHEDULES:
-            raise ValueError(f'schedule={schedule!r}: choose one of {SCHEDULES}')
+            raise UsageError(f'schedule={schedule!r}: choose one of {SCHEDULES}')
         if temperature_mode not in TEMPERATURE_MODES:
-            raise ValueError(f'temperature_mode={temperature_mode!r}: choose one of '
+            raise UsageError(f'temperature_mode={temperature_mode!r}: choose one of '
                              f'{TEMPERATURE_MODES}')
         if choice_temperature < 0:
-            raise ValueError(f'choice_temperature must be >= 0, got {choice_temperature}')
+            raise UsageError(f'choice_temperature must be >= 0, got {choice_temperature}')
         if top_p is not None and not 0. < top_p <= 1.:
-            raise ValueError(f'top_p must be in (0, 1] or None, got {top_p}')
+            raise UsageError(f'top_p must be in (0, 1] or None, got {top_p}')
         self.num_steps = int(num_steps)
         self.schedule = schedule
         self.choice_temperature = float(choice_temperature)
@@ -286,7 +288,7 @@ def _autocast_dtype(dtype: Optional[Union[str, torch.dtype]]) -> Optional[torch.
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
     if dtype not in AUTOCAST_DTYPES:
-        raise ValueError(f'autocast dtype {dtype!r}: choose one of {sorted(AUTOCAST_DTYPES)}')
+        raise UsageError(f'autocast dtype {dtype!r}: choose one of {sorted(AUTOCAST_DTYPES)}')
     return AUTOCAST_DTYPES[dtype]
 
 

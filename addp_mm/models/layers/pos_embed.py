@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from addp_mm.compat import is_exporting
+from addp_mm.errors import UsageError
 
 
 def resize_pos_embed(pos_embed: torch.Tensor, src_hw: Tuple[int, int], dst_hw: Tuple[int, int],
@@ -34,7 +35,7 @@ def sincos_pos_embed_2d(embed_dim: int, grid_hw: Tuple[int, int], cls_token: boo
     """Fixed 2-D sine-cosine table ``(1, [1 +] H*W, C)`` (MAE/MAGE layout: first half of the
     channels encodes the column, second half the row; a zero row for the class slot)."""
     if embed_dim % 4:
-        raise ValueError(f'sin-cos position embedding needs embed_dim % 4 == 0, got {embed_dim}')
+        raise UsageError(f'sin-cos position embedding needs embed_dim % 4 == 0, got {embed_dim}')
     h, w = grid_hw
     gw, gh = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
     omega = 1.0 / 10000 ** (np.arange(embed_dim // 4, dtype=np.float64) / (embed_dim / 4.0))

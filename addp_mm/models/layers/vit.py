@@ -18,6 +18,9 @@ import torch.nn.functional as F
 from timm.layers import DropPath, Mlp
 
 from addp_mm.compat import is_exporting
+from addp_mm.errors import UsageError
+
+from .inference import inference_form_of
 
 LayerNorm6 = partial(nn.LayerNorm, eps=1e-6)
 
@@ -127,7 +130,7 @@ class Attention(nn.Module):
                  rel_pos_size: Optional[Tuple[int, int]] = None, attn_fp32: bool = False):
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f'embed dim {dim} is not divisible by num_heads {num_heads}')
+            raise UsageError(f'embed dim {dim} is not divisible by num_heads {num_heads}')
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
@@ -214,7 +217,19 @@ class TransformerBlock(nn.Module):
 
     @staticmethod
     def residual(x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """``x + h`` (in place in the inference form, :mod:`addp_mm.models.utils.inference`)."""
+        """``x + h`` (in place in the inference form, :class:`_FastTransformerBlock`)."""
+        return x + h
+
+
+@inference_form_of(TransformerBlock)
+class _FastTransformerBlock(TransformerBlock):
+    """``TransformerBlock`` whose residual sums go in place into the fresh branch output when no
+    gradient is recorded (``h + x == x + h`` exactly)."""
+
+    @staticmethod
+    def residual(x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        if not torch.is_grad_enabled() and h.dtype == x.dtype and h.shape == x.shape:
+            return h.add_(x)
         return x + h
 
 

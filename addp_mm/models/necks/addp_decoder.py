@@ -18,6 +18,8 @@ import torch
 import torch.nn as nn
 from mmengine.registry import MODELS
 
+from addp_mm.errors import UsageError
+
 from ..layers import MLMHead, build_blocks, init_linear_and_norm
 
 
@@ -54,11 +56,11 @@ class ADDPDecoder(nn.Module):
         unset = [n for n, v in (('embed_dim', embed_dim), ('num_patches', num_patches),
                                 ('codebook_size', codebook_size)) if v is None]
         if unset:
-            raise ValueError(f'ADDPDecoder needs {unset}: give them, or build it as the neck of '
+            raise UsageError(f'ADDPDecoder needs {unset}: give them, or build it as the neck of '
                              'ADDP, which takes them from its backbone and tokenizer')
         decoder_embed_dim = embed_dim if decoder_embed_dim is None else decoder_embed_dim
         if decoder_embed_dim != embed_dim:
-            raise ValueError(
+            raise UsageError(
                 f'ADDPDecoder needs decoder_embed_dim == embed_dim (got {decoder_embed_dim} and '
                 f'{embed_dim}): the token embeddings of the visible positions (width '
                 'embed_dim) are appended to the decoder sequence, and the masked-position '
@@ -66,7 +68,7 @@ class ADDPDecoder(nn.Module):
                 'released checkpoints')
         vocab_size = codebook_size + num_classes + 1 if vocab_size is None else vocab_size
         if vocab_size <= codebook_size:
-            raise ValueError(f'vocab_size ({vocab_size}) must exceed codebook_size '
+            raise UsageError(f'vocab_size ({vocab_size}) must exceed codebook_size '
                              f'({codebook_size}): the last id is the mask id')
         self.embed_dim = embed_dim
         self.num_patches = num_patches

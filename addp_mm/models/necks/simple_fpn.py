@@ -8,6 +8,10 @@ from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 from timm.layers import LayerNorm2d
 
+from addp_mm.errors import UsageError
+
+from ..backbones.addp_vit import width_mismatch
+
 # channels-first LayerNorm (timm's), for norm_cfg=dict(type='LN2d'); mmpretrain has its own in its scope
 if 'LN2d' not in MODELS.module_dict:
     MODELS.register_module('LN2d', module=LayerNorm2d)
@@ -35,7 +39,7 @@ class SimpleFPN(BaseModule):
         super().__init__(init_cfg=init_cfg)
         from mmcv.cnn import ConvModule, build_norm_layer  # mmdet's neck: mmcv is there
         if num_outs < len(scale_factors):
-            raise ValueError(f'SimpleFPN num_outs={num_outs} < len(scale_factors)={len(scale_factors)}')
+            raise UsageError(f'SimpleFPN num_outs={num_outs} < len(scale_factors)={len(scale_factors)}')
         self.in_index = in_index
         self.in_channels = in_channels
         self.num_outs = num_outs
@@ -54,17 +58,16 @@ class SimpleFPN(BaseModule):
             elif scale == 0.5:
                 layers += [nn.MaxPool2d(2, stride=2)]
             elif scale != 1.0:
-                raise ValueError(f'SimpleFPN scale factor {scale} is not one of 4, 2, 1, 0.5')
+                raise UsageError(f'SimpleFPN scale factor {scale} is not one of 4, 2, 1, 0.5')
             layers += [ConvModule(dim, out_channels, 1, norm_cfg=norm_cfg, act_cfg=None),
                        ConvModule(out_channels, out_channels, 3, padding=1, norm_cfg=norm_cfg, act_cfg=None)]
             self.stages.append(nn.Sequential(*layers))
 
     def forward(self, inputs: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, ...]:
         x = inputs[self.in_index] if isinstance(inputs, (list, tuple)) else inputs
-        if x.shape[1] != self.in_channels:
-            raise ValueError(f'SimpleFPN in_channels={self.in_channels} (model.neck.in_channels) '
-                             f'but the backbone gives {x.shape[1]} channels: set '
-                             f"model.neck.in_channels to the backbone's width ({x.shape[1]})")
+        if x.shape[1] != self.in_channels:  # mmdet's own tools run no preflight of ours
+            raise width_mismatch('model.neck.in_channels', self.in_channels, x.shape[1],
+                                 'the backbone')
         outs = [stage(x) for stage in self.stages]
         while len(outs) < self.num_outs:
             outs.append(F.max_pool2d(outs[-1], kernel_size=1, stride=2))

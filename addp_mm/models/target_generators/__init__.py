@@ -5,7 +5,7 @@ the noised pixels and targets of a pretraining step."""
 from .addp_noiser import ADDPNoiser
 from .mage_token_predictor import MAGETokenPredictor
 from .mask_schedule import MaskDraw, MaskSchedule
-from .vqgan_tokenizer import VectorQuantizer, VQGANTokenizer
+from .vqgan_tokenizer import VQGANTokenizer
 
-__all__ = ['ADDPNoiser', 'VQGANTokenizer', 'VectorQuantizer', 'MAGETokenPredictor',
+__all__ = ['ADDPNoiser', 'VQGANTokenizer', 'MAGETokenPredictor',
            'MaskSchedule', 'MaskDraw']

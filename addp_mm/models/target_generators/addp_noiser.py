@@ -12,7 +12,7 @@
 It holds the VQGAN tokenizer, the MAGE token predictor (optional: generation does not use it) and
 the mask schedule, like mmpretrain's frozen ``target_generator`` of BEiT v2. It is frozen here and
 only here: no parameter requires grad, ``train()`` keeps it in eval mode, its parts run their
-inference forms (:func:`~addp_mm.models.utils.inference.optimize_for_inference`), and their
+inference forms (``inference_form``, :func:`~addp_mm.models.layers.optimize_for_inference`), and their
 weights are left out of every ``state_dict`` (they come from their own files, read by
 :meth:`init_weights`); loading a state dict without them keeps the current ones.
 """
@@ -23,9 +23,10 @@ from mmengine.model import BaseModule
 from mmengine.registry import MODELS, TASK_UTILS
 
 from addp_mm.checkpoint import WEIGHT_SOURCES
+from addp_mm.errors import UsageError
 
 from ..utils.frozen import keep_out_of_state_dict
-from ..utils.inference import optimize_for_inference
+from ..layers.inference import optimize_for_inference
 from .mage_token_predictor import fit_to_tokenizer
 
 # the frozen parts and where their files come from (a key of WEIGHT_SOURCES)
@@ -42,11 +43,14 @@ class ADDPNoiser(BaseModule):
             ``codebook_size`` and ``grid_size`` default to the tokenizer's ``n_embed`` and its grid
             at ``resolution``. Only training needs it.
         mask_schedule (dict): the ``MaskSchedule`` (``TASK_UTILS``).
+        inference_form (bool): run the frozen parts in their inference forms (layouts, in-place
+            and fused sums: :mod:`addp_mm.models.layers.inference`); ``False`` keeps the
+            reference modules.
         config_key (str): how configs name this module, for error messages.
     """
 
     def __init__(self, tokenizer: Dict, token_predictor: Optional[Dict] = None,
-                 mask_schedule: Dict = dict(type='MaskSchedule'),
+                 mask_schedule: Dict = dict(type='MaskSchedule'), inference_form: bool = True,
                  config_key: str = 'model.target_generator'):
         super().__init__()
         self.config_key = config_key
@@ -58,8 +62,9 @@ class ADDPNoiser(BaseModule):
         # frozen: here and nowhere else
         self.requires_grad_(False)
         super().train(False)
-        for name in FROZEN_PARTS:
-            optimize_for_inference(getattr(self, name))
+        if inference_form:
+            for name in FROZEN_PARTS:
+                optimize_for_inference(getattr(self, name))
         keep_out_of_state_dict(self, tuple(FROZEN_PARTS))
 
     # ------------------------------------------------------------------ frozen
@@ -100,7 +105,7 @@ class ADDPNoiser(BaseModule):
             were drawn, else ``None``).
         """
         if self.token_predictor is None:
-            raise RuntimeError(f'{self.config_key}.token_predictor is None: training needs the '
+            raise UsageError(f'{self.config_key}.token_predictor is None: training needs the '
                                f"frozen MAGE token predictor, from {WEIGHT_SOURCES['token_predictor']}")
         z0, indices = self.tokenizer.encode(inputs)
         B, N = indices.shape

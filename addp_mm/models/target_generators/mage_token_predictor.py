@@ -33,6 +33,7 @@ from mmengine.registry import MODELS
 from timm.layers import PatchEmbed
 
 from addp_mm.checkpoint import STRICT, load_weights, mage_state_dict
+from addp_mm.errors import UsageError
 
 from ..layers import MLMHead, build_blocks, init_linear_and_norm
 from ..layers.pos_embed import sincos_pos_embed_2d
@@ -108,7 +109,7 @@ class MAGETokenPredictor(nn.Module):
         if fake_class_label is None:
             fake_class_label = codebook_size + FAKE_CLASS_OFFSET
         if not 0 <= fake_class_label < self.vocab_size:
-            raise ValueError(f'fake_class_label {fake_class_label} is outside the vocabulary '
+            raise UsageError(f'fake_class_label {fake_class_label} is outside the vocabulary '
                              f'[0, {self.vocab_size})')
         self.fake_class_label = fake_class_label
         self.checkpoint = checkpoint

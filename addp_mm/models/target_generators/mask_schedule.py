@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from mmengine.registry import TASK_UTILS
 
+from addp_mm.errors import UsageError
+
 from ..utils.masking import masks_from_noise, num_masked, truncated_normal
 
 
@@ -46,13 +48,13 @@ class MaskSchedule:
     def __init__(self, num_steps: int = 100, min_ratio: float = 0.5, max_ratio: float = 1.0,
                  mu: float = 0.55, std: float = 0.25, max_step_gap: int = 5):
         if num_steps < 1:
-            raise ValueError(f'num_steps must be >= 1, got {num_steps}')
+            raise UsageError(f'num_steps must be >= 1, got {num_steps}')
         if not 0. <= min_ratio < max_ratio <= 1.:
-            raise ValueError(f'need 0 <= min_ratio < max_ratio <= 1, got {min_ratio}, {max_ratio}')
+            raise UsageError(f'need 0 <= min_ratio < max_ratio <= 1, got {min_ratio}, {max_ratio}')
         if std <= 0:
-            raise ValueError(f'std must be positive, got {std}')
+            raise UsageError(f'std must be positive, got {std}')
         if max_step_gap < 1:
-            raise ValueError(f'max_step_gap must be >= 1, got {max_step_gap}')
+            raise UsageError(f'max_step_gap must be >= 1, got {max_step_gap}')
         self.num_steps = num_steps
         self.min_ratio = min_ratio
         self.max_ratio = max_ratio
@@ -65,7 +67,7 @@ class MaskSchedule:
         cosine = torch.cos(math.pi / 2. * t).clamp(0., 1.)
         kept = cosine[(cosine >= min_ratio) & (cosine < max_ratio)]
         if kept.numel() == 0:
-            raise ValueError(f'no cosine-schedule ratio with {num_steps} steps lies in '
+            raise UsageError(f'no cosine-schedule ratio with {num_steps} steps lies in '
                              f'[{min_ratio}, {max_ratio})')
         self.ratios = kept.flip(0).contiguous()
 

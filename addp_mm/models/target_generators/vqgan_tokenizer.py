@@ -1,27 +1,15 @@
-"""The frozen VQ tokenizer of ADDP: MAGE's PyTorch port of the MaskGIT VQGAN.
+"""The frozen VQ tokenizer of ADDP: MAGE's PyTorch port of the MaskGIT VQGAN (its layers:
+:mod:`addp_mm.models.layers.vqgan`; ``attn_resolutions`` is accepted for config compatibility and
+ignored, as in the release).
 
-Architecture (MaskGIT's VQGAN as ported by MAGE). It is *not* the stock taming VQGAN:
+MAGE's ``vqgan_jax_strongaug.ckpt`` (``{'state_dict': ...}``) and the ``vqgan.*`` entries of the
+released ADDP / MAGE checkpoints load strictly. Pixels are consumed as RGB in [0, 1] without any
+normalisation and :meth:`VQGANTokenizer.decode` returns unclamped pixels in the same space.
 
-* GroupNorm(32, eps=1e-6) + swish everywhere, no attention layers (``attn_resolutions`` is accepted
-  for config compatibility and ignored), no ``quant_conv`` / ``post_quant_conv``;
-* residual convolutions have no bias; when a residual block changes the channel count, its 1x1
-  ``nin_shortcut`` maps the *residual branch output* ``h`` (out -> out channels) and the block
-  returns ``nin_shortcut(h) + h`` -- the input ``x`` does not reach the output of such a block;
-* the encoder downsamples with 2x2 average pooling, the decoder upsamples with nearest x2 + a
-  3x3 conv;
-* every level of the encoder *and* of the decoder holds ``num_res_blocks`` residual blocks.
-
-Parameter names follow taming's ``Encoder`` / ``Decoder`` / ``VectorQuantizer2`` so that MAGE's
-``vqgan_jax_strongaug.ckpt`` (``{'state_dict': ...}``), and the ``vqgan.*`` entries of the released
-ADDP / MAGE checkpoints, load strictly.
-
-Pixels are consumed as RGB in [0, 1] without any normalisation and :meth:`VQGANTokenizer.decode`
-returns unclamped pixels in the same space.
-
-This is the reference code, written as the architecture reads. Inside ``ADDPNoiser`` (frozen,
-inference only) :func:`~addp_mm.models.utils.inference.optimize_for_inference` swaps in the
-fast forms (channels-last layout, fused and in-place residual sums); ``precision`` selects a
-reduced precision for the decoder (:mod:`addp_mm.models.utils.precision`).
+This is the reference code. Its inference form (channels-last layouts, at the end of this file)
+is swapped in by :func:`~addp_mm.models.layers.inference.optimize_for_inference` where the
+tokenizer is frozen (``ADDPNoiser``, ``MAGETokenTrainer``: ``inference_form=True``); ``precision``
+selects a reduced precision for the decoder (:mod:`addp_mm.models.utils.precision`).
 """
 import os
 from typing import Iterable, Mapping, Optional, Sequence, Tuple, Union
@@ -32,201 +20,13 @@ import torch.nn.functional as F
 from mmengine.registry import MODELS
 
 from addp_mm.checkpoint import STRICT, load_weights, vqgan_state_dict
+from addp_mm.errors import UsageError
 
-from ..utils.precision import check_precision, precision_context
+from ..layers.inference import inference_form_of
+from ..layers.vqgan import VectorQuantizer, VQGANDecoder, VQGANEncoder, check_vqgan_channels
+from ..utils.precision import check_precision, precision_context, resolve_precision
 
-__all__ = ['VQGANTokenizer', 'VectorQuantizer']
-
-
-def _group_norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
-
-
-class _ResBlock(nn.Module):
-    """norm-swish-conv3x3-norm-swish-dropout-conv3x3 (convs without bias).
-
-    With a channel change the 1x1 ``nin_shortcut`` (out -> out) is applied to the residual output.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, dropout: float = 0.0):
-        super().__init__()
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.norm1 = _group_norm(in_channels)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
-        self.norm2 = _group_norm(out_channels)
-        self.dropout = nn.Dropout(dropout)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
-        if in_channels != out_channels:
-            self.nin_shortcut = nn.Conv2d(out_channels, out_channels, 1, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
-        if self.in_channels != self.out_channels:
-            return self.nin_shortcut(h) + h
-        return x + h
-
-
-class _MidBlocks(nn.Module):
-    """The two residual blocks of the middle (a container: taming's names ``block_1``,
-    ``block_2``)."""
-
-    def __init__(self, channels: int, dropout: float):
-        super().__init__()
-        self.block_1 = _ResBlock(channels, channels, dropout)
-        self.block_2 = _ResBlock(channels, channels, dropout)
-
-    def blocks(self) -> Tuple[_ResBlock, _ResBlock]:
-        return self.block_1, self.block_2
-
-
-class _Upsample(nn.Module):
-    """Nearest-neighbour x2 followed by a 3x3 conv (with bias)."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode='nearest'))
-
-
-class _Level(nn.Module):
-    """One resolution level (a container): ``block`` (ModuleList), optionally ``upsample``
-    (decoder only)."""
-
-    def __init__(self, in_channels: int, out_channels: int, num_blocks: int, dropout: float,
-                 upsample: bool = False):
-        super().__init__()
-        blocks = []
-        for _ in range(num_blocks):
-            blocks.append(_ResBlock(in_channels, out_channels, dropout))
-            in_channels = out_channels
-        self.block = nn.ModuleList(blocks)
-        if upsample:
-            self.upsample = _Upsample(out_channels)
-
-
-
-class _ResidualStack(nn.Module):
-    """What the encoder and the decoder share: every residual block runs through
-    :meth:`run_block` and every swish through :meth:`activation`, the places where the faster
-    forms of :mod:`addp_mm.models.utils.inference` take over."""
-
-    @staticmethod
-    def run_block(block: _ResBlock, h: torch.Tensor) -> torch.Tensor:
-        return block(h)
-
-    @staticmethod
-    def activation(x: torch.Tensor) -> torch.Tensor:
-        return F.silu(x)
-
-
-class _Encoder(_ResidualStack):
-    """conv_in, per level its residual blocks then average pooling (except the last), the middle
-    blocks, norm_out, swish, conv_out."""
-
-    def __init__(self, ch: int, ch_mult: Sequence[int], num_res_blocks: int, in_channels: int,
-                 z_channels: int, dropout: float):
-        super().__init__()
-        self.conv_in = nn.Conv2d(in_channels, ch, 3, padding=1, bias=False)
-        levels = []
-        block_in = ch
-        for mult in ch_mult:
-            levels.append(_Level(block_in, ch * mult, num_res_blocks, dropout))
-            block_in = ch * mult
-        self.down = nn.ModuleList(levels)
-        self.mid = _MidBlocks(block_in, dropout)
-        self.norm_out = _group_norm(block_in)
-        self.conv_out = nn.Conv2d(block_in, z_channels, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv_in(x)
-        last = len(self.down) - 1
-        for i, level in enumerate(self.down):
-            for block in level.block:
-                h = self.run_block(block, h)
-            if i != last:
-                h = F.avg_pool2d(h, kernel_size=2, stride=2)
-        for block in self.mid.blocks():
-            h = self.run_block(block, h)
-        return self.conv_out(self.activation(self.norm_out(h)))
-
-
-class _Decoder(_ResidualStack):
-    """conv_in, the middle blocks, per level (last to first) its residual blocks then nearest x2
-    upsampling + conv (except level 0), norm_out, swish, conv_out."""
-
-    def __init__(self, ch: int, ch_mult: Sequence[int], num_res_blocks: int, out_ch: int,
-                 z_channels: int, dropout: float):
-        super().__init__()
-        block_in = ch * ch_mult[-1]
-        self.conv_in = nn.Conv2d(z_channels, block_in, 3, padding=1)
-        self.mid = _MidBlocks(block_in, dropout)
-        # ``up[i]`` works at the resolution of encoder level i; the decoder runs them last to first
-        levels = [None] * len(ch_mult)
-        for i in reversed(range(len(ch_mult))):
-            levels[i] = _Level(block_in, ch * ch_mult[i], num_res_blocks, dropout, upsample=i != 0)
-            block_in = ch * ch_mult[i]
-        self.up = nn.ModuleList(levels)
-        self.norm_out = _group_norm(block_in)
-        self.conv_out = nn.Conv2d(block_in, out_ch, 3, padding=1)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = self.conv_in(z)
-        for block in self.mid.blocks():
-            h = self.run_block(block, h)
-        for level in reversed(self.up):
-            for block in level.block:
-                h = self.run_block(block, h)
-            if hasattr(level, 'upsample'):
-                h = level.upsample(h)
-        return self.conv_out(self.activation(self.norm_out(h)))
-
-
-class VectorQuantizer(nn.Module):
-    """Nearest-codebook quantizer (``embedding``: n_embed x embed_dim)."""
-
-    def __init__(self, n_embed: int, embed_dim: int, beta: float = 0.25):
-        super().__init__()
-        self.n_embed = n_embed
-        self.embed_dim = embed_dim
-        self.beta = beta
-        self.embedding = nn.Embedding(n_embed, embed_dim)
-        self.embedding.weight.data.uniform_(-1.0 / n_embed, 1.0 / n_embed)
-
-    def distances(self, z_flat: torch.Tensor) -> torch.Tensor:
-        """Squared L2 distances (N x n_embed) as ``(|z|^2 + |e|^2) - 2 z.e`` in that order."""
-        e = self.embedding.weight
-        z_sq = z_flat.pow(2).sum(dim=1, keepdim=True)
-        e_sq = e.pow(2).sum(dim=1)
-        return z_sq + e_sq - 2 * torch.matmul(z_flat, e.t())
-
-    def forward(self, z: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """z: B x C x h x w -> (z_q straight-through value, indices B x (h*w) in raster order)."""
-        b, c, h, w = z.shape
-        if c != self.embed_dim:
-            raise ValueError(f'expected {self.embed_dim} latent channels, got {c}')
-        # the nearest-code decision is always taken in float32, also under autocast (meta tensors,
-        # used for shape-only runs, have no autocast of their own)
-        device_type = 'cpu' if z.device.type == 'meta' else z.device.type
-        with torch.autocast(device_type=device_type, enabled=False):
-            z32 = z.float()
-            z_flat = z32.permute(0, 2, 3, 1).reshape(-1, c)
-            indices = torch.argmin(self.distances(z_flat), dim=1)
-            e = self.embedding.weight[indices].view(b, h, w, c).permute(0, 3, 1, 2)
-            z_q = z32 + (e - z32).detach()
-        return z_q.contiguous(), indices.view(b, h * w)
-
-
-def _check_channels(ch: int, ch_mult: Sequence[int]) -> None:
-    bad = [(i, ch * m) for i, m in enumerate(ch_mult) if (ch * m) % 32 != 0 or ch * m <= 0]
-    if bad:
-        raise ValueError(
-            f'VQGANTokenizer uses GroupNorm with 32 groups, so every channel count ch*ch_mult[i] '
-            f'must be a positive multiple of 32; got ch={ch}, ch_mult={tuple(ch_mult)} '
-            f'(offending levels/channels: {bad})')
+__all__ = ['VQGANTokenizer']
 
 
 @MODELS.register_module()
@@ -243,7 +43,7 @@ class VQGANTokenizer(nn.Module):
         dropout: dropout of the residual blocks (inactive inside ``ADDPNoiser``, which keeps the
             tokenizer in eval mode).
         checkpoint: local file (or loaded checkpoint / state dict) that :meth:`init_weights`
-            loads strictly, in any layout :func:`~addp_mm.models.utils.vqgan_state_dict` reads.
+            loads strictly, in any layout :func:`~addp_mm.checkpoint.vqgan_state_dict` reads.
             The constructor reads no file. ``None`` keeps random weights (demos and tests).
         precision: precision of the decoder (:meth:`decode`): ``'fp32'``, ``'bf16'``, ``'fp16'``,
             ``'auto'`` (bf16 where the hardware runs it natively, else fp32) or ``None`` (follow
@@ -271,12 +71,12 @@ class VQGANTokenizer(nn.Module):
                  encode_precision: Optional[str] = 'fp32'):
         super().__init__()
         if len(ch_mult) == 0 or any(float(m) != int(m) for m in ch_mult) or float(ch) != int(ch):
-            raise ValueError('ch and ch_mult must be integers with at least one level; '
-                             f'got ch={ch}, ch_mult={tuple(ch_mult)}')
+            raise UsageError('VQGANTokenizer ch and ch_mult must be integers with at least one '
+                             f'level; got ch={ch}, ch_mult={tuple(ch_mult)}')
         ch_mult = tuple(int(m) for m in ch_mult)
-        _check_channels(int(ch), ch_mult)
+        check_vqgan_channels(int(ch), ch_mult)
         if z_channels != embed_dim:
-            raise ValueError(f'z_channels ({z_channels}) must equal embed_dim ({embed_dim}): this '
+            raise UsageError(f'z_channels ({z_channels}) must equal embed_dim ({embed_dim}): this '
                              'tokenizer has no quant_conv / post_quant_conv')
         self.ch = int(ch)
         self.ch_mult = ch_mult
@@ -289,10 +89,10 @@ class VQGANTokenizer(nn.Module):
         self.in_channels = int(in_channels)
         self.out_ch = int(out_ch)
 
-        self.encoder = _Encoder(self.ch, ch_mult, self.num_res_blocks, self.in_channels,
-                                self.z_channels, dropout)
-        self.decoder = _Decoder(self.ch, ch_mult, self.num_res_blocks, self.out_ch,
-                                self.z_channels, dropout)
+        self.encoder = VQGANEncoder(self.ch, ch_mult, self.num_res_blocks, self.in_channels,
+                                    self.z_channels, dropout)
+        self.decoder = VQGANDecoder(self.ch, ch_mult, self.num_res_blocks, self.out_ch,
+                                    self.z_channels, dropout)
         self.quantize = VectorQuantizer(self.n_embed, self.embed_dim)
         self.precision = check_precision(precision, 'VQGANTokenizer precision')
         self.encode_precision = check_precision(encode_precision, 'VQGANTokenizer encode_precision')
@@ -322,7 +122,8 @@ class VQGANTokenizer(nn.Module):
         hw = (img_hw, img_hw) if isinstance(img_hw, int) else tuple(img_hw)
         f = self.downsample_factor
         if len(hw) != 2 or any(s % f for s in hw):
-            raise ValueError(f'image size {hw} must be divisible by the downsample factor {f}')
+            raise UsageError(f'VQGANTokenizer: image size {hw} must be divisible by its downsample '
+                             f'factor {f} (2 ** (len(ch_mult) - 1))')
         return hw[0] // f, hw[1] // f
 
     @property
@@ -422,3 +223,35 @@ class VQGANTokenizer(nn.Module):
     def extra_repr(self) -> str:
         return (f'ch={self.ch}, ch_mult={self.ch_mult}, num_res_blocks={self.num_res_blocks}, '
                 f'n_embed={self.n_embed}, embed_dim={self.embed_dim}')
+
+
+@inference_form_of(VQGANTokenizer)
+class _FastVQGANTokenizer(VQGANTokenizer):
+    """``VQGANTokenizer`` in its inference layouts: the decoder's weights and inputs
+    channels-last (the layout oneDNN / cuDNN convolutions run fastest in), the encoder's as
+    :meth:`encoder_layout` says."""
+    encoder_channels_last: Optional[bool] = None
+
+    def enter_inference_form(self, encoder_channels_last: Optional[bool] = None, **_) -> None:
+        self.encoder_channels_last = encoder_channels_last
+        self.decoder.to(memory_format=torch.channels_last)
+
+    def leave_inference_form(self) -> None:
+        self.decoder.to(memory_format=torch.contiguous_format)
+
+    def encoder_layout(self, device) -> torch.memory_format:
+        """Channels-last when forced (``encoder_channels_last``), else on a CPU when ``precision``
+        is a reduced one (a fast mode: the encoder's GroupNorms then sum in another order,
+        latents move by ~3e-4, token ids are kept); NCHW otherwise, the release's numbers."""
+        channels_last = self.encoder_channels_last
+        if channels_last is None:
+            device = torch.device(device)
+            channels_last = (device.type == 'cpu'
+                             and resolve_precision(self.precision, device) in ('bf16', 'fp16'))
+        return torch.channels_last if channels_last else torch.contiguous_format
+
+    def encode_latent(self, x: torch.Tensor) -> torch.Tensor:
+        return super().encode_latent(x.contiguous(memory_format=self.encoder_layout(x.device)))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return super().decode(z.contiguous(memory_format=torch.channels_last))

@@ -20,6 +20,7 @@ from typing import Optional, Union
 import torch
 
 from addp_mm.compat import autocast_available
+from addp_mm.errors import UsageError
 
 PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
 DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -35,7 +36,7 @@ def check_precision(precision: Optional[str], what: str = 'precision') -> Option
         return None
     p = _ALIASES.get(str(precision), str(precision))
     if p not in PRECISIONS:
-        raise ValueError(f"{what}={precision!r}: choose one of {PRECISIONS} (or None to follow the "
+        raise UsageError(f"{what}={precision!r}: choose one of {PRECISIONS} (or None to follow the "
                          "caller's autocast)")
     return p
 

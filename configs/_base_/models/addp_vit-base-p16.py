@@ -20,6 +20,9 @@ model = dict(
     # the frozen noising process
     target_generator=dict(
         type='ADDPNoiser',
+        # ours: the frozen parts run their inference forms (layouts, in-place and fused sums;
+        # exact in fp32, docs/advanced_guides/performance.md); False keeps the reference modules
+        inference_form=True,
         # MAGE's VQGAN: 1024 codes of 256-d, 256x256 -> 16x16
         tokenizer=dict(type='VQGANTokenizer', ch=128, ch_mult=[1, 1, 2, 2, 4], num_res_blocks=2,
                        z_channels=256, n_embed=1024, embed_dim=256, resolution=256,
