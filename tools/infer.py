@@ -20,7 +20,8 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/cli.py
 from cli import (  # noqa: E402
-    ROOT, UsageError, add_debug_flag, quiet_imports, require_config, require_file, run_tool)
+    ROOT, UsageError, add_debug_flag, missing_file, quiet_imports, require_config, require_file,
+    run_tool)
 
 # what a folder's images may end with (what mmcv reads)
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm', '.pgm', '.tif', '.tiff', '.webp')
@@ -56,8 +57,7 @@ def image_files(path: str):
     if osp.isfile(path):
         return [path]
     if not osp.isdir(path):
-        raise FileNotFoundError(f"IMAGE_OR_FOLDER '{path}' not found (looked in {os.getcwd()}): "
-                                'give an image file or a folder of images')
+        raise missing_file(path, 'IMAGE_OR_FOLDER', 'Give an image file or a folder of images.')
     files = sorted(osp.join(path, f) for f in os.listdir(path)
                    if f.lower().endswith(IMAGE_EXTENSIONS) and osp.isfile(osp.join(path, f)))
     if not files:
