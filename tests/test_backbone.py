@@ -204,7 +204,7 @@ def test_foreign_architectures_as_init_cfg_name_the_keys(tmp_path):
     cases = [('resnet.pth', r'no tensor of it fits.*unexpected keys \d+: conv1\.weight, bn1\.weight'),
              ('vit48.pth', r'shape-mismatched keys 42: cls_token \(1, 1, 48\) in the file vs '
                            r'\(1, 1, 32\) in the model, pos_embed'),
-             ('vit_2blocks.pth', r'Missing keys \d+: blocks\.2\.norm1\.weight')]
+             ('vit_2blocks.pth', r'missing keys \d+: blocks\.2\.norm1\.weight')]
     for name, pattern in cases:
         m = ADDPViT(arch=TINY, img_size=64, patch_size=16, init_cfg=dict(type='Pretrained',
                                                                          checkpoint=str(tmp_path / name)))

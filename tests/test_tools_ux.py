@@ -134,7 +134,7 @@ def test_missing_config_is_one_line_and_debug_shows_traceback(tmp_path):
                               "config file 'configs/demo/nope.py' not found", str(tmp_path),
                               'Give the path of a config')
     proc = tool('train.py', 'configs/demo/nope.py', '--debug', cwd=tmp_path)
-    assert proc.returncode == 1 and 'Traceback' in proc.stderr and 'FileNotFoundError' in proc.stderr
+    assert proc.returncode == 1 and 'Traceback' in proc.stderr and 'MissingFileError' in proc.stderr
 
 
 def test_missing_own_checkpoint_gets_no_release_hint(tmp_path):

@@ -9,7 +9,10 @@
 - Known import-time noise from the pinned stack is silenced, narrowly (see ``quiet_imports``).
 """
 import argparse
+import contextlib
+import functools
 import importlib.util
+import io
 import os
 import os.path as osp
 import sys
@@ -40,9 +43,31 @@ _renamed = light_import('addp_mm.renamed_configs')
 
 
 def quiet_imports() -> None:
-    """Silence what the pinned stack prints on import that says nothing to our users:
-    setuptools' ``pkg_resources is deprecated`` (mmengine 0.10.7 imports ``pkg_resources``)."""
+    """Silence what the pinned stack prints that says nothing to our users: setuptools'
+    ``pkg_resources is deprecated`` (mmengine 0.10.7 imports ``pkg_resources``) and the four
+    progress lines pycocotools prints each time it reads an annotation file or a result list
+    (three or four times in a detector's run). mmengine's own deprecation notices stay in the log
+    file (``addp_mm.engine.runner_factory``)."""
     warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
+    _quiet_pycocotools()
+
+
+def _quiet_pycocotools() -> None:
+    try:
+        from pycocotools import coco
+    except ImportError:
+        return
+    for name in ('__init__', 'loadRes'):
+        method = getattr(coco.COCO, name)
+        if getattr(method, 'quiet', False):
+            continue
+
+        def quiet(*args, _method=method, **kwargs):
+            with contextlib.redirect_stdout(io.StringIO()):
+                return _method(*args, **kwargs)
+        quiet.quiet = True
+        functools.update_wrapper(quiet, method)
+        setattr(coco.COCO, name, quiet)
 
 
 def add_debug_flag(parser) -> None:

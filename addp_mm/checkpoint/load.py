@@ -177,11 +177,16 @@ def load_weights(module: torch.nn.Module,
                    f'only {used} of its {len(state)} tensors fit the model' if too_few else
                    'it does not hold every tensor the model needs' if required else
                    'it holds tensors the model does not have')
+        missing, unexpected = required or missing, unexpected + dropped
         hint = _which_file(checkpoint_kind(raw), checkpoint_kind(dict.fromkeys(own)), fix)
+        if hint:  # the advice first, the keys grouped after it
+            raise CheckpointMismatchError(
+                f'{label}: {hint} ({problem}: missing {group_keys(missing, 3)}; unexpected '
+                f'{group_keys(unexpected, 3)})')
         raise CheckpointMismatchError(
             f'{label} does not fit this {type(module).__name__}: {problem} (another architecture, or '
-            f'a file of another format?). Missing keys {summarise_keys(required or missing)}; '
-            f'unexpected keys {summarise_keys(unexpected + dropped)}' + (f'. {hint}' if hint else ''))
+            f'a file of another format?); missing keys {summarise_keys(missing, 3)}; unexpected '
+            f'keys {summarise_keys(unexpected, 3)}')
     # the file's own names of what was used and what not (converters pass tensors through)
     taken = {id(state[k]) for k in state if k not in set(unexpected)}
     report = LoadReport(name=name, converter=getattr(converter, '__name__', 'none'))
@@ -195,8 +200,8 @@ def _which_file(file_kind: str, model_kind: str, fix: str = '') -> str:
     """What the file is, when it is of another kind than the module's, and ``fix``."""
     if file_kind == model_kind or file_kind == 'unknown':
         return ''
-    return f"The file is {CHECKPOINT_KINDS[file_kind]}, not a checkpoint of this model" + (
-        f': {fix}' if fix else '')
+    return f"this is {CHECKPOINT_KINDS[file_kind]}, not a checkpoint of this model" + (
+        f'; {fix}' if fix else '')
 
 
 def require_full_addp_checkpoint(state: Mapping, path: str) -> None:

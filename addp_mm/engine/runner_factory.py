@@ -46,13 +46,15 @@ def use_resumable_checkpoints(cfg: Config) -> None:
         hooks['checkpoint'] = {**ckpt, 'type': 'ResumableCheckpointHook'}
 
 
-# what mmengine's Runner logs while it starts: kept in the log file, left off the terminal
-_DUMPS = ('System environment:', 'Config:\n', 'Hooks will be executed in the following order')
+# what mmengine's Runner logs while it starts: kept in the log file, left off the terminal (the
+# dumps, and mmengine's notices about its own deprecated file clients, which its hooks create)
+_DUMPS = ('System environment:', 'Config:\n', 'Hooks will be executed in the following order',
+          '"FileClient" will be deprecated', '"HardDiskBackend" is the alias of "LocalBackend"')
 
 
 class _ConsoleFilter(logging.Filter):
-    """Keep the environment / config / hook-order dumps off the terminal (they stay in the log
-    file), and on a machine without GPUs let the log call mmengine's ``GPU number`` what it is."""
+    """Keep the environment / config / hook-order dumps and mmengine's file-client notices off the
+    terminal (they stay in the log file), and on a machine without GPUs let the log call mmengine's ``GPU number`` what it is."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.msg if isinstance(record.msg, str) else ''

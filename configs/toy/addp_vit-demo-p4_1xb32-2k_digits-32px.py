@@ -14,6 +14,7 @@ _base_ = [
     '../_base_/models/addp_vit-base-p16.py',
     '../_base_/datasets/digits_unlabeled-32px.py',
     '../_base_/addp_pretrain_runtime.py',
+    '../_base_/schedules/adamw_fp32-guard_iter.py',
 ]
 
 model = dict(
@@ -31,14 +32,8 @@ model = dict(
 
 train_dataloader = dict(sampler=dict(type='DefaultSampler', shuffle=True))
 
-# fp32: a non-finite loss stops training on every rank (max_consecutive_skips=0); the release's
-# betas, weight decay and clipping, a higher lr for the tiny model
+# the schedule (the optimizer: _base_/schedules/adamw_fp32-guard_iter.py)
 max_iters = 2000  # = tools/run_toy_pipeline.py's default
-optim_wrapper = dict(type='NonFiniteGuardOptimWrapper', max_consecutive_skips=0,
-                     optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05),
-                     clip_grad=dict(max_norm=3.0),
-                     constructor='LayerDecayOptimWrapperConstructor',
-                     paramwise_cfg=dict(layer_decay_rate=1.0, no_decay_names=()))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=20),
     dict(type='CosineAnnealingLR', by_epoch=False, begin=20, end=max_iters),

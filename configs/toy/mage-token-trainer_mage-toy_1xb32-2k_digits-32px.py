@@ -8,6 +8,7 @@
 _base_ = [
     '../_base_/datasets/digits_unlabeled-32px.py',
     '../_base_/part_training_runtime.py',
+    '../_base_/schedules/adamw_fp32-guard_iter.py',
 ]
 custom_imports = dict(imports=['addp_mm'], allow_failed_imports=False)
 
@@ -27,13 +28,9 @@ model = dict(
     # LabelSmoothingCrossEntropy(0.1) on the masked tokens
     min_ratio=0.5, max_ratio=1.0, mu=0.55, std=0.25, label_smoothing=0.1)
 
-# MAGE: AdamW (0.9, 0.95), wd 0.05, warm-up then cosine; lr ours (tiny model, batch 32)
+# MAGE: AdamW (0.9, 0.95), wd 0.05 (_base_/schedules/adamw_fp32-guard_iter.py), warm-up then
+# cosine; lr ours (tiny model, batch 32)
 max_iters = 2000  # = tools/run_toy_pipeline.py's default
-optim_wrapper = dict(type='NonFiniteGuardOptimWrapper', max_consecutive_skips=0,
-                     optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05),
-                     clip_grad=dict(max_norm=3.0),
-                     constructor='LayerDecayOptimWrapperConstructor',
-                     paramwise_cfg=dict(layer_decay_rate=1.0, no_decay_names=()))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-2, by_epoch=False, begin=0, end=50),
     dict(type='CosineAnnealingLR', by_epoch=False, begin=50, end=max_iters, eta_min_ratio=0.05),

@@ -1,8 +1,11 @@
 # The demo's ADE20K-format segmentation data (python tools/make_demo_data.py data/demo):
 # images/{training,validation}/*.jpg and annotations/*.png as ADE's (data/demo/ade/, without the
 # ADEChallengeData2016 level), 4 shape classes + background, 128x128 crops.
-# BaseSegDataset rather than ADE20KDataset: the latter would try to map our class names onto
-# ADE's 150 (and fail); the folder layout and the reduce-zero-label convention are ADE's.
+# mmseg's ADE20K data settings with the demo's data: BaseSegDataset rather than ADE20KDataset
+# (the latter would try to map our class names onto ADE's 150, and fail); the folder layout and
+# the reduce-zero-label convention are ADE's.
+_base_ = 'mmseg::_base_/datasets/ade20k.py'
+
 dataset_type = 'BaseSegDataset'
 data_root = 'data/demo/ade/'
 # = tools/demo_data.py: ADE_DEMO_CLASSES / ADE_DEMO_PALETTE. On disk 0 is an ignored
@@ -39,25 +42,11 @@ tta_pipeline = [
         [dict(type='LoadAnnotations', reduce_zero_label=True)],
         [dict(type='PackSegInputs')]]),
 ]
-train_dataloader = dict(
-    batch_size=8,
-    num_workers=0,
-    persistent_workers=False,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
-    dataset=dict(type=dataset_type, data_root=data_root, metainfo=metainfo, img_suffix='.jpg',
-                 seg_map_suffix='.png', reduce_zero_label=True,
-                 data_prefix=dict(img_path='images/training', seg_map_path='annotations/training'),
-                 pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=1,
-    num_workers=0,
-    persistent_workers=False,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(type=dataset_type, data_root=data_root, metainfo=metainfo, img_suffix='.jpg',
-                 seg_map_suffix='.png', reduce_zero_label=True,
-                 data_prefix=dict(img_path='images/validation',
-                                  seg_map_path='annotations/validation'),
-                 pipeline=test_pipeline))
+# mmseg's loaders (train: InfiniteSampler; val: batch 1) on one process, reading the demo folder
+demo_dataset = dict(type=dataset_type, data_root=data_root, metainfo=metainfo, img_suffix='.jpg',
+                    seg_map_suffix='.png', reduce_zero_label=True)
+train_dataloader = dict(batch_size=8, num_workers=0, persistent_workers=False,
+                        dataset=dict(**demo_dataset, pipeline=train_pipeline))
+val_dataloader = dict(num_workers=0, persistent_workers=False,
+                      dataset=dict(**demo_dataset, pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
-test_evaluator = val_evaluator

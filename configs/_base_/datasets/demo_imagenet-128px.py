@@ -1,6 +1,8 @@
 # The demo's ImageNet-style classification data (python tools/make_demo_data.py data/demo):
 # 4 shape classes in class folders, read through meta/{train,val}.txt by mmpretrain's
 # CustomDataset; 128 px, ImageNet normalisation.
+_base_ = './class_folders.py'
+
 data_root = 'data/demo/imagenet/'
 # = tools/demo_data.py: IMAGENET_DEMO_CLASSES (also data_root/classes.txt)
 classes = ('circle', 'square', 'triangle', 'star')
@@ -24,19 +26,7 @@ test_pipeline = [
     dict(type='PackInputs'),
 ]
 train_dataloader = dict(
-    batch_size=32,
-    num_workers=0,
-    persistent_workers=False,
-    dataset=dict(type='CustomDataset', data_root=data_root, ann_file='meta/train.txt',
-                 data_prefix='train', metainfo=metainfo, pipeline=train_pipeline),
-    sampler=dict(type='DefaultSampler', shuffle=True))
+    dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=train_pipeline))
 val_dataloader = dict(
-    batch_size=32,
-    num_workers=0,
-    persistent_workers=False,
-    dataset=dict(type='CustomDataset', data_root=data_root, ann_file='meta/val.txt',
-                 data_prefix='val', metainfo=metainfo, pipeline=test_pipeline),
-    sampler=dict(type='DefaultSampler', shuffle=False))
+    dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(type='Accuracy', topk=(1, ))
-test_evaluator = val_evaluator

@@ -2,6 +2,8 @@
 # --only digits): class folders 0..9 read through meta/{train,val}.txt by mmpretrain's
 # CustomDataset (1,438 training, 359 val digits), 32 px, pixels in [0, 1] as the ADDP pretraining
 # sees them; a grayscale PNG is loaded as 3 equal channels (mmcv's imread, color_type='color').
+_base_ = './class_folders.py'
+
 data_root = 'data/demo/digits'
 classes = tuple(str(d) for d in range(10))   # = data_root/classes.txt (folder names 0..9)
 metainfo = dict(classes=classes)
@@ -24,19 +26,7 @@ test_pipeline = [
     dict(type='PackInputs'),
 ]
 train_dataloader = dict(
-    batch_size=32,
-    num_workers=0,
-    persistent_workers=False,
-    dataset=dict(type='CustomDataset', data_root=data_root, ann_file='meta/train.txt',
-                 data_prefix='train', metainfo=metainfo, pipeline=train_pipeline),
-    sampler=dict(type='DefaultSampler', shuffle=True))
-val_dataloader = dict(
-    batch_size=128,
-    num_workers=0,
-    persistent_workers=False,
-    dataset=dict(type='CustomDataset', data_root=data_root, ann_file='meta/val.txt',
-                 data_prefix='val', metainfo=metainfo, pipeline=test_pipeline),
-    sampler=dict(type='DefaultSampler', shuffle=False))
+    dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=train_pipeline))
+val_dataloader = dict(batch_size=128,
+                      dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(type='Accuracy', topk=(1, ))
-test_evaluator = val_evaluator
