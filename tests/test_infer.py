@@ -157,9 +157,9 @@ def test_infer_refuses_a_checkpoint_of_another_model(demo_cwd, demo_models, tmp_
     """The classifier's checkpoint for the detector config: tools/test.py's one-line refusal."""
     from addp_mm.errors import UsageError
     ckpt = demo_models['mmpretrain'][2]
-    with pytest.raises(UsageError, match=r'CHECKPOINT = .*mmpretrain.pth does not fit this '
-                                         r'MaskRCNN.*give the checkpoint a training of this '
-                                         r'config wrote'):
+    with pytest.raises(UsageError, match=r'CHECKPOINT = .*mmpretrain.pth: this is a classifier '
+                                         r'checkpoint .*not a checkpoint of this model; give the '
+                                         r'checkpoint a training of this config wrote'):
         run_infer(demo_cwd, CASES['mmdet'][1], osp.join(DEMO, CASES['mmdet'][0]), ckpt,
                   '--out-dir', tmp_path / 'out', '--device', 'cpu')
     assert not (tmp_path / 'out').exists()
