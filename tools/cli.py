@@ -150,8 +150,9 @@ def parse_run_args(parser, argv=None):
     return args
 
 
-# a missing file, said the one way (addp_mm.checkpoint.sources.require_file)
+# a missing file, said the one way (addp_mm.checkpoint.sources.require_file / missing_file)
 require_file = _sources.require_file
+missing_file = _sources.missing_file
 
 
 def require_config(path: str) -> str:
