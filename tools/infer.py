@@ -20,8 +20,8 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/cli.py
 from cli import (  # noqa: E402
-    ROOT, UsageError, add_debug_flag, missing_file, quiet_imports, require_config, require_file,
-    run_tool)
+    ROOT, UsageError, add_debug_flag, before_heavy_imports, missing_file, require_config,
+    require_file, run_tool)
 
 # what a folder's images may end with (what mmcv reads)
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm', '.pgm', '.tif', '.tiff', '.webp')
@@ -87,7 +87,7 @@ def main(argv=None):
         require_file(args.checkpoint, 'checkpoint',
                      'Give a checkpoint your training wrote (work_dirs/<config name>/epoch_N.pth '
                      'or iter_N.pth).')
-    quiet_imports()
+    before_heavy_imports()
     sys.path.insert(0, ROOT)  # run from a checkout
     from addp_mm.apis.inference import PRED_DIR, VIS_DIR, init_inferencer, run_inference
     from addp_mm.engine.config import cfg_options_dict
