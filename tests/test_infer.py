@@ -31,6 +31,24 @@ CASES = {
     'mmpretrain': ('vit-demo-p16_1xb32-30e_demo-in1k-128px.py',
                    'data/demo/imagenet/val/star/star_00000.jpg'),
 }
+
+
+@pytest.fixture(autouse=True)
+def forget_new_visualizers():
+    """The toolboxes' inferencers made as the docs show them keep a visualizer named
+    'visualizer' in the process, which mmengine would hand to a later test's runner (tools/infer.py
+    names its own apart: addp_mm.apis.inference): forget those this test made."""
+    from mmengine.visualization import Visualizer
+
+    def classes(cls):
+        return [cls] + [c for sub in cls.__subclasses__() for c in classes(sub)]
+    before = {cls: set(cls._instance_dict) for cls in classes(Visualizer)}
+    yield
+    for cls in classes(Visualizer):
+        for name in set(cls._instance_dict) - before.get(cls, set()):
+            del cls._instance_dict[name]
+
+
 # class names the checkpoint carries (not the config's), so the outputs show where they came from
 CLASSES = {'mmdet': ('CIRCLE', 'SQUARE', 'TRIANGLE', 'STAR'),
            'mmseg': ('BACKGROUND', 'CIRCLE', 'SQUARE', 'TRIANGLE', 'STAR'),
@@ -237,3 +255,17 @@ def test_the_inference_page_python_blocks_run_as_written(demo_cwd, demo_models, 
                                        rtol=1e-5, atol=1e-6)
             assert result['pred_class'] == CLASSES[scope][result['pred_label']]
             assert (tmp_path / 'outputs' / f'{stem}.png').is_file()
+
+
+def test_an_inferencer_leaves_the_runtimes_visualizer_name_to_a_later_runner():
+    """The toolboxes' runtimes name their visualizer 'visualizer'; mmengine hands an existing
+    instance of that name to a runner built later in the process, which then writes no logs. The
+    inferencer init_inferencer makes takes a name of its own."""
+    from mmengine.visualization import Visualizer
+
+    from addp_mm.apis.inference import init_inferencer
+    inferencer = init_inferencer(osp.join(DEMO, CASES['mmdet'][0]), device='cpu')
+    assert inferencer.visualizer is not None
+    assert inferencer.visualizer.instance_name.startswith('mmdet_inferencer_')
+    assert not Visualizer.check_instance_created('visualizer')
+    assert not type(inferencer.visualizer).check_instance_created('visualizer')

@@ -35,6 +35,7 @@ INFERENCERS = {
     'mmpretrain': ('mmpretrain.apis', 'ImageClassificationInferencer'),
 }
 VIS_DIR, PRED_DIR = 'vis', 'preds'
+_INFERENCERS_MADE = []  # in this process, for the names of their visualizers
 
 __all__ = ['INFERENCERS', 'init_inferencer', 'run_inference', 'VIS_DIR', 'PRED_DIR']
 
@@ -110,6 +111,12 @@ def init_inferencer(config: str, checkpoint: Optional[str] = None, device: Optio
         raise UsageError(f'--device {device}: this machine has no CUDA device; run with '
                          '--device cpu')
     from mmengine.registry import DefaultScope
+    if isinstance(cfg.get('visualizer'), dict):
+        # a name of its own: the toolboxes' runtimes name their visualizer 'visualizer', and
+        # mmengine hands an existing instance of that name to a later runner in this process
+        # (which then logs to the inferencer's visualizer, without a folder)
+        _INFERENCERS_MADE.append(name)
+        cfg.visualizer['name'] = f'{scope}_inferencer_{len(_INFERENCERS_MADE)}_{os.getpid()}'
     # built in its scope whatever the current one is (mmpretrain builds its pipeline in the
     # current scope: after another toolbox's inferencer, that toolbox's)
     with DefaultScope.overwrite_default_scope(scope):
