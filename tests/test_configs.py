@@ -23,15 +23,21 @@ from that page and pasted verbatim under the stock config named there (:data:`ST
 blocks are checked against ViT-B, narrowed to width 64 (all 12 blocks kept), pointed at a small
 file the test writes, and train one step and predict at a reduced input size; the small
 machine's blocks run as written at 128 px (only their checkpoint file is written by the test).
+Each toolbox's "your data" block is a file whose ``_base_`` is its small block's (:data:`DATA_OF`):
+the two, as written, read the demo data's folders and train a few iterations with tools/train.py,
+evaluating at the end.
 """
 import glob
+import json
 import math
+import os
 import os.path as osp
+import re
 
 import numpy as np
 import pytest
 import torch
-from conftest import require
+from conftest import require, tool
 
 require('mmcv.ops', 'mmcv with its compiled ops is needed by the toolboxes')
 
@@ -45,6 +51,7 @@ from mmengine.structures import InstanceData, PixelData  # noqa: E402
 import addp_mm.engine.optimizers  # noqa: E402,F401
 import addp_mm.models.backbones  # noqa: E402,F401
 import addp_mm.models.necks  # noqa: E402,F401
+from addp_mm.model_index import config_scope  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG_DIRS = ('coco', 'ade20k', 'imagenet', 'demo')
@@ -266,6 +273,8 @@ def test_config_builds_and_trains_one_step(path):
     cfg = Config.fromfile(path)
     assert cfg.model.backbone.type == 'ADDPViT'
     assert 'addp_mm' in cfg.custom_imports.imports
+    # the scope the model index reads from the files (what it registers with mmpretrain)
+    assert config_scope(path) == cfg.default_scope
     is_demo = '/demo/' in path
     if not is_demo:  # the release configs load the released encoder
         assert cfg.model.backbone.init_cfg.type == 'Pretrained'
@@ -303,7 +312,12 @@ STOCK = {'mmdet': 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py',
          'mmseg': 'mmseg::upernet/upernet_r50_4xb4-160k_ade20k-512x512.py',
          'mmdet-small': 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py',
          'mmseg-small': 'mmseg::upernet/upernet_r50_4xb4-160k_ade20k-512x512.py',
-         'mmpretrain': 'mmpretrain::vision_transformer/vit-base-p16_32xb128-mae_in1k.py'}
+         'mmpretrain': 'mmpretrain::vision_transformer/vit-base-p16_32xb128-mae_in1k.py',
+         'mmpretrain-small': 'mmpretrain::vision_transformer/vit-base-p16_32xb128-mae_in1k.py'}
+# the "your data" blocks: a file whose ``_base_`` line names the file of this model block (the
+# stock config + the block), saved under that name next to it
+DATA_OF = {'mmdet-data': 'mmdet-small', 'mmseg-data': 'mmseg-small',
+           'mmpretrain-data': 'mmpretrain-small'}
 NARROW = 64  # the test's ViT width (12 blocks of 64, 4 heads), instead of ViT-B's 768
 
 
@@ -318,11 +332,24 @@ def readme_block(tag: str) -> str:
     return rest[len('```python\n'):rest.index('\n```', len('```python'))] + '\n'
 
 
+def _write_pasted(folder, tag: str):
+    """The block of ``tag`` in a config file as a user writes it: a model block under its stock
+    config's ``_base_`` line; a data block as it stands, next to the file of its model block saved
+    under the name its ``_base_`` line gives. Returns the file's path."""
+    block, path = readme_block(tag), folder / f'{tag}_addp.py'
+    if tag in DATA_OF:
+        base = re.match(r"_base_ = '\./([\w.-]+\.py)'\n", block)
+        assert base, f'the {tag} block must start with the line _base_ = \'./<model config>.py\''
+        _write_pasted(folder, DATA_OF[tag]).rename(folder / base.group(1))
+        path.write_text(block)
+    else:
+        path.write_text(f"_base_ = '{STOCK[tag]}'\n" + block)
+    return path
+
+
 def _paste(tmp_path, tag: str):
-    """Stock config + the block, written as a user would and loaded by mmengine."""
-    path = tmp_path / f'{tag}_addp.py'
-    path.write_text(f"_base_ = '{STOCK[tag]}'\n" + readme_block(tag))
-    cfg = Config.fromfile(str(path))
+    """The block's config file (:func:`_write_pasted`), loaded by mmengine."""
+    cfg = Config.fromfile(str(_write_pasted(tmp_path, tag)))
     assert cfg.model.backbone.type == 'ADDPViT' and 'addp_mm' in cfg.custom_imports.imports
     return cfg
 
@@ -534,6 +561,69 @@ def test_mmpretrain_paste_block(tmp_path):
     data = _cls_batch(2, 224, 1000)
     _train_step(model, optim_wrapper, data, step=True)
     _predict(model, data, 'mmpretrain', 1000)
+
+
+# tag: (the demo folders its datasets must read: images of the train / val split, classes),
+# the --cfg-options that shorten the run to a few iterations (evaluated and saved at its end), the
+# metric of the evaluation
+DATA_RUNS = {
+    'mmdet-data': ((None, 4, ('circle', 'square', 'triangle', 'star')),
+                   ['train_cfg.max_epochs=1', 'default_hooks.checkpoint.interval=1',
+                    'model.train_cfg.rcnn.sampler.num=32'], 'coco/segm_mAP'),
+    'mmseg-data': ((8, 4, ('background', 'circle', 'square', 'triangle', 'star')),
+                   ['train_cfg.max_iters=3', 'default_hooks.checkpoint.interval=3'], 'mIoU'),
+    'mmpretrain-data': ((16, 20, ('circle', 'square', 'star', 'triangle')),
+                        ['train_cfg.max_epochs=1', 'default_hooks.checkpoint.interval=1',
+                         'train_dataloader.batch_size=8'], 'accuracy/top1'),
+}
+
+
+@pytest.mark.parametrize('tag', list(DATA_RUNS))
+def test_data_blocks_train_and_evaluate_on_the_demo_data(demo_cwd, tmp_path, tag):
+    """A small model block + its "your data" block, as written, read the demo data's folders (its
+    images, its classes), train with tools/train.py, evaluate on the val split at the end and save
+    a checkpoint. Changed for the test: the schedule's length (a few iterations), the data loaded
+    in the test's process (no worker processes: their shutdown alone takes seconds), the encoder
+    file the model block names (a demo pretraining's backbone.pth, written here), and for the
+    detector 32 sampled RoIs per image instead of 128 (the stock 256-wide mask head on up to a
+    quarter of them is most of a step's time)."""
+    (n_train, n_val, classes), shorten, metric = DATA_RUNS[tag]
+    path = _write_pasted(tmp_path, tag)
+    cfg = Config.fromfile(str(path))
+    scope = cfg.default_scope
+    _register_toolbox(scope)
+    from importlib import import_module
+    datasets = import_module(f'{scope}.registry').DATASETS
+    here = os.getcwd()
+    os.chdir(demo_cwd)
+    try:
+        with DefaultScope.overwrite_default_scope(scope):
+            train = datasets.build(cfg.train_dataloader.dataset)
+            val = datasets.build(cfg.val_dataloader.dataset)
+    finally:
+        os.chdir(here)
+    assert tuple(train.metainfo['classes']) == tuple(val.metainfo['classes']) == classes
+    assert n_train is None or len(train) == n_train
+    assert len(train) > 0 and len(val) == n_val
+    assert val.get_data_info(0)['img_path'].startswith('data/demo/')
+    options = shorten + [f'model.backbone.init_cfg.checkpoint={_demo_encoder_file(tmp_path)}'] + [
+        f'{loader}.{key}' for loader in ('train_dataloader', 'val_dataloader')
+        for key in ('num_workers=0', 'persistent_workers=False')]
+    work = tmp_path / 'work'
+    os.chdir(demo_cwd)
+    try:  # (the runner's default scope is dropped afterwards, for the tests after this one)
+        with DefaultScope.overwrite_default_scope(scope):
+            tool('train').main([str(path), '--work-dir', str(work), '--cfg-options', *options])
+    finally:
+        os.chdir(here)
+    assert len(glob.glob(str(work / '*.pth'))) == 1
+    scalars, = glob.glob(str(work / '*' / 'vis_data' / 'scalars.json'))
+    logged = [json.loads(line) for line in open(scalars)]
+    assert logged[0].get('loss') is not None and math.isfinite(logged[0]['loss']), logged[0]
+    metrics = logged[-1]  # the evaluation at the end of training
+    assert metric in metrics and 0 <= metrics[metric] <= 100, metrics
+    if scope == 'mmpretrain':  # over the 20 val images: a multiple of 5 %
+        assert metrics[metric] % 5 == pytest.approx(0, abs=1e-4), metrics
 
 
 def test_mmseg_pretrained_alias(tmp_path):

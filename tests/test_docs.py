@@ -29,7 +29,8 @@ def test_the_pages_exist_and_the_readme_is_short():
     for page in ('docs/get_started.md', 'docs/data_preparation.md',
                  'docs/user_guides/train_test.md', 'docs/user_guides/own_config.md',
                  'docs/user_guides/pretrain_and_generate.md', 'docs/user_guides/train_every_part.md',
-                 'docs/user_guides/weights.md', 'docs/advanced_guides/architecture.md',
+                 'docs/user_guides/weights.md', 'docs/user_guides/inference.md',
+                 'docs/advanced_guides/architecture.md',
                  'docs/advanced_guides/reliability.md', 'docs/advanced_guides/performance.md'):
         assert page in names, page
     assert len(open(osp.join(ROOT, 'README.md')).read().splitlines()) < 200

@@ -16,7 +16,8 @@ TOOLS = osp.join(ROOT, 'tools')
 DEMO = osp.join(ROOT, 'configs', 'demo')
 ENV = dict(os.environ, OMP_NUM_THREADS='1')
 PY_TOOLS = ['train.py', 'test.py', 'generate.py', 'fid_is.py', 'convert_checkpoint.py',
-            'verify_reference.py', 'make_demo_data.py', 'run_toy_pipeline.py', 'benchmark.py']
+            'verify_reference.py', 'make_demo_data.py', 'run_toy_pipeline.py', 'benchmark.py',
+            'infer.py']
 # a user's mistake for each tool (arguments, run in tmp_path): one line, or with --debug a traceback
 MISTAKES = {
     'train.py': (['configs/demo/nope.py'], "config file 'configs/demo/nope.py' not found"),
@@ -30,6 +31,7 @@ MISTAKES = {
     'make_demo_data.py': (['a_file'], "OUT 'a_file' is a file"),
     'run_toy_pipeline.py': (['--device', 'cuda'], '--device cuda: this machine has no CUDA device'),
     'benchmark.py': (['--device', 'cuda'], '--device cuda: this machine has no CUDA device'),
+    'infer.py': (['nope.jpg', 'configs/demo/nope.py'], "IMAGE_OR_FOLDER 'nope.jpg' not found"),
 }
 
 

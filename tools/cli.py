@@ -6,7 +6,8 @@
   status 2; ``--debug`` shows the traceback instead. A mistake is ``addp_mm.errors.UsageError``
   (the library's errors of that kind subclass it, ``MissingFileError`` too) or a missing file;
   anything else is a bug and keeps its traceback.
-- Known import-time noise from the pinned stack is silenced, narrowly (see ``before_heavy_imports``).
+- Before its heavy imports a tool chooses torch's CPU threads and silences known noise of the
+  pinned stack, narrowly (``before_heavy_imports``).
 """
 import argparse
 import contextlib
@@ -150,8 +151,9 @@ def parse_run_args(parser, argv=None):
     return args
 
 
-# a missing file, said the one way (addp_mm.checkpoint.sources.require_file)
+# a missing file, said the one way (addp_mm.checkpoint.sources.require_file / missing_file)
 require_file = _sources.require_file
+missing_file = _sources.missing_file
 
 
 def require_config(path: str) -> str:

@@ -20,10 +20,12 @@ the runner by :func:`addp_mm.engine.runner_factory.build_runner` (``tools/train.
 ``--resume`` of a file that is not a training checkpoint (no ``meta`` / ``message_hub``, e.g. a
 released file) is refused, naming what is missing.
 """
+from typing import Mapping
+
 from mmengine.model import BaseTTAModel, is_model_wrapper
 
-from addp_mm.checkpoint import (COMPLETE, PARTIAL, CheckpointMismatchError, load_weights,
-                                model_state_dict, read_checkpoint, summarise_keys)
+from addp_mm.checkpoint import (COMPLETE, PARTIAL, CheckpointMismatchError, LoadReport,
+                                load_weights, model_state_dict, read_checkpoint, summarise_keys)
 
 # what ``Runner.resume`` reads besides the weights
 RESUME_KEYS = ('meta', 'state_dict', 'message_hub')
@@ -64,8 +66,7 @@ class CheckedCheckpointLoad:
 
     def load_checkpoint(self, filename, map_location='cpu', strict=False, revise_keys=None):
         purpose = self._load_purpose
-        key = {'resume': '--resume', 'test': 'CHECKPOINT'}.get(purpose, 'load_from')
-        checkpoint = dict(read_checkpoint(filename, key))
+        checkpoint = dict(read_checkpoint(filename, KEYS[purpose]))
         if purpose == 'resume':
             missing = [k for k in RESUME_KEYS if k not in checkpoint]
             if missing:
@@ -78,14 +79,14 @@ class CheckedCheckpointLoad:
         model = self.model.module if is_model_wrapper(self.model) else self.model
         if isinstance(model, BaseTTAModel):  # --tta: the checkpoint is the wrapped model's
             model = model.module
-        policy = COMPLETE if strict or purpose in ('resume', 'test') else PARTIAL
-        report = load_weights(model, checkpoint, _converter_for(model), policy, key,
-                              name=str(filename), fix=FIXES[purpose])
+        report = load_checked(model, checkpoint, filename, purpose, strict)
         self._has_loaded = True
         self.logger.info(report.summary(type(model).__name__))
         return checkpoint
 
 
+# how the command line / config names the file, by purpose
+KEYS = {'load_from': 'load_from', 'resume': '--resume', 'test': 'CHECKPOINT'}
 # what to give instead, when a file of another kind was given
 FIXES = {
     'load_from': '',
@@ -94,6 +95,18 @@ FIXES = {
             'epoch_N.pth or iter_N.pth); to fine-tune from this file: tools/train.py CONFIG '
             '--pretrained FILE',
 }
+
+
+def load_checked(model, checkpoint: Mapping, filename, purpose: str = 'test',
+                 strict: bool = False) -> LoadReport:
+    """Load a read ``checkpoint`` (of the file ``filename``) into ``model``, converted to its key
+    names, as ``purpose`` needs (see the module doc): ``'test'`` (``tools/test.py CHECKPOINT``,
+    ``tools/infer.py``) and ``'resume'`` need every tensor of the model, ``'load_from'`` half of
+    the file's. A file of another kind is a ``CheckpointMismatchError`` saying which file to
+    give."""
+    policy = COMPLETE if strict or purpose in ('resume', 'test') else PARTIAL
+    return load_weights(model, checkpoint, _converter_for(model), policy, KEYS[purpose],
+                        name=str(filename), fix=FIXES[purpose])
 
 
 def _converter_for(model):
