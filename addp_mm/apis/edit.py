@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torchvision.utils import make_grid
 
 from addp_mm.errors import UsageError
 from addp_mm.models.generation.addp_sampler import ADDPSampler, unwrap_model
@@ -32,7 +33,8 @@ from addp_mm.models.utils import to_uint8
 
 __all__ = ['Region', 'EditResult', 'canvas_size', 'token_factor', 'load_image', 'mask_region',
            'box_region', 'random_regions', 'outpaint_canvas', 'encode_tokens', 'inpaint',
-           'outpaint', 'variations', 'mark_region', 'trajectory_strip', 'IMAGE_SUFFIXES']
+           'outpaint', 'variations', 'mark_region', 'side_by_side', 'TrajectoryPictures',
+           'IMAGE_SUFFIXES']
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.webp')
 # the grey of the canvas an outpainting grows (it is not read: those tokens are unknown)
@@ -141,9 +143,10 @@ def _region(pixel_mask: torch.Tensor, factor: int, what: str) -> Region:
 
 
 def mask_region(model: nn.Module, mask, image_hw: Sequence[int],
-                what: str = 'the mask') -> Region:
+                canvas_hw: Optional[Sequence[int]] = None, what: str = 'the mask') -> Region:
     """The region of a mask image (a path, PIL image or array; nonzero / not black = generate)
-    for an image of size ``image_hw``: a mask of another size is a UsageError."""
+    for an image of size ``image_hw`` (a mask of another size is a UsageError), on the canvas
+    ``canvas_hw`` the image is resized to (default: the image's size; nearest-neighbour)."""
     from PIL import Image
     if isinstance(mask, (str, os.PathLike)):
         if not osp.isfile(mask):
@@ -152,22 +155,31 @@ def mask_region(model: nn.Module, mask, image_hw: Sequence[int],
             mask = np.asarray(opened.convert('L'))
     elif isinstance(mask, Image.Image):
         mask = np.asarray(mask.convert('L'))
-    mask = torch.as_tensor(np.asarray(mask))
+    mask = torch.from_numpy(np.array(mask))
     if mask.dim() == 3:
         mask = mask.amax(-1)
     if tuple(mask.shape) != tuple(image_hw):
         raise UsageError(f'{what} is {mask.shape[1]}x{mask.shape[0]} (width x height) but the '
                          f'image is {image_hw[1]}x{image_hw[0]}: give a mask of the image\'s size')
-    return _region(mask > 0, token_factor(model), what)
+    mask = mask > 0
+    if canvas_hw is not None and tuple(canvas_hw) != tuple(image_hw):
+        mask = F.interpolate(mask[None, None].float(), size=tuple(canvas_hw), mode='nearest')[0, 0] > 0
+    return _region(mask, token_factor(model), what)
 
 
-def box_region(model: nn.Module, image_hw: Sequence[int], box: Sequence[float]) -> Region:
-    """The region of a box ``(x0, y0, x1, y1)`` in pixels of an image of size ``image_hw``."""
+def box_region(model: nn.Module, image_hw: Sequence[int], box: Sequence[float],
+               canvas_hw: Optional[Sequence[int]] = None) -> Region:
+    """The region of a box ``(x0, y0, x1, y1)`` in pixels of an image of size ``image_hw``, on
+    the canvas ``canvas_hw`` the image is resized to (default: the image's size)."""
     x0, y0, x1, y1 = (float(v) for v in box)
     H, W = (int(s) for s in image_hw)
     if not (0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H):
         raise UsageError(f'box {tuple(box)}: need 0 <= x0 < x1 <= {W} and 0 <= y0 < y1 <= {H} '
-                         '(pixels of the image the model sees)')
+                         f'(pixels of the {W}x{H} image)')
+    if canvas_hw is not None and tuple(canvas_hw) != (H, W):
+        sy, sx = canvas_hw[0] / H, canvas_hw[1] / W
+        x0, x1, y0, y1 = x0 * sx, x1 * sx, y0 * sy, y1 * sy
+        H, W = (int(s) for s in canvas_hw)
     pixel_mask = torch.zeros(H, W, dtype=torch.bool)
     pixel_mask[math.floor(y0):math.ceil(y1), math.floor(x0):math.ceil(x1)] = True
     return _region(pixel_mask, token_factor(model), f'the box {tuple(box)}')
@@ -223,15 +235,16 @@ def encode_tokens(model: nn.Module, image: torch.Tensor) -> Tuple[torch.Tensor, 
 
 
 def _edit(model: nn.Module, sampler: ADDPSampler, canvas: torch.Tensor, unknown: torch.Tensor,
-          notes: List[str], seed: Optional[int], autocast_dtype, return_trajectory: bool
-          ) -> EditResult:
+          notes: List[str], seed: Optional[int], autocast_dtype, return_trajectory: bool,
+          on_step=None) -> EditResult:
     """Generate the ``unknown`` tokens (``B x N``) of ``canvas`` (one image) for each row."""
     tokens, grid = encode_tokens(model, canvas)
     device = tokens.device
     unknown = unknown.to(device)
     B = unknown.shape[0]
     out = sampler.edit(model, tokens.expand(B, -1), unknown, grid_hw=grid, seed=seed,
-                       autocast_dtype=autocast_dtype, return_trajectory=return_trajectory)
+                       autocast_dtype=autocast_dtype, return_trajectory=return_trajectory,
+                       on_step=on_step)
     images, final_tokens, trajectory = out if return_trajectory else (*out, None)
     mask_id = int(getattr(unwrap_model(model).neck, 'mask_token_id', 0))
     factor = token_factor(model)
@@ -244,36 +257,37 @@ def _edit(model: nn.Module, sampler: ADDPSampler, canvas: torch.Tensor, unknown:
 
 def inpaint(model: nn.Module, sampler: ADDPSampler, image: torch.Tensor, region: Region,
             num: int = 1, seed: Optional[int] = None, autocast_dtype=None,
-            return_trajectory: bool = False) -> EditResult:
+            return_trajectory: bool = False, on_step=None) -> EditResult:
     """Generate ``region`` of ``image`` (``1 x 3 x H x W`` in [0, 1], on the model's token
     grid) ``num`` times; everything else keeps the image's tokens."""
     unknown = region.unknown.reshape(1, -1).expand(num, -1)
     return _edit(model, sampler, image, unknown, [region.note] if region.note else [], seed,
-                 autocast_dtype, return_trajectory)
+                 autocast_dtype, return_trajectory, on_step)
 
 
 def outpaint(model: nn.Module, sampler: ADDPSampler, image: torch.Tensor, pads: Sequence[int],
              num: int = 1, seed: Optional[int] = None, autocast_dtype=None,
-             return_trajectory: bool = False) -> EditResult:
+             return_trajectory: bool = False, on_step=None) -> EditResult:
     """Grow the canvas by ``pads`` ``(left, top, right, bottom)`` pixels and generate the new
     border around ``image`` (the encoder's and decoder's position tables are resized to the
     larger grid)."""
     canvas, region = outpaint_canvas(model, image, pads)
     unknown = region.unknown.reshape(1, -1).expand(num, -1)
     return _edit(model, sampler, canvas, unknown, [region.note] if region.note else [], seed,
-                 autocast_dtype, return_trajectory)
+                 autocast_dtype, return_trajectory, on_step)
 
 
 def variations(model: nn.Module, sampler: ADDPSampler, image: torch.Tensor, num: int,
                ratio: float, seed: Optional[int] = None, autocast_dtype=None,
-               return_trajectory: bool = False) -> EditResult:
+               return_trajectory: bool = False, on_step=None) -> EditResult:
     """``num`` variations of ``image``: in each, ``ratio`` of its tokens (drawn at random with
     ``seed``) are re-generated."""
     factor = token_factor(model)
     grid = _grid(tuple(image.shape[-2:]), factor, 'the image')
     generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
     unknown = random_regions(grid, ratio, num, generator)
-    return _edit(model, sampler, image, unknown, [], seed, autocast_dtype, return_trajectory)
+    return _edit(model, sampler, image, unknown, [], seed, autocast_dtype, return_trajectory,
+                 on_step)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -291,17 +305,35 @@ def mark_region(image: torch.Tensor, region_pixels: torch.Tensor) -> torch.Tenso
     return out.round().clamp(0, 255).to(torch.uint8)
 
 
-def trajectory_strip(trajectory: List[Dict], index: int, factor: int) -> torch.Tensor:
-    """One image's denoising as a picture, uint8 ``3 x 2H x (S*W)``: for every step ``s`` the
-    pixels it decodes (top) and, below, its mask of still-unknown tokens (white = unknown,
-    black = known)."""
-    columns = []
-    for step in trajectory:
-        pixels = to_uint8(step['pixels'][index:index + 1].cpu())[0]
-        H, W = pixels.shape[-2:]
-        h, w = H // factor, W // factor
-        unknown = step['mask_next'][index].view(h, w).cpu()
-        mask = unknown.repeat_interleave(factor, 0).repeat_interleave(factor, 1)
-        mask = (mask.to(torch.uint8) * 255).expand(3, -1, -1)
-        columns.append(torch.cat([pixels, mask], dim=1))
-    return torch.cat(columns, dim=2)
+def side_by_side(images: Sequence[torch.Tensor], gap: int = 4) -> torch.Tensor:
+    """uint8 ``3 x H x W`` images of one size in a row, ``gap`` white pixels apart."""
+    row = torch.stack(list(images))
+    return make_grid(row, nrow=len(images), padding=gap, pad_value=255)
+
+
+class TrajectoryPictures:
+    """The denoising as pictures, kept step by step (``on_step=`` of the sampler's ``sample`` /
+    ``edit``, so no step's logits are held): the pixels each step decodes and its mask of
+    still-unknown tokens; for an edit, first the pixels the first step encodes and the region.
+
+    :meth:`strip` draws one image's as a uint8 ``3 x (2H + gap) x W'`` picture: a column per step,
+    the pixels above the mask (white = unknown, black = known)."""
+
+    def __init__(self, factor: int):
+        self.factor = factor
+        self.columns: List[Tuple[torch.Tensor, torch.Tensor]] = []  # (uint8 pixels, bool mask)
+
+    def __call__(self, step: int, entry: Dict) -> None:
+        if step == 0 and entry.get('pixels_in') is not None:  # an edit: where it starts
+            self.columns.append((to_uint8(entry['pixels_in']).cpu(), entry['mask'].bool().cpu()))
+        self.columns.append((to_uint8(entry['pixels']).cpu(), entry['mask_next'].bool().cpu()))
+
+    def strip(self, index: int, gap: int = 2) -> torch.Tensor:
+        pictures = []
+        for pixels, unknown in self.columns:
+            image = pixels[index]
+            H, W = image.shape[-2:]
+            mask = unknown[index].view(H // self.factor, W // self.factor)
+            mask = mask.repeat_interleave(self.factor, 0).repeat_interleave(self.factor, 1)
+            pictures.append(torch.cat([image, (mask.to(torch.uint8) * 255).expand(3, -1, -1)], 1))
+        return make_grid(torch.stack(pictures), nrow=len(pictures), padding=gap, pad_value=128)

@@ -25,7 +25,7 @@ downsampling factor, the codebook size and the code width from the tokenizer
 """
 import math
 from contextlib import contextmanager, nullcontext
-from typing import Dict, Iterator, List, Optional, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -238,7 +238,8 @@ class ADDPSampler:
                generator: Optional[torch.Generator] = None,
                device: Optional[Union[str, torch.device]] = None,
                autocast_dtype: Optional[Union[str, torch.dtype]] = None,
-               return_trajectory: bool = False
+               return_trajectory: bool = False,
+               on_step: Optional[Callable[[int, Dict], None]] = None
                ) -> Union[torch.Tensor, Tuple[torch.Tensor, List[Dict]]]:
         """Generate ``num_images`` images in one batch.
 
@@ -254,7 +255,10 @@ class ADDPSampler:
                 runs the encoder, decoder and VQ decoder under autocast; sampling and
                 confidences stay in float32.
             return_trajectory: also return one dict per step with the input ``mask``, ``logits``,
-                ``sampled`` ids, ``tokens``, next ``mask_next``, ``mask_len`` and ``pixels``.
+                ``sampled`` ids, ``tokens``, next ``mask_next``, ``mask_len``, ``pixels`` and the
+                ``pixels_in`` the step encoded (``None`` when nothing was known).
+            on_step: called with ``(step, that dict)`` after every step (e.g. to keep pictures
+                of the trajectory without holding every step's logits).
 
         Returns:
             images ``B x 3 x H x W`` float32, unclamped (convert with
@@ -269,7 +273,8 @@ class ADDPSampler:
         mask = torch.ones(B, N, dtype=torch.bool, device=device)
         pixels, _, trajectory = self._denoise(model, tokens, mask, N, None, geo.grid_hw,
                                               _generator(device, generator, seed),
-                                              _autocast_dtype(autocast_dtype), return_trajectory)
+                                              _autocast_dtype(autocast_dtype), return_trajectory,
+                                              on_step)
         return (pixels, trajectory) if return_trajectory else pixels
 
     @torch.no_grad()
@@ -277,7 +282,8 @@ class ADDPSampler:
              grid_hw: Optional[Tuple[int, int]] = None, seed: Optional[int] = None,
              generator: Optional[torch.Generator] = None,
              autocast_dtype: Optional[Union[str, torch.dtype]] = None,
-             return_trajectory: bool = False
+             return_trajectory: bool = False,
+             on_step: Optional[Callable[[int, Dict], None]] = None
              ) -> Union[Tuple[torch.Tensor, torch.Tensor],
                         Tuple[torch.Tensor, torch.Tensor, List[Dict]]]:
         """Generate the ``unknown`` positions of a token grid, keeping the others (inpainting,
@@ -290,7 +296,7 @@ class ADDPSampler:
             unknown: ``B x N`` bool, True where the tokens are to be generated; the same number
                 in every row, at least one, fewer than ``N``.
             grid_hw: the token grid ``(h, w)``, ``h * w = N`` (default: the model's own).
-            seed, generator, autocast_dtype, return_trajectory: as in :meth:`sample`.
+            seed, generator, autocast_dtype, return_trajectory, on_step: as in :meth:`sample`.
 
         Returns:
             images ``B x 3 x (f*h) x (f*w)`` float32, unclamped, their tokens ``B x N`` (the
@@ -318,13 +324,13 @@ class ADDPSampler:
         tokens = torch.where(unknown, torch.full_like(tokens, geo.initial_token), tokens)
         pixels, tokens, trajectory = self._denoise(
             model, tokens, unknown, counts[0], pixels, grid_hw,
-            _generator(tokens.device, generator, seed), dtype, return_trajectory)
+            _generator(tokens.device, generator, seed), dtype, return_trajectory, on_step)
         return (pixels, tokens, trajectory) if return_trajectory else (pixels, tokens)
 
     def _denoise(self, model: nn.Module, tokens: torch.Tensor, mask: torch.Tensor,
                  num_unknown: int, pixels: Optional[torch.Tensor], grid_hw: Tuple[int, int],
                  generator: torch.Generator, dtype: Optional[torch.dtype],
-                 return_trajectory: bool):
+                 return_trajectory: bool, on_step: Optional[Callable[[int, Dict], None]] = None):
         """The alternating steps from ``tokens`` / ``mask`` (True = unknown, ``num_unknown`` in
         every row) and ``pixels`` (``None``: nothing known yet). Returns the last pixels, the
         last tokens and the trajectory (empty unless asked for)."""
@@ -339,11 +345,14 @@ class ADDPSampler:
                 mask_next = self.next_mask(logits, new_tokens, mask, step, generator,
                                            num_unknown=num_unknown)
                 pixels = self.render(model, logits, new_tokens, mask_next, grid_hw, dtype)
-                if return_trajectory:
-                    trajectory.append(dict(mask=mask, logits=logits, sampled=sampled,
-                                           tokens=new_tokens, mask_next=mask_next,
-                                           mask_len=int(mask_next[0].sum()) if len(mask) else 0,
-                                           pixels=pixels, pixels_in=pixels_in))
+                if return_trajectory or on_step is not None:
+                    entry = dict(mask=mask, logits=logits, sampled=sampled, tokens=new_tokens,
+                                 mask_next=mask_next, pixels=pixels, pixels_in=pixels_in,
+                                 mask_len=int(mask_next[0].sum()) if len(mask) else 0)
+                    if on_step is not None:
+                        on_step(step, entry)
+                    if return_trajectory:
+                        trajectory.append(entry)
                 tokens, mask = new_tokens, mask_next
         return pixels, tokens, trajectory
 
