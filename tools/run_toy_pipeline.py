@@ -6,9 +6,9 @@
         [--tokenizer-ch C] [--codebook-size K] [--predictor-width W] [--predictor-depth D]
         [--num-samples N] [--gen-steps S] [--skip-downstream]
 
-Steps (each a ``tools/train.py`` / ``tools/generate.py`` run in its own process; each reads the
-previous step's output file, passed with ``--cfg-options`` of the config's top-level variable and
-of the key that uses it):
+Steps (each a ``tools/train.py`` / ``tools/generate.py`` run by its ``main`` in this process, one
+after the other, its output in ``WORK_DIR/logs/``; each reads the previous step's output file,
+passed with ``--cfg-options`` of the config's top-level variable and of the key that uses it):
 
     1 tokenizer    configs/toy/vq-autoencoder_vqgan-toy_1xb32-1k_digits-32px.py        -> tokenizer/tokenizer.pth
     2 predictor    configs/toy/mage-token-trainer_mage-toy_1xb32-2k_digits-32px.py -> predictor/token_predictor.pth
@@ -28,24 +28,26 @@ generation, each downstream run). The data
 is written first when ``--data-root`` does not exist (tools/make_demo_data.py).
 """
 import argparse
+import contextlib
 import glob
+import importlib
 import json
 import math
 import os
 import os.path as osp
 import shutil
-import subprocess
 import sys
 import time
+import traceback
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/cli.py
 from cli import ROOT, UsageError, add_debug_flag, quiet_imports, run_tool  # noqa: E402
 
-CONFIGS = dict(
-    tokenizer='configs/toy/vq-autoencoder_vqgan-toy_1xb32-1k_digits-32px.py',
-    predictor='configs/toy/mage-token-trainer_mage-toy_1xb32-2k_digits-32px.py',
-    addp='configs/toy/addp_vit-demo-p4_1xb32-2k_digits-32px.py',
-)
+CONFIGS = {part: osp.join(ROOT, 'configs', 'toy', name) for part, name in dict(
+    tokenizer='vq-autoencoder_vqgan-toy_1xb32-1k_digits-32px.py',
+    predictor='mage-token-trainer_mage-toy_1xb32-2k_digits-32px.py',
+    addp='addp_vit-demo-p4_1xb32-2k_digits-32px.py',
+).items()}
 # ~24 min on 2 quiet CPU cores (docs/user_guides/train_every_part.md); 200 iterations each run
 # in ~8 min but are too short for pretraining to help the 10%-label fine-tune
 FULL = dict(tokenizer_iters=1000, predictor_iters=2000, addp_iters=2000, num_samples=200,
@@ -105,12 +107,13 @@ class Pipeline:
         self.work_dir = args.work_dir
         self.t0 = time.time()
         self.times = {}
+        self.cpu_times = {}
         self.reused_s = 0.  # recorded time of the steps reused from an earlier run
         self.results = {}
-        self.env = dict(os.environ)
-        self.env['PYTHONPATH'] = ROOT + os.pathsep + self.env.get('PYTHONPATH', '')
-        if args.device == 'cpu':
-            self.env['CUDA_VISIBLE_DEVICES'] = ''
+        if args.device == 'cpu':  # before anything asks torch for a GPU
+            os.environ['CUDA_VISIBLE_DEVICES'] = ''
+        # the downstream configs ask for deterministic kernels: cuBLAS needs this on a GPU
+        os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
 
     # ------------------------------------------------------------------ plumbing
     def path(self, *parts) -> str:
@@ -141,25 +144,33 @@ class Pipeline:
             self.reused_s += earlier or 0.
             return reuse[0] if len(reuse) == 1 else tuple(reuse)
         self.log(f'{name} ...')
-        t = time.time()
+        t, cpu = time.time(), cpu_seconds()
         out = fn(*a)
         self.times[name] = round(time.time() - t, 1)
+        self.cpu_times[name] = round(cpu_seconds() - cpu, 1)
         self.record_time(name, self.times[name])
-        self.log(f'{name} done in {self.times[name]:.0f} s')
+        self.log(f'{name} done in {self.times[name]:.0f} s ({self.cpu_times[name]:.0f} s of CPU)')
         return out
 
-    def run(self, name: str, cmd):
-        """Run a tool in its own process, its output in WORK_DIR/logs/NAME.log."""
-        os.makedirs(self.path('logs'), exist_ok=True)
-        log_file = self.path('logs', f'{name}.log')
-        with open(log_file, 'w') as f:
-            proc = subprocess.run([sys.executable] + cmd, cwd=ROOT, env=self.env, stdout=f,
-                                  stderr=subprocess.STDOUT)
-        if proc.returncode != 0:
+    def run(self, name: str, argv, log_file=None):
+        """``tools/TOOL.py ARGS...`` (``argv``) run by its ``main`` in this process, one step after
+        the other (torch and the OpenMMLab stack are imported once); what it prints goes to
+        ``log_file`` (default ``WORK_DIR/logs/NAME.log``), its tail into the error if it fails."""
+        log_file = log_file or self.path('logs', f'{name}.log')
+        os.makedirs(osp.dirname(log_file), exist_ok=True)
+        tool = importlib.import_module(osp.splitext(osp.basename(argv[0]))[0])  # tools/ on sys.path
+        with open(log_file, 'w') as f, output_to(f):
+            try:
+                tool.main(argv[1:])
+                failed = None
+            except Exception as e:  # noqa: B902 (reported with the log below)
+                traceback.print_exc()
+                failed = e
+        if failed is not None:
             with open(log_file) as f:
                 tail = ''.join(f.readlines()[-30:])
-            raise RuntimeError(f'step {name} failed (exit {proc.returncode}); '
-                               f'log {log_file}:\n{tail}')
+            raise RuntimeError(f'step {name} failed ({type(failed).__name__}); '
+                               f'log {log_file}:\n{tail}') from failed
 
     def require(self, path: str, what: str) -> str:
         if not osp.isfile(path):
@@ -396,15 +407,36 @@ class Pipeline:
                     continue  # --quick checks the handoffs; the baseline reads no earlier file
                 accs = []
                 for seed in self.args.seeds:
-                    acc, secs, reused = run_downstream_once(
-                        tm, mode, ckpt, seed, self.path('downstream', f'{mode}_{init}_seed{seed}'),
-                        self.args.data_root, self.args.quick, self.args.reuse)
+                    acc, secs, reused = self.downstream_once(
+                        tm, mode, ckpt, seed, self.path('downstream', f'{mode}_{init}_seed{seed}'))
                     accs.append(acc)
                     self.reused_s += secs if reused else 0.
                     self.log(f'  downstream {mode} {init} seed {seed}: {acc:.2f}% '
                              f'({secs:.0f} s{", earlier run, reused" if reused else ""})')
                 out[f'{mode}_{init}'] = dict(per_seed=accs, mean=mean(accs), std=std(accs))
         self.results['downstream'] = out
+
+    def downstream_once(self, tm, mode, ckpt, seed, work_dir):
+        """One downstream run (``toy_metrics.downstream_command``); its accuracy and time go to
+        ``WORK_DIR/result.json`` (reused with ``--reuse``). Returns (accuracy %, seconds,
+        reused)."""
+        marker = osp.join(work_dir, 'result.json')
+        backbone = osp.abspath(ckpt) if ckpt else None
+        if self.args.reuse and osp.isfile(marker):
+            with open(marker) as f:
+                rec = json.load(f)
+            if rec.get('backbone') == backbone:
+                return rec['accuracy'], rec['time_s'], True
+        t = time.time()
+        cmd = tm.downstream_command(mode, ckpt, seed, work_dir, data_root=self.args.data_root,
+                                    quick=self.args.quick)
+        self.run(f'downstream {mode} seed {seed}', cmd[1:],
+                 log_file=osp.join(work_dir, f'train_{mode}.log'))
+        rec = dict(mode=mode, seed=seed, backbone=backbone,
+                   accuracy=tm.read_val_metric(work_dir), time_s=round(time.time() - t, 1))
+        with open(marker, 'w') as f:
+            json.dump(rec, f)
+        return rec['accuracy'], rec['time_s'], False
 
     # ------------------------------------------------------------------ the whole chain
     def __call__(self):
@@ -444,22 +476,23 @@ class Pipeline:
         self.log(f'wrote {self.path("results.md")} and {self.path("results.json")}')
 
 
-def run_downstream_once(tm, mode, ckpt, seed, work_dir, data_root, quick, reuse=False):
-    """``toy_metrics.run_downstream`` once; its accuracy and time go to ``WORK_DIR/result.json``
-    (reused with ``--reuse``). Returns (accuracy %, seconds, reused)."""
-    marker = osp.join(work_dir, 'result.json')
-    if reuse and osp.isfile(marker):
-        with open(marker) as f:
-            rec = json.load(f)
-        if rec.get('backbone') == (osp.abspath(ckpt) if ckpt else None):
-            return rec['accuracy'], rec['time_s'], True
-    t = time.time()
-    acc = float(tm.run_downstream(mode, ckpt, seed, work_dir, data_root=data_root, quick=quick))
-    rec = dict(mode=mode, seed=seed, backbone=osp.abspath(ckpt) if ckpt else None, accuracy=acc,
-               time_s=round(time.time() - t, 1))
-    with open(marker, 'w') as f:
-        json.dump(rec, f)
-    return acc, rec['time_s'], False
+@contextlib.contextmanager
+def output_to(file):
+    """Everything written to this process's stdout and stderr (Python's and C's) goes to
+    ``file`` inside the block."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        os.dup2(file.fileno(), 1)
+        os.dup2(file.fileno(), 2)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
 
 
 def toy_metrics():
@@ -471,6 +504,12 @@ def toy_metrics():
               flush=True)
         return None
     return tm
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and of its finished child processes."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def mean(xs):

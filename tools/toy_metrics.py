@@ -26,10 +26,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-DOWNSTREAM_CONFIGS = {
-    'linear': 'configs/toy/vit-demo-p4_linear-probe_1xb64-15e_digits-32px.py',
-    'finetune10': 'configs/toy/vit-demo-p4_1xb32-60e_digits-10pct-32px.py',
-}
+DOWNSTREAM_CONFIGS = {mode: osp.join(ROOT, 'configs', 'toy', name) for mode, name in dict(
+    linear='vit-demo-p4_linear-probe_1xb64-15e_digits-32px.py',
+    finetune10='vit-demo-p4_1xb32-60e_digits-10pct-32px.py',
+).items()}
 CLASSIFIER_FEATURES = 64  # width of the penultimate layer = dimension of the toy FID's features
 
 
@@ -229,7 +229,8 @@ def read_val_metric(work_dir: str, key: str = 'accuracy/top1') -> float:
 # ---------------------------------------------------------------------------------------------
 def downstream_command(mode: str, backbone_checkpoint: Optional[str], seed: int, work_dir: str,
                        data_root: str = 'data/demo/digits', quick: bool = False) -> List[str]:
-    """The ``tools/train.py`` command line of :func:`run_downstream` (paths made absolute)."""
+    """The ``tools/train.py`` command line of :func:`run_downstream` (paths absolute: it runs
+    from any directory)."""
     if mode not in DOWNSTREAM_CONFIGS:
         raise ValueError(f'downstream mode {mode!r}: choose one of {sorted(DOWNSTREAM_CONFIGS)}')
     data_root = osp.abspath(data_root)
@@ -239,7 +240,7 @@ def downstream_command(mode: str, backbone_checkpoint: Optional[str], seed: int,
         options += ['train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
                     'train_dataloader.batch_size=4', 'train_dataloader.dataset.indices=8',
                     'val_dataloader.dataset.indices=8', 'test_dataloader.dataset.indices=8']
-    cmd = [sys.executable, osp.join('tools', 'train.py'), DOWNSTREAM_CONFIGS[mode],
+    cmd = [sys.executable, osp.join(ROOT, 'tools', 'train.py'), DOWNSTREAM_CONFIGS[mode],
            '--work-dir', osp.abspath(work_dir)]
     if backbone_checkpoint:  # model.backbone.init_cfg
         cmd += ['--pretrained', osp.abspath(backbone_checkpoint)]
