@@ -11,9 +11,36 @@ import os.path as osp
 import sys
 
 import pytest
-from conftest import run_command
+from conftest import run_command, tool
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+@pytest.mark.parametrize('iters', [4, 8, 12, 60, 2000])
+def test_short_schedules_warm_up_to_the_configured_lr(iters):
+    """The schedule of an ``iters``-iteration step as the pipeline shortens a config: the linear
+    warm-up reaches the config's lr, then the cosine decays it (an 8-iteration run used to stay
+    at 1e-3 of it: mmengine's LinearLR over one iteration never leaves its start factor)."""
+    import torch
+    from mmengine.registry import PARAM_SCHEDULERS
+
+    from addp_mm.engine.config import cfg_options_dict, load_config
+    pipeline = tool('run_toy_pipeline')
+    cfg = load_config(pipeline.CONFIGS['addp'],
+                      cfg_options_dict(pipeline.schedule_options(iters, warmup=20)))
+    lr = cfg.optim_wrapper.optimizer.lr
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    schedulers = [PARAM_SCHEDULERS.build(dict(s, optimizer=optimizer))
+                  for s in cfg.param_scheduler]
+    lrs = []
+    for _ in range(cfg.train_cfg.max_iters):  # ParamSchedulerHook: a step after each iteration
+        lrs.append(optimizer.param_groups[0]['lr'])
+        optimizer.step()
+        for s in schedulers:
+            s.step()
+    assert lrs[0] == pytest.approx(lr * cfg.param_scheduler[0].start_factor)
+    assert max(lrs) == pytest.approx(lr)
+    assert lrs[-1] < lr  # decayed
 
 
 @pytest.mark.slow

@@ -189,17 +189,6 @@ class Pipeline:
                 f'{prefix}.num_heads={heads}', f'{prefix}.decoder_embed_dim={a.predictor_width}',
                 f'{prefix}.decoder_num_heads={heads}']
 
-    def schedule_options(self, iters: int, warmup: int = 50):
-        warmup = max(1, min(warmup, iters // 5))
-        opts = [f'train_cfg.max_iters={iters}',
-                f'param_scheduler.0.end={warmup}', f'param_scheduler.1.begin={warmup}',
-                f'param_scheduler.1.end={max(iters, warmup + 1)}',
-                f'default_hooks.checkpoint.interval={iters}',
-                f'default_hooks.logger.interval={max(1, min(50, iters // 10))}']
-        if self.args.batch_size:
-            opts.append(f'train_dataloader.batch_size={self.args.batch_size}')
-        return opts
-
     def data_options(self):
         # a path variable: tools/train.py carries it into every key built from it
         return [f'data_root={self.args.data_root}']
@@ -207,7 +196,8 @@ class Pipeline:
     # ------------------------------------------------------------------ steps 1-4
     def train_tokenizer(self):
         wd = self.path('tokenizer')
-        opts = (self.data_options() + self.schedule_options(self.args.tokenizer_iters)
+        opts = (self.data_options()
+                + schedule_options(self.args.tokenizer_iters, batch_size=self.args.batch_size)
                 + self.tokenizer_options('model.tokenizer'))
         if self.args.no_restart:
             opts.append('model.restart_dead_codes=False')
@@ -217,7 +207,8 @@ class Pipeline:
 
     def train_predictor(self, tokenizer_file):
         wd = self.path('predictor')
-        opts = (self.data_options() + self.schedule_options(self.args.predictor_iters)
+        opts = (self.data_options()
+                + schedule_options(self.args.predictor_iters, batch_size=self.args.batch_size)
                 + self.tokenizer_options('model.tokenizer')
                 + self.predictor_options('model.token_predictor')
                 + [f'model.tokenizer.checkpoint={tokenizer_file}'])
@@ -233,7 +224,8 @@ class Pipeline:
 
     def train_addp(self, tokenizer_file, predictor_file):
         wd = self.path('addp')
-        opts = (self.data_options() + self.schedule_options(self.args.addp_iters, warmup=20)
+        opts = (self.data_options()
+                + schedule_options(self.args.addp_iters, warmup=20, batch_size=self.args.batch_size)
                 + self.frozen_part_options(tokenizer_file, predictor_file))
         self.run('3_addp', ['tools/train.py', CONFIGS['addp'], '--work-dir', wd,
                             '--cfg-options'] + opts)
@@ -474,6 +466,22 @@ class Pipeline:
             f.write(table + '\n')
         print(table, flush=True)
         self.log(f'wrote {self.path("results.md")} and {self.path("results.json")}')
+
+
+def schedule_options(iters: int, warmup: int = 50, batch_size=None):
+    """``--cfg-options`` for a training config's ``iters``-iteration run: the linear warm-up
+    (``param_scheduler.0``) over ``warmup`` iterations, at most a fifth of the run and at least 2
+    (mmengine's ``LinearLR`` over one iteration stays at its start factor), then the cosine decay
+    (``param_scheduler.1``); a checkpoint at the end, about 10 logged losses."""
+    warmup = max(2, min(warmup, iters // 5))
+    opts = [f'train_cfg.max_iters={iters}',
+            f'param_scheduler.0.end={warmup}', f'param_scheduler.1.begin={warmup}',
+            f'param_scheduler.1.end={max(iters, warmup + 1)}',
+            f'default_hooks.checkpoint.interval={iters}',
+            f'default_hooks.logger.interval={max(1, min(50, iters // 10))}']
+    if batch_size:
+        opts.append(f'train_dataloader.batch_size={batch_size}')
+    return opts
 
 
 @contextlib.contextmanager
