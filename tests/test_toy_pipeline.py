@@ -5,7 +5,7 @@ results.json), the directions a working chain shows even in this short run (60 /
 iterations at batch 16; measured with one thread: tokenizer MSE 0.0100 vs 0.058 for the mean
 image, masked-token accuracy 19.2% vs 6.8% for the most frequent code, every training loss lower
 at its end, the digit classifier 89.1% on val, reconstructions' toy FID 0.43 vs 3.40 for random
-tokens, the one-epoch linear probe 34.8% where chance is 10%), and ``--reuse``; the short
+tokens, the one-epoch linear probe 35.4% where chance is 10%), and ``--reuse``; the short
 schedules' warm-up."""
 import json
 import math
