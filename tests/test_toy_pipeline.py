@@ -6,7 +6,7 @@ iterations at batch 16; measured with one thread: tokenizer MSE 0.0100 vs 0.058 
 image, masked-token accuracy 19.2% vs 6.8% for the most frequent code, every training loss lower
 at its end, the digit classifier 89.1% on val, reconstructions' toy FID 0.43 vs 3.40 for random
 tokens, the one-epoch linear probe 35.4% where chance is 10%), and ``--reuse``; the short
-schedules' warm-up."""
+schedules' warm-up; user mistakes in one line."""
 import json
 import math
 import os
@@ -44,6 +44,25 @@ def test_short_schedules_warm_up_to_the_configured_lr(iters):
     assert lrs[0] == pytest.approx(lr * cfg.param_scheduler[0].start_factor)
     assert max(lrs) == pytest.approx(lr)
     assert lrs[-1] < lr  # decayed
+
+
+def test_user_mistakes_are_one_line(tmp_path):
+    """A --data-root that is not laid out like the digits stops before anything runs; a step's
+    user mistake is said in one line naming the step and its log (tools/cli.py prints it)."""
+    from addp_mm.errors import UsageError
+    pipeline = tool('run_toy_pipeline')
+    (tmp_path / 'digits' / 'train').mkdir(parents=True)
+    with pytest.raises(UsageError, match=r'--data-root .*digits: no val/, meta/ folder'):
+        pipeline.main(['--quick', '--data-root', str(tmp_path / 'digits'), '--work-dir',
+                       str(tmp_path / 'work')])
+    assert not (tmp_path / 'work').exists()
+    steps = pipeline.Pipeline(pipeline.parse_args(['--work-dir', str(tmp_path / 'work')]))
+    with pytest.raises(UsageError) as e:
+        steps.run('1_tokenizer', ['tools/train.py', str(tmp_path / 'missing.py')])
+    log = tmp_path / 'work' / 'logs' / '1_tokenizer.log'
+    assert str(e.value).startswith('step 1_tokenizer: ') and str(log) in str(e.value)
+    assert 'missing.py' in str(e.value) and '\n' not in str(e.value)
+    assert 'Traceback' in log.read_text()  # the whole story stays in the step's log
 
 
 @pytest.mark.slow

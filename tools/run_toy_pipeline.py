@@ -49,7 +49,8 @@ import time
 import traceback
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/cli.py
-from cli import ROOT, UsageError, add_debug_flag, quiet_imports, run_tool  # noqa: E402
+from cli import (  # noqa: E402
+    ROOT, UsageError, add_debug_flag, is_user_mistake, quiet_imports, run_tool)
 
 CONFIGS = {part: osp.join(ROOT, 'configs', 'toy', name) for part, name in dict(
     tokenizer='vq-autoencoder_vqgan-toy_1xb32-1k_digits-32px.py',
@@ -174,8 +175,11 @@ class Pipeline:
                 tool.main(argv[1:])
                 failed = None
             except Exception as e:  # noqa: B902 (reported with the log below)
-                traceback.print_exc()
+                traceback.print_exc(file=f)
                 failed = e
+        if failed is not None and is_user_mistake(failed):  # one line, as the tool says it
+            raise UsageError(f'step {name}: {" ".join(str(failed).split())} '
+                             f'(log {log_file})') from failed
         if failed is not None:
             with open(log_file) as f:
                 tail = ''.join(f.readlines()[-30:])
@@ -656,6 +660,12 @@ def main(argv=None):
     quiet_imports()
     if not osp.isdir(osp.join(ROOT, 'configs', 'toy')):
         raise UsageError('configs/toy/ not found: run from an addp-mm checkout')
+    missing = [d for d in ('train', 'val', 'meta') if not osp.isdir(osp.join(args.data_root, d))]
+    if osp.isdir(args.data_root) and missing:  # an absent one is written (make_demo_data.py)
+        raise UsageError(f'--data-root {args.data_root}: no {"/, ".join(missing)}/ folder; lay it '
+                         'out like data/demo/digits (train/<class>/*.png, val/<class>/*.png, '
+                         'meta/*.txt) or give a folder that does not exist yet to have the digits '
+                         'written there')
     if args.device == 'cpu':  # the training tools' default is a GPU: none is seen from here on
         os.environ['CUDA_VISIBLE_DEVICES'] = ''
     if args.device == 'cuda':
