@@ -524,14 +524,23 @@ def test_cpu_threads_leave_the_busy_cores_to_other_processes(monkeypatch, capsys
     is kept, and so is a process that has imported torch already."""
     cli = tool_module('cli')
     monkeypatch.setattr(cli.os, 'sched_getaffinity', lambda pid: {0, 1, 2, 3}, raising=False)
-    chosen = {}
+    chosen, policy = {}, {}
     for busy in (0.0, 0.5, 0.7, 1.0, 2.2, 3.9, 7.0):
         monkeypatch.delenv('OMP_NUM_THREADS', raising=False)
+        monkeypatch.delenv('OMP_WAIT_POLICY', raising=False)
         monkeypatch.setattr(cli, 'busy_cores', lambda busy=busy: busy)
         monkeypatch.delitem(cli.sys.modules, 'torch', raising=False)  # a tool before its imports
         chosen[busy] = cli.choose_cpu_threads()
         assert cli.os.environ['OMP_NUM_THREADS'] == str(chosen[busy])
+        policy[busy] = cli.os.environ.get('OMP_WAIT_POLICY')
     assert chosen == {0.0: 4, 0.5: 4, 0.7: 3, 1.0: 3, 2.2: 2, 3.9: 1, 7.0: 1}
+    # several threads wait passively (one has no one to wait for); a policy set is kept
+    assert policy == {b: 'PASSIVE' if n > 1 else None for b, n in chosen.items()}
+    monkeypatch.setenv('OMP_WAIT_POLICY', 'ACTIVE')
+    monkeypatch.setattr(cli, 'busy_cores', lambda *a: 0.0)
+    monkeypatch.delenv('OMP_NUM_THREADS')
+    cli.choose_cpu_threads()
+    assert cli.os.environ['OMP_WAIT_POLICY'] == 'ACTIVE'
     assert 'other processes keep 1.0 of the 4 cores busy: using 3 CPU threads' in capsys.readouterr().err
     monkeypatch.setenv('OMP_NUM_THREADS', '2')
     assert cli.choose_cpu_threads() is None and cli.os.environ['OMP_NUM_THREADS'] == '2'
@@ -539,5 +548,6 @@ def test_cpu_threads_leave_the_busy_cores_to_other_processes(monkeypatch, capsys
     monkeypatch.setitem(cli.sys.modules, 'torch', torch)
     assert cli.choose_cpu_threads() is None  # torch imported here: too late to choose
     # the sampler reads /proc/stat: this process sleeping, the rest of the machine counted
+    monkeypatch.undo()
     busy = cli.busy_cores(0.05)
     assert busy is None or 0.0 <= busy <= (cli.os.cpu_count() or 1)

@@ -40,8 +40,9 @@ def _export_backbone(path, img_size=32, seed=0):
 def test_toy_fid_separates_noise_from_digits(digits, tmp_path):
     clf = tmp_path / 'clf.pth'
     acc = toy_metrics.train_digit_classifier(digits, str(clf), quick=True)
-    assert 0.0 <= acc <= 1.0
-    assert set(torch.load(clf, weights_only=True)) >= {'fc.weight', 'fc.bias'}
+    assert acc > 0.8, acc  # measured 0.891 (3 epochs); chance 0.1
+    assert toy_metrics.digit_classifier_accuracy(
+        toy_metrics.load_digit_classifier(str(clf)), digits) == acc  # from the saved file
     noise = tmp_path / 'noise'
     noise.mkdir()
     rng = np.random.default_rng(0)

@@ -88,11 +88,13 @@ def choose_cpu_threads() -> Optional[int]:
     """torch's CPU threads for this process, chosen before torch is imported.
 
     torch starts a thread per core; where other processes keep some cores busy, its OpenMP
-    threads wait for each other on every operation and a training step runs many times slower
+    threads spin waiting for each other on every operation and a training step runs much slower
     (docs/get_started.md, measured). Unless ``OMP_NUM_THREADS`` is set (by the user, a launcher or
     the tests), the cores other processes keep busy now are left to them: the rest, at least one,
-    becomes ``OMP_NUM_THREADS``, said in one line when that is fewer than the cores. Returns the
-    number chosen (``None``: nothing changed)."""
+    becomes ``OMP_NUM_THREADS``, said in one line when that is fewer than the cores. With two
+    threads or more their waiting is passive (``OMP_WAIT_POLICY=PASSIVE`` unless set), which keeps
+    a run close to its best when other work starts after it. Returns the number chosen
+    (``None``: nothing changed)."""
     if 'OMP_NUM_THREADS' in os.environ or 'torch' in sys.modules:
         return None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
@@ -102,6 +104,8 @@ def choose_cpu_threads() -> Optional[int]:
     taken = int(busy + 1 - BUSY_CORE)  # a core counts once others use BUSY_CORE of it
     threads = max(1, min(cores, cores - taken))
     os.environ['OMP_NUM_THREADS'] = str(threads)
+    if threads > 1:
+        os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
     if threads < cores:
         print(f'note: other processes keep {busy:.1f} of the {cores} cores busy: using {threads} '
               f'CPU thread{"s" if threads > 1 else ""} (set OMP_NUM_THREADS to choose; '

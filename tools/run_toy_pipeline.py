@@ -4,56 +4,70 @@
         [--data-root data/demo/digits] [--device cpu|cuda] [--seeds 0 1 2]
         [--tokenizer-iters N] [--predictor-iters N] [--addp-iters N] [--batch-size B]
         [--tokenizer-ch C] [--codebook-size K] [--predictor-width W] [--predictor-depth D]
-        [--num-samples N] [--gen-steps S] [--skip-downstream]
+        [--num-samples N] [--gen-steps S] [--skip-downstream] [--reuse]
 
-Steps (each a ``tools/train.py`` / ``tools/generate.py`` run in its own process; each reads the
-previous step's output file, passed with ``--cfg-options`` of the config's top-level variable and
-of the key that uses it):
+Steps, one after the other in this process (torch and the OpenMMLab stack are imported once, step
+0); each training step and the generation is a ``tools/train.py`` / ``tools/generate.py`` run by
+its ``main``, its output in ``WORK_DIR/logs/``, reading the previous step's output file (passed
+with ``--cfg-options`` of the config's top-level variable and of the key that uses it):
 
-    1 tokenizer    configs/toy/vq-autoencoder_vqgan-toy_1xb32-1k_digits-32px.py        -> tokenizer/tokenizer.pth
-    2 predictor    configs/toy/mage-token-trainer_mage-toy_1xb32-2k_digits-32px.py -> predictor/token_predictor.pth
-    3 addp         configs/toy/addp_vit-demo-p4_1xb32-2k_digits-32px.py          -> addp/iter_N.pth, backbone.pth
-    4 generate     tools/generate.py                               -> samples/*.png, samples_grid
-    5 evaluation   tokenizer (val MSE / PSNR, codebook usage, reconstruction grid), token predictor
-                   (masked-token accuracy on val at mask ratio 0.5), ADDP loss curve, toy FID
-                   (samples, reconstructions = floor, random-token decodes = ceiling, in the
-                   features of a digit classifier trained here), downstream linear probe and
-                   10%-label fine-tune, ADDP-pretrained vs random init, over ``--seeds``
-                   (tools/toy_metrics.py)
+    1 tokenizer   configs/toy/vq-autoencoder_vqgan-toy_1xb32-1k_digits-32px.py
+                  -> tokenizer/tokenizer.pth
+    2 predictor   configs/toy/mage-token-trainer_mage-toy_1xb32-2k_digits-32px.py
+                  -> predictor/token_predictor.pth
+    3 addp        configs/toy/addp_vit-demo-p4_1xb32-2k_digits-32px.py
+                  -> addp/iter_N.pth, addp/backbone.pth
+    4 generate    tools/generate.py -> samples/*.png, samples_grid.png
+    5-7 evaluation  tokenizer (val MSE / PSNR, codebook usage, reconstruction grid), token
+                  predictor (masked-token accuracy on val at mask ratio 0.5), ADDP loss curve, toy
+                  FID (samples, reconstructions = floor, random-token decodes = ceiling, in the
+                  features of a digit classifier trained here), downstream linear probe and
+                  10%-label fine-tune, ADDP-pretrained vs random init, over ``--seeds``
+                  (tools/toy_metrics.py)
 
-Writes ``WORK_DIR/results.md`` and ``WORK_DIR/results.json`` and prints the table. ``--quick``: a
-short run (60 / 150 / 12 iterations), one seed, no random-init baselines: every file handoff and
-the directions a working chain shows (CI). ``--reuse`` skips what an earlier run in WORK_DIR already wrote (training steps,
-generation, each downstream run). The data
-is written first when ``--data-root`` does not exist (tools/make_demo_data.py).
+Writes ``WORK_DIR/results.md`` and ``WORK_DIR/results.json`` and prints the table with each step's
+wall and CPU time. A value the run cannot measure is null in results.json, its reason in
+``not_measured`` (the table: ``n/a (reason)``). ``--quick``: 60 / 200 / 12 iterations at batch 16,
+8 samples (too few for a toy FID: n/a), a digit classifier of 3 epochs, a one-epoch linear probe,
+a fine-tune of 2 iterations on 8 images (the handoff only: n/a), one seed, no random-init
+baselines (n/a): every file handoff and the directions a working chain shows (CI). ``--reuse``
+skips what an earlier run in WORK_DIR already wrote (training steps, generation, the digit
+classifier, each downstream run). The data is written first when ``--data-root`` does not exist
+(tools/make_demo_data.py).
 """
 import argparse
+import contextlib
 import glob
+import importlib
 import json
 import math
 import os
 import os.path as osp
 import shutil
-import subprocess
 import sys
 import time
+import traceback
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/cli.py
-from cli import ROOT, UsageError, add_debug_flag, before_heavy_imports, run_tool  # noqa: E402
+from cli import (  # noqa: E402
+    ROOT, UsageError, add_debug_flag, before_heavy_imports, is_user_mistake, run_tool)
 
-CONFIGS = dict(
-    tokenizer='configs/toy/vq-autoencoder_vqgan-toy_1xb32-1k_digits-32px.py',
-    predictor='configs/toy/mage-token-trainer_mage-toy_1xb32-2k_digits-32px.py',
-    addp='configs/toy/addp_vit-demo-p4_1xb32-2k_digits-32px.py',
-)
+CONFIGS = {part: osp.join(ROOT, 'configs', 'toy', name) for part, name in dict(
+    tokenizer='vq-autoencoder_vqgan-toy_1xb32-1k_digits-32px.py',
+    predictor='mage-token-trainer_mage-toy_1xb32-2k_digits-32px.py',
+    addp='addp_vit-demo-p4_1xb32-2k_digits-32px.py',
+).items()}
 # ~24 min on 2 quiet CPU cores (docs/user_guides/train_every_part.md); 200 iterations each run
 # in ~8 min but are too short for pretraining to help the 10%-label fine-tune
 FULL = dict(tokenizer_iters=1000, predictor_iters=2000, addp_iters=2000, num_samples=200,
             gen_steps=8, seeds=[0, 1, 2])
-# ~1.5 min: enough for the directions a working chain shows (tests/test_toy_pipeline.py): the
-# tokenizer beats the mean image, the predictor the most frequent code, every loss goes down
-QUICK = dict(tokenizer_iters=60, predictor_iters=150, addp_iters=12, num_samples=8, gen_steps=2,
-             seeds=[0])
+# about 40 s of CPU time (one thread), the imports included: the directions a working chain
+# shows (tests/test_toy_pipeline.py): the tokenizer beats the mean image, the predictor the most
+# frequent code, every loss goes down, reconstructions' toy FID far below random tokens', the
+# linear probe above chance. 60 tokenizer iterations: its dead codes are restarted at 50 (with
+# 40, one code held 20 % of the val tokens and the predictor learned little more than that code)
+QUICK = dict(tokenizer_iters=60, predictor_iters=200, addp_iters=12, batch_size=16,
+             num_samples=8, gen_steps=2, seeds=[0])
 
 
 def parse_args(argv=None):
@@ -63,7 +77,8 @@ def parse_args(argv=None):
     p.add_argument('--data-root', default='data/demo/digits',
                    help='digits image folders (written by tools/make_demo_data.py if missing)')
     p.add_argument('--quick', action='store_true',
-                   help='60 / 150 / 12 iterations, one seed, no random-init baselines (CI)')
+                   help='60 / 200 / 12 iterations at batch 16, one seed, no random-init '
+                        'baselines (CI)')
     p.add_argument('--device', choices=['cpu', 'cuda'],
                    help='default: cuda when available (the training tools\' default), else cpu')
     p.add_argument('--seeds', type=int, nargs='+',
@@ -71,7 +86,8 @@ def parse_args(argv=None):
     p.add_argument('--tokenizer-iters', type=int, help=f'default {FULL["tokenizer_iters"]}')
     p.add_argument('--predictor-iters', type=int, help=f'default {FULL["predictor_iters"]}')
     p.add_argument('--addp-iters', type=int, help=f'default {FULL["addp_iters"]}')
-    p.add_argument('--batch-size', type=int, help='batch of the three training steps (configs: 32)')
+    p.add_argument('--batch-size', type=int,
+                   help='batch of the three training steps (configs: 32; quick: 16)')
     p.add_argument('--tokenizer-ch', type=int, default=32,
                    help='tokenizer base width (a multiple of 32; MAGE: 128)')
     p.add_argument('--codebook-size', type=int, default=128, help='codes (MAGE: 1024)')
@@ -103,14 +119,12 @@ class Pipeline:
     def __init__(self, args):
         self.args = args
         self.work_dir = args.work_dir
-        self.t0 = time.time()
+        self.t0, self.cpu0 = time.time(), cpu_seconds()
         self.times = {}
+        self.cpu_times = {}
         self.reused_s = 0.  # recorded time of the steps reused from an earlier run
         self.results = {}
-        self.env = dict(os.environ)
-        self.env['PYTHONPATH'] = ROOT + os.pathsep + self.env.get('PYTHONPATH', '')
-        if args.device == 'cpu':
-            self.env['CUDA_VISIBLE_DEVICES'] = ''
+        self.not_measured = {}  # results.json path -> why its value is null
 
     # ------------------------------------------------------------------ plumbing
     def path(self, *parts) -> str:
@@ -141,25 +155,36 @@ class Pipeline:
             self.reused_s += earlier or 0.
             return reuse[0] if len(reuse) == 1 else tuple(reuse)
         self.log(f'{name} ...')
-        t = time.time()
+        t, cpu = time.time(), cpu_seconds()
         out = fn(*a)
         self.times[name] = round(time.time() - t, 1)
+        self.cpu_times[name] = round(cpu_seconds() - cpu, 1)
         self.record_time(name, self.times[name])
-        self.log(f'{name} done in {self.times[name]:.0f} s')
+        self.log(f'{name} done in {self.times[name]:.0f} s ({self.cpu_times[name]:.0f} s of CPU)')
         return out
 
-    def run(self, name: str, cmd):
-        """Run a tool in its own process, its output in WORK_DIR/logs/NAME.log."""
-        os.makedirs(self.path('logs'), exist_ok=True)
-        log_file = self.path('logs', f'{name}.log')
-        with open(log_file, 'w') as f:
-            proc = subprocess.run([sys.executable] + cmd, cwd=ROOT, env=self.env, stdout=f,
-                                  stderr=subprocess.STDOUT)
-        if proc.returncode != 0:
+    def run(self, name: str, argv, log_file=None):
+        """``tools/TOOL.py ARGS...`` (``argv``) run by its ``main`` in this process, one step after
+        the other (torch and the OpenMMLab stack are imported once); what it prints goes to
+        ``log_file`` (default ``WORK_DIR/logs/NAME.log``), its tail into the error if it fails."""
+        log_file = log_file or self.path('logs', f'{name}.log')
+        os.makedirs(osp.dirname(log_file), exist_ok=True)
+        tool = importlib.import_module(osp.splitext(osp.basename(argv[0]))[0])  # tools/ on sys.path
+        with open(log_file, 'w') as f, output_to(f):
+            try:
+                tool.main(argv[1:])
+                failed = None
+            except Exception as e:  # noqa: B902 (reported with the log below)
+                traceback.print_exc(file=f)
+                failed = e
+        if failed is not None and is_user_mistake(failed):  # one line, as the tool says it
+            raise UsageError(f'step {name}: {" ".join(str(failed).split())} '
+                             f'(log {log_file})') from failed
+        if failed is not None:
             with open(log_file) as f:
                 tail = ''.join(f.readlines()[-30:])
-            raise RuntimeError(f'step {name} failed (exit {proc.returncode}); '
-                               f'log {log_file}:\n{tail}')
+            raise RuntimeError(f'step {name} failed ({type(failed).__name__}); '
+                               f'log {log_file}:\n{tail}') from failed
 
     def require(self, path: str, what: str) -> str:
         if not osp.isfile(path):
@@ -178,17 +203,6 @@ class Pipeline:
                 f'{prefix}.num_heads={heads}', f'{prefix}.decoder_embed_dim={a.predictor_width}',
                 f'{prefix}.decoder_num_heads={heads}']
 
-    def schedule_options(self, iters: int, warmup: int = 50):
-        warmup = max(1, min(warmup, iters // 5))
-        opts = [f'train_cfg.max_iters={iters}',
-                f'param_scheduler.0.end={warmup}', f'param_scheduler.1.begin={warmup}',
-                f'param_scheduler.1.end={max(iters, warmup + 1)}',
-                f'default_hooks.checkpoint.interval={iters}',
-                f'default_hooks.logger.interval={max(1, min(50, iters // 10))}']
-        if self.args.batch_size:
-            opts.append(f'train_dataloader.batch_size={self.args.batch_size}')
-        return opts
-
     def data_options(self):
         # a path variable: tools/train.py carries it into every key built from it
         return [f'data_root={self.args.data_root}']
@@ -196,7 +210,8 @@ class Pipeline:
     # ------------------------------------------------------------------ steps 1-4
     def train_tokenizer(self):
         wd = self.path('tokenizer')
-        opts = (self.data_options() + self.schedule_options(self.args.tokenizer_iters)
+        opts = (self.data_options()
+                + schedule_options(self.args.tokenizer_iters, batch_size=self.args.batch_size)
                 + self.tokenizer_options('model.tokenizer'))
         if self.args.no_restart:
             opts.append('model.restart_dead_codes=False')
@@ -206,7 +221,8 @@ class Pipeline:
 
     def train_predictor(self, tokenizer_file):
         wd = self.path('predictor')
-        opts = (self.data_options() + self.schedule_options(self.args.predictor_iters)
+        opts = (self.data_options()
+                + schedule_options(self.args.predictor_iters, batch_size=self.args.batch_size)
                 + self.tokenizer_options('model.tokenizer')
                 + self.predictor_options('model.token_predictor')
                 + [f'model.tokenizer.checkpoint={tokenizer_file}'])
@@ -222,7 +238,8 @@ class Pipeline:
 
     def train_addp(self, tokenizer_file, predictor_file):
         wd = self.path('addp')
-        opts = (self.data_options() + self.schedule_options(self.args.addp_iters, warmup=20)
+        opts = (self.data_options()
+                + schedule_options(self.args.addp_iters, warmup=20, batch_size=self.args.batch_size)
                 + self.frozen_part_options(tokenizer_file, predictor_file))
         self.run('3_addp', ['tools/train.py', CONFIGS['addp'], '--work-dir', wd,
                             '--cfg-options'] + opts)
@@ -328,8 +345,8 @@ class Pipeline:
         self.save_pngs(x, self.path('fid', 'val'))
         # the ceiling: uniformly random token grids through the decoder
         g = torch.Generator().manual_seed(0)
-        num = max(self.args.num_samples, 1)
-        rand_ids = torch.randint(0, tok.n_embed, (num, ids.shape[1]), generator=g)
+        rand_ids = torch.randint(0, tok.n_embed, (self.num_random_token_decodes(), ids.shape[1]),
+                                 generator=g)
         with torch.no_grad():
             rand = torch.cat([tok.decode_indices(c.to(dev)).clamp(0, 1).cpu()
                               for c in rand_ids.split(128)])
@@ -351,25 +368,39 @@ class Pipeline:
             val_masked_acc_at_0_5=correct / int(mask.sum()),
             most_frequent_code_acc=float(hist.max() / hist.sum()))
 
+    def num_random_token_decodes(self) -> int:
+        """As many as the samples, so that both FIDs have the same small-sample bias; at least
+        what a toy FID needs."""
+        return max(self.args.num_samples, toy_metrics().FID_MIN_IMAGES)
+
+    def explain_missing(self, path: str, reason: str) -> None:
+        """``results.json``'s value at ``path`` is null, for ``reason`` (in the table: n/a)."""
+        self.not_measured[path] = f'quick run: {reason}' if self.args.quick else reason
+
     def evaluate_generation(self, addp_wd):
         self.results['addp'] = dict(self.loss_summary(addp_wd))
         for part, wd in (('tokenizer', 'tokenizer'), ('token_predictor', 'predictor')):
             self.results.setdefault(part, {}).update(
                 {f'training_{k}': v for k, v in self.loss_summary(self.path(wd)).items()})
         tm = toy_metrics()
-        if tm is None:
-            self.results['fid'] = dict(note='tools/toy_metrics.py not available')
-            return
         self.results['addp']['loss_curve'] = tm.plot_loss_curve(addp_wd, self.path('addp_loss.png'))
         clf = self.path('digit_classifier.pth')
-        acc = tm.train_digit_classifier(self.args.data_root, clf, seed=0, quick=self.args.quick)
+        if self.args.reuse and osp.isfile(clf):
+            acc = tm.digit_classifier_accuracy(tm.load_digit_classifier(clf), self.args.data_root)
+            self.log(f'  digit classifier: reusing {clf}')
+        else:
+            acc = tm.train_digit_classifier(self.args.data_root, clf, seed=0, quick=self.args.quick)
         val = self.path('fid', 'val')
+        n = self.args.num_samples
         self.results['fid'] = dict(
             classifier_val_acc=acc,
-            samples=tm.toy_fid(clf, self.path('samples'), val),
+            samples=tm.toy_fid(clf, self.path('samples'), val) if n >= tm.FID_MIN_IMAGES else None,
             reconstructions_floor=tm.toy_fid(clf, self.path('fid', 'reconstructions'), val),
             random_tokens_ceiling=tm.toy_fid(clf, self.path('fid', 'random_tokens'), val),
-            num_samples=self.args.num_samples)
+            num_samples=n, num_random_token_decodes=self.num_random_token_decodes())
+        if n < tm.FID_MIN_IMAGES:
+            self.explain_missing('fid.samples',
+                                 f'{n} samples; a toy FID needs at least {tm.FID_MIN_IMAGES}')
 
     def loss_summary(self, wd):
         """First and last logged training loss of the latest run in ``wd``."""
@@ -386,25 +417,52 @@ class Pipeline:
 
     def downstream(self, backbone):
         tm = toy_metrics()
-        if tm is None:
-            self.results['downstream'] = dict(note='tools/toy_metrics.py not available')
-            return
         out = {}
         for mode in ('linear', 'finetune10'):
             for init, ckpt in (('addp', backbone), ('random', None)):
+                key = f'{mode}_{init}'
                 if init == 'random' and self.args.quick:
-                    continue  # --quick checks the handoffs; the baseline reads no earlier file
+                    # --quick checks the handoffs; the baseline reads no earlier file
+                    out[key] = None
+                    self.explain_missing(f'downstream.{key}', 'no random-init baseline')
+                    continue
+                handoff_only = tm.QUICK_HANDOFF_ONLY.get(mode) if self.args.quick else None
                 accs = []
                 for seed in self.args.seeds:
-                    acc, secs, reused = run_downstream_once(
-                        tm, mode, ckpt, seed, self.path('downstream', f'{mode}_{init}_seed{seed}'),
-                        self.args.data_root, self.args.quick, self.args.reuse)
+                    acc, secs, reused = self.downstream_once(
+                        tm, mode, ckpt, seed, self.path('downstream', f'{key}_seed{seed}'))
                     accs.append(acc)
                     self.reused_s += secs if reused else 0.
-                    self.log(f'  downstream {mode} {init} seed {seed}: {acc:.2f}% '
+                    shown = f'ran ({handoff_only})' if handoff_only else f'{acc:.2f}%'
+                    self.log(f'  downstream {mode} {init} seed {seed}: {shown} '
                              f'({secs:.0f} s{", earlier run, reused" if reused else ""})')
-                out[f'{mode}_{init}'] = dict(per_seed=accs, mean=mean(accs), std=std(accs))
+                out[key] = None if handoff_only else dict(per_seed=accs, mean=mean(accs),
+                                                          std=std(accs))
+                if handoff_only:
+                    self.explain_missing(f'downstream.{key}', handoff_only)
         self.results['downstream'] = out
+
+    def downstream_once(self, tm, mode, ckpt, seed, work_dir):
+        """One downstream run (``toy_metrics.downstream_command``); its accuracy and time go to
+        ``WORK_DIR/result.json`` (reused with ``--reuse``). Returns (accuracy %, seconds,
+        reused)."""
+        marker = osp.join(work_dir, 'result.json')
+        backbone = osp.abspath(ckpt) if ckpt else None
+        if self.args.reuse and osp.isfile(marker):
+            with open(marker) as f:
+                rec = json.load(f)
+            if rec.get('backbone') == backbone:
+                return rec['accuracy'], rec['time_s'], True
+        t = time.time()
+        cmd = tm.downstream_command(mode, ckpt, seed, work_dir, data_root=self.args.data_root,
+                                    quick=self.args.quick)
+        self.run(f'downstream {mode} seed {seed}', cmd[1:],
+                 log_file=osp.join(work_dir, f'train_{mode}.log'))
+        rec = dict(mode=mode, seed=seed, backbone=backbone,
+                   accuracy=tm.read_val_metric(work_dir), time_s=round(time.time() - t, 1))
+        with open(marker, 'w') as f:
+            json.dump(rec, f)
+        return rec['accuracy'], rec['time_s'], False
 
     # ------------------------------------------------------------------ the whole chain
     def __call__(self):
@@ -414,6 +472,7 @@ class Pipeline:
             self.step('data', self.run, '0_data', ['tools/make_demo_data.py',
                                                    osp.dirname(a.data_root.rstrip('/')),
                                                    '--only', 'digits'])
+        self.step('0 imports (torch, mmengine, mmpretrain, addp_mm)', import_stack)
         tok = self.step('1 tokenizer training', self.train_tokenizer,
                         reuse=[self.path('tokenizer', 'tokenizer.pth')])
         tp = self.step('2 token predictor training', self.train_predictor, tok,
@@ -435,6 +494,12 @@ class Pipeline:
         self.results['settings'] = {k: v for k, v in vars(a).items() if k != 'debug'}
         self.results['wall_time_s'] = dict(self.times,
                                            total=round(time.time() - self.t0 + self.reused_s, 1))
+        # this run's steps (a reused step's CPU time is not recorded)
+        self.results['cpu_time_s'] = dict(self.cpu_times,
+                                          total=round(cpu_seconds() - self.cpu0, 1))
+        self.results['not_measured'] = self.not_measured
+        if a.quick:
+            self.results['quick_run'] = quick_run_caveat(a)
         table = results_table(self.results)
         with open(self.path('results.json'), 'w') as f:
             json.dump(self.results, f, indent=2)
@@ -444,33 +509,68 @@ class Pipeline:
         self.log(f'wrote {self.path("results.md")} and {self.path("results.json")}')
 
 
-def run_downstream_once(tm, mode, ckpt, seed, work_dir, data_root, quick, reuse=False):
-    """``toy_metrics.run_downstream`` once; its accuracy and time go to ``WORK_DIR/result.json``
-    (reused with ``--reuse``). Returns (accuracy %, seconds, reused)."""
-    marker = osp.join(work_dir, 'result.json')
-    if reuse and osp.isfile(marker):
-        with open(marker) as f:
-            rec = json.load(f)
-        if rec.get('backbone') == (osp.abspath(ckpt) if ckpt else None):
-            return rec['accuracy'], rec['time_s'], True
-    t = time.time()
-    acc = float(tm.run_downstream(mode, ckpt, seed, work_dir, data_root=data_root, quick=quick))
-    rec = dict(mode=mode, seed=seed, backbone=osp.abspath(ckpt) if ckpt else None, accuracy=acc,
-               time_s=round(time.time() - t, 1))
-    with open(marker, 'w') as f:
-        json.dump(rec, f)
-    return acc, rec['time_s'], False
+def schedule_options(iters: int, warmup: int = 50, batch_size=None):
+    """``--cfg-options`` for a training config's ``iters``-iteration run: the linear warm-up
+    (``param_scheduler.0``) over ``warmup`` iterations, at most a fifth of the run and at least 2
+    (mmengine's ``LinearLR`` over one iteration stays at its start factor), then the cosine decay
+    (``param_scheduler.1``); a checkpoint at the end, about 10 logged losses."""
+    warmup = max(2, min(warmup, iters // 5))
+    opts = [f'train_cfg.max_iters={iters}',
+            f'param_scheduler.0.end={warmup}', f'param_scheduler.1.begin={warmup}',
+            f'param_scheduler.1.end={max(iters, warmup + 1)}',
+            f'default_hooks.checkpoint.interval={iters}',
+            f'default_hooks.logger.interval={max(1, min(50, iters // 10))}']
+    if batch_size:
+        opts.append(f'train_dataloader.batch_size={batch_size}')
+    return opts
+
+
+@contextlib.contextmanager
+def output_to(file):
+    """Everything written to this process's stdout and stderr (Python's and C's) goes to
+    ``file`` inside the block."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        os.dup2(file.fileno(), 1)
+        os.dup2(file.fileno(), 2)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
+def import_stack() -> None:
+    """What every step uses, imported once for all of them."""
+    import mmpretrain.models  # noqa: F401 (the downstream configs' scope)
+
+    import addp_mm  # noqa: F401 (registers)
+    toy_metrics()
+
+
+def quick_run_caveat(args) -> str:
+    """The line above a ``--quick`` run's table."""
+    batch = f' at batch {args.batch_size}' if args.batch_size else ''
+    return (f'Quick run (--quick): {args.tokenizer_iters} / {args.predictor_iters} / '
+            f'{args.addp_iters} training iterations{batch}, {args.num_samples} samples, a '
+            'one-epoch linear probe, one seed: the directions a working chain shows, not what '
+            'the default run measures (docs/user_guides/train_every_part.md).')
 
 
 def toy_metrics():
     """``tools/toy_metrics.py`` (the evaluation side), imported when first needed."""
-    try:
-        import toy_metrics as tm
-    except ImportError as e:
-        print(f'tools/toy_metrics.py is not available ({e}): evaluation rows left empty',
-              flush=True)
-        return None
+    import toy_metrics as tm
     return tm
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and of its finished child processes."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def mean(xs):
@@ -485,6 +585,14 @@ def std(xs):
     return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
 
 
+def _accuracy_over_seeds(r) -> str:
+    if len(r['per_seed']) == 1:
+        return f'{r["mean"]:.1f} %'
+    seeds = ', '.join(f'{v:.1f}' for v in r['per_seed'])
+    return f'{r["mean"]:.1f} ± {r["std"]:.1f} % (seeds: {seeds})'
+
+
+# (row, where its value is in results.json, how it is printed)
 ROWS = [
     ('tokenizer: val reconstruction MSE / PSNR (MSE of the mean image)', 'tokenizer',
      lambda r: f'{r["val_mse"]:.4f} / {r["val_psnr_db"]:.1f} dB ({r["mean_image_mse"]:.4f})'),
@@ -496,41 +604,54 @@ ROWS = [
                 f'({100 * r["most_frequent_code_acc"]:.1f}%)')),
     ('ADDP pretraining: training loss first -> last logged (curve: addp_loss.png)', 'addp',
      lambda r: f'{r["first_loss"]:.3f} -> {r["last_loss"]:.3f}'),
-    ('digit classifier for the toy FID: val accuracy', 'fid',
-     lambda r: f'{100 * r["classifier_val_acc"]:.1f}%'),
-    ('toy FID vs val: ADDP samples', 'fid', lambda r: f'{r["samples"]:.2f}'),
-    ('toy FID vs val: tokenizer reconstructions (floor)', 'fid',
-     lambda r: f'{r["reconstructions_floor"]:.2f}'),
-    ('toy FID vs val: random-token decodes (ceiling)', 'fid',
-     lambda r: f'{r["random_tokens_ceiling"]:.2f}'),
+    ('digit classifier for the toy FID: val accuracy', 'fid.classifier_val_acc',
+     lambda v: f'{100 * v:.1f}%'),
+    ('toy FID vs val: ADDP samples', 'fid.samples', lambda v: f'{v:.2f}'),
+    ('toy FID vs val: tokenizer reconstructions (floor)', 'fid.reconstructions_floor',
+     lambda v: f'{v:.2f}'),
+    ('toy FID vs val: random-token decodes (ceiling)', 'fid.random_tokens_ceiling',
+     lambda v: f'{v:.2f}'),
 ]
 DOWNSTREAM_ROWS = [
-    ('linear probe, ADDP-pretrained encoder: val top-1', 'linear_addp'),
-    ('linear probe, random-init encoder: val top-1', 'linear_random'),
-    ('fine-tune on 10% of labels, ADDP-pretrained: val top-1', 'finetune10_addp'),
-    ('fine-tune on 10% of labels, random init: val top-1', 'finetune10_random'),
+    ('linear probe, ADDP-pretrained encoder: val top-1', 'downstream.linear_addp',
+     _accuracy_over_seeds),
+    ('linear probe, random-init encoder: val top-1', 'downstream.linear_random',
+     _accuracy_over_seeds),
+    ('fine-tune on 10% of labels, ADDP-pretrained: val top-1', 'downstream.finetune10_addp',
+     _accuracy_over_seeds),
+    ('fine-tune on 10% of labels, random init: val top-1', 'downstream.finetune10_random',
+     _accuracy_over_seeds),
 ]
+
+
+def lookup(results: dict, path: str):
+    """The value at a dotted ``path`` of ``results`` (None where absent)."""
+    value = results
+    for key in path.split('.'):
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
 
 
 def results_table(results) -> str:
-    lines = ['| measurement | value |', '| --- | --- |']
-    for name, key, fmt in ROWS:
+    """The measurements (``n/a (why)`` for a value ``results['not_measured']`` explains) and the
+    time of each step; a quick run's caveat first."""
+    lines = [results['quick_run'], ''] if results.get('quick_run') else []
+    lines += ['| measurement | value |', '| --- | --- |']
+    why = results.get('not_measured', {})
+    for name, path, fmt in ROWS + DOWNSTREAM_ROWS:
+        value = lookup(results, path)
         try:
-            value = fmt(results[key])
-        except (KeyError, TypeError):
-            value = 'n/a'
-        lines.append(f'| {name} | {value} |')
-    down = results.get('downstream', {})
-    for name, key in DOWNSTREAM_ROWS:
-        r = down.get(key)
-        value = 'n/a'
-        if r:
-            seeds = ', '.join(f'{v:.1f}' for v in r['per_seed'])
-            value = f'{r["mean"]:.1f} ± {r["std"]:.1f} % (seeds: {seeds})'
-        lines.append(f'| {name} | {value} |')
-    times = results.get('wall_time_s', {})
-    lines += ['', '| step | wall time (s) |', '| --- | --- |']
-    lines += [f'| {k} | {v if isinstance(v, str) else f"{v:.0f}"} |' for k, v in times.items()]
+            text = 'n/a' if value is None else fmt(value)
+        except KeyError:  # a part that logged nothing
+            text = 'n/a'
+        if value is None and path in why:
+            text += f' ({why[path]})'
+        lines.append(f'| {name} | {text} |')
+    wall, cpu = results.get('wall_time_s', {}), results.get('cpu_time_s', {})
+    lines += ['', '| step | wall time (s) | CPU time (s) |', '| --- | --- | --- |']
+    for step, seconds in wall.items():
+        cells = [v if isinstance(v, str) else f'{v:.0f}' for v in (seconds, cpu.get(step, '-'))]
+        lines.append(f'| {step} | {cells[0]} | {cells[1]} |')
     return '\n'.join(lines)
 
 
@@ -539,10 +660,20 @@ def main(argv=None):
     before_heavy_imports()
     if not osp.isdir(osp.join(ROOT, 'configs', 'toy')):
         raise UsageError('configs/toy/ not found: run from an addp-mm checkout')
+    missing = [d for d in ('train', 'val', 'meta') if not osp.isdir(osp.join(args.data_root, d))]
+    if osp.isdir(args.data_root) and missing:  # an absent one is written (make_demo_data.py)
+        raise UsageError(f'--data-root {args.data_root}: no {"/, ".join(missing)}/ folder; lay it '
+                         'out like data/demo/digits (train/<class>/*.png, val/<class>/*.png, '
+                         'meta/*.txt) or give a folder that does not exist yet to have the digits '
+                         'written there')
+    if args.device == 'cpu':  # the training tools' default is a GPU: none is seen from here on
+        os.environ['CUDA_VISIBLE_DEVICES'] = ''
     if args.device == 'cuda':
         import torch
         if not torch.cuda.is_available():
             raise UsageError('--device cuda: this machine has no CUDA device; run with --device cpu')
+    # the downstream configs ask for deterministic kernels: cuBLAS then needs this on a GPU
+    os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
     Pipeline(args)()
 
 
