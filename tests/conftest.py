@@ -32,11 +32,10 @@ def tool(name: str):
 
 import addp_mm  # noqa: E402,F401  (registers everything)
 
-# one thread per xdist worker (two workers share the two cores); the tools the tests start inherit
-# it through OMP_NUM_THREADS
+# one thread per xdist worker (two workers share the two cores); the tools the tests start run one
+# thread too, through OMP_NUM_THREADS (so they never choose their own: cli.choose_cpu_threads)
 WORKER = os.environ.get('PYTEST_XDIST_WORKER')
-if WORKER:
-    os.environ['OMP_NUM_THREADS'] = '1'
+os.environ['OMP_NUM_THREADS'] = '1'
 torch.set_num_threads(1 if WORKER else 2)
 
 # a subprocess's limit: a tool run of a minute here took up to 15 minutes on a loaded machine

@@ -234,11 +234,11 @@ def encode_tokens(model: nn.Module, image: torch.Tensor) -> Tuple[torch.Tensor, 
     return tokenizer.encode(image.to(device))[1], grid
 
 
-def _edit(model: nn.Module, sampler: ADDPSampler, canvas: torch.Tensor, unknown: torch.Tensor,
-          notes: List[str], seed: Optional[int], autocast_dtype, return_trajectory: bool,
-          on_step=None) -> EditResult:
-    """Generate the ``unknown`` tokens (``B x N``) of ``canvas`` (one image) for each row."""
-    tokens, grid = encode_tokens(model, canvas)
+def _edit(model: nn.Module, sampler: ADDPSampler, canvas: torch.Tensor, tokens: torch.Tensor,
+          grid: Tuple[int, int], unknown: torch.Tensor, notes: List[str], seed: Optional[int],
+          autocast_dtype, return_trajectory: bool, on_step=None) -> EditResult:
+    """Generate the ``unknown`` tokens (``B x N``) of the token grid ``tokens`` (``1 x N``) of
+    ``canvas`` for each row."""
     device = tokens.device
     unknown = unknown.to(device)
     B = unknown.shape[0]
@@ -261,20 +261,28 @@ def inpaint(model: nn.Module, sampler: ADDPSampler, image: torch.Tensor, region:
     """Generate ``region`` of ``image`` (``1 x 3 x H x W`` in [0, 1], on the model's token
     grid) ``num`` times; everything else keeps the image's tokens."""
     unknown = region.unknown.reshape(1, -1).expand(num, -1)
-    return _edit(model, sampler, image, unknown, [region.note] if region.note else [], seed,
-                 autocast_dtype, return_trajectory, on_step)
+    tokens, grid = encode_tokens(model, image)
+    return _edit(model, sampler, image, tokens, grid, unknown,
+                 [region.note] if region.note else [], seed, autocast_dtype, return_trajectory,
+                 on_step)
 
 
 def outpaint(model: nn.Module, sampler: ADDPSampler, image: torch.Tensor, pads: Sequence[int],
              num: int = 1, seed: Optional[int] = None, autocast_dtype=None,
              return_trajectory: bool = False, on_step=None) -> EditResult:
     """Grow the canvas by ``pads`` ``(left, top, right, bottom)`` pixels and generate the new
-    border around ``image`` (the encoder's and decoder's position tables are resized to the
-    larger grid)."""
+    border around ``image``, whose own tokens keep their place (the encoder's and decoder's
+    position tables are resized to the larger grid)."""
     canvas, region = outpaint_canvas(model, image, pads)
+    own, _ = encode_tokens(model, image)
+    grid = tuple(s // token_factor(model) for s in canvas.shape[-2:])
+    known = ~region.unknown  # the image's place on the larger grid, a rectangle
+    tokens = torch.zeros(grid, dtype=own.dtype, device=own.device)
+    tokens[known.to(own.device)] = own.view(-1)  # raster order on both grids
     unknown = region.unknown.reshape(1, -1).expand(num, -1)
-    return _edit(model, sampler, canvas, unknown, [region.note] if region.note else [], seed,
-                 autocast_dtype, return_trajectory, on_step)
+    return _edit(model, sampler, canvas, tokens.view(1, -1), grid, unknown,
+                 [region.note] if region.note else [], seed, autocast_dtype, return_trajectory,
+                 on_step)
 
 
 def variations(model: nn.Module, sampler: ADDPSampler, image: torch.Tensor, num: int,
@@ -286,8 +294,9 @@ def variations(model: nn.Module, sampler: ADDPSampler, image: torch.Tensor, num:
     grid = _grid(tuple(image.shape[-2:]), factor, 'the image')
     generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
     unknown = random_regions(grid, ratio, num, generator)
-    return _edit(model, sampler, image, unknown, [], seed, autocast_dtype, return_trajectory,
-                 on_step)
+    tokens, grid = encode_tokens(model, image)
+    return _edit(model, sampler, image, tokens, grid, unknown, [], seed, autocast_dtype,
+                 return_trajectory, on_step)
 
 
 # ---------------------------------------------------------------------------------------------
