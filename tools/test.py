@@ -52,7 +52,7 @@ def main(argv=None):
     sys.path.insert(0, ROOT)  # run from a checkout
     from addp_mm.engine.config import cfg_options_dict, load_config, set_work_dir, use_tta
     from addp_mm.engine.preflight import check_data
-    from addp_mm.engine.runner_factory import build_runner, setup_launcher
+    from addp_mm.engine.runner_factory import build_runner, close_process_group, setup_launcher
     from addp_mm.engine.test_outputs import setup_test_outputs
     cfg = load_config(config, cfg_options_dict(args.cfg_options))
     if args.tta:
@@ -66,6 +66,7 @@ def main(argv=None):
                        score_thr=args.score_thr, draw_size=args.draw_size)
     runner = build_runner(cfg)
     metrics = runner.test()
+    close_process_group()
     if args.out is not None:
         runner.logger.info(f'predictions: {osp.abspath(args.out)}')
     if show_dir is not None:

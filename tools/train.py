@@ -56,7 +56,7 @@ def main(argv=None):
     from addp_mm.engine.config import (add_tensorboard, cfg_options_dict, load_config,
                                        set_pretrained_backbone, set_work_dir)
     from addp_mm.engine.preflight import check_amp, check_checkpoints, check_data
-    from addp_mm.engine.runner_factory import build_runner, setup_launcher
+    from addp_mm.engine.runner_factory import build_runner, close_process_group, setup_launcher
     cfg = load_config(config, cfg_options_dict(args.cfg_options))
     if args.pretrained is not None:
         set_pretrained_backbone(cfg, args.pretrained)
@@ -90,6 +90,7 @@ def main(argv=None):
         cfg.load_from = args.resume
     runner = build_runner(cfg)
     runner.train()
+    close_process_group()
 
 
 if __name__ == '__main__':

@@ -211,8 +211,8 @@ def init_launcher(launcher: str = 'none') -> Tuple[int, int, torch.device]:
 
 def close_launcher() -> None:
     """End the process group :func:`init_launcher` started (no-op without one)."""
-    if is_distributed():
-        torch.distributed.destroy_process_group()
+    from addp_mm.engine.runner_factory import close_process_group
+    close_process_group()
 
 
 __all__ = ['build_generation_model', 'rank_range', 'generate_to_dir', 'image_grid', 'write_grid',

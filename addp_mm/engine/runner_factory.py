@@ -35,6 +35,15 @@ def setup_launcher(cfg: Config, launcher: str) -> None:
     cfg.model_wrapper_cfg = wrapper
 
 
+def close_process_group() -> None:
+    """End the process group of a distributed run (no-op without one), as the run's last step:
+    a gloo group left to the interpreter's exit can abort the process (``terminate called
+    without an active exception``) after the run has finished."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def use_resumable_checkpoints(cfg: Config) -> None:
     """Save checkpoints with ``ResumableCheckpointHook`` (atomic writes, RNG states for exact
     resume) where the config has mmengine's ``CheckpointHook`` (or none: mmengine's default)."""
