@@ -224,3 +224,27 @@ def test_edit_tool_refuses_what_it_cannot_do():
                '--mask', 'm.png'])
     args = parse(['c.py', 'k.pth', 'i.png', '--out-dir', 'o', '--outpaint', '0', '16', '0', '16'])
     assert args.outpaint == [0, 16, 0, 16]
+
+
+def test_the_three_edits_on_the_released_architecture(reference_dir):
+    """The release's architecture at its reference size (the checkpoints of shared/reference:
+    256 px, a 16x16 token grid, MAGE's VQGAN layout): each edit runs and keeps the known
+    tokens; outpainting 32 px to the right grows the grid to 16 x 18."""
+    from verification.core import ReferenceDir
+    from verification.pretrain import build_reference_addp
+    ref = ReferenceDir(reference_dir)
+    model = build_reference_addp(ref, with_token_predictor=False).eval()
+    image = ref.vectors['img'][:1]
+    tokens, grid = edit.encode_tokens(model, image)
+    assert grid == (16, 16) and torch.equal(tokens, ref.vectors['vq_indices'][:1])
+    sampler = ADDPSampler(num_steps=2)
+    inpainted = edit.inpaint(model, sampler, image,
+                             edit.box_region(model, (256, 256), (0, 128, 256, 256)), seed=0)
+    grown = edit.outpaint(model, sampler, image, (0, 0, 32, 0), seed=0)
+    varied = edit.variations(model, sampler, image, num=2, ratio=0.3, seed=0)
+    for result in (inpainted, varied):
+        known = ~result.unknown
+        assert torch.equal(result.tokens[known], tokens.expand_as(result.tokens)[known])
+    assert grown.grid_hw == (16, 18) and grown.images.shape == (1, 3, 256, 288)
+    assert torch.equal(grown.tokens.view(16, 18)[:, :16].reshape(1, -1), tokens)
+    assert inpainted.images.shape == (1, 3, 256, 256) and torch.isfinite(inpainted.images).all()
