@@ -253,3 +253,26 @@ def test_release_style_benchmark_path_matches_ours(ref):
     ours = sampler.sample(model, 2, seed=0)
     theirs = release_generate(model, tok, sampler, 2, seed=0)
     assert (ours - theirs).abs().max().item() < 1e-3
+
+
+def test_train_amp_chooses_the_frozen_mode():
+    """``tools/train.py CONFIG --amp release``: mixed precision, and the frozen parts of a
+    pretraining config follow the AMP dtype; ``--amp`` alone keeps the config's mode; a config
+    without frozen parts takes no mode."""
+    from mmengine.config import Config
+
+    from addp_mm.engine.config import set_frozen_precision
+    from addp_mm.errors import UsageError
+    from conftest import tool
+    parse = tool('train').parse_args
+    assert parse(['c.py', '--amp']).amp == 'config' and parse(['c.py']).amp is None
+    assert parse(['c.py', '--amp', 'release']).amp == 'release'
+    assert tool('train').FROZEN_MODES == P.FROZEN_MODES
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'pretrain',
+                                   'addp_vit-demo-p16_1xb8-300iter_demo-64px.py'))
+    assert cfg.model.target_generator.precision == 'fp32'
+    set_frozen_precision(cfg, 'release')
+    assert cfg.model.target_generator.precision == 'release'
+    with pytest.raises(UsageError, match='has no frozen parts'):
+        set_frozen_precision(Config.fromfile(osp.join(
+            ROOT, 'configs', 'demo', 'vit-demo-p16_1xb32-30e_demo-in1k-128px.py')), 'release')
