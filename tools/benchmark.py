@@ -40,6 +40,7 @@ import os.path as osp
 import statistics
 import sys
 import time
+from contextlib import nullcontext
 from functools import partial
 from typing import Callable, Dict, List, Optional
 
@@ -482,31 +483,31 @@ def count_syncs(fn: Callable[[], object]) -> float:
 
 
 def rows_parts(t: Table, args, a: Dict, device: torch.device) -> None:
-    """Where the fp32 step's time goes, piece by piece (ours vs release-style)."""
-    from benchmark_release_path import release_full_logits, release_predict, release_style
+    """Where the step's time goes, piece by piece, ours vs release-style: in fp32, and (where the
+    device has an AMP dtype) ours in the fastest mode vs the release under its own autocast; the
+    optimizer's AdamW step (the same code on both sides) for scale."""
+    from benchmark_release_path import (release_full_logits, release_predict, release_style,
+                                        release_tokenizer)
 
     from addp_mm.models.utils.masking import masked_positions
     model, ref_tok, imgs, mask_t, mask_next = _pretrain_setup(args, a, device)
     tok, pred = model.target_generator.tokenizer, model.target_generator.token_predictor
     set_frozen_precision(model, 'fp32')
     with torch.no_grad():
-        z0, idx0 = tok.encode(imgs)
         state = model.target_generator(imgs, mask_t, mask_next)
-
-    def in_release(fn):
-        def run():
-            with release_style(model):
-                return fn()
-        return run
-
-    def nograd(fn):
-        def run():
-            with torch.no_grad():
-                return fn()
-        return run
-
+        idx0 = state['indices']
     N = mask_t.shape[1]
     positions = masked_positions(mask_t, int(mask_t[0].sum()))
+    dtypes = {'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+    def under(amp, fn, release=False, grad=False):
+        def run():
+            with torch.autocast(device.type, dtype=dtypes.get(amp), enabled=amp is not None), \
+                    (release_style(model, predictor_precision='fp32' if amp is None else None)
+                     if release else nullcontext()), \
+                    (nullcontext() if grad else torch.no_grad()):
+                return fn()
+        return run
 
     def fwd_bwd(release):
         def run():  # ours scores only the masked grid positions, the release every position
@@ -519,21 +520,39 @@ def rows_parts(t: Table, args, a: Dict, device: torch.device) -> None:
                 logits = model.neck(enc, state['indices'], mask_t, positions=positions)
             model.head(logits, state['target'], positions).backward()
             model.zero_grad(set_to_none=True)
-        return in_release(run) if release else run
+        return run
 
-    parts = [
-        ('VQ encode', nograd(lambda: tok.encode(imgs)),
-         in_release(nograd(lambda: ref_tok.encode(imgs)))),
-        ('token predictor (2 masks)', nograd(lambda: pred.predict(idx0, [mask_t, mask_next])),
-         in_release(nograd(lambda: (release_predict(pred, idx0, mask_t),
-                                     release_predict(pred, idx0, mask_next))))),
-        ('VQ decode', nograd(lambda: tok.decode(state['z_t'])),
-         in_release(nograd(lambda: ref_tok.decode(state['z_t'])))),
-        ('encoder+decoder fwd+bwd', fwd_bwd(False), fwd_bwd(True)),
-    ]
-    for name, ours, ref in parts:
-        sec = interleaved(dict(ours=ours, ref=ref), args.repeats, args.warmup, device)
-        t.add(f'step part (fp32): {name}', sec['ours'], sec['ref'], 's', False)
+    settings = [('fp32', None, 'fp32', ref_tok)]
+    amp = amp_precision(device)
+    if amp is not None:
+        settings.append((f'fastest vs release AMP {amp}', amp, 'auto',
+                         release_tokenizer(tok, precision=None)))
+    for label, amp_name, mode, rtok in settings:
+        prec = frozen_precisions(mode, device)
+        parts = [
+            ('VQ encode', lambda: tok.encode(imgs, prec.encode), lambda: rtok.encode(imgs)),
+            ('token predictor (2 masks)',
+             lambda: pred.predict(idx0, [mask_t, mask_next], prec.predictor),
+             lambda: (release_predict(pred, idx0, mask_t), release_predict(pred, idx0, mask_next))),
+            ('VQ decode', lambda: tok.decode(state['z_t'], prec.decode),
+             lambda: rtok.decode(state['z_t'])),
+        ]
+        fns = {}
+        for name, ours, ref in parts:
+            fns[name] = (under(amp_name, ours), under(amp_name, ref, release=True))
+        fns['encoder+decoder fwd+bwd'] = (under(amp_name, fwd_bwd(False), grad=True),
+                                          under(amp_name, fwd_bwd(True), release=True, grad=True))
+        for name, (ours, ref) in fns.items():
+            sec = interleaved(dict(ours=ours, ref=ref), args.repeats, args.warmup, device)
+            t.add(f'step part ({label}): {name}', sec['ours'], sec['ref'], 's', False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    optimizer = torch.optim.AdamW(params, lr=1e-6)
+    sec = interleaved(dict(ours=optimizer.step, ref=optimizer.step), args.repeats, args.warmup,
+                      device)
+    t.add('step part: optimizer (AdamW, the same code)', sec['ours'], sec['ref'], 's', False)
+    model.zero_grad(set_to_none=True)
 
 
 def rows_generation(t: Table, args, a: Dict, device: torch.device) -> None:
