@@ -17,9 +17,13 @@ reported. Rows:
    attention (speed and memory), and the memory saved by ``with_cp``.
 4. ``pretrain``: one pretraining step (forward + backward, no optimizer update) against the
    release-style path of ``tools/benchmark_release_path.py`` (token predictor run twice, attention
-   as float32 matmuls without SDPA, NCHW VQGAN, everything fp32), for each precision mode; the
-   note gives the loss's relative difference to fp32 (contract: < 1e-2). ``parts`` splits the
-   fp32 step into its pieces.
+   as explicit matmuls without SDPA, NCHW VQGAN), in fp32 and, like with like, under the release's
+   own autocast (the device's AMP dtype over every part: bf16 on a CPU that computes it natively,
+   fp16 on CUDA), for each precision mode a config can choose (``pretrain_modes``: fp32, the
+   frozen parts' ``'auto'``, the fastest = ``'auto'`` + AMP, the release's precision = AMP over
+   every part); the note gives the loss's relative difference to fp32 (contract: < 1e-2).
+   ``parts`` splits the step into its pieces, in fp32 and in the fastest mode against the
+   release under its autocast.
 5. ``generation``: images/s at ``--steps`` steps against the release-style sampler.
 6. ``onnx`` (not in the default set): latency of the exported classifier, segmenter and detector
    backbone + neck in ONNX Runtime (CPU) against eager PyTorch, batch 1, at the demo configs' sizes
