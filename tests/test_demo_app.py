@@ -1,7 +1,7 @@
 """The browser demo (``tools/demo/app.py``) in a real browser: the server started on a free
 localhost port with a tiny random ADDP model and the demo detector, a headless Chromium (Debian's
 ``chromium``, driven by Playwright) generates with two seeds, inpaints a region painted with the
-mouse, outpaints, runs the detector, gets a message for each bad input while the server keeps
+mouse, outpaints, varies an image, runs the detector, gets a message for each bad input while the server keeps
 serving, and the page loads nothing from elsewhere. The JSON API's messages for the mistakes a
 page cannot make (a mask of another size, a full mask, values out of range) are checked through
 Flask's test client, in this process.
@@ -14,6 +14,7 @@ import io
 import json
 import os
 import os.path as osp
+import socket
 
 import numpy as np
 import pytest
@@ -175,6 +176,18 @@ def test_the_demo_in_a_browser(files, tmp_path):
             assert shown(page, '#outpaint-image').shape == (32, 38, 3)
             assert '256 of the 256 known tokens kept' in page.inner_text('#outpaint-kept')
 
+            # a variation re-generating 25 % of the tokens: the others are the image's own
+            page.click('nav button[data-tab=variations]')
+            page.set_input_files('#variations-file', str(files / 'photo.png'))
+            page.fill('#ratio', '0.25')
+            click_and_wait(page, '#variations-run')
+            assert page.inner_text('#variations-error') == ''
+            answer = json.loads(page.text_content('#variations-json'))
+            unknown = torch.tensor(answer['unknown'], dtype=torch.bool)
+            assert int(unknown.sum()) == 64  # a quarter of the 16 x 16 tokens
+            assert torch.equal(torch.tensor(answer['tokens'])[~unknown], own[0][~unknown])
+            assert '192 of the 192 known tokens kept' in page.inner_text('#variations-kept')
+
             # the detector through mmdet's own inferencer: boxes in its prediction, drawn
             page.click('nav button[data-tab=recognize]')
             page.set_input_files('#recognize-file', str(files / 'shapes.png'))
@@ -253,6 +266,8 @@ def test_the_api_says_each_mistake(files):
         ('generate', {'schedule': 'square'}, {}, "schedule='square'"),
         ('outpaint', {'right': '500'}, dict(image=photo), 'right: 500 is out of range'),
         ('outpaint', {}, dict(image=photo), 'at least one > 0'),
+        ('variations', {'ratio': '1'}, dict(image=photo), 'ratio: 1.0 is out of range'),
+        ('variations', {}, {}, 'no image uploaded'),
         ('infer', {}, dict(image=photo), 'no recognition model: start the demo with --infer'),
     ]
     for name, data, images, message in cases:
@@ -266,6 +281,7 @@ def test_the_api_says_each_mistake(files):
 
 
 def test_the_command_line():
+    from addp_mm.errors import UsageError
     parse = tool('demo.app').parse_args
     args = parse(['c.py', 'k.pth', '--infer', 'det.py', 'det.pth', '--infer', 'cls.py'])
     assert args.infer == [['det.py', 'det.pth'], ['cls.py']]
@@ -274,3 +290,9 @@ def test_the_command_line():
                   ['c.py', 'k.pth', '--port', '0'], ['c.py']):
         with pytest.raises(SystemExit):
             parse(wrong)
+    with socket.socket() as taken:  # a port in use is one line, before any model loads
+        taken.bind(('127.0.0.1', 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(UsageError, match=f'cannot listen on --host 127.0.0.1 --port {port}'):
+            tool('demo.app').main(['c.py', 'k.pth', '--port', str(port)])

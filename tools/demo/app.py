@@ -1,5 +1,5 @@
 """A local page to try a pretrained ADDP model in the browser: generate, inpaint a region drawn on
-an uploaded image, outpaint, watch the denoising steps, and run detection / segmentation /
+an uploaded image, outpaint, vary an image, watch the denoising steps, and run detection / segmentation /
 classification models on an uploaded image through their toolbox's own inferencer.
 
     python tools/demo/app.py CONFIG CHECKPOINT [--port 7860] [--host 127.0.0.1]
@@ -12,10 +12,10 @@ Each ``--infer CONFIG [CHECKPOINT]`` adds a model of tools/infer.py to the page'
 127.0.0.1 unless told otherwise) and loads nothing from elsewhere; Ctrl+C stops it.
 
 The page talks to the server through a small JSON API (``POST /api/generate``, ``/api/inpaint``,
-``/api/outpaint``, ``/api/infer``; ``GET /api/info``): images go up as files of a form and come
-back as PNG data URLs, next to the token ids of each result. A mistake in what is sent (a file
-that is not an image, an empty mask, a value out of range) comes back as ``{"error": ...}`` with
-status 400 and the page shows it; the server keeps serving.
+``/api/outpaint``, ``/api/variations``, ``/api/infer``; ``GET /api/info``): images go up as files
+of a form and come back as PNG data URLs, next to the token ids of each result. A mistake in what
+is sent (a file that is not an image, an empty mask, a value out of range) comes back as
+``{"error": ...}`` with status 400 and the page shows it; the server keeps serving.
 """
 import argparse
 import base64
@@ -252,6 +252,14 @@ class Demo:
         return self._edit(form, lambda sampler, seed, pictures: edit.outpaint(
             self.model, sampler, image, pads, seed=seed, on_step=pictures), notes)
 
+    def variations(self, form, files) -> dict:
+        from addp_mm.apis import edit
+        notes = []
+        image, _ = self._canvas_image(files, notes)
+        ratio = form_number(form, 'ratio', float, 0.3, 0.01, 0.99)
+        return self._edit(form, lambda sampler, seed, pictures: edit.variations(
+            self.model, sampler, image, 1, ratio, seed=seed, on_step=pictures), notes)
+
     def infer(self, form, files) -> dict:
         import mmengine
         import numpy as np
@@ -314,7 +322,7 @@ def make_app(demo: Demo):
             return jsonify(action(request.form, request.files))
         app.add_url_rule(f'/api/{name}', name, handle, methods=['POST'])
 
-    for name in ('generate', 'inpaint', 'outpaint', 'infer'):
+    for name in ('generate', 'inpaint', 'outpaint', 'variations', 'infer'):
         route(name, getattr(demo, name))
 
     @app.errorhandler(UsageError)
@@ -338,8 +346,22 @@ def make_app(demo: Demo):
     return app
 
 
+def check_address(host: str, port: int) -> None:
+    """A UsageError now, before the models load, when nothing can listen on ``host:port``."""
+    import socket
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
+            probe.bind((host, port))
+    except OSError as e:  # taken, or not an address of this machine
+        raise UsageError(f'cannot listen on --host {host} --port {port} ({e.strerror or e}): '
+                         'choose another --port, or stop what uses it') from None
+
+
 def main(argv=None):
     args = parse_args(argv)
+    check_address(args.host, args.port)
     config = require_config(args.config)
     require_file(args.checkpoint, 'checkpoint',
                  'Give a full checkpoint of your pretraining (work_dirs/<config name>/iter_N.pth) '
@@ -363,11 +385,7 @@ def main(argv=None):
     print(f'ADDP demo: {config} on {demo.device}, {demo.canvas[1]}x{demo.canvas[0]} canvas, '
           f'{len(demo.recognizers)} recognition model(s); open http://{shown}:{args.port}/ '
           '(Ctrl+C stops it)', flush=True)
-    try:
-        app.run(host=args.host, port=args.port, threaded=True, use_reloader=False)
-    except OSError as e:  # the port is taken, the address is not this machine's
-        raise UsageError(f'cannot listen on {args.host}:{args.port} ({e.strerror or e}): choose '
-                         'another --port or --host') from None
+    app.run(host=args.host, port=args.port, threaded=True, use_reloader=False)
     return 0
 
 
