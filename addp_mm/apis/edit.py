@@ -32,9 +32,9 @@ from addp_mm.models.generation.addp_sampler import ADDPSampler, unwrap_model
 from addp_mm.models.utils import to_uint8
 
 __all__ = ['Region', 'EditResult', 'canvas_size', 'token_factor', 'load_image', 'mask_region',
-           'box_region', 'random_regions', 'outpaint_canvas', 'encode_tokens', 'inpaint',
-           'outpaint', 'variations', 'mark_region', 'side_by_side', 'TrajectoryPictures',
-           'IMAGE_SUFFIXES']
+           'open_image', 'box_region', 'random_regions', 'outpaint_canvas', 'encode_tokens',
+           'reconstruct', 'inpaint', 'outpaint', 'variations', 'mark_region', 'side_by_side',
+           'TrajectoryPictures', 'IMAGE_SUFFIXES']
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.webp')
 # the grey of the canvas an outpainting grows (it is not read: those tokens are unknown)
@@ -93,18 +93,30 @@ def canvas_size(model: nn.Module) -> Tuple[int, int]:
     return tuple(int(s) for s in unwrap_model(model).backbone.img_size)
 
 
-def load_image(image, size: Optional[Sequence[int]] = None) -> torch.Tensor:
-    """A file path, PIL image or ``H x W [x C]`` uint8 array -> ``1 x 3 x H x W`` float RGB in
-    [0, 1]; resized to ``size`` ``(H, W)`` (bicubic) when given and different."""
+def open_image(source, mode: str = 'RGB', what: str = 'image'):
+    """A PIL image in ``mode`` from a file path or a binary file object (an upload, ``what``
+    names it); a missing file or one Pillow cannot read is a UsageError."""
     from PIL import Image, UnidentifiedImageError
-    if isinstance(image, (str, os.PathLike)):
-        if not osp.isfile(image):
-            raise UsageError(f"image '{image}' not found")
-        try:
-            with Image.open(image) as opened:
-                image = opened.convert('RGB')
-        except (UnidentifiedImageError, OSError) as e:
-            raise UsageError(f"'{image}' is not an image Pillow can read ({e})") from None
+    is_path = isinstance(source, (str, os.PathLike))
+    if is_path and not osp.isfile(source):
+        raise UsageError(f"{what} '{source}' not found")
+    name = f"'{source}'" if is_path else what
+    try:
+        with Image.open(source) as opened:
+            return opened.convert(mode)
+    except UnidentifiedImageError:
+        raise UsageError(f'{name} is not an image Pillow can read (give a PNG, JPEG, BMP or WebP '
+                         'file)') from None
+    except (OSError, Image.DecompressionBombError) as e:
+        raise UsageError(f'{name} is not an image Pillow can read ({e})') from None
+
+
+def load_image(image, size: Optional[Sequence[int]] = None) -> torch.Tensor:
+    """A file path, binary file object, PIL image or ``H x W [x C]`` uint8 array -> ``1 x 3 x H x
+    W`` float RGB in [0, 1]; resized to ``size`` ``(H, W)`` (bicubic) when given and different."""
+    from PIL import Image
+    if isinstance(image, (str, os.PathLike)) or hasattr(image, 'read'):
+        image = open_image(image, 'RGB', 'image')
     elif isinstance(image, np.ndarray):
         image = Image.fromarray(image if image.ndim == 3 else np.stack([image] * 3, -1))
     image = image.convert('RGB')
@@ -144,15 +156,13 @@ def _region(pixel_mask: torch.Tensor, factor: int, what: str) -> Region:
 
 def mask_region(model: nn.Module, mask, image_hw: Sequence[int],
                 canvas_hw: Optional[Sequence[int]] = None, what: str = 'the mask') -> Region:
-    """The region of a mask image (a path, PIL image or array; nonzero / not black = generate)
-    for an image of size ``image_hw`` (a mask of another size is a UsageError), on the canvas
-    ``canvas_hw`` the image is resized to (default: the image's size; nearest-neighbour)."""
+    """The region of a mask image (a path, binary file object, PIL image or array; nonzero / not
+    black = generate) for an image of size ``image_hw`` (a mask of another size is a UsageError),
+    on the canvas ``canvas_hw`` the image is resized to (default: the image's size;
+    nearest-neighbour)."""
     from PIL import Image
-    if isinstance(mask, (str, os.PathLike)):
-        if not osp.isfile(mask):
-            raise UsageError(f"mask '{mask}' not found")
-        with Image.open(mask) as opened:
-            mask = np.asarray(opened.convert('L'))
+    if isinstance(mask, (str, os.PathLike)) or hasattr(mask, 'read'):
+        mask = np.asarray(open_image(mask, 'L', what if hasattr(mask, 'read') else 'mask'))
     elif isinstance(mask, Image.Image):
         mask = np.asarray(mask.convert('L'))
     mask = torch.from_numpy(np.array(mask))
@@ -232,6 +242,14 @@ def encode_tokens(model: nn.Module, image: torch.Tensor) -> Tuple[torch.Tensor, 
     device = next(tokenizer.parameters()).device
     grid = _grid(tuple(image.shape[-2:]), token_factor(model), 'the image')
     return tokenizer.encode(image.to(device))[1], grid
+
+
+@torch.no_grad()
+def reconstruct(model: nn.Module, tokens: torch.Tensor, grid_hw: Sequence[int]) -> torch.Tensor:
+    """The frozen VQ decoder's pixels of token ids ``B x N`` on the grid ``grid_hw``
+    (``B x 3 x H x W`` float, unclamped): what an image's tokens alone give back."""
+    tokenizer = unwrap_model(model).target_generator.tokenizer
+    return tokenizer.decode(tokenizer.embed_indices(tokens, tuple(grid_hw))).float()
 
 
 def _edit(model: nn.Module, sampler: ADDPSampler, canvas: torch.Tensor, tokens: torch.Tensor,
