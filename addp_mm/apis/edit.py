@@ -239,13 +239,13 @@ def _edit(model: nn.Module, sampler: ADDPSampler, canvas: torch.Tensor, tokens: 
           autocast_dtype, return_trajectory: bool, on_step=None) -> EditResult:
     """Generate the ``unknown`` tokens (``B x N``) of the token grid ``tokens`` (``1 x N``) of
     ``canvas`` for each row."""
-    device = tokens.device
-    unknown = unknown.to(device)
     B = unknown.shape[0]
+    # the host mask: the sampler counts it without reading the device
     out = sampler.edit(model, tokens.expand(B, -1), unknown, grid_hw=grid, seed=seed,
                        autocast_dtype=autocast_dtype, return_trajectory=return_trajectory,
                        on_step=on_step)
     images, final_tokens, trajectory = out if return_trajectory else (*out, None)
+    unknown = unknown.to(tokens.device)
     mask_id = int(getattr(unwrap_model(model).neck, 'mask_token_id', 0))
     factor = token_factor(model)
     pixels = unknown.view(B, *grid).repeat_interleave(factor, 1).repeat_interleave(factor, 2)
