@@ -245,14 +245,15 @@ def _edit(model: nn.Module, sampler: ADDPSampler, canvas: torch.Tensor, tokens: 
                        autocast_dtype=autocast_dtype, return_trajectory=return_trajectory,
                        on_step=on_step)
     images, final_tokens, trajectory = out if return_trajectory else (*out, None)
+    factor = token_factor(model)
+    # the region's pixels from the host mask (nothing comes back from the device)
+    pixels = unknown.cpu().view(B, *grid).repeat_interleave(factor, 1).repeat_interleave(factor, 2)
     unknown = unknown.to(tokens.device)
     mask_id = int(getattr(unwrap_model(model).neck, 'mask_token_id', 0))
-    factor = token_factor(model)
-    pixels = unknown.view(B, *grid).repeat_interleave(factor, 1).repeat_interleave(factor, 2)
     return EditResult(images=images, canvas=canvas, unknown=unknown, grid_hw=grid,
                       input_tokens=torch.where(unknown[:1], torch.full_like(tokens, mask_id), tokens),
-                      tokens=final_tokens,
-                      region_pixels=pixels.cpu(), trajectory=trajectory, notes=notes)
+                      tokens=final_tokens, region_pixels=pixels, trajectory=trajectory,
+                      notes=notes)
 
 
 def inpaint(model: nn.Module, sampler: ADDPSampler, image: torch.Tensor, region: Region,
