@@ -15,6 +15,7 @@ reads of the device on a step's hot path, and ops that cannot take a reduced-pre
 * Reduced precision: the pretraining step under CPU autocast (fp16 with a loss scaler, bf16 as the
   CPU configs' wrapper runs it).
 """
+import importlib
 import os.path as osp
 import traceback
 from collections import Counter
@@ -39,6 +40,7 @@ from addp_mm.apis import edit
 from addp_mm.engine.optimizers import (CPUAutocastOptimWrapper, NonFiniteGuardAmpOptimWrapper,
                                        NonFiniteGuardOptimWrapper)
 from addp_mm.models.generation import ADDPSampler, addp_sampler
+from addp_mm.models.utils import to_uint8
 from conftest import require
 from test_backbone import tiny as tiny_vit
 from test_pretrain_model import IMG, tiny_cfg
@@ -60,7 +62,8 @@ class HostWorkRunsForReal(TorchDispatchMode):
         tensors = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
         device = kwargs.get('device')
         on_host = device is None or torch.device(device).type == 'cpu'
-        if on_host and not any(isinstance(t, FakeTensor) or t.device.type != 'cpu' for t in tensors):
+        real_host = not any(isinstance(t, FakeTensor) or t.device.type != 'cpu' for t in tensors)
+        if on_host and real_host:
             with unset_fake_temporarily():
                 return func(*args, **kwargs)
         return func(*args, **kwargs)
@@ -76,7 +79,9 @@ def to_fake_cuda(module: nn.Module, mode: FakeTensorMode) -> nn.Module:
                 fake = mode.from_tensor(t.detach())
                 with mode:
                     fake = fake.to('cuda')
-                store[name] = nn.Parameter(fake, t.requires_grad) if isinstance(t, nn.Parameter) else fake
+                if isinstance(t, nn.Parameter):
+                    fake = nn.Parameter(fake, t.requires_grad)
+                store[name] = fake
     return module
 
 
@@ -115,30 +120,53 @@ TASKS = {  # the demo configs of each toolbox: backbone (+ neck) as the recipes 
 
 
 def task_model(task: str) -> nn.Module:
+    """The demo config's model, built in its toolbox's scope (no weights are read)."""
     require('mmcv.ops', 'the toolboxes need mmcv with its compiled ops')
     cfg = Config.fromfile(osp.join(ROOT, TASKS[task]))
     scope = cfg.default_scope
-    import importlib
     importlib.import_module(f'{scope}.utils').register_all_modules(init_default_scope=False)
-    registry = importlib.import_module(f'{scope}.registry').MODELS
-    cfg.model.backbone.init_cfg = None
-    if scope == 'mmseg':
-        from mmengine.model.utils import revert_sync_batchnorm
-        cfg.model.pop('pretrained', None)
     with DefaultScope.overwrite_default_scope(scope):
         torch.manual_seed(0)
-        model = registry.build(cfg.model)
-    if scope == 'mmseg':
-        model = revert_sync_batchnorm(model)
-    return model
+        return importlib.import_module(f'{scope}.registry').MODELS.build(cfg.model)
 
 
-def task_forward(task: str, model: nn.Module, x: torch.Tensor):
-    """The backbone path: encoder and neck (detector, segmenter), encoder and head (classifier)."""
-    feats = model.extract_feat(x)
-    if task == 'classifier':
-        return model.head(feats)
-    return feats
+def part_model(part: str) -> nn.Module:
+    if part == 'vit_windows_rel_pos':
+        return vit_with_windows()
+    if part == 'simple_fpn':
+        return MODELS.build(dict(type='SimpleFPN', in_channels=32, out_channels=16, num_outs=5))
+    if part in TASKS:
+        return task_model(part)
+    return addp_model()
+
+
+def run_part(part: str, model: nn.Module, device: str):
+    """The part's forward (train mode) on inputs made on ``device``, its output shapes checked."""
+    model.train()
+    if part == 'vit_windows_rel_pos':
+        out = model(torch.rand(2, 3, 80, 64, device=device))
+        assert out[-1].shape == (2, 32, 5, 4)
+    elif part == 'decoder':
+        B, N = 2, model.neck.num_patches
+        mask = torch.rand(B, N, device=device).argsort(1).argsort(1) < 11
+        ids = torch.randint(0, 64, (B, N), device=device)
+        out = model.neck(torch.rand(B, N + 1, 32, device=device), ids, mask, N - 11)
+        assert out.shape == (B, N, model.neck.vocab_size)
+    elif part == 'noiser':
+        out = model.target_generator(torch.rand(2, 3, IMG, IMG, device=device))
+        assert out['x_t'].shape == (2, 3, IMG, IMG) and isinstance(out['num_masked'], int)
+    elif part == 'addp_loss':
+        out = model.loss(torch.rand(2, 3, IMG, IMG, device=device))
+        assert out['loss'].shape == ()
+    elif part == 'simple_fpn':
+        out = model((torch.rand(2, 32, 4, 4, device=device), ))
+        assert [o.shape[-1] for o in out] == [16, 8, 4, 2, 1]
+    else:  # the backbone path at 64 px (the configs' 128: position tables resized on the fly):
+        # encoder and neck (detector, segmenter), encoder and head (classifier)
+        out = model.extract_feat(torch.rand(2, 3, 64, 64, device=device))
+        if part == 'classifier':
+            out = model.head(out)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -163,27 +191,12 @@ def test_a_host_tensor_made_in_a_forward_fails_on_the_fake_device():
             Planted('host')(x)
 
 
-@pytest.mark.parametrize('part', ['vit_windows_rel_pos', 'decoder', 'noiser', 'addp_loss'])
-def test_pretraining_parts_on_a_fake_cuda_device(part):
-    model = vit_with_windows() if part == 'vit_windows_rel_pos' else addp_model()
+@pytest.mark.parametrize('part', ['vit_windows_rel_pos', 'decoder', 'noiser', 'addp_loss',
+                                  'simple_fpn', 'classifier', 'segmenter', 'detector'])
+def test_parts_on_a_fake_cuda_device(part):
+    model = part_model(part)
     with fake_cuda() as mode:
-        to_fake_cuda(model.train(), mode)
-        if part == 'vit_windows_rel_pos':
-            out = model(torch.rand(2, 3, 80, 64, device='cuda'))
-            assert out[-1].shape == (2, 32, 5, 4)
-        elif part == 'decoder':
-            B, N = 2, model.neck.num_patches
-            mask = torch.rand(B, N, device='cuda').argsort(1).argsort(1) < 11
-            ids = torch.randint(0, 64, (B, N), device='cuda')
-            out = model.neck(torch.rand(B, N + 1, 32, device='cuda'), ids, mask, N - 11)
-            assert out.shape == (B, N, model.neck.vocab_size)
-        elif part == 'noiser':
-            out = model.target_generator(torch.rand(2, 3, IMG, IMG, device='cuda'))
-            assert out['x_t'].shape == (2, 3, IMG, IMG) and isinstance(out['num_masked'], int)
-        else:
-            out = model.loss(torch.rand(2, 3, IMG, IMG, device='cuda'))
-            assert out['loss'].shape == ()
-        assert on_cuda(out)
+        assert on_cuda(run_part(part, to_fake_cuda(model, mode), 'cuda'))
 
 
 @pytest.fixture
@@ -220,21 +233,9 @@ def test_sampler_on_a_fake_cuda_device(part, no_device_generator):
             else:
                 result = edit.outpaint(model, sampler, image, (16, 0, 0, 16))
                 assert result.grid_hw == (5, 5)
-            out = result.images
-        assert on_cuda(out)
-
-
-@pytest.mark.parametrize('part', ['simple_fpn', 'classifier', 'segmenter', 'detector'])
-def test_task_parts_on_a_fake_cuda_device(part):
-    model = (MODELS.build(dict(type='SimpleFPN', in_channels=32, out_channels=16, num_outs=5))
-             if part == 'simple_fpn' else task_model(part))
-    with fake_cuda() as mode:
-        to_fake_cuda(model.train(), mode)
-        if part == 'simple_fpn':
-            out = model((torch.rand(2, 32, 4, 4, device='cuda'), ))
-            assert [o.shape[-1] for o in out] == [16, 8, 4, 2, 1]
-        else:  # 64 px instead of the configs' 128: the position tables are resized on the fly
-            out = task_forward(part, model, torch.rand(2, 3, 64, 64, device='cuda'))
+            # the input picture of tools/edit.py, from the canvas and the host region
+            marked = edit.mark_region(to_uint8(result.canvas)[0], result.region_pixels[0])
+            out = result.images, result.canvas, marked
         assert on_cuda(out)
 
 
@@ -244,23 +245,8 @@ def test_task_parts_on_a_fake_cuda_device(part):
 @pytest.mark.parametrize('part', ['vit_windows_rel_pos', 'addp_loss', 'simple_fpn', 'classifier',
                                   'segmenter', 'detector'])
 def test_trained_parts_forward_and_backward_on_meta(part):
-    if part == 'vit_windows_rel_pos':
-        model = vit_with_windows()
-    elif part == 'addp_loss':
-        model = addp_model()
-    elif part == 'simple_fpn':
-        model = MODELS.build(dict(type='SimpleFPN', in_channels=32, out_channels=16, num_outs=5))
-    else:
-        model = task_model(part)
-    model = model.to('meta').train()
-    if part == 'vit_windows_rel_pos':
-        out = model(torch.rand(2, 3, 80, 64, device='meta'))
-    elif part == 'addp_loss':
-        out = model.loss(torch.rand(2, 3, IMG, IMG, device='meta'))
-    elif part == 'simple_fpn':
-        out = model((torch.rand(2, 32, 4, 4, device='meta'), ))
-    else:
-        out = task_forward(part, model, torch.rand(2, 3, 64, 64, device='meta'))
+    model = part_model(part).to('meta')
+    out = run_part(part, model, 'meta')
     total = sum(t.float().sum() for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor))
     total.backward()
     used = (model.backbone, model.neck) if part in ('segmenter', 'detector') else (model, )
@@ -274,13 +260,16 @@ def test_trained_parts_forward_and_backward_on_meta(part):
 DATA_DEPENDENT = {aten.nonzero.default, aten.masked_select.default, aten._unique2.default,
                   aten.unique_dim.default, aten.unique_consecutive.default,
                   aten.repeat_interleave.Tensor, aten.bincount.default}
+# indexing with a boolean mask: the kernel counts the mask (a nonzero inside it)
+INDEXING = {aten.index.Tensor, aten.index_put.default, aten.index_put_.default,
+            aten._index_put_impl_.default}
 
 
 class SyncCounter(TorchDispatchMode):
     """Records the ops on device (non-CPU) tensors that make the host wait: scalar reads
-    (``.item()``, ``int()`` / ``bool()`` / ``float()`` of a tensor, ``tolist`` goes through a
-    copy), ops whose output size depends on the data (``nonzero``, boolean-mask indexing,
-    ``unique``, ...), ``equal``, and copies between the host and the device (``.cpu()``,
+    (``.item()``, ``int()`` / ``bool()`` / ``float()`` of a tensor; ``tolist`` goes through a
+    copy), ops whose output size depends on the data (``nonzero``, ``unique``, indexing with a
+    boolean mask, ...), ``equal``, and copies between the host and the device (``.cpu()``,
     ``.to(device)`` of a host tensor: synchronous unless pinned and non-blocking). Each is
     answered with zeros so that the step runs on. ``self.syncs``: ``(op, 'file (function)')``."""
 
@@ -305,6 +294,13 @@ class SyncCounter(TorchDispatchMode):
         if func is aten.equal.default and on_device:
             self.syncs.append(('equal', self._where()))
             return True
+        if func in INDEXING and on_device and any(
+                i is not None and i.dtype in (torch.bool, torch.uint8) for i in args[1]):
+            self.syncs.append(('boolean-mask index', self._where()))
+            if func is aten.index.Tensor:  # as if the mask selected nothing
+                mask = next(i for i in args[1] if i is not None)
+                return args[0].new_zeros((0, *args[0].shape[mask.dim():]))
+            return args[0]  # an assignment through the mask: left as it was
         if func in DATA_DEPENDENT and on_device:
             self.syncs.append((name, self._where()))
             return torch.zeros(0, *([args[0].dim()] if name == 'nonzero' else []),
@@ -369,6 +365,13 @@ def test_host_syncs_of_generation_steps(no_device_generator):
             ('copy cpu->meta', 'addp_sampler.py (edit)'): 1,  # the host mask, counted first
             ('copy cpu->meta', 'edit.py (_edit)'): 1,  # the same, for the result's tables
         }), counter.syncs
+    with SyncCounter() as counter:
+        edit.outpaint(model, ADDPSampler(num_steps=2), image, (16, 0, 0, 16), num=2)
+    assert counter.summary() == Counter({
+        ('copy cpu->meta', 'edit.py (outpaint)'): 1,  # the image's place on the larger grid
+        ('copy cpu->meta', 'addp_sampler.py (edit)'): 1,
+        ('copy cpu->meta', 'edit.py (_edit)'): 1,
+    }), counter.syncs
 
 
 @pytest.mark.filterwarnings('ignore:`torch.cuda.amp.GradScaler:FutureWarning')
@@ -409,6 +412,10 @@ def test_pretraining_step_under_cpu_autocast(dtype, monkeypatch):
         assert wrapper.loss_scaler.get_scale() == 2.**10  # two finite steps: the scale stays
 
 
+MATRIX_PRODUCTS = (aten.mm, aten.addmm, aten.bmm, aten.baddbmm, aten.convolution,
+                   aten._scaled_dot_product_flash_attention_for_cpu)
+
+
 class DtypeCounter(TorchDispatchMode):
     """How many matrix products ran in each dtype."""
 
@@ -418,8 +425,7 @@ class DtypeCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        if func.overloadpacket in (aten.mm, aten.addmm, aten.bmm, aten.baddbmm,
-                                   aten.convolution, aten._scaled_dot_product_flash_attention_for_cpu):
+        if func.overloadpacket in MATRIX_PRODUCTS:
             first = out[0] if isinstance(out, (tuple, list)) else out
             self.dtypes[first.dtype] += 1
         return out

@@ -211,7 +211,7 @@ def outpaint_canvas(model: nn.Module, image: torch.Tensor, pads: Sequence[int]
     left, top, right, bottom = rounded
     _, _, H, W = image.shape
     canvas = torch.full((1, 3, H + top + bottom, W + left + right), CANVAS_GREY,
-                        dtype=image.dtype)
+                        dtype=image.dtype, device=image.device)
     canvas[:, :, top:top + H, left:left + W] = image
     pixel_mask = torch.ones(canvas.shape[-2:], dtype=torch.bool)
     pixel_mask[top:top + H, left:left + W] = False
@@ -277,9 +277,11 @@ def outpaint(model: nn.Module, sampler: ADDPSampler, image: torch.Tensor, pads: 
     canvas, region = outpaint_canvas(model, image, pads)
     own, _ = encode_tokens(model, image)
     grid = tuple(s // token_factor(model) for s in canvas.shape[-2:])
-    known = ~region.unknown  # the image's place on the larger grid, a rectangle
-    tokens = torch.zeros(grid, dtype=own.dtype, device=own.device)
-    tokens[known.to(own.device)] = own.view(-1)  # raster order on both grids
+    # the image's place on the larger grid (a rectangle), as host indices: a boolean mask on
+    # the device would make the copy wait for the mask's count
+    known = (~region.unknown).view(-1).nonzero().squeeze(1)
+    tokens = torch.zeros(grid[0] * grid[1], dtype=own.dtype, device=own.device)
+    tokens.index_copy_(0, known.to(own.device), own.view(-1))  # raster order on both grids
     unknown = region.unknown.reshape(1, -1).expand(num, -1)
     return _edit(model, sampler, canvas, tokens.view(1, -1), grid, unknown,
                  [region.note] if region.note else [], seed, autocast_dtype, return_trajectory,
@@ -306,8 +308,8 @@ def variations(model: nn.Module, sampler: ADDPSampler, image: torch.Tensor, num:
 def mark_region(image: torch.Tensor, region_pixels: torch.Tensor) -> torch.Tensor:
     """uint8 ``3 x H x W`` with the region (``H x W`` bool) tinted and outlined."""
     out = image.clone().float()
-    region = region_pixels.bool()
-    color = torch.tensor(MARK_RGB, dtype=torch.float32).view(3, 1, 1)
+    region = region_pixels.bool().to(image.device)
+    color = torch.tensor(MARK_RGB, dtype=torch.float32, device=image.device).view(3, 1, 1)
     out = torch.where(region, out * (1 - MARK_ALPHA) + color * MARK_ALPHA, out)
     grown = F.max_pool2d(region[None, None].float(), 3, stride=1, padding=1)[0, 0] > 0
     edge = grown & ~region
