@@ -13,7 +13,7 @@ reads of the device on a step's hot path, and ops that cannot take a reduced-pre
   between the host and the device) with where it was called, and answers it with zeros so that
   the step runs on.
 * Reduced precision: the pretraining step under CPU autocast (fp16 with a loss scaler, bf16 as the
-  CPU configs' wrapper runs it).
+  CPU configs' wrapper runs it), generation and an edit under the sampler's fp16 / bf16 autocast.
 """
 import importlib
 import os.path as osp
@@ -410,6 +410,23 @@ def test_pretraining_step_under_cpu_autocast(dtype, monkeypatch):
     assert sum(not torch.equal(a, p) for a, p in zip(before, params)) > len(params) // 2
     if dtype == 'fp16':
         assert wrapper.loss_scaler.get_scale() == 2.**10  # two finite steps: the scale stays
+
+
+@pytest.mark.parametrize('dtype', ['fp16', 'bf16'])
+def test_generation_and_an_edit_under_cpu_autocast(dtype):
+    """The sampler's autocast (encoder, decoder, VQ decoder; sampling stays float32) in fp16 and
+    bf16: no op refuses its dtype, the images are finite float32, matrix products ran reduced."""
+    model = addp_model().eval()
+    sampler = ADDPSampler(num_steps=2, top_p=0.9)
+    region = edit.box_region(model, (IMG, IMG), (0, 0, 32, 32))
+    with DtypeCounter() as matmuls:
+        images = sampler.sample(model, 2, seed=0, autocast_dtype=dtype)
+        edited = edit.inpaint(model, sampler, torch.rand(1, 3, IMG, IMG), region, num=2, seed=0,
+                              autocast_dtype=dtype).images
+    assert matmuls.dtypes[torch.float16 if dtype == 'fp16' else torch.bfloat16] > 0
+    for out in (images, edited):
+        assert out.dtype == torch.float32 and out.shape == (2, 3, IMG, IMG)
+        assert torch.isfinite(out).all()
 
 
 MATRIX_PRODUCTS = (aten.mm, aten.addmm, aten.bmm, aten.baddbmm, aten.convolution,
