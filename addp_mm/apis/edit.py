@@ -221,7 +221,7 @@ def outpaint_canvas(model: nn.Module, image: torch.Tensor, pads: Sequence[int]
     left, top, right, bottom = rounded
     _, _, H, W = image.shape
     canvas = torch.full((1, 3, H + top + bottom, W + left + right), CANVAS_GREY,
-                        dtype=image.dtype)
+                        dtype=image.dtype, device=image.device)
     canvas[:, :, top:top + H, left:left + W] = image
     pixel_mask = torch.ones(canvas.shape[-2:], dtype=torch.bool)
     pixel_mask[top:top + H, left:left + W] = False
@@ -257,20 +257,21 @@ def _edit(model: nn.Module, sampler: ADDPSampler, canvas: torch.Tensor, tokens: 
           autocast_dtype, return_trajectory: bool, on_step=None) -> EditResult:
     """Generate the ``unknown`` tokens (``B x N``) of the token grid ``tokens`` (``1 x N``) of
     ``canvas`` for each row."""
-    device = tokens.device
-    unknown = unknown.to(device)
     B = unknown.shape[0]
+    # the host mask: the sampler counts it without reading the device
     out = sampler.edit(model, tokens.expand(B, -1), unknown, grid_hw=grid, seed=seed,
                        autocast_dtype=autocast_dtype, return_trajectory=return_trajectory,
                        on_step=on_step)
     images, final_tokens, trajectory = out if return_trajectory else (*out, None)
-    mask_id = int(getattr(unwrap_model(model).neck, 'mask_token_id', 0))
     factor = token_factor(model)
-    pixels = unknown.view(B, *grid).repeat_interleave(factor, 1).repeat_interleave(factor, 2)
+    # the region's pixels from the host mask (nothing comes back from the device)
+    pixels = unknown.cpu().view(B, *grid).repeat_interleave(factor, 1).repeat_interleave(factor, 2)
+    unknown = unknown.to(tokens.device)
+    mask_id = int(getattr(unwrap_model(model).neck, 'mask_token_id', 0))
     return EditResult(images=images, canvas=canvas, unknown=unknown, grid_hw=grid,
                       input_tokens=torch.where(unknown[:1], torch.full_like(tokens, mask_id), tokens),
-                      tokens=final_tokens,
-                      region_pixels=pixels.cpu(), trajectory=trajectory, notes=notes)
+                      tokens=final_tokens, region_pixels=pixels, trajectory=trajectory,
+                      notes=notes)
 
 
 def inpaint(model: nn.Module, sampler: ADDPSampler, image: torch.Tensor, region: Region,
@@ -294,9 +295,11 @@ def outpaint(model: nn.Module, sampler: ADDPSampler, image: torch.Tensor, pads: 
     canvas, region = outpaint_canvas(model, image, pads)
     own, _ = encode_tokens(model, image)
     grid = tuple(s // token_factor(model) for s in canvas.shape[-2:])
-    known = ~region.unknown  # the image's place on the larger grid, a rectangle
-    tokens = torch.zeros(grid, dtype=own.dtype, device=own.device)
-    tokens[known.to(own.device)] = own.view(-1)  # raster order on both grids
+    # the image's place on the larger grid (a rectangle), as host indices: a boolean mask on
+    # the device would make the copy wait for the mask's count
+    known = (~region.unknown).view(-1).nonzero().squeeze(1)
+    tokens = torch.zeros(grid[0] * grid[1], dtype=own.dtype, device=own.device)
+    tokens.index_copy_(0, known.to(own.device), own.view(-1))  # raster order on both grids
     unknown = region.unknown.reshape(1, -1).expand(num, -1)
     return _edit(model, sampler, canvas, tokens.view(1, -1), grid, unknown,
                  [region.note] if region.note else [], seed, autocast_dtype, return_trajectory,
@@ -323,8 +326,8 @@ def variations(model: nn.Module, sampler: ADDPSampler, image: torch.Tensor, num:
 def mark_region(image: torch.Tensor, region_pixels: torch.Tensor) -> torch.Tensor:
     """uint8 ``3 x H x W`` with the region (``H x W`` bool) tinted and outlined."""
     out = image.clone().float()
-    region = region_pixels.bool()
-    color = torch.tensor(MARK_RGB, dtype=torch.float32).view(3, 1, 1)
+    region = region_pixels.bool().to(image.device)
+    color = torch.tensor(MARK_RGB, dtype=torch.float32, device=image.device).view(3, 1, 1)
     out = torch.where(region, out * (1 - MARK_ALPHA) + color * MARK_ALPHA, out)
     grown = F.max_pool2d(region[None, None].float(), 3, stride=1, padding=1)[0, 0] > 0
     edge = grown & ~region
