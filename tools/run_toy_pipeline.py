@@ -28,7 +28,8 @@ with ``--cfg-options`` of the config's top-level variable and of the key that us
                   ``--gen-steps`` steps, sampler seeds ``--seeds``, against their VQ
                   reconstructions, grey / black fills and unconditional samples in the digit
                   classifier's eyes; the known tokens and pixels; variations at 3 ratios
-                  (tools/toy_metrics.py:edit_metrics)
+                  (tools/toy_metrics.py:edit_metrics); the encoder, decoder and tokenizer in one
+                  small file, edits/generation.pth (tests/assets/toy_chain)
 
 Writes ``WORK_DIR/results.md`` and ``WORK_DIR/results.json`` and prints the table with each step's
 wall and CPU time. A value the run cannot measure is null in results.json, its reason in
@@ -465,6 +466,9 @@ class Pipeline:
         x, labels, _ = tm.class_folder_split(osp.join(self.args.data_root, 'val'), 32)
         self.results['edits'] = tm.edit_metrics(model, sampler, classifier, x.expand(-1, 3, -1, -1),
                                                 labels, seeds=self.args.seeds)
+        # the encoder, decoder and tokenizer in one small file (tests/assets/toy_chain)
+        self.results['edits']['generation_checkpoint'] = tm.generation_checkpoint(
+            ckpt, tokenizer_file, self.path('edits', 'generation.pth'))
 
     def downstream_once(self, tm, mode, ckpt, seed, work_dir):
         """One downstream run (``toy_metrics.downstream_command``); its accuracy and time go to

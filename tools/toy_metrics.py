@@ -442,3 +442,24 @@ def edit_metrics(model, sampler, classifier: DigitClassifier, images: torch.Tens
             row['mean'] = row.pop('sum') / row['pixels']
             row['equal'] = row['equal'] / row['pixels']
     return out
+
+
+def generation_checkpoint(addp_checkpoint: str, tokenizer_file: str, out_file: str,
+                          dtype: torch.dtype = torch.float16) -> str:
+    """A small file that ``build_generation_model`` loads alone: the encoder and decoder of a
+    pretraining checkpoint (``backbone.*``, ``neck.*``) and the tokenizer under ``vqgan.*`` (as
+    in the released files), floating tensors stored in ``dtype``; no optimizer state, no token
+    predictor (tests/assets/toy_chain)."""
+    from addp_mm.checkpoint import read_checkpoint, unwrap_state_dict
+    state = unwrap_state_dict(read_checkpoint(addp_checkpoint, 'ADDP checkpoint'))
+    tokenizer = unwrap_state_dict(read_checkpoint(tokenizer_file, 'tokenizer'))
+
+    def small(v):
+        return v.to(dtype) if v.is_floating_point() else v
+    kept = {k: small(v) for k, v in state.items() if k.startswith(('backbone.', 'neck.'))}
+    kept.update({f'vqgan.{k}': small(v) for k, v in tokenizer.items()})
+    os.makedirs(osp.dirname(osp.abspath(out_file)), exist_ok=True)
+    torch.save({'state_dict': kept, 'meta': dict(source=osp.basename(addp_checkpoint),
+                                                 tokenizer=osp.basename(tokenizer_file),
+                                                 dtype=str(dtype))}, out_file)
+    return out_file
