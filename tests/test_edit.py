@@ -50,12 +50,6 @@ def image():
     return torch.nn.functional.interpolate(coarse, size=(32, 32), mode='bilinear')
 
 
-def vq_reconstruction(model, tokens, grid):
-    tokenizer = model.target_generator.tokenizer
-    with torch.no_grad():
-        return tokenizer.decode(tokenizer.embed_indices(tokens, grid))
-
-
 def test_inpainting_keeps_every_known_token_and_follows_the_schedule(model, image):
     sampler = ADDPSampler(num_steps=5, choice_temperature=2.0)
     region = edit.box_region(model, (32, 32), (0, 0, 8, 8))  # a 4x4-token corner
@@ -90,7 +84,7 @@ def test_pixels_approach_the_vq_reconstruction_away_from_the_region(model, image
     region = edit.box_region(model, (32, 32), (0, 0, 8, 8))  # the 4x4-token corner
     result = edit.inpaint(model, ADDPSampler(num_steps=4), image, region, seed=3)
     tokens, grid = edit.encode_tokens(model, image)
-    diff = (result.images - vq_reconstruction(model, tokens, grid)).abs().mean(1)[0]
+    diff = (result.images - edit.reconstruct(model, tokens, grid)).abs().mean(1)[0]
     # distance of each pixel to the region, in tokens (Chebyshev)
     ys, xs = torch.meshgrid(torch.arange(32) // 2, torch.arange(32) // 2, indexing='ij')
     distance = torch.maximum((ys - 3).clamp(min=0), (xs - 3).clamp(min=0))

@@ -32,9 +32,9 @@ from addp_mm.models.generation.addp_sampler import ADDPSampler, unwrap_model
 from addp_mm.models.utils import to_uint8
 
 __all__ = ['Region', 'EditResult', 'canvas_size', 'token_factor', 'load_image', 'mask_region',
-           'box_region', 'random_regions', 'outpaint_canvas', 'encode_tokens', 'inpaint',
-           'outpaint', 'variations', 'mark_region', 'side_by_side', 'TrajectoryPictures',
-           'IMAGE_SUFFIXES']
+           'open_image', 'box_region', 'random_regions', 'outpaint_canvas', 'encode_tokens',
+           'reconstruct', 'inpaint', 'outpaint', 'variations', 'mark_region', 'side_by_side',
+           'TrajectoryPictures', 'IMAGE_SUFFIXES']
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.webp')
 # the grey of the canvas an outpainting grows (it is not read: those tokens are unknown)
@@ -93,18 +93,30 @@ def canvas_size(model: nn.Module) -> Tuple[int, int]:
     return tuple(int(s) for s in unwrap_model(model).backbone.img_size)
 
 
-def load_image(image, size: Optional[Sequence[int]] = None) -> torch.Tensor:
-    """A file path, PIL image or ``H x W [x C]`` uint8 array -> ``1 x 3 x H x W`` float RGB in
-    [0, 1]; resized to ``size`` ``(H, W)`` (bicubic) when given and different."""
+def open_image(source, mode: str = 'RGB', what: str = 'image'):
+    """A PIL image in ``mode`` from a file path or a binary file object (an upload, ``what``
+    names it); a missing file or one Pillow cannot read is a UsageError."""
     from PIL import Image, UnidentifiedImageError
-    if isinstance(image, (str, os.PathLike)):
-        if not osp.isfile(image):
-            raise UsageError(f"image '{image}' not found")
-        try:
-            with Image.open(image) as opened:
-                image = opened.convert('RGB')
-        except (UnidentifiedImageError, OSError) as e:
-            raise UsageError(f"'{image}' is not an image Pillow can read ({e})") from None
+    is_path = isinstance(source, (str, os.PathLike))
+    if is_path and not osp.isfile(source):
+        raise UsageError(f"{what} '{source}' not found")
+    name = f"'{source}'" if is_path else what
+    try:
+        with Image.open(source) as opened:
+            return opened.convert(mode)
+    except UnidentifiedImageError:
+        raise UsageError(f'{name} is not an image Pillow can read (give a PNG, JPEG, BMP or WebP '
+                         'file)') from None
+    except (OSError, Image.DecompressionBombError) as e:
+        raise UsageError(f'{name} is not an image Pillow can read ({e})') from None
+
+
+def load_image(image, size: Optional[Sequence[int]] = None) -> torch.Tensor:
+    """A file path, binary file object, PIL image or ``H x W [x C]`` uint8 array -> ``1 x 3 x H x
+    W`` float RGB in [0, 1]; resized to ``size`` ``(H, W)`` (bicubic) when given and different."""
+    from PIL import Image
+    if isinstance(image, (str, os.PathLike)) or hasattr(image, 'read'):
+        image = open_image(image, 'RGB', 'image')
     elif isinstance(image, np.ndarray):
         image = Image.fromarray(image if image.ndim == 3 else np.stack([image] * 3, -1))
     image = image.convert('RGB')
@@ -144,15 +156,13 @@ def _region(pixel_mask: torch.Tensor, factor: int, what: str) -> Region:
 
 def mask_region(model: nn.Module, mask, image_hw: Sequence[int],
                 canvas_hw: Optional[Sequence[int]] = None, what: str = 'the mask') -> Region:
-    """The region of a mask image (a path, PIL image or array; nonzero / not black = generate)
-    for an image of size ``image_hw`` (a mask of another size is a UsageError), on the canvas
-    ``canvas_hw`` the image is resized to (default: the image's size; nearest-neighbour)."""
+    """The region of a mask image (a path, binary file object, PIL image or array; nonzero / not
+    black = generate) for an image of size ``image_hw`` (a mask of another size is a UsageError),
+    on the canvas ``canvas_hw`` the image is resized to (default: the image's size;
+    nearest-neighbour)."""
     from PIL import Image
-    if isinstance(mask, (str, os.PathLike)):
-        if not osp.isfile(mask):
-            raise UsageError(f"mask '{mask}' not found")
-        with Image.open(mask) as opened:
-            mask = np.asarray(opened.convert('L'))
+    if isinstance(mask, (str, os.PathLike)) or hasattr(mask, 'read'):
+        mask = np.asarray(open_image(mask, 'L', what if hasattr(mask, 'read') else 'mask'))
     elif isinstance(mask, Image.Image):
         mask = np.asarray(mask.convert('L'))
     mask = torch.from_numpy(np.array(mask))
@@ -211,7 +221,7 @@ def outpaint_canvas(model: nn.Module, image: torch.Tensor, pads: Sequence[int]
     left, top, right, bottom = rounded
     _, _, H, W = image.shape
     canvas = torch.full((1, 3, H + top + bottom, W + left + right), CANVAS_GREY,
-                        dtype=image.dtype)
+                        dtype=image.dtype, device=image.device)
     canvas[:, :, top:top + H, left:left + W] = image
     pixel_mask = torch.ones(canvas.shape[-2:], dtype=torch.bool)
     pixel_mask[top:top + H, left:left + W] = False
@@ -234,25 +244,34 @@ def encode_tokens(model: nn.Module, image: torch.Tensor) -> Tuple[torch.Tensor, 
     return tokenizer.encode(image.to(device))[1], grid
 
 
+@torch.no_grad()
+def reconstruct(model: nn.Module, tokens: torch.Tensor, grid_hw: Sequence[int]) -> torch.Tensor:
+    """The frozen VQ decoder's pixels of token ids ``B x N`` on the grid ``grid_hw``
+    (``B x 3 x H x W`` float, unclamped): what an image's tokens alone give back."""
+    tokenizer = unwrap_model(model).target_generator.tokenizer
+    return tokenizer.decode(tokenizer.embed_indices(tokens, tuple(grid_hw))).float()
+
+
 def _edit(model: nn.Module, sampler: ADDPSampler, canvas: torch.Tensor, tokens: torch.Tensor,
           grid: Tuple[int, int], unknown: torch.Tensor, notes: List[str], seed: Optional[int],
           autocast_dtype, return_trajectory: bool, on_step=None) -> EditResult:
     """Generate the ``unknown`` tokens (``B x N``) of the token grid ``tokens`` (``1 x N``) of
     ``canvas`` for each row."""
-    device = tokens.device
-    unknown = unknown.to(device)
     B = unknown.shape[0]
+    # the host mask: the sampler counts it without reading the device
     out = sampler.edit(model, tokens.expand(B, -1), unknown, grid_hw=grid, seed=seed,
                        autocast_dtype=autocast_dtype, return_trajectory=return_trajectory,
                        on_step=on_step)
     images, final_tokens, trajectory = out if return_trajectory else (*out, None)
-    mask_id = int(getattr(unwrap_model(model).neck, 'mask_token_id', 0))
     factor = token_factor(model)
-    pixels = unknown.view(B, *grid).repeat_interleave(factor, 1).repeat_interleave(factor, 2)
+    # the region's pixels from the host mask (nothing comes back from the device)
+    pixels = unknown.cpu().view(B, *grid).repeat_interleave(factor, 1).repeat_interleave(factor, 2)
+    unknown = unknown.to(tokens.device)
+    mask_id = int(getattr(unwrap_model(model).neck, 'mask_token_id', 0))
     return EditResult(images=images, canvas=canvas, unknown=unknown, grid_hw=grid,
                       input_tokens=torch.where(unknown[:1], torch.full_like(tokens, mask_id), tokens),
-                      tokens=final_tokens,
-                      region_pixels=pixels.cpu(), trajectory=trajectory, notes=notes)
+                      tokens=final_tokens, region_pixels=pixels, trajectory=trajectory,
+                      notes=notes)
 
 
 def inpaint(model: nn.Module, sampler: ADDPSampler, image: torch.Tensor, region: Region,
@@ -276,9 +295,11 @@ def outpaint(model: nn.Module, sampler: ADDPSampler, image: torch.Tensor, pads: 
     canvas, region = outpaint_canvas(model, image, pads)
     own, _ = encode_tokens(model, image)
     grid = tuple(s // token_factor(model) for s in canvas.shape[-2:])
-    known = ~region.unknown  # the image's place on the larger grid, a rectangle
-    tokens = torch.zeros(grid, dtype=own.dtype, device=own.device)
-    tokens[known.to(own.device)] = own.view(-1)  # raster order on both grids
+    # the image's place on the larger grid (a rectangle), as host indices: a boolean mask on
+    # the device would make the copy wait for the mask's count
+    known = (~region.unknown).view(-1).nonzero().squeeze(1)
+    tokens = torch.zeros(grid[0] * grid[1], dtype=own.dtype, device=own.device)
+    tokens.index_copy_(0, known.to(own.device), own.view(-1))  # raster order on both grids
     unknown = region.unknown.reshape(1, -1).expand(num, -1)
     return _edit(model, sampler, canvas, tokens.view(1, -1), grid, unknown,
                  [region.note] if region.note else [], seed, autocast_dtype, return_trajectory,
@@ -305,8 +326,8 @@ def variations(model: nn.Module, sampler: ADDPSampler, image: torch.Tensor, num:
 def mark_region(image: torch.Tensor, region_pixels: torch.Tensor) -> torch.Tensor:
     """uint8 ``3 x H x W`` with the region (``H x W`` bool) tinted and outlined."""
     out = image.clone().float()
-    region = region_pixels.bool()
-    color = torch.tensor(MARK_RGB, dtype=torch.float32).view(3, 1, 1)
+    region = region_pixels.bool().to(image.device)
+    color = torch.tensor(MARK_RGB, dtype=torch.float32, device=image.device).view(3, 1, 1)
     out = torch.where(region, out * (1 - MARK_ALPHA) + color * MARK_ALPHA, out)
     grown = F.max_pool2d(region[None, None].float(), 3, stride=1, padding=1)[0, 0] > 0
     edge = grown & ~region

@@ -148,11 +148,13 @@ class ADDPSampler:
     # ------------------------------------------------------------------ one step, piece by piece
     @staticmethod
     def predict_logits(model: nn.Module, pixels: Optional[torch.Tensor], tokens: torch.Tensor,
-                       mask: torch.Tensor, grid_hw: Optional[Tuple[int, int]] = None
-                       ) -> torch.Tensor:
+                       mask: torch.Tensor, grid_hw: Optional[Tuple[int, int]] = None,
+                       num_visible: Optional[int] = None) -> torch.Tensor:
         """Codebook logits ``B x N x K`` (float32) of the decoder on ``pixels`` with the known
         ``tokens`` (``mask`` = 1 where unknown); ``grid_hw``: the token grid when it is not the
-        model's own.
+        model's own; ``num_visible``: the known positions per row when the caller knows them
+        (the sampler does, from its schedule), else the decoder reads them from ``mask`` (a
+        device read).
 
         ``pixels=None`` means that every position is masked (the first step): the decoder then
         replaces all encoder features by its mask token, so the encoder is not run. Only the
@@ -164,7 +166,7 @@ class ADDPSampler:
             enc = torch.zeros(B, N + 1, model.neck.embed_dim, device=mask.device)
         else:
             enc = model.encode(pixels)
-        return model.neck(enc, tokens, mask, num_codes=model.neck.codebook_size,
+        return model.neck(enc, tokens, mask, num_visible, num_codes=model.neck.codebook_size,
                           grid_hw=grid_hw).float()
 
     def sample_ids(self, logits: torch.Tensor, generator: Optional[torch.Generator] = None
@@ -310,11 +312,13 @@ class ADDPSampler:
         if unknown.shape != (B, N) or grid_hw[0] * grid_hw[1] != N:
             raise UsageError(f'edit: tokens {tuple(tokens.shape)}, unknown {tuple(unknown.shape)} '
                              f'and the grid {grid_hw} do not fit together')
-        unknown = unknown.bool()
-        counts = unknown.sum(1).tolist()
+        # the one read of an edit (none on the device when ``unknown`` is a host tensor, as
+        # addp_mm.apis.edit passes it): the check and the schedule's count
+        counts = unknown.bool().sum(1).tolist()
         if len(set(counts)) > 1 or not 0 < counts[0] < N:
             raise UsageError(f'edit: every row needs the same number of unknown positions, '
                              f'between 1 and {N - 1}; got {counts}')
+        unknown = unknown.to(device=tokens.device, dtype=torch.bool)
         dtype = _autocast_dtype(autocast_dtype)
         # the first pixels: the known codes, and the expected code of a uniform distribution
         # (the ids given at unknown positions are not read)
@@ -333,22 +337,29 @@ class ADDPSampler:
                  return_trajectory: bool, on_step: Optional[Callable[[int, Dict], None]] = None):
         """The alternating steps from ``tokens`` / ``mask`` (True = unknown, ``num_unknown`` in
         every row) and ``pixels`` (``None``: nothing known yet). Returns the last pixels, the
-        last tokens and the trajectory (empty unless asked for)."""
+        last tokens and the trajectory (empty unless asked for).
+
+        Nothing is read back from the device: the masked count of every step is the schedule's
+        (a host number), which the decoder and the trajectory take."""
         trajectory = []
+        N = tokens.shape[1]
+        num_masked = num_unknown
         with _eval_mode(model):
             for step in range(self.num_steps):
                 pixels_in = pixels
                 with _autocast(tokens.device, dtype):
-                    logits = self.predict_logits(model, pixels, tokens, mask, grid_hw)
+                    logits = self.predict_logits(model, pixels, tokens, mask, grid_hw,
+                                                 num_visible=N - num_masked)
                 sampled = self.sample_ids(logits, generator)
                 new_tokens = torch.where(mask, sampled, tokens)
                 mask_next = self.next_mask(logits, new_tokens, mask, step, generator,
                                            num_unknown=num_unknown)
+                num_masked = self.num_masked(step, num_unknown)  # what next_mask masked
                 pixels = self.render(model, logits, new_tokens, mask_next, grid_hw, dtype)
                 if return_trajectory or on_step is not None:
                     entry = dict(mask=mask, logits=logits, sampled=sampled, tokens=new_tokens,
                                  mask_next=mask_next, pixels=pixels, pixels_in=pixels_in,
-                                 mask_len=int(mask_next[0].sum()) if len(mask) else 0)
+                                 mask_len=num_masked if len(mask) else 0)
                     if on_step is not None:
                         on_step(step, entry)
                     if return_trajectory:
