@@ -204,8 +204,25 @@ def _runner_checkpoint(work_dir):
         def forward(self, inputs, data_samples=None, mode='tensor'):
             return self.toy(inputs, data_samples, mode)
 
+    def managed(cls):  # DefaultScope, MessageHub, MMLogger, Visualizer, ...
+        return [cls] + [c for sub in cls.__subclasses__() for c in managed(sub)]
+    from mmengine.utils import ManagerMixin
+    before = {cls: set(cls._instance_dict) for cls in managed(ManagerMixin)}
+    try:
+        _train(Runner, Toy(), work_dir)
+    finally:  # the runner's scope, logger, hub stay current in the process: forget them
+        for cls in managed(ManagerMixin):
+            for name in set(cls._instance_dict) - before.get(cls, set()):
+                del cls._instance_dict[name]
+    path = osp.join(work_dir, 'iter_2.pth')
+    assert {'meta', 'state_dict', 'optimizer', 'param_schedulers', 'message_hub'} <= set(torch.load(
+        path, weights_only=False))
+    return path
+
+
+def _train(Runner, model, work_dir):
     runner = Runner(
-        model=Toy(), work_dir=str(work_dir), experiment_name='corpus',
+        model=model, work_dir=str(work_dir), experiment_name='corpus',
         train_dataloader=dict(dataset=[dict(inputs=torch.randn(2)) for _ in range(4)],
                               sampler=dict(type='DefaultSampler', shuffle=False), batch_size=2,
                               num_workers=0, collate_fn=dict(type='pseudo_collate')),
@@ -217,10 +234,6 @@ def _runner_checkpoint(work_dir):
                            logger=dict(type='LoggerHook', interval=1)),
         log_level='WARNING', default_scope='mmengine')
     runner.train()
-    path = osp.join(work_dir, 'iter_2.pth')
-    assert {'meta', 'state_dict', 'optimizer', 'param_schedulers', 'message_hub'} <= set(torch.load(
-        path, weights_only=False))
-    return path
 
 
 def _ours(path):
