@@ -215,12 +215,17 @@ def test_release_mode_follows_the_amp_dtype_within_its_bounds(ref, mode):
 
 
 def test_frozen_modes_per_device(probes):
-    """The modes a config names: 'auto' is the release's on CUDA and ours ('fast') on a CPU."""
+    """The modes a config names: 'auto' is the release's under the caller's autocast (mixed
+    precision training, on any device) and ours ('fast') without one."""
     assert P.frozen_precisions('fp32', 'cpu') == ('fp32', 'fp32', 'fp32')
     assert P.frozen_precisions('fast', 'cpu') == ('fp32', 'auto', 'auto')
     assert P.frozen_precisions('release', 'cpu') == (None, None, None)
-    assert P.frozen_precisions('auto', 'cuda') == (None, None, None)
-    assert P.frozen_precisions('auto', 'cpu') == P.frozen_precisions(P.CPU_FROZEN_MODE, 'cpu')
+    assert P.frozen_precisions('auto', 'cpu') == ('fp32', 'auto', 'auto')
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert P.frozen_precisions('auto', 'cpu') == (None, None, None)
+        with torch.autocast('cpu', enabled=False):
+            assert P.frozen_precisions('auto', 'cpu') == ('fp32', 'auto', 'auto')
+    assert P.frozen_precisions('auto', 'meta') == ('fp32', 'auto', 'auto')  # no autocast there
     assert P.frozen_precisions(None, 'cpu') == (P.OWN, P.OWN, P.OWN)
     with pytest.raises(ValueError, match="precision='half': choose one of"):
         P.check_frozen_mode('half')

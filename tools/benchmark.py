@@ -356,20 +356,16 @@ def _pretrain_setup(args, a: Dict, device: torch.device):
 
 def pretrain_modes(device: torch.device) -> Dict[str, Dict]:
     """The precision modes a config can choose (the frozen parts' mode + AMP of the trained
-    parts): fp32, the fastest (the frozen parts' ``'auto'`` with the device's AMP dtype) and the
-    release's own (every part under that autocast, the VQ encoder included)."""
+    parts): fp32, the frozen parts' ``'auto'`` without AMP (``'fast'``), the fastest = ``'auto'``
+    with the device's AMP dtype (``'release'``: every part follows it, the VQ encoder included),
+    and ``'fast'`` under the same AMP (the VQ encoder kept in fp32) for comparison."""
     amp = amp_precision(device)
-    auto = frozen_precisions('auto', device)
     modes = {'fp32': dict(frozen='fp32', amp=None)}
-    if None not in auto and auto != frozen_precisions('fp32', device):  # fp32 without AMP else
-        modes['frozen auto'] = dict(frozen='auto', amp=None)
+    if frozen_precisions('auto', device) != frozen_precisions('fp32', device):
+        modes['frozen auto (fast)'] = dict(frozen='auto', amp=None)
     if amp is not None:
-        if auto == frozen_precisions('release', device):  # CUDA: the release's own precision
-            modes[f'fastest = release precision (AMP {amp} over all)'] = dict(frozen='auto',
-                                                                             amp=amp)
-        else:
-            modes[f'fastest (frozen auto + AMP {amp})'] = dict(frozen='auto', amp=amp)
-            modes[f'release precision (AMP {amp} over all)'] = dict(frozen='release', amp=amp)
+        modes[f'fastest (frozen auto + AMP {amp}: release)'] = dict(frozen='auto', amp=amp)
+        modes[f'fast + AMP {amp} (VQ encoder fp32)'] = dict(frozen='fast', amp=amp)
     return modes
 
 
@@ -529,7 +525,8 @@ def rows_parts(t: Table, args, a: Dict, device: torch.device) -> None:
     settings = [('fp32', None, 'fp32', ref_tok)]
     amp = amp_precision(device)
     if amp is not None:
-        settings.append((f'fastest vs release AMP {amp}', amp, 'auto',
+        # 'auto' under autocast is 'release': every part follows the AMP dtype
+        settings.append((f'fastest vs release AMP {amp}', amp, 'release',
                          release_tokenizer(tok, precision=None)))
     for label, amp_name, mode, rtok in settings:
         prec = frozen_precisions(mode, device)

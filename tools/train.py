@@ -37,8 +37,8 @@ def parse_args(argv=None):
                    help='mixed precision training (mmengine AmpOptimWrapper; on a CPU bf16 where '
                         'native). A pretraining config\'s frozen parts run as the config says, or '
                         'as FROZEN says: release (every part follows the AMP dtype, the VQ '
-                        'encoder too: the release\'s own precision), fast (ours), fp32, auto '
-                        '(per device)')
+                        'encoder too: the release\'s own precision), fast (ours: the VQ encoder '
+                        'in fp32), fp32, auto (release under AMP, else fast)')
     p.add_argument('--auto-scale-lr', action='store_true',
                    help='scale the lr by (total batch size) / auto_scale_lr.base_batch_size')
     p.add_argument('--pretrained', metavar='CKPT',

@@ -19,10 +19,11 @@ the token predictor (:func:`frozen_precisions`):
   predictor ``'auto'`` (bf16 where native): ours;
 * ``'release'``: all three follow the caller's autocast, as the release runs its pretraining
   (``torch.cuda.amp.autocast`` around the whole model, the VQ encoder included);
-* ``'auto'``: per device, the fastest mode whose accuracy contract holds (tests/test_precision.py):
-  on CUDA ``'release'`` (fp16 autocast over everything, with the loss scaler of the AMP
-  wrapper: the release's own precision), on a CPU :data:`CPU_FROZEN_MODE` (measured by
-  ``tools/benchmark.py --rows pretrain``, docs/advanced_guides/performance.md).
+* ``'auto'``: the fastest mode whose accuracy contract holds, measured side by side with the
+  release (``tools/benchmark.py --rows pretrain``, docs/advanced_guides/performance.md):
+  ``'release'`` where the caller runs an autocast (mixed-precision training: fp16 with the loss
+  scaler on CUDA, as the release; bf16 on a CPU, where it is the fastest mode and ``'fast'`` under
+  the same autocast is slower than the release), ``'fast'`` otherwise.
 
 :func:`resolve_precision` and :func:`frozen_precisions` are the places that decide;
 :func:`precision_context` turns a part's precision into an autocast context.
@@ -44,9 +45,9 @@ FROZEN_MODES = ('fp32', 'fast', 'release', 'auto')
 # (VQ encoder, VQ decoder, token predictor) of each fixed mode
 _FROZEN_PARTS = {'fp32': ('fp32', 'fp32', 'fp32'), 'fast': ('fp32', 'auto', 'auto'),
                  'release': (None, None, None)}
-# what 'auto' is on a CPU: the fastest mode whose contract holds, measured side by side
-# (tools/benchmark.py --rows pretrain; docs/advanced_guides/performance.md)
-CPU_FROZEN_MODE = 'fast'
+# what 'auto' is under the caller's autocast and without one: the fastest mode whose contract
+# holds, measured side by side (tools/benchmark.py --rows pretrain; docs/advanced_guides/performance.md)
+AUTO_UNDER_AUTOCAST, AUTO_WITHOUT = 'release', 'fast'
 # "the part's own setting" (the argument a call leaves out), distinct from None ("follow autocast")
 OWN = 'own'
 
@@ -130,13 +131,13 @@ def check_frozen_mode(mode: Optional[str], what: str = 'precision') -> Optional[
 
 def frozen_precisions(mode: Optional[str], device: Union[str, torch.device]) -> FrozenPrecisions:
     """The precision of the VQ encoder, the VQ decoder and the token predictor in ``mode`` on
-    ``device`` (``'auto'`` resolved for the device's type); ``None``: each part's own setting
-    (:data:`OWN`)."""
+    ``device`` (``'auto'``: ``'release'`` under the caller's autocast on ``device``, else
+    ``'fast'``); ``None``: each part's own setting (:data:`OWN`)."""
     mode = check_frozen_mode(mode)
     if mode is None:
         return FrozenPrecisions(OWN, OWN, OWN)
     if mode == 'auto':
-        mode = 'release' if torch.device(device).type == 'cuda' else CPU_FROZEN_MODE
+        mode = AUTO_UNDER_AUTOCAST if active_dtype(None, device) is not None else AUTO_WITHOUT
     return FrozenPrecisions(*_FROZEN_PARTS[mode])
 
 

@@ -23,10 +23,10 @@ model = dict(
         # ours: the frozen parts run their inference forms (layouts, in-place and fused sums;
         # exact in fp32, docs/advanced_guides/performance.md); False keeps the reference modules
         inference_form=True,
-        # the frozen parts' precision in a pretraining step, per device: on CUDA the release's
-        # (every part follows the AMP dtype, fp16 with the loss scaler), on a CPU ours (the VQ
-        # encoder in fp32, the VQ decoder and the token predictor in bf16 where native):
-        # addp_mm/models/utils/precision.py, docs/advanced_guides/performance.md
+        # the frozen parts' precision in a pretraining step: under mixed precision the release's
+        # (every part follows the AMP dtype: fp16 with the loss scaler on CUDA, bf16 on a CPU),
+        # without it ours (the VQ encoder in fp32, the VQ decoder and the token predictor in
+        # bf16 where native): addp_mm/models/utils/precision.py, docs/advanced_guides/performance.md
         precision='auto',
         # MAGE's VQGAN: 1024 codes of 256-d, 256x256 -> 16x16
         tokenizer=dict(type='VQGANTokenizer', ch=128, ch_mult=[1, 1, 2, 2, 4], num_res_blocks=2,
