@@ -459,9 +459,11 @@ def rows_pretrain(t: Table, args, a: Dict, device: torch.device) -> None:
         for k in modes:
             if modes[k]['amp'] is None:
                 continue
+            rel = abs(losses[k] - losses['fp32']) / abs(losses['fp32'])
             t.add(f'pretrain step {k} vs {ref_amp}', B / sec[k], B / sec[ref_amp], 'img/s', True,
                   '>=1.5' if k.startswith('fastest') else None,
-                  f'loss {losses[k]:.5f} ({ref_amp} {losses[ref_amp]:.5f})')
+                  f'loss {losses[k]:.5f} ({ref_amp} {losses[ref_amp]:.5f}); rel. diff to fp32 '
+                  f'{rel:.1e}')
     if device.type == 'cuda':
         t.add('pretrain step host synchronisations', count_syncs(fns['fp32']),
               count_syncs(refs['release']), 'syncs', False, '0',
