@@ -30,7 +30,7 @@ from addp_mm.models.layers.pos_embed import resize_pos_embed  # noqa: E402
 from addp_mm.models.layers.vit import (get_rel_pos, window_partition,  # noqa: E402
                                        window_unpartition)
 from addp_mm.models.utils.masking import (masked_positions, masks_from_noise,  # noqa: E402
-                                          num_masked)
+                                          num_masked, truncated_normal)
 
 PROPERTY = settings(max_examples=50, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -104,8 +104,16 @@ def ratio_at_a_boundary(draw):
 def test_num_masked_is_the_float32_ceil(case):
     N, ratio = case
     expected = math.ceil(float(np.float32(N) * np.float32(ratio)))  # numpy's float32 product
-    for r in (ratio, np.float32(ratio), torch.tensor(ratio, dtype=torch.float32)):
+    # a ratio drawn by scipy is a numpy float64: it is rounded to float32 too
+    for r in (ratio, np.float32(ratio), np.float64(ratio), torch.tensor(ratio, dtype=torch.float32),
+              torch.tensor(ratio, dtype=torch.float64)):
         assert num_masked(N, r) == expected
+    default = torch.get_default_dtype()
+    try:  # and whatever torch's default dtype
+        torch.set_default_dtype(torch.float64)
+        assert num_masked(N, ratio) == expected
+    finally:
+        torch.set_default_dtype(default)
     assert 0 <= expected <= N
     if (N, ratio) == (10, 0.3):
         assert math.ceil(N * float(np.float32(ratio))) == 4  # the float64 rule differs here
@@ -117,6 +125,20 @@ def test_num_masked_is_monotone_in_the_ratio(N, r1, r2):
     r1, r2 = min(r1, r2), max(r1, r2)
     assert num_masked(N, r1) <= num_masked(N, r2)
     assert (num_masked(N, 0.), num_masked(N, 1.)) == (0, N)
+
+
+@PROPERTY
+@given(st.floats(-2, 2), st.floats(0.01, 2), st.floats(-1, 1), st.floats(0.05, 1),
+       st.floats(0, 1), st.floats(0, 1))
+def test_truncated_normal_is_the_normal_on_low_high(low, width, mu, std, u, v):
+    high = low + width
+    dist = truncated_normal(low, high, mu, std)
+    assert dist.support() == pytest.approx((low, high))
+    assert (dist.cdf(low), dist.cdf(high)) == pytest.approx((0., 1.), abs=1e-9)
+    # inside, the density is the normal's (mean mu, std std) up to one factor
+    x, y = low + u * width, low + v * width
+    assert math.log(dist.pdf(x) / dist.pdf(y)) == pytest.approx(
+        ((y - mu) ** 2 - (x - mu) ** 2) / (2 * std ** 2), rel=1e-6, abs=1e-6)
 
 
 # ----------------------------------------------------------------------------------------------
