@@ -29,6 +29,44 @@ def test_an_unsupported_version_is_refused_in_one_line(found, message):
     assert '\n' not in str(info.value)
 
 
+def test_version_edges_pre_releases_and_a_missing_package_before_a_bad_one():
+    assert compat._release('2.5.0rc1') == (2, 5, 0) and compat._release('2.1.dev2024') == (2, 1)
+    assert compat._release('2.14.1+cu130') == (2, 14, 1)
+    with pytest.raises(ImportError, match='found torch 2.15:'):
+        compat.check_versions(dict(torch='2.15'))  # the upper bound itself is out
+    with pytest.raises(ImportError, match='found torch 2.15.0rc1'):
+        compat.check_versions(dict(torch='2.15.0rc1'))
+    with pytest.raises(ImportError, match='found mmcv 2.3.0'):  # torch, mmengine not installed
+        compat.check_versions(dict(mmcv='2.3.0'))
+
+
+def test_mmcv_is_found_as_mmcv_lite_too(monkeypatch):
+    from importlib import metadata
+    installed = {'mmcv-lite': '2.2.0', 'torch-lite': '9.9'}
+
+    def version(dist):
+        if dist not in installed:
+            raise metadata.PackageNotFoundError(dist)
+        return installed[dist]
+    monkeypatch.setattr(metadata, 'version', version)
+    assert compat.installed_version('mmcv') == '2.2.0'
+    assert compat.installed_version('torch') is None  # only mmcv has a -lite
+    installed['mmcv'] = '2.1.0'
+    assert compat.installed_version('mmcv') == '2.1.0'
+
+
+def test_restricted_unpickler_on_an_old_torch_list_and_with_load_arguments(monkeypatch):
+    """torch < 2.4's list lacks ``_codecs.encode`` (NumPy's pickles need it): the module adds it.
+    ``load`` passes its keyword arguments on (``encoding`` of protocol 2 strings)."""
+    monkeypatch.setattr(compat, '_torch_allowed_globals', dict)
+    module = compat.restricted_pickle_module([])
+    assert module.load(io.BytesIO(b'\x80\x02c_codecs\nencode\nX\x03\x00\x00\x00abcX\x06\x00\x00'
+                                  b'\x00latin1\x86R.')) == b'abc'
+    py2_str = b'\x80\x02U\x03abc.'
+    assert module.load(io.BytesIO(py2_str)) == 'abc'
+    assert module.load(io.BytesIO(py2_str), encoding='bytes') == b'abc'
+
+
 def test_supported_versions_and_missing_packages_pass():
     compat.check_versions(dict(torch='2.1.2', mmengine='0.10.7', mmcv='2.2.0'))  # the 2.1 stack
     compat.check_versions(dict(torch='2.14.1+cu130', mmengine='0.10.4', mmcv=None))
@@ -139,5 +177,5 @@ def test_restricted_unpickler_reads_protocol_2_spellings_as_python_3_names(spell
     if full is None:
         assert module.load(io.BytesIO(data)) == {1}
     else:
-        with pytest.raises(pickle.UnpicklingError, match=rf'Unsupported global: GLOBAL {full}$'):
+        with pytest.raises(module.UnpicklingError, match=rf'Unsupported global: GLOBAL {full}$'):
             module.load(io.BytesIO(data))
