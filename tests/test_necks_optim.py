@@ -141,14 +141,16 @@ def test_layer_decay_groups_of_a_bare_backbone_and_of_a_model_without_depths():
         assert g['lr'] == pytest.approx(0.65 ** (L - 1 - depth) * mult), name
         assert g['lr_scale'] == pytest.approx(0.65 ** (L - 1 - depth) * mult), name
     assert groups['pos_embed']['weight_decay'] == 0.0  # the default no-decay names
-    # no layer_decay_rate: no decay; no get_layer_depth anywhere: depth 0, full lr
+    # no get_layer_depth anywhere: depth 0, full lr
     model = nn.Sequential(nn.Linear(2, 2), NormWithChild())
     groups = groups_by_name(build(1.0, norm_decay_mult=0.5)(model), model)
     assert {n: (g['layer_depth'], g['lr'], g['weight_decay']) for n, g in groups.items()} == {
         '0.weight': (0, 1.0, 0.05), '0.bias': (0, 1.0, 0.0), '1.weight': (0, 1.0, 0.025),
         '1.bias': (0, 1.0, 0.025), '1.proj.weight': (0, 1.0, 0.05), '1.proj.bias': (0, 1.0, 0.0)}
+    # no layer_decay_rate (a paramwise_cfg without keys would skip add_params): rate 1; no weight
+    # decay in the optimizer: 0 for all
     wrapper = OPTIM_WRAPPER_CONSTRUCTORS.build(dict(
-        type='LayerDecayOptimWrapperConstructor', paramwise_cfg=dict(),
+        type='LayerDecayOptimWrapperConstructor', paramwise_cfg=dict(flat_decay_mult=0.5),
         optim_wrapper_cfg=dict(type='OptimWrapper', optimizer=dict(type='SGD', lr=0.5))))(vit)
     assert {(g['lr'], g['weight_decay']) for g in wrapper.optimizer.param_groups} == {(0.5, 0.0)}
     with pytest.raises(UsageError, match=r"^LayerDecayOptimWrapperConstructor: no submodule has "
