@@ -129,6 +129,22 @@ def test_private_hook_spellings_behave_as_the_public_ones():
     assert seen == [('Linear', ['bias', 'weight']), ('Old', ['bias', 'weight'])]
 
 
+def test_the_public_hook_names_are_used_where_torch_has_them():
+    calls = []
+
+    class New(nn.Linear):
+        def register_load_state_dict_pre_hook(self, hook):
+            calls.append('load')
+
+        def register_state_dict_post_hook(self, hook):
+            calls.append('save')
+
+    m = New(2, 2)
+    compat.register_load_state_dict_pre_hook(m, print)
+    compat.register_state_dict_post_hook(m, print)
+    assert calls == ['load', 'save']
+
+
 def test_autocast_probes_follow_the_context():
     assert not compat.autocast_enabled('cpu')
     with torch.autocast('cpu', dtype=torch.bfloat16):
@@ -173,6 +189,7 @@ def test_restricted_unpickler_reads_protocol_2_spellings_as_python_3_names(spell
     """Globals are judged by their Python 3 names, as torch's weights-only load judges them."""
     from addp_mm.checkpoint import safe_globals
     module = compat.restricted_pickle_module(safe_globals())
+    assert module.UnpicklingError is pickle.UnpicklingError  # what callers catch
     data = b'\x80\x02' + spelling + b']K\x01a\x85R.'  # GLOBAL, [1], TUPLE1, REDUCE: f([1])
     if full is None:
         assert module.load(io.BytesIO(data)) == {1}
