@@ -1,16 +1,21 @@
 """Shared fixtures and helpers: the reference folder (skipped with a reason when absent, required
 under CI), :func:`require` for optional imports (skipped locally, a failure under CI=true),
 :func:`run_command` for every subprocess a test starts (a generous timeout that reports what was
-running), :func:`free_port`, and the small demo data (:func:`demo_cwd`).
+running), :func:`serving` for a server a test starts (always stopped), :func:`free_port`, and the
+small demo data (:func:`demo_cwd`).
 
 Under pytest-xdist (the suite runs on two workers, ``setup.cfg``) each worker uses one torch
 thread and so do the processes it starts; the slow end-to-end tests are scheduled first."""
+import contextlib
 import importlib
 import os
 import os.path as osp
 import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from typing import Dict, List, Optional
 
 import pytest
@@ -32,11 +37,10 @@ def tool(name: str):
 
 import addp_mm  # noqa: E402,F401  (registers everything)
 
-# one thread per xdist worker (two workers share the two cores); the tools the tests start inherit
-# it through OMP_NUM_THREADS
+# one thread per xdist worker (two workers share the two cores); the tools the tests start run one
+# thread too, through OMP_NUM_THREADS (so they never choose their own: cli.choose_cpu_threads)
 WORKER = os.environ.get('PYTEST_XDIST_WORKER')
-if WORKER:
-    os.environ['OMP_NUM_THREADS'] = '1'
+os.environ['OMP_NUM_THREADS'] = '1'
 torch.set_num_threads(1 if WORKER else 2)
 
 # a subprocess's limit: a tool run of a minute here took up to 15 minutes on a loaded machine
@@ -65,8 +69,43 @@ def run_command(cmd: List[str], cwd: str = ROOT, env: Optional[Dict[str, str]] =
     return proc
 
 
+@contextlib.contextmanager
+def serving(cmd: List[str], url: str, log_path, cwd: str = ROOT,
+            env: Optional[Dict[str, str]] = None, timeout: float = 180):
+    """Start ``cmd`` (``python`` first means this interpreter) in the background, its output in
+    the file ``log_path``, and wait until ``url`` answers (at most ``timeout`` s: past it, or when
+    the process ends first, the test fails with the log's tail); yield the process. It is always
+    stopped at the end (terminated, killed after 10 s)."""
+    cmd = [sys.executable if c == 'python' and i == 0 else str(c) for i, c in enumerate(cmd)]
+    with open(log_path, 'w') as log:
+        proc = subprocess.Popen(cmd, cwd=str(cwd), env=env, stdout=log, stderr=subprocess.STDOUT)
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                direct.open(url, timeout=5).close()
+                break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                state = (f'exited with {proc.returncode}' if proc.poll() is not None
+                         else f'did not answer {url} within {timeout:.0f} s')
+                tail = open(log_path, errors='replace').read()[-3000:]
+                pytest.fail(f'{" ".join(cmd[1:3])} {state}; its output:\n{tail}', pytrace=False)
+            time.sleep(0.25)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def free_port() -> int:
-    """A TCP port on the loopback interface that nothing listens on now (for torchrun)."""
+    """A TCP port on the loopback interface that nothing listens on now (for torchrun, servers)."""
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]

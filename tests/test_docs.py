@@ -30,6 +30,7 @@ def test_the_pages_exist_and_the_readme_is_short():
                  'docs/user_guides/train_test.md', 'docs/user_guides/own_config.md',
                  'docs/user_guides/pretrain_and_generate.md', 'docs/user_guides/train_every_part.md',
                  'docs/user_guides/weights.md', 'docs/user_guides/inference.md',
+                 'docs/user_guides/generate_and_edit.md',
                  'docs/advanced_guides/architecture.md',
                  'docs/advanced_guides/reliability.md', 'docs/advanced_guides/performance.md'):
         assert page in names, page

@@ -8,6 +8,7 @@ OpenMMLab) as the toolbox's own test pipeline and data preprocessor do, and the 
 PyTorch heads on the ONNX features (``detect_with_onnx_features``) give its own ``predict``."""
 import json
 import os.path as osp
+import re
 import sys
 
 import numpy as np
@@ -323,3 +324,138 @@ def test_release_configs_json_steps_and_classes():
         ROOT, 'configs/imagenet/vit-base-p16_addp-pre_8xb128-coslr-100e_in1k-256px.py'))
     assert [s['op'] for s in _pipeline_steps(imagenet, 'RGB')] == ['resize_edge', 'center_crop']
     assert len(_dataset_classes(imagenet)) == 1000
+
+
+# ------------------------------------------------------------------ the check fails a wrong file
+def _edit_onnx(src, out, edit):
+    """``src`` with its graph edited by ``edit(graph)``, saved as ``out``."""
+    import onnx
+    model = onnx.load(src)
+    edit(model.graph)
+    onnx.save(model, str(out))
+    return str(out)
+
+
+def _set_initializer(graph, name, change):
+    from onnx import numpy_helper
+    init = next(i for i in graph.initializer if i.name == name)
+    init.CopyFrom(numpy_helper.from_array(change(numpy_helper.to_array(init).copy()), name))
+
+
+def _perturbed(graph):
+    """The patch embedding's weights off by 1 % (noise relative to each value)."""
+    rng = np.random.default_rng(0)
+    _set_initializer(graph, 'model.backbone.patch_embed.proj.weight',
+                     lambda w: (w * (1 + 0.01 * rng.standard_normal(w.shape))).astype(w.dtype))
+
+
+def _one_nan(graph):
+    def nan(w):
+        w.flat[0] = np.nan
+        return w
+    _set_initializer(graph, 'model.backbone.blocks.0.norm1.weight', nan)
+
+
+def _fixed_size(graph):
+    """The input fixed to the traced (2, 3, 128, 128): a dynamic export that is not."""
+    for d, size in zip(graph.input[0].type.tensor_type.shape.dim, (2, 3, 128, 128)):
+        d.dim_value = size
+
+
+def _last_output_dropped(graph):
+    graph.output.pop()
+
+
+# wrong file -> (the exported file, what it is made from, the checkpoint the check compares with,
+# the export's flags, what the one line says)
+WRONG_FILES = {
+    'perturbed initializer': ('cls', _perturbed, 'cls', ['--dynamic'],
+                              r'at input \(2, 3, 128, 128\) the exported file\'s logits differs '
+                              r'from PyTorch\'s by \d\.\de-0[123] of its largest'),
+    "another model's weights": ('cls', None, 'cls_other', ['--dynamic'],
+                                r'at input \(2, 3, 128, 128\) the exported file\'s logits differs '
+                                r'from PyTorch\'s by \d\.\de-0[012] of its largest'),
+    'a NaN initializer': ('cls', _one_nan, 'cls', ['--dynamic'],
+                          r'at input \(2, 3, 128, 128\) .*logits differs from PyTorch\'s by inf'),
+    'a fixed size checked at another': (
+        'cls', _fixed_size, 'cls', ['--dynamic'],
+        r'at input \(1, 3, 144, 160\) the exported file does not run \(.*[Ii]nvalid.*dimensions'),
+    'a dropped output': (
+        'det', _last_output_dropped, 'det', ['--dynamic', '--shape', '160', '160'],
+        r'at input \(2, 3, 160, 160\) the exported file gives 4 outputs, PyTorch 5 '
+        r'\(feat0, feat1, feat2, feat3, feat4\)'),
+    'unchanged (control)': ('cls', lambda graph: None, 'cls', ['--dynamic'], None),
+}
+
+
+@pytest.fixture(scope='module')
+def other_classifier(tmp_path_factory):
+    """A checkpoint of the demo classifier with other random weights."""
+    from addp_mm.apis.export import build_model
+    torch.manual_seed(1)
+    model, _ = build_model(osp.join(ROOT, CLS), None)
+    path = str(tmp_path_factory.mktemp('ckpt') / 'cls_other.pth')
+    torch.save(dict(state_dict=model.state_dict()), path)
+    return path
+
+
+@pytest.mark.parametrize('wrong', list(WRONG_FILES))
+def test_the_check_fails_a_file_that_does_not_compute_the_model(
+        wrong, exported, checkpoints, other_classifier, tmp_path, monkeypatch, capsys):
+    """tools/deploy/export.py, its exporter made to write a wrong file (the demo export edited
+    with ``onnx``, or compared with another checkpoint): exit status 2 and one line naming the
+    file, the input size and the difference; no FILE.json. The unchanged file passes the same
+    way (measured: the perturbed patch embedding 1.5e-2 of the largest logit, another model's
+    weights 0.76, the genuine export 4e-7)."""
+    import shutil
+
+    from addp_mm.apis import export as export_api
+    from cli import run_tool
+    task, edit, checkpoint, flags, message = WRONG_FILES[wrong]
+    src = exported[task].file
+    wrong_file = _edit_onnx(src, tmp_path / 'wrong.onnx', edit) if edit else src
+    out = tmp_path / 'exported.onnx'
+    (tmp_path / 'exported.onnx.json').write_text('{}')  # an earlier export's
+
+    def export_onnx(wrapper, example, path, *args, **kwargs):  # the exporter "writes" it
+        shutil.copy(wrong_file, path)
+    monkeypatch.setattr(export_api, 'export_onnx', export_onnx)
+    ckpt = other_classifier if checkpoint == 'cls_other' else checkpoints[checkpoint]
+    config = dict(cls=CLS, det=DET)[task]
+    argv = [osp.join(ROOT, config), ckpt, '--out', str(out), '--repeats', '1', *flags]
+    with pytest.raises(SystemExit) as exit_:
+        run_tool(tool('deploy.export').main, argv)
+    err = capsys.readouterr().err.strip()
+    print('MEASURED', wrong, err)
+    if message is None:
+        assert exit_.value.code == 0 and json.load(open(str(out) + '.json'))['checks'], err
+        return
+    assert exit_.value.code == 2
+    assert len(err.splitlines()) == 1, err
+    assert f'error: {out}: ' in err and re.search(message, err), err
+    assert not osp.exists(str(out) + '.json') and osp.exists(out)
+
+
+def test_the_check_tolerance_and_non_finite_outputs():
+    """The tolerance the tool states is the library's; a NaN or inf where PyTorch is finite is an
+    infinite difference (a maximum that skipped NaN would pass it), NaN where both are NaN none."""
+    from addp_mm.apis.export import PARITY_RTOL, compare, output_difference
+    assert tool('deploy.export').RTOL == PARITY_RTOL == 1e-4
+    ref = torch.tensor([1., -4., 2.])
+    off = torch.tensor([0., 1e-3, 0.])
+    assert output_difference(ref, ref + off) == pytest.approx((1e-3, 2.5e-4), rel=1e-3)
+    assert output_difference(ref, torch.tensor([1., float('nan'), 2.]))[1] == float('inf')
+    assert output_difference(ref, torch.tensor([1., -4., float('inf')]))[1] == float('inf')
+    both = torch.tensor([float('nan'), float('inf'), 2.])
+    assert output_difference(both, both.clone()) == (0., 0.)
+    flipped = torch.tensor([float('nan'), -float('inf'), 2.])
+    assert output_difference(both, flipped)[1] == float('inf')
+    eager = ([ref], 1.)
+    close = compare(eager, lambda x: [ref + 1e-5], ref, 1)
+    assert close['max_rel'] == pytest.approx(2.5e-6, rel=1e-2)
+    from addp_mm.apis.export import ExportCheckError
+    with pytest.raises(ExportCheckError, match=r'f.onnx: at input \(3,\) .*output 0 differs .* '
+                                               r'by 2\.5e-04 .*tolerance 0\.0001'):
+        compare(eager, lambda x: [ref + torch.tensor([0., 1e-3, 0.])], ref, 1, file='f.onnx')
+    loose = compare(eager, lambda x: [ref + 1e-3], ref, 1, rtol=1e-3)
+    assert loose['max_rel'] == pytest.approx(2.5e-4, rel=1e-3)

@@ -11,7 +11,8 @@ The contract bounds what a fast mode changes, on the reference models and inputs
 | VQ-encode token ids equal to fp32's (the encoder stays fp32) | 100 % -> >= 99 % | 100 % -> >= 99 % |
 | pretraining loss, relative | < 1e-5 -> 1e-2 | < 1e-5 -> 1e-2 |
 
-and checks by the dtypes the layers produce (not by the size of an error, which depends on the
+The ``'release'`` mode (every frozen part under the AMP dtype, the VQ encoder too) has its own
+bounds (:data:`RELEASE_BOUNDS`), and checks by the dtypes the layers produce (not by the size of an error, which depends on the
 kernels) that reduced precision really ran. fp32 reproduces the release (the ``verify_reference``
 rows). bf16 / fp16 run here explicitly, whatever the CPU (emulated where it is not native: slow,
 still correct).
@@ -169,6 +170,67 @@ def test_fast_modes_bound_what_they_change(ref, mode):
     assert abs(amp - v['loss'].item()) / v['loss'].item() < 1e-2
 
 
+# the 'release' mode (every frozen part follows the AMP dtype, the VQ encoder too), measured on
+# the reference models: token ids equal to fp32's, max target error / max target, x_t max / mean
+# abs error, loss relative -> bounds (about 2-3x the measurement)
+#   bf16: 97.3 % | 0.278 | 3.50 / 0.150 | 1.6e-6  ->  >= 95 % | 0.6 | 4.2 (the values' range) / 0.4 | 1e-2
+#   fp16: 100 %  | 7.1e-4 | 0.0173 / 0.0010 | 2.5e-7 -> >= 99 % | 3e-3 | 0.05 / 0.003 | 1e-2
+RELEASE_BOUNDS = {'bf16': dict(ids=0.95, target=0.6, x_t=(4.2, 0.4)),
+                  'fp16': dict(ids=0.99, target=3e-3, x_t=(0.05, 3e-3))}
+
+
+@pytest.mark.parametrize('mode', FAST_MODES)
+def test_release_mode_follows_the_amp_dtype_within_its_bounds(ref, mode):
+    """``ADDPNoiser(precision='release')``: the release's own precision, every frozen part (the
+    VQ encoder included) under the caller's autocast; without autocast it is fp32 (the release's
+    ``--fp32``). bf16 flips a few token ids of the reference images (its mantissa is short), fp16
+    (the release's GPU precision) none."""
+    v = ref.vectors
+    model = build_reference_addp(ref)
+    noiser = model.target_generator
+    masks = (v['mask_t'], v['mask_t_next'])
+    kw = dict(mask_t=v['mask_t'], mask_next=v['mask_t_next'])
+    with torch.no_grad():
+        fp32 = noiser(v['img'], *masks)
+        loss32 = model.loss(v['img'], **kw)['loss'].item()
+        noiser.precision = 'release'
+        plain = noiser(v['img'], *masks)  # no autocast: fp32, the release's numbers
+        with torch.autocast('cpu', dtype=P.DTYPES[mode]), \
+                layer_dtypes(noiser.tokenizer.encoder, nn.Conv2d) as enc_seen, \
+                layer_dtypes(noiser.tokenizer.decoder, nn.Conv2d) as dec_seen, \
+                layer_dtypes(noiser.token_predictor, nn.Linear) as tp_seen:
+            amp = noiser(v['img'], *masks)
+        with torch.autocast('cpu', dtype=P.DTYPES[mode]):
+            loss = model.loss(v['img'], **kw)['loss'].item()
+    assert torch.equal(plain['indices'], fp32['indices'])
+    assert (plain['x_t'] - v['x_t']).abs().max() < 1e-4
+    assert enc_seen == dec_seen == tp_seen == {P.DTYPES[mode]}  # every part followed AMP
+    bound = RELEASE_BOUNDS[mode]
+    assert (amp['indices'] == fp32['indices']).float().mean() >= bound['ids']
+    target_err = (amp['target'] - fp32['target']).abs().max() / fp32['target'].abs().max()
+    assert target_err < bound['target'], target_err
+    err = (amp['x_t'] - fp32['x_t']).abs()
+    assert err.max() < bound['x_t'][0] and err.mean() < bound['x_t'][1], (err.max(), err.mean())
+    assert abs(loss - loss32) / loss32 < 1e-2
+
+
+def test_frozen_modes_per_device(probes):
+    """The modes a config names: 'auto' is the release's under the caller's autocast (mixed
+    precision training, on any device) and ours ('fast') without one."""
+    assert P.frozen_precisions('fp32', 'cpu') == ('fp32', 'fp32', 'fp32')
+    assert P.frozen_precisions('fast', 'cpu') == ('fp32', 'auto', 'auto')
+    assert P.frozen_precisions('release', 'cpu') == (None, None, None)
+    assert P.frozen_precisions('auto', 'cpu') == ('fp32', 'auto', 'auto')
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert P.frozen_precisions('auto', 'cpu') == (None, None, None)
+        with torch.autocast('cpu', enabled=False):
+            assert P.frozen_precisions('auto', 'cpu') == ('fp32', 'auto', 'auto')
+    assert P.frozen_precisions('auto', 'meta') == ('fp32', 'auto', 'auto')  # no autocast there
+    assert P.frozen_precisions(None, 'cpu') == (P.OWN, P.OWN, P.OWN)
+    with pytest.raises(ValueError, match="precision='half': choose one of"):
+        P.check_frozen_mode('half')
+
+
 def test_release_style_benchmark_path_matches_ours(ref):
     """The benchmark's release-style reference computes the same loss and images as ours."""
     from benchmark_release_path import (release_generate, release_loss, release_predict,
@@ -196,3 +258,26 @@ def test_release_style_benchmark_path_matches_ours(ref):
     ours = sampler.sample(model, 2, seed=0)
     theirs = release_generate(model, tok, sampler, 2, seed=0)
     assert (ours - theirs).abs().max().item() < 1e-3
+
+
+def test_train_amp_chooses_the_frozen_mode():
+    """``tools/train.py CONFIG --amp release``: mixed precision, and the frozen parts of a
+    pretraining config follow the AMP dtype; ``--amp`` alone keeps the config's mode; a config
+    without frozen parts takes no mode."""
+    from mmengine.config import Config
+
+    from addp_mm.engine.config import set_frozen_precision
+    from addp_mm.errors import UsageError
+    from conftest import tool
+    parse = tool('train').parse_args
+    assert parse(['c.py', '--amp']).amp == 'config' and parse(['c.py']).amp is None
+    assert parse(['c.py', '--amp', 'release']).amp == 'release'
+    assert tool('train').FROZEN_MODES == P.FROZEN_MODES
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'pretrain',
+                                   'addp_vit-demo-p16_1xb8-300iter_demo-64px.py'))
+    assert cfg.model.target_generator.precision == 'fp32'
+    set_frozen_precision(cfg, 'release')
+    assert cfg.model.target_generator.precision == 'release'
+    with pytest.raises(UsageError, match='has no frozen parts'):
+        set_frozen_precision(Config.fromfile(osp.join(
+            ROOT, 'configs', 'demo', 'vit-demo-p16_1xb32-30e_demo-in1k-128px.py')), 'release')

@@ -17,7 +17,7 @@ DEMO = osp.join(ROOT, 'configs', 'demo')
 ENV = dict(os.environ, OMP_NUM_THREADS='1')
 PY_TOOLS = ['train.py', 'test.py', 'generate.py', 'fid_is.py', 'convert_checkpoint.py',
             'verify_reference.py', 'make_demo_data.py', 'run_toy_pipeline.py', 'benchmark.py',
-            'infer.py']
+            'infer.py', 'demo/app.py']
 # a user's mistake for each tool (arguments, run in tmp_path): one line, or with --debug a traceback
 MISTAKES = {
     'train.py': (['configs/demo/nope.py'], "config file 'configs/demo/nope.py' not found"),
@@ -32,6 +32,7 @@ MISTAKES = {
     'run_toy_pipeline.py': (['--device', 'cuda'], '--device cuda: this machine has no CUDA device'),
     'benchmark.py': (['--device', 'cuda'], '--device cuda: this machine has no CUDA device'),
     'infer.py': (['nope.jpg', 'configs/demo/nope.py'], "IMAGE_OR_FOLDER 'nope.jpg' not found"),
+    'demo/app.py': (['configs/demo/nope.py', 'x.pth'], "config file 'configs/demo/nope.py' not found"),
 }
 
 
@@ -120,7 +121,7 @@ def test_every_tool_says_a_mistake_in_one_line_and_debug_shows_the_traceback(nam
     (tmp_path / 'a_file').write_text('')
     if 'cuda' in args and torch.cuda.is_available():
         pytest.skip('this machine has a CUDA device: --device cuda is no mistake here')
-    assert_one_line_error(tool(name, *args, cwd=tmp_path), name, fragment)
+    assert_one_line_error(tool(name, *args, cwd=tmp_path), osp.basename(name), fragment)
     proc = tool(name, *args, '--debug', cwd=tmp_path)
     assert proc.returncode == 1 and 'Traceback' in proc.stderr and fragment in proc.stderr
 

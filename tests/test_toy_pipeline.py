@@ -72,7 +72,7 @@ def test_toy_pipeline_quick(tmp_path, monkeypatch, capsys):
     make_digits(str(data / 'digits'))
     work = tmp_path / 'toy'
     args = ['--quick', '--device', 'cpu', '--data-root', str(data / 'digits'), '--work-dir',
-            str(work)]
+            str(work), '--edits']
     proc = run_command([sys.executable, 'tools/run_toy_pipeline.py'] + args,
                        env=dict(os.environ, PYTHONPATH=ROOT),
                        what='tools/run_toy_pipeline.py --quick')
@@ -100,6 +100,17 @@ def test_toy_pipeline_quick(tmp_path, monkeypatch, capsys):
     results = json.loads((work / 'results.json').read_text())
     assert results['files']['backbone'] == str(work / 'addp' / 'backbone.pth')
     table = (work / 'results.md').read_text()
+    # step 8 (--edits): the known tokens kept, the small generation file loads for generation
+    edits = results['edits']
+    assert edits['num_steps'] == 2 and edits['seeds'] == [0]
+    for name, known in edits['known'].items():
+        assert known['checked_tokens'] > 0 and known['known_token_mismatches'] == 0, name
+    assert 'Edits of the 359 val digits (2 steps' in table
+    from addp_mm.apis import build_generation_model
+    model, _ = build_generation_model(
+        osp.join(ROOT, 'configs', 'toy', 'addp_vit-demo-p4_1xb32-2k_digits-32px.py'),
+        edits['generation_checkpoint'])
+    assert edits['generation_checkpoint'] == str(work / 'edits' / 'generation.pth')
     pipeline = tool('run_toy_pipeline')
     for name, _, _ in pipeline.ROWS + pipeline.DOWNSTREAM_ROWS:
         assert f'| {name} |' in table, name

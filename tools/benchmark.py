@@ -17,9 +17,13 @@ reported. Rows:
    attention (speed and memory), and the memory saved by ``with_cp``.
 4. ``pretrain``: one pretraining step (forward + backward, no optimizer update) against the
    release-style path of ``tools/benchmark_release_path.py`` (token predictor run twice, attention
-   as float32 matmuls without SDPA, NCHW VQGAN, everything fp32), for each precision mode; the
-   note gives the loss's relative difference to fp32 (contract: < 1e-2). ``parts`` splits the
-   fp32 step into its pieces.
+   as explicit matmuls without SDPA, NCHW VQGAN), in fp32 and, like with like, under the release's
+   own autocast (the device's AMP dtype over every part: bf16 on a CPU that computes it natively,
+   fp16 on CUDA), for each precision mode a config can choose (``pretrain_modes``: fp32, the
+   frozen parts' ``'auto'``, the fastest = ``'auto'`` + AMP, the release's precision = AMP over
+   every part); the note gives the loss's relative difference to fp32 (contract: < 1e-2).
+   ``parts`` splits the step into its pieces, in fp32 and in the fastest mode against the
+   release under its autocast.
 5. ``generation``: images/s at ``--steps`` steps against the release-style sampler.
 6. ``onnx`` (not in the default set): latency of the exported classifier, segmenter and detector
    backbone + neck in ONNX Runtime (CPU) against eager PyTorch, batch 1, at the demo configs' sizes
@@ -40,6 +44,7 @@ import os.path as osp
 import statistics
 import sys
 import time
+from contextlib import nullcontext
 from functools import partial
 from typing import Callable, Dict, List, Optional
 
@@ -93,7 +98,8 @@ if __name__ == '__main__':
 import torch  # noqa: E402
 
 import addp_mm  # noqa: E402,F401
-from addp_mm.models.utils.precision import native_bf16, resolve_precision  # noqa: E402
+from addp_mm.models.utils.precision import (  # noqa: E402
+    frozen_precisions, native_bf16, resolve_precision)
 
 ARCHS = {
     # the default measurement dims: ViT 384x6, a 2-block decoder, a same-size MAGE predictor
@@ -228,9 +234,9 @@ def build_addp(a: Dict, img_size: int, device: torch.device, compile_parts: bool
     return model
 
 
-def set_frozen_precision(model, precision: Optional[str]) -> None:
-    model.target_generator.tokenizer.precision = precision
-    model.target_generator.token_predictor.precision = precision
+def set_frozen_precision(model, mode: Optional[str]) -> None:
+    """The frozen parts' mode as a whole (``ADDPNoiser.precision``, one of ``FROZEN_MODES``)."""
+    model.target_generator.precision = mode
 
 
 # ----------------------------------------------------------------------------------------------
@@ -349,48 +355,72 @@ def _pretrain_setup(args, a: Dict, device: torch.device):
 
 
 def pretrain_modes(device: torch.device) -> Dict[str, Dict]:
-    """Precision modes a config can choose: frozen parts' precision + AMP of the trained parts."""
+    """The precision modes a config can choose (the frozen parts' mode + AMP of the trained
+    parts): fp32, the frozen parts' ``'auto'`` without AMP (``'fast'``), the fastest = ``'auto'``
+    with the device's AMP dtype (``'release'``: every part follows it, the VQ encoder included),
+    and ``'fast'`` under the same AMP (the VQ encoder kept in fp32) for comparison."""
+    amp = amp_precision(device)
     modes = {'fp32': dict(frozen='fp32', amp=None)}
-    auto = resolve_precision('auto', device)
-    if auto != 'fp32':
-        modes[f'auto (frozen {auto})'] = dict(frozen='auto', amp=None)
-        modes[f'auto + AMP {auto}'] = dict(frozen='auto', amp=auto)
-    if device.type == 'cuda':
-        modes['auto + AMP fp16'] = dict(frozen='auto', amp='fp16')
+    if frozen_precisions('auto', device) != frozen_precisions('fp32', device):
+        modes['frozen auto (fast)'] = dict(frozen='auto', amp=None)
+    if amp is not None:
+        modes[f'fastest (frozen auto + AMP {amp}: release)'] = dict(frozen='auto', amp=amp)
+        modes[f'fast + AMP {amp} (VQ encoder fp32)'] = dict(frozen='fast', amp=amp)
     return modes
 
 
+def amp_precision(device: torch.device) -> Optional[str]:
+    """The release's autocast dtype on ``device``: fp16 on CUDA (``torch.cuda.amp.autocast``),
+    bf16 on a CPU that computes it natively; ``None`` where autocast would be emulated."""
+    if device.type == 'cuda':
+        return 'fp16'
+    return 'bf16' if native_bf16(device) else None
+
+
 def rows_pretrain(t: Table, args, a: Dict, device: torch.device) -> None:
-    from benchmark_release_path import release_loss
+    from benchmark_release_path import release_loss, release_tokenizer
     model, ref_tok, imgs, mask_t, mask_next = _pretrain_setup(args, a, device)
     dtypes = {'bf16': torch.bfloat16, 'fp16': torch.float16}
+    amp = amp_precision(device)
+    # the release under its own autocast: every part follows it (its VQGAN and MAGE included)
+    ref_tok_amp = release_tokenizer(model.target_generator.tokenizer, precision=None)
+
+    def autocast(dtype_name):
+        return torch.autocast(device.type, dtype=dtypes.get(dtype_name),
+                              enabled=dtype_name is not None)
 
     def ours_step(mode):
         def run():
             set_frozen_precision(model, mode['frozen'])
-            with torch.autocast(device.type, dtype=dtypes.get(mode['amp']),
-                                enabled=mode['amp'] is not None):
+            with autocast(mode['amp']):
                 loss = model.loss(imgs, mask_t=mask_t, mask_next=mask_next)['loss']
             loss.backward()
             model.zero_grad(set_to_none=True)
             return loss.detach()
         return run
 
-    def ref_step():
-        loss = release_loss(model, ref_tok, imgs, mask_t, mask_next)
-        loss.backward()
-        model.zero_grad(set_to_none=True)
-        return loss.detach()
+    def ref_step(dtype_name=None):
+        def run():
+            with autocast(dtype_name):
+                loss = release_loss(model, ref_tok if dtype_name is None else ref_tok_amp, imgs,
+                                    mask_t, mask_next,
+                                    predictor_precision='fp32' if dtype_name is None else None)
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+            return loss.detach()
+        return run
 
     def noised_pixels(mode):
         set_frozen_precision(model, mode['frozen'])
-        with torch.no_grad(), torch.autocast(device.type, dtype=dtypes.get(mode['amp']),
-                                             enabled=mode['amp'] is not None):
+        with torch.no_grad(), autocast(mode['amp']):
             return model.target_generator(imgs, mask_t, mask_next)['x_t'].float()
 
     modes = pretrain_modes(device)
     x_t = {k: noised_pixels(m) for k, m in modes.items()}  # what the fast modes change
-    fns = {'release': ref_step, **{k: ours_step(m) for k, m in modes.items()}}
+    refs = {'release': ref_step()}
+    if amp is not None:
+        refs[f'release AMP {amp}'] = ref_step(amp)
+    fns = {**refs, **{k: ours_step(m) for k, m in modes.items()}}
     if args.compile:
         compiled = copy.deepcopy(model)
         compiled.backbone.compile()
@@ -409,22 +439,32 @@ def rows_pretrain(t: Table, args, a: Dict, device: torch.device) -> None:
         fns['fp32 + torch.compile'] = compiled_step
     losses = {k: float(fn()) for k, fn in fns.items()}  # also the first warm-up run
     sec = interleaved(fns, args.repeats, max(0, args.warmup - 1), device)
-    mem_ref = peak_memory(ref_step, device)
+    mem_ref = peak_memory(refs['release'], device)
     B = args.batch
     for k in fns:
-        if k == 'release':
+        if k in refs:
             continue
         rel = abs(losses[k] - losses['fp32']) / abs(losses['fp32'])
-        pixels = float((x_t[k] - x_t['fp32']).abs().mean() / x_t['fp32'].abs().mean())
-        target = '>=1.6' if k == 'fp32' else ('>=2.5' if 'AMP' in k else None)
-        t.add(f'pretrain step {k}', B / sec[k], B / sec['release'], 'img/s', True, target,
-              f'loss {losses[k]:.5f} (release {losses["release"]:.5f}); rel. diff to fp32 '
-              f'{rel:.1e}; x_t mean abs diff to fp32 {pixels:.1e} of its mean magnitude')
+        note = f'loss {losses[k]:.5f} (release {losses["release"]:.5f}); rel. diff to fp32 {rel:.1e}'
+        if k in x_t:
+            pixels = float((x_t[k] - x_t['fp32']).abs().mean() / x_t['fp32'].abs().mean())
+            note += f'; x_t mean abs diff to fp32 {pixels:.1e} of its mean magnitude'
+        target = {'fp32': '>=1.5'}.get(k, '>=3' if k.startswith('fastest') else None)
+        t.add(f'pretrain step {k}', B / sec[k], B / sec['release'], 'img/s', True, target, note)
         t.add(f'pretrain step {k} peak memory', peak_memory(fns[k], device), mem_ref, 'MiB',
               False)
+    # like with like: the release under its own autocast against ours under the same autocast
+    if amp is not None:
+        ref_amp = f'release AMP {amp}'
+        for k in modes:
+            if modes[k]['amp'] is None:
+                continue
+            t.add(f'pretrain step {k} vs {ref_amp}', B / sec[k], B / sec[ref_amp], 'img/s', True,
+                  '>=1.5' if k.startswith('fastest') else None,
+                  f'loss {losses[k]:.5f} ({ref_amp} {losses[ref_amp]:.5f})')
     if device.type == 'cuda':
         t.add('pretrain step host synchronisations', count_syncs(fns['fp32']),
-              count_syncs(ref_step), 'syncs', False, '0',
+              count_syncs(refs['release']), 'syncs', False, '0',
               'torch.cuda.set_sync_debug_mode warnings in one step (fewer is better)')
     set_frozen_precision(model, 'fp32')
 
@@ -443,31 +483,31 @@ def count_syncs(fn: Callable[[], object]) -> float:
 
 
 def rows_parts(t: Table, args, a: Dict, device: torch.device) -> None:
-    """Where the fp32 step's time goes, piece by piece (ours vs release-style)."""
-    from benchmark_release_path import release_full_logits, release_predict, release_style
+    """Where the step's time goes, piece by piece, ours vs release-style: in fp32, and (where the
+    device has an AMP dtype) ours in the fastest mode vs the release under its own autocast; the
+    optimizer's AdamW step (the same code on both sides) for scale."""
+    from benchmark_release_path import (release_full_logits, release_predict, release_style,
+                                        release_tokenizer)
 
     from addp_mm.models.utils.masking import masked_positions
     model, ref_tok, imgs, mask_t, mask_next = _pretrain_setup(args, a, device)
     tok, pred = model.target_generator.tokenizer, model.target_generator.token_predictor
     set_frozen_precision(model, 'fp32')
     with torch.no_grad():
-        z0, idx0 = tok.encode(imgs)
         state = model.target_generator(imgs, mask_t, mask_next)
-
-    def in_release(fn):
-        def run():
-            with release_style(model):
-                return fn()
-        return run
-
-    def nograd(fn):
-        def run():
-            with torch.no_grad():
-                return fn()
-        return run
-
+        idx0 = state['indices']
     N = mask_t.shape[1]
     positions = masked_positions(mask_t, int(mask_t[0].sum()))
+    dtypes = {'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+    def under(amp, fn, release=False, grad=False):
+        def run():
+            with torch.autocast(device.type, dtype=dtypes.get(amp), enabled=amp is not None), \
+                    (release_style(model, predictor_precision='fp32' if amp is None else None)
+                     if release else nullcontext()), \
+                    (nullcontext() if grad else torch.no_grad()):
+                return fn()
+        return run
 
     def fwd_bwd(release):
         def run():  # ours scores only the masked grid positions, the release every position
@@ -480,21 +520,40 @@ def rows_parts(t: Table, args, a: Dict, device: torch.device) -> None:
                 logits = model.neck(enc, state['indices'], mask_t, positions=positions)
             model.head(logits, state['target'], positions).backward()
             model.zero_grad(set_to_none=True)
-        return in_release(run) if release else run
+        return run
 
-    parts = [
-        ('VQ encode', nograd(lambda: tok.encode(imgs)),
-         in_release(nograd(lambda: ref_tok.encode(imgs)))),
-        ('token predictor (2 masks)', nograd(lambda: pred.predict(idx0, [mask_t, mask_next])),
-         in_release(nograd(lambda: (release_predict(pred, idx0, mask_t),
-                                     release_predict(pred, idx0, mask_next))))),
-        ('VQ decode', nograd(lambda: tok.decode(state['z_t'])),
-         in_release(nograd(lambda: ref_tok.decode(state['z_t'])))),
-        ('encoder+decoder fwd+bwd', fwd_bwd(False), fwd_bwd(True)),
-    ]
-    for name, ours, ref in parts:
-        sec = interleaved(dict(ours=ours, ref=ref), args.repeats, args.warmup, device)
-        t.add(f'step part (fp32): {name}', sec['ours'], sec['ref'], 's', False)
+    settings = [('fp32', None, 'fp32', ref_tok)]
+    amp = amp_precision(device)
+    if amp is not None:
+        # 'auto' under autocast is 'release': every part follows the AMP dtype
+        settings.append((f'fastest vs release AMP {amp}', amp, 'release',
+                         release_tokenizer(tok, precision=None)))
+    for label, amp_name, mode, rtok in settings:
+        prec = frozen_precisions(mode, device)
+        parts = [
+            ('VQ encode', lambda: tok.encode(imgs, prec.encode), lambda: rtok.encode(imgs)),
+            ('token predictor (2 masks)',
+             lambda: pred.predict(idx0, [mask_t, mask_next], prec.predictor),
+             lambda: (release_predict(pred, idx0, mask_t), release_predict(pred, idx0, mask_next))),
+            ('VQ decode', lambda: tok.decode(state['z_t'], prec.decode),
+             lambda: rtok.decode(state['z_t'])),
+        ]
+        fns = {}
+        for name, ours, ref in parts:
+            fns[name] = (under(amp_name, ours), under(amp_name, ref, release=True))
+        fns['encoder+decoder fwd+bwd'] = (under(amp_name, fwd_bwd(False), grad=True),
+                                          under(amp_name, fwd_bwd(True), release=True, grad=True))
+        for name, (ours, ref) in fns.items():
+            sec = interleaved(dict(ours=ours, ref=ref), args.repeats, args.warmup, device)
+            t.add(f'step part ({label}): {name}', sec['ours'], sec['ref'], 's', False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    optimizer = torch.optim.AdamW(params, lr=1e-6)
+    sec = interleaved(dict(ours=optimizer.step, ref=optimizer.step), args.repeats, args.warmup,
+                      device)
+    t.add('step part: optimizer (AdamW, the same code)', sec['ours'], sec['ref'], 's', False)
+    model.zero_grad(set_to_none=True)
 
 
 def rows_generation(t: Table, args, a: Dict, device: torch.device) -> None:

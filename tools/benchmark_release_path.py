@@ -35,9 +35,11 @@ __all__ = ['release_style', 'release_tokenizer', 'release_predict', 'release_noi
 
 
 @contextmanager
-def release_style(*modules: torch.nn.Module) -> Iterator[None]:
-    """The release's attention (explicit float32 matmuls) in ``modules`` while the block runs, and
-    their token predictors in float32."""
+def release_style(*modules: torch.nn.Module, predictor_precision: Optional[str] = 'fp32'
+                  ) -> Iterator[None]:
+    """The release's attention (explicit matmuls) in ``modules`` while the block runs, and their
+    token predictors in ``predictor_precision`` (``None``: the caller's autocast, as the release
+    runs them under its AMP)."""
     attns = [m for module in modules for m in module.modules() if isinstance(m, Attention)]
     predictors = [m for module in modules for m in module.modules() if hasattr(m, 'mlm_layer')
                   and hasattr(m, 'precision')]
@@ -45,7 +47,7 @@ def release_style(*modules: torch.nn.Module) -> Iterator[None]:
     for a in attns:
         a.fused_attn = False
     for p in predictors:
-        p.precision = 'fp32'
+        p.precision = predictor_precision
     try:
         yield
     finally:
@@ -69,10 +71,13 @@ def release_res_block(block: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return x + h
 
 
-def release_tokenizer(tokenizer: VQGANTokenizer) -> VQGANTokenizer:
-    """A float32 copy of ``tokenizer`` (same weights) in its reference form, with taming's swish."""
+def release_tokenizer(tokenizer: VQGANTokenizer, precision: Optional[str] = 'fp32'
+                      ) -> VQGANTokenizer:
+    """A copy of ``tokenizer`` (same weights) in its reference form, with taming's swish, in
+    ``precision`` (``'fp32'``: the release's ``--fp32`` runs; ``None``: the caller's autocast, as
+    its pretraining runs the VQGAN under AMP)."""
     ref = reference_form(copy.deepcopy(tokenizer))
-    ref.precision = ref.encode_precision = 'fp32'
+    ref.precision = ref.encode_precision = precision
     for stack in (ref.encoder, ref.decoder):
         stack.run_block = release_res_block  # instance attributes: this copy only
         stack.activation = release_swish
@@ -93,10 +98,12 @@ def release_predict(predictor, indices: torch.Tensor, mask: torch.Tensor) -> tor
 
 
 @torch.no_grad()
-def release_noisy_pixels(model, tokenizer, inputs, mask_t, mask_next) -> Dict[str, torch.Tensor]:
-    """The release's ``forward_vqgan``: VQ encode, the token predictor once per mask, VQ decode."""
+def release_noisy_pixels(model, tokenizer, inputs, mask_t, mask_next,
+                         predictor_precision: Optional[str] = 'fp32') -> Dict[str, torch.Tensor]:
+    """The release's ``forward_vqgan``: VQ encode, the token predictor once per mask, VQ decode
+    (``predictor_precision`` as :func:`release_style`)."""
     predictor = model.target_generator.token_predictor
-    with release_style(predictor):
+    with release_style(predictor, predictor_precision=predictor_precision):
         z0, idx0 = tokenizer.encode(inputs)
         probs_t = release_predict(predictor, idx0, mask_t)
         probs_next = release_predict(predictor, idx0, mask_next)
@@ -125,9 +132,11 @@ def release_soft_target_loss(logits: torch.Tensor, target_probs: torch.Tensor, m
     return (per_pos * weight).sum() / weight.sum().clamp(min=1.)
 
 
-def release_loss(model, tokenizer, inputs, mask_t, mask_next) -> torch.Tensor:
-    """One pretraining loss the release's way (``tokenizer`` from :func:`release_tokenizer`)."""
-    state = release_noisy_pixels(model, tokenizer, inputs, mask_t, mask_next)
+def release_loss(model, tokenizer, inputs, mask_t, mask_next,
+                 predictor_precision: Optional[str] = 'fp32') -> torch.Tensor:
+    """One pretraining loss the release's way (``tokenizer`` from :func:`release_tokenizer`; the
+    token predictor in ``predictor_precision``, as :func:`release_style`)."""
+    state = release_noisy_pixels(model, tokenizer, inputs, mask_t, mask_next, predictor_precision)
     with release_style(model.backbone, model.neck):
         logits = release_full_logits(model, model.encode(state['x_t']), state['indices'], mask_t)
         return model.head.loss_weight * release_soft_target_loss(

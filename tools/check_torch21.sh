@@ -7,8 +7,9 @@
 # with torch 2.1.2, torchvision 0.16.2, numpy<2, mmengine 0.10.7, mmcv-lite 2.2.0 (no build),
 # mmpretrain 1.2.0 and timm 1.0.31, all from the package registry (about 2 minutes), then runs
 # the tests that need no compiled mmcv ops: backbone, window attention, pretraining model,
-# generation, VQGAN, token predictor, safe loading, the version checks, the reference outputs and
-# the GPU check's CPU report
+# generation, VQGAN, token predictor, safe loading, the restricted unpickler (payloads and its
+# decisions against the table recorded from the pinned torch), the version checks, the reference
+# outputs and the GPU check's CPU report
 # (ADDP_REFERENCE_DIR, default ../shared/reference). mmdet / mmseg and the tools that train
 # them need mmcv's ops and are not part of this check.
 set -euo pipefail
@@ -32,7 +33,8 @@ cd "$ROOT"
 "$VENV/bin/python" -m pytest -p no:cacheprovider -q -o addopts="" -n 2 --dist worksteal \
   tests/test_compat.py tests/test_backbone.py tests/test_window_attention.py \
   tests/test_pretrain_model.py tests/test_generation.py tests/test_vqgan.py \
-  tests/test_token_predictor.py tests/test_safe_loading.py tests/test_verify_reference.py \
+  tests/test_token_predictor.py tests/test_safe_loading.py tests/test_restricted_unpickler.py \
+  tests/test_verify_reference.py \
   tests/test_gpu_check.py \
   -k "not mmdet and not mmseg"   # (the toolboxes that need mmcv's compiled ops)
 echo "[check_torch21] done in $(( $(date +%s) - start )) s"

@@ -3,7 +3,8 @@
     python tools/generate.py CONFIG CHECKPOINT [--num-images N] --out-dir DIR
         [--steps 20] [--schedule cosine|linear] [--temperature 6.0]
         [--temperature-mode dynamic|static] [--top-p P] [--batch-size B] [--seed S]
-        [--amp bf16|fp16] [--device cuda|cpu] [--grid-images 64] [--launcher none|pytorch]
+        [--amp bf16|fp16] [--device cuda|cpu] [--grid-images 64] [--save-trajectory]
+        [--launcher none|pytorch]
         [--cfg-options k=v ...] [--debug]
 
 CONFIG is a generation config (configs/generation/) or any ADDP pretraining config; its
@@ -13,7 +14,8 @@ pretraining (``work_dirs/<config name>/iter_N.pth``: encoder + decoder; tokenize
 ``model.target_generator.tokenizer.checkpoint``). The exported ``backbone.pth`` holds the encoder only and is for
 fine-tuning, not generation.
 
-Writes ``DIR/{index:06d}.png`` for index 0..N-1 and ``DIR/grid.png`` (the first 64). With
+Writes ``DIR/{index:06d}.png`` for index 0..N-1, ``DIR/grid.png`` (the first 64) and, with
+``--save-trajectory``, ``DIR/trajectory/{index:06d}.png`` (each image's steps). With
 ``--launcher pytorch`` (torchrun) each rank writes its own block of indices, seeded with
 ``seed + rank``:
 
@@ -53,6 +55,9 @@ def parse_args(argv=None):
     p.add_argument('--device', help='default: cuda when available, else cpu')
     p.add_argument('--grid-images', type=int, default=64, help='images in grid.png')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
+    p.add_argument('--save-trajectory', action='store_true',
+                   help='also write DIR/trajectory/{index:06d}.png: for every step the decoded '
+                        'pixels above the mask of still-unknown tokens')
     add_run_flags(p, launchers=('none', 'pytorch'),
                   cfg_help='override config entries, e.g. '
                            'model.target_generator.tokenizer.checkpoint=PATH')
@@ -100,7 +105,8 @@ def main(argv=None):
     t0 = time.time()
     generate_to_dir(model, sampler, args.out_dir, start, stop, batch_size=batch_size,
                     seed=seed + rank, device=device, autocast_dtype=args.amp,
-                    progress=rank == 0 and not args.no_progress)
+                    progress=rank == 0 and not args.no_progress,
+                    save_trajectory=args.save_trajectory)
     barrier()
     if rank == 0:
         grid = write_grid(args.out_dir, num_images, max_images=args.grid_images)

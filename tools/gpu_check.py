@@ -8,9 +8,11 @@ With CUDA it runs, in about 10 minutes on one GPU (each part says why when it is
 1. ``reference``: every ``tools/verify_reference.py`` row (the released implementation's outputs)
    with its error. The rows are recomputed on the CPU (``tools/verification`` has no device
    option); the report says so.
-2. ``pretrain``: one pretraining step at ``--arch`` in fp32, bf16 (frozen parts), bf16 AMP and the
-   release's fp16 AMP: the loss against fp32 and images/s side by side with the release-style path
-   (``tools/benchmark.py --device cuda --rows pretrain``), TF32 off.
+2. ``pretrain``: one pretraining step at ``--arch`` in fp32 and in the fastest mode (the frozen
+   parts' ``'auto'``, on CUDA the release's own precision: fp16 autocast over every part, the VQ
+   encoder included): the loss against fp32 and images/s side by side with the release-style path
+   in fp32 and under its own fp16 autocast (``tools/benchmark.py --device cuda --rows
+   pretrain``), TF32 off.
 3. ``generation``: 20 steps: images against fp32 and images/s against the release-style sampler
    (``--rows generation``).
 4. ``ddp``: two processes (NCCL where two GPUs exist, else skipped; ``--cpu``: gloo) train the
@@ -36,8 +38,8 @@ from cli import ROOT, add_debug_flag, before_heavy_imports, run_tool  # noqa: E4
 
 PARTS = {
     'reference': 'every verify_reference row (the released implementation\'s outputs) with its error',
-    'pretrain': 'a pretraining step in fp32 / bf16 / AMP (bf16, fp16): loss vs fp32, img/s vs the '
-                'release-style path',
+    'pretrain': 'a pretraining step in fp32 and the fastest mode (fp16 AMP over all): loss vs '
+                'fp32, img/s vs the release-style path in fp32 and under its fp16 autocast',
     'generation': 'generation (20 steps): images vs fp32, img/s vs the release-style sampler',
     'ddp': 'two processes (NCCL) train one step as one process does: same weights',
     'detector': 'the demo Mask R-CNN for one epoch (needs mmcv\'s CUDA ops)',

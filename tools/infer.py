@@ -66,7 +66,7 @@ def image_files(path: str):
     return files
 
 
-def _summary(scope: str, prediction, score_thr: float) -> str:
+def summary(scope: str, prediction, score_thr: float) -> str:
     """One line about one image's prediction."""
     if scope == 'mmdet':
         kept = sum(s >= score_thr for s in prediction['scores'])
@@ -97,7 +97,7 @@ def main(argv=None):
                            save_pred=not args.no_save_pred, score_thr=args.score_thr,
                            batch_size=args.batch_size)
     for file, prediction in zip(files, result['predictions']):
-        print(f'{file}: {_summary(inferencer.toolbox, prediction, args.score_thr)}')
+        print(f'{file}: {summary(inferencer.toolbox, prediction, args.score_thr)}')
     written = [osp.join(args.out_dir, d) for d, skip in ((VIS_DIR, args.no_save_vis),
                                                          (PRED_DIR, args.no_save_pred)) if not skip]
     if written:

@@ -38,14 +38,14 @@ version_of() { pin "$1" | sed -E 's/^[^=]*==//'; }
 [ -f "$REQ" ] || die "missing $REQ"
 command -v "$PY" >/dev/null || die "python interpreter '$PY' not found (set PYTHON=...)"
 
-say "1/6 torch + torchvision ($(pin torch), $(pin torchvision))"
+say "1/7 torch + torchvision ($(pin torch), $(pin torchvision))"
 "${PIP[@]}" "$(pin torch)" "$(pin torchvision)" \
   || die "torch/torchvision install failed (they must match: see README 'Install')"
 
-say "2/6 build tools ($(pin setuptools), ninja, wheel)"
+say "2/7 build tools ($(pin setuptools), ninja, wheel)"
 "${PIP[@]}" "$(pin setuptools)" "$(pin ninja)" "$(pin wheel)" || die "setuptools/ninja/wheel install failed"
 
-say "3/6 $(pin mmengine)"
+say "3/7 $(pin mmengine)"
 "${PIP[@]}" "$(pin mmengine)" || die "mmengine install failed"
 
 MMCV_VER=$(version_of mmcv)
@@ -67,7 +67,7 @@ if sys.argv[2] == '1':
 PY
 }
 
-say "4/6 mmcv $MMCV_VER with compiled ops ($FLAVOUR)"
+say "4/7 mmcv $MMCV_VER with compiled ops ($FLAVOUR)"
 if [ "${REBUILD_MMCV:-0}" = "1" ]; then
   rm -rf "$WHEEL_DIR"
 fi
@@ -116,11 +116,26 @@ else
   mmcv_ok || die "mmcv installed but 'from mmcv.ops import nms' fails (stale cache? delete $WHEEL_DIR)"
 fi
 
-say "5/6 toolboxes and the rest of requirements.txt"
+say "5/7 toolboxes and the rest of requirements.txt"
 "${PIP[@]}" -r "$REQ" || die "pip install -r requirements.txt failed"
 
-say "6/6 addp-mm itself (editable)"
+say "6/7 addp-mm itself (editable)"
 "${PIP[@]}" --no-build-isolation --no-deps -e "$ROOT" || die "editable install of addp-mm failed"
+
+# Debian's chromium for the browser demo's test (tests/test_demo_app.py drives it with Playwright);
+# CI machines run as root with apt
+say "7/7 chromium for the browser demo's test"
+if [ -x /usr/bin/chromium ]; then
+  echo "$(/usr/bin/chromium --version 2>/dev/null | head -n1) already installed: skipping"
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core; } \
+    >/dev/null || die "apt-get install chromium failed"
+  /usr/bin/chromium --version 2>/dev/null | head -n1
+else
+  echo "note: /usr/bin/chromium is missing and apt-get cannot run here (not root, or no apt):" \
+    "tests/test_demo_app.py skips (fails under CI=true); install Debian's chromium package"
+fi
 
 "$PY" - <<'PY' || die "post-install check failed"
 import torch, mmcv, mmengine, mmdet, mmseg, mmpretrain, addp_mm

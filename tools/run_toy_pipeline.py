@@ -4,7 +4,7 @@
         [--data-root data/demo/digits] [--device cpu|cuda] [--seeds 0 1 2]
         [--tokenizer-iters N] [--predictor-iters N] [--addp-iters N] [--batch-size B]
         [--tokenizer-ch C] [--codebook-size K] [--predictor-width W] [--predictor-depth D]
-        [--num-samples N] [--gen-steps S] [--skip-downstream] [--reuse]
+        [--num-samples N] [--gen-steps S] [--skip-downstream] [--edits] [--reuse]
 
 Steps, one after the other in this process (torch and the OpenMMLab stack are imported once, step
 0); each training step and the generation is a ``tools/train.py`` / ``tools/generate.py`` run by
@@ -24,6 +24,12 @@ with ``--cfg-options`` of the config's top-level variable and of the key that us
                   features of a digit classifier trained here), downstream linear probe and
                   10%-label fine-tune, ADDP-pretrained vs random init, over ``--seeds``
                   (tools/toy_metrics.py)
+    8 edits       with ``--edits``: the val digits' lower half and centre box inpainted with
+                  ``--gen-steps`` steps, sampler seeds ``--seeds``, against their VQ
+                  reconstructions, grey / black fills and unconditional samples in the digit
+                  classifier's eyes; the known tokens and pixels; variations at 3 ratios
+                  (tools/toy_metrics.py:edit_metrics); the encoder, decoder and tokenizer in one
+                  small file, edits/generation.pth (tests/assets/toy_chain)
 
 Writes ``WORK_DIR/results.md`` and ``WORK_DIR/results.json`` and prints the table with each step's
 wall and CPU time. A value the run cannot measure is null in results.json, its reason in
@@ -82,7 +88,7 @@ def parse_args(argv=None):
     p.add_argument('--device', choices=['cpu', 'cuda'],
                    help='default: cuda when available (the training tools\' default), else cpu')
     p.add_argument('--seeds', type=int, nargs='+',
-                   help='downstream seeds (default 0 1 2; quick: 0)')
+                   help='downstream seeds and the edits\' sampler seeds (default 0 1 2; quick: 0)')
     p.add_argument('--tokenizer-iters', type=int, help=f'default {FULL["tokenizer_iters"]}')
     p.add_argument('--predictor-iters', type=int, help=f'default {FULL["predictor_iters"]}')
     p.add_argument('--addp-iters', type=int, help=f'default {FULL["addp_iters"]}')
@@ -100,6 +106,9 @@ def parse_args(argv=None):
                    help=f'generated images (default {FULL["num_samples"]})')
     p.add_argument('--gen-steps', type=int, help=f'generation steps (default {FULL["gen_steps"]})')
     p.add_argument('--skip-downstream', action='store_true', help='no linear probe / fine-tune')
+    p.add_argument('--edits', action='store_true',
+                   help='also inpaint and vary the val digits and measure the edits (step 8, '
+                        'docs/user_guides/generate_and_edit.md)')
     p.add_argument('--reuse', action='store_true',
                    help='skip a training step whose output file is already in WORK_DIR (e.g. '
                         'to rerun the evaluation after a change)')
@@ -442,6 +451,25 @@ class Pipeline:
                     self.explain_missing(f'downstream.{key}', handoff_only)
         self.results['downstream'] = out
 
+    def evaluate_edits(self, ckpt, tokenizer_file, predictor_file):
+        """Step 8: ``toy_metrics.edit_metrics`` on the val digits with the chain's ADDP checkpoint,
+        tokenizer and digit classifier."""
+        from addp_mm.apis import build_generation_model
+        from addp_mm.engine.config import cfg_options_dict
+        from addp_mm.models.generation import build_sampler
+        tm = toy_metrics()
+        model, cfg = build_generation_model(
+            CONFIGS['addp'], ckpt, self.device(),
+            cfg_options_dict(self.frozen_part_options(tokenizer_file, predictor_file)))
+        sampler = build_sampler(cfg.get('sampler'), num_steps=self.args.gen_steps)
+        classifier = tm.load_digit_classifier(self.path('digit_classifier.pth'))
+        x, labels, _ = tm.class_folder_split(osp.join(self.args.data_root, 'val'), 32)
+        self.results['edits'] = tm.edit_metrics(model, sampler, classifier, x.expand(-1, 3, -1, -1),
+                                                labels, seeds=self.args.seeds)
+        # the encoder, decoder and tokenizer in one small file (tests/assets/toy_chain)
+        self.results['edits']['generation_checkpoint'] = tm.generation_checkpoint(
+            ckpt, tokenizer_file, self.path('edits', 'generation.pth'))
+
     def downstream_once(self, tm, mode, ckpt, seed, work_dir):
         """One downstream run (``toy_metrics.downstream_command``); its accuracy and time go to
         ``WORK_DIR/result.json`` (reused with ``--reuse``). Returns (accuracy %, seconds,
@@ -488,6 +516,9 @@ class Pipeline:
         if not a.skip_downstream:
             self.step('7 downstream (linear probe, 10%-label fine-tune)', self.downstream,
                       backbone)
+        if a.edits:
+            self.step('8 edits of the val digits (inpainting, variations)', self.evaluate_edits,
+                      ckpt, tok, tp)
         self.results['files'] = dict(tokenizer=tok, token_predictor=tp, addp_checkpoint=ckpt,
                                      backbone=backbone, samples_grid=self.path('samples_grid.png'),
                                      reconstructions=self.path('reconstructions.png'))
@@ -501,6 +532,8 @@ class Pipeline:
         if a.quick:
             self.results['quick_run'] = quick_run_caveat(a)
         table = results_table(self.results)
+        if 'edits' in self.results:
+            table += '\n\n' + edits_table(self.results['edits'])
         with open(self.path('results.json'), 'w') as f:
             json.dump(self.results, f, indent=2)
         with open(self.path('results.md'), 'w') as f:
@@ -652,6 +685,58 @@ def results_table(results) -> str:
     for step, seconds in wall.items():
         cells = [v if isinstance(v, str) else f'{v:.0f}' for v in (seconds, cpu.get(step, '-'))]
         lines.append(f'| {step} | {cells[0]} | {cells[1]} |')
+    return '\n'.join(lines)
+
+
+def _over_seeds(values, scale=100., unit=' %', digits=1) -> str:
+    """``mean ± std`` of a per-seed list (a single value as it is)."""
+    if not isinstance(values, list):
+        return f'{scale * values:.{digits}f}{unit}'
+    values = [scale * v for v in values]
+    if len(values) == 1:
+        return f'{values[0]:.{digits}f}{unit}'
+    return f'{mean(values):.{digits}f} ± {std(values):.{digits}f}{unit}'
+
+
+def edits_table(edits) -> str:
+    """Step 8's tables: the digit classifier on the edits, the known region, the variations."""
+    share = edits['classified_as_original']
+    seeds = ', '.join(str(s) for s in edits['seeds'])
+    regions = list(edits['known'])
+    lines = [f'Edits of the {edits["num_images"]} val digits ({edits["num_steps"]} steps; '
+             f'± the sample std over sampler seeds {seeds}): classified as the original\'s class',
+             '', '| | ' + ' | '.join(r.replace('_', ' ') for r in regions) + ' |',
+             '| --- |' + ' --- |' * len(regions)]
+    rows = [('original digit', lambda r: share['original']),
+            ('VQ reconstruction of the whole digit (ceiling)', lambda r: share['reconstruction']),
+            ('**inpainted**', lambda r: share[f'{r}_inpainted']),
+            ('filled with grey', lambda r: share[f'{r}_grey_fill']),
+            ('filled with black (the background)', lambda r: share[f'{r}_black_fill']),
+            ('unconditional sample', lambda r: share['unconditional'])]
+    for name, value in rows:
+        lines.append(f'| {name} | ' + ' | '.join(_over_seeds(value(r)) for r in regions) + ' |')
+    h, w = edits['grid_hw']
+    lines += ['', 'Known region: tokens that differ from the image\'s, and pixels vs the VQ '
+              'reconstruction (grey levels 0-255, all seeds) by distance to the region in tokens '
+              '(0: the region)', '',
+              '| region | known tokens changed | distance | mean abs diff | max abs diff | '
+              'pixels equal |', '| --- | --- | --- | --- | --- | --- |']
+    for region, known in edits['known'].items():
+        for d, row in known['by_distance'].items():
+            changed = (f'{known["known_token_mismatches"]} of {known["checked_tokens"]}'
+                       if d == '0' else '')
+            lines.append(f'| {region.replace("_", " ") if d == "0" else ""} | {changed} | {d} | '
+                         f'{row["mean"]:.2f} | {row["max"]:.1f} | {100 * row["equal"]:.1f} % |')
+    lines += ['', f'Variations ({h * w} tokens; distances to the VQ reconstruction)', '',
+              '| ratio | tokens re-generated | tokens changed | mean abs pixel diff (0-255) | '
+              'classifier-feature distance | classified as the original\'s class |',
+              '| --- | --- | --- | --- | --- | --- |']
+    for ratio, row in edits['variations'].items():
+        lines.append(f'| {ratio} | {_over_seeds(row["regenerated"])} | '
+                     f'{_over_seeds(row["changed"])} | '
+                     f'{_over_seeds(row["pixel_distance"], 1., "", 2)} | '
+                     f'{_over_seeds(row["feature_distance"], 1., "", 3)} | '
+                     f'{_over_seeds(row["classified_as_original"])} |')
     return '\n'.join(lines)
 
 

@@ -80,7 +80,7 @@ def _load_images(files: Sequence[str], img_size: int) -> torch.Tensor:
     return torch.from_numpy(np.stack([_load_gray(f, img_size) for f in files]))[:, None]
 
 
-def _class_folder_split(split_dir: str,
+def class_folder_split(split_dir: str,
                         img_size: int) -> Tuple[torch.Tensor, torch.Tensor, List[str]]:
     """Images and labels of ``split_dir/<class>/*`` (labels = sorted class folder index)."""
     from addp_mm.evaluation.fid import list_images
@@ -110,7 +110,7 @@ def train_digit_classifier(data_root: str, out_file: str, seed: int = 0, quick: 
     """
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    x_train, y_train, classes = _class_folder_split(osp.join(data_root, 'train'), img_size)
+    x_train, y_train, classes = class_folder_split(osp.join(data_root, 'train'), img_size)
     model = DigitClassifier(len(classes))
     steps_per_epoch = -(-len(x_train) // batch_size)
     total = (QUICK_CLASSIFIER_EPOCHS if quick else epochs) * steps_per_epoch
@@ -143,7 +143,7 @@ def digit_classifier_accuracy(model: DigitClassifier, data_root: str,
                               classes: Optional[Sequence[str]] = None, img_size: int = 32) -> float:
     """Top-1 accuracy (0..1) of ``model`` (in eval mode) on ``data_root/val/<class>/*``;
     ``classes``: the training split's class folders, checked to be the val split's."""
-    x_val, y_val, val_classes = _class_folder_split(osp.join(data_root, 'val'), img_size)
+    x_val, y_val, val_classes = class_folder_split(osp.join(data_root, 'val'), img_size)
     if classes is not None and list(val_classes) != list(classes):
         raise ValueError(f'{data_root}: train classes {list(classes)} and val classes '
                          f'{val_classes} differ')
@@ -291,3 +291,175 @@ def run_downstream(mode: str, backbone_checkpoint: Optional[str], seed: int, wor
                            f'{time.time() - start:.0f} s '
                            f'(exit {proc.returncode}); log {log_file}:\n{tail}')
     return read_val_metric(work_dir)
+
+
+# ---------------------------------------------------------------------------------------------
+# edits on held-out digits (tools/run_toy_pipeline.py --edits)
+# ---------------------------------------------------------------------------------------------
+# the regions inpainted, boxes (x0, y0, x1, y1) in pixels of the 32-px digits
+EDIT_BOXES = {'lower_half': (0, 16, 32, 32), 'centre_box': (8, 8, 24, 24)}
+VARIATION_RATIOS = (0.25, 0.5, 0.75)
+FILL_GREY = 0.5  # the grey-fill baseline's pixels (the digits: white strokes on black)
+# ITU-R 601 luma, as Pillow's convert('L') (rounded half up): the classifier's grayscale
+LUMA = (0.299, 0.587, 0.114)
+
+
+def classifier_input(images: torch.Tensor) -> torch.Tensor:
+    """``B x 3 x H x W`` pixels as the tools save them (:func:`addp_mm.models.utils.to_uint8`) and
+    read back as grayscale (Pillow's ``convert('L')``): ``B x 1 x H x W`` in [0, 1]."""
+    from addp_mm.models.utils import to_uint8
+    rgb = to_uint8(images).float()
+    luma = torch.tensor(LUMA, dtype=rgb.dtype).view(1, 3, 1, 1)
+    return torch.floor((rgb * luma).sum(1, keepdim=True) + 0.5) / 255.
+
+
+@torch.no_grad()
+def classify(model: DigitClassifier, images: torch.Tensor,
+             batch_size: int = 256) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The predicted class and the penultimate features of ``B x 3 x H x W`` pixels."""
+    preds, feats = [], []
+    for chunk in images.split(batch_size):
+        f = model.features(classifier_input(chunk.cpu()))
+        feats.append(f)
+        preds.append(model.fc(f).argmax(1))
+    return torch.cat(preds), torch.cat(feats)
+
+
+def token_distance(unknown: torch.Tensor) -> torch.Tensor:
+    """``h x w`` int: each token's Chebyshev distance (in tokens) to the nearest unknown one (0 in
+    the region)."""
+    h, w = unknown.shape
+    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing='ij')
+    region = unknown.nonzero()
+    dy = (ys.reshape(-1, 1) - region[:, 0]).abs()
+    dx = (xs.reshape(-1, 1) - region[:, 1]).abs()
+    return torch.maximum(dy, dx).amin(1).view(h, w)
+
+
+def _batches(model, sampler, tokens: torch.Tensor, unknown: torch.Tensor, grid, generator,
+             batch_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``ADDPSampler.edit`` over ``tokens`` / ``unknown`` (``B x N``) in batches drawn from one
+    seeded ``generator``: the images (CPU) and the final tokens."""
+    images, out = [], []
+    for t, u in zip(tokens.split(batch_size), unknown.split(batch_size)):
+        pixels, final = sampler.edit(model, t, u.to(t.device), grid_hw=grid, generator=generator)
+        images.append(pixels.cpu())
+        out.append(final.cpu())
+    return torch.cat(images), torch.cat(out)
+
+
+def edit_metrics(model, sampler, classifier: DigitClassifier, images: torch.Tensor,
+                 labels: torch.Tensor, seeds: Sequence[int] = (0, 1, 2),
+                 boxes: Optional[Dict[str, Sequence[int]]] = None,
+                 ratios: Sequence[float] = VARIATION_RATIOS, batch_size: int = 128) -> Dict:
+    """What the edits of ``addp_mm.apis.edit`` do to held-out digits, per sampler seed.
+
+    ``images``: ``B x 3 x H x W`` in [0, 1] (the val digits), ``labels``: their classes. For each
+    region of ``boxes`` (default :data:`EDIT_BOXES`; rounded to the token grid as
+    ``edit.box_region`` does) the tokens of the region are generated by ``sampler.edit`` from the
+    image's other tokens. Returns a dict (lists over ``seeds`` where a seed matters):
+
+    * ``classified_as_original``: the share the digit classifier puts in the original's class,
+      for the originals, their VQ reconstructions (ceiling), each region inpainted (per seed),
+      filled with :data:`FILL_GREY` and with black (the background), and unconditional samples
+      of ``sampler`` (per seed: sample ``i`` against digit ``i``'s class);
+    * ``known``: per region, the known tokens that differ from the image's (all seeds; 0 when the
+      edit keeps them) and the pixels' difference to the VQ reconstruction (grey levels, 0..255,
+      all seeds) by the token distance to the region (0: the region itself): ``mean``, ``max``,
+      the share ``equal`` after uint8 rounding, the pixel count;
+    * ``variations``: per ratio (per seed) the share of tokens re-generated and changed, the mean
+      absolute pixel distance (grey levels) and the classifier-feature distance (L2) to the VQ
+      reconstruction, and the share still classified as the original's class.
+    """
+    from addp_mm.apis import edit
+    from addp_mm.models.utils import to_uint8
+    boxes = dict(EDIT_BOXES if boxes is None else boxes)
+    device = next(model.parameters()).device
+    tokens, grid = edit.encode_tokens(model, images)
+    tokenizer = model.target_generator.tokenizer
+    with torch.no_grad():
+        recon = torch.cat([tokenizer.decode_indices(t, grid).float().cpu()
+                           for t in tokens.split(batch_size)])
+    recon_u8 = to_uint8(recon).float()
+    _, recon_feats = classify(classifier, recon)
+    B, factor = len(images), edit.token_factor(model)
+
+    def share(pred):
+        return float((pred == labels).float().mean())
+
+    out = dict(num_images=B, seeds=list(seeds), grid_hw=list(grid), num_steps=sampler.num_steps,
+               classified_as_original=dict(original=share(classify(classifier, images)[0]),
+                                           reconstruction=share(classify(classifier, recon)[0]),
+                                           unconditional=[]),
+               known={}, variations={str(r): dict(regenerated=[], changed=[], pixel_distance=[],
+                                                  feature_distance=[], classified_as_original=[])
+                                      for r in ratios})
+    regions = {name: edit.box_region(model, images.shape[-2:], box) for name, box in boxes.items()}
+    for name, region in regions.items():
+        for fill, value in (('grey_fill', FILL_GREY), ('black_fill', 0.)):
+            filled = torch.where(region.pixels, torch.full_like(images, value), images)
+            out['classified_as_original'][f'{name}_{fill}'] = share(classify(classifier, filled)[0])
+        out['classified_as_original'][f'{name}_inpainted'] = []
+        out['known'][name] = dict(box=list(boxes[name]), unknown_tokens=int(region.unknown.sum()),
+                                  known_token_mismatches=0, checked_tokens=0, by_distance={})
+    for seed in seeds:
+        generator = torch.Generator(device=device).manual_seed(int(seed))
+        for name, region in regions.items():
+            unknown = region.unknown.reshape(1, -1).expand(B, -1)
+            result, final = _batches(model, sampler, tokens, unknown, grid, generator, batch_size)
+            out['classified_as_original'][f'{name}_inpainted'].append(
+                share(classify(classifier, result)[0]))
+            known = out['known'][name]
+            known['known_token_mismatches'] += int((final != tokens.cpu())[~unknown].sum())
+            known['checked_tokens'] += int((~unknown).sum())
+            diff = (to_uint8(result).float() - recon_u8).abs().mean(1)  # B x H x W, grey levels
+            distance = token_distance(region.unknown).repeat_interleave(factor, 0)
+            distance = distance.repeat_interleave(factor, 1)
+            for d in range(int(distance.max()) + 1):  # 0: the region itself
+                at = diff[:, distance == d]
+                row = known['by_distance'].setdefault(str(d), dict(sum=0., max=0., equal=0,
+                                                                   pixels=0))
+                row['sum'] += float(at.sum())
+                row['max'] = max(row['max'], float(at.max()))
+                row['equal'] += int((at == 0).sum())
+                row['pixels'] += at.numel()
+        samples = torch.cat([sampler.sample(model, len(c), generator=generator).cpu()
+                             for c in labels.split(batch_size)])
+        out['classified_as_original']['unconditional'].append(share(classify(classifier, samples)[0]))
+        variation_generator = torch.Generator().manual_seed(int(seed))
+        for r in ratios:
+            unknown = edit.random_regions(grid, r, B, variation_generator)
+            result, final = _batches(model, sampler, tokens, unknown, grid, generator, batch_size)
+            pred, feats = classify(classifier, result)
+            row = out['variations'][str(r)]
+            row['regenerated'].append(float(unknown.float().mean()))
+            row['changed'].append(float((final != tokens.cpu()).float().mean()))
+            row['pixel_distance'].append(float((to_uint8(result).float() - recon_u8).abs().mean()))
+            row['feature_distance'].append(float((feats - recon_feats).norm(dim=1).mean()))
+            row['classified_as_original'].append(share(pred))
+    for known in out['known'].values():
+        for row in known['by_distance'].values():
+            row['mean'] = row.pop('sum') / row['pixels']
+            row['equal'] = row['equal'] / row['pixels']
+    return out
+
+
+def generation_checkpoint(addp_checkpoint: str, tokenizer_file: str, out_file: str,
+                          dtype: torch.dtype = torch.float16) -> str:
+    """A small file that ``build_generation_model`` loads alone: the encoder and decoder of a
+    pretraining checkpoint (``backbone.*``, ``neck.*``) and the tokenizer under ``vqgan.*`` (as
+    in the released files), floating tensors stored in ``dtype``; no optimizer state, no token
+    predictor (tests/assets/toy_chain)."""
+    from addp_mm.checkpoint import read_checkpoint, unwrap_state_dict
+    state = unwrap_state_dict(read_checkpoint(addp_checkpoint, 'ADDP checkpoint'))
+    tokenizer = unwrap_state_dict(read_checkpoint(tokenizer_file, 'tokenizer'))
+
+    def small(v):
+        return v.to(dtype) if v.is_floating_point() else v
+    kept = {k: small(v) for k, v in state.items() if k.startswith(('backbone.', 'neck.'))}
+    kept.update({f'vqgan.{k}': small(v) for k, v in tokenizer.items()})
+    os.makedirs(osp.dirname(osp.abspath(out_file)), exist_ok=True)
+    torch.save({'state_dict': kept, 'meta': dict(source=osp.basename(addp_checkpoint),
+                                                 tokenizer=osp.basename(tokenizer_file),
+                                                 dtype=str(dtype))}, out_file)
+    return out_file

@@ -1,6 +1,6 @@
 """Train with any addp-mm config (mmdet, mmseg, mmpretrain or our pretraining).
 
-    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--auto-scale-lr]
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp [FROZEN]] [--auto-scale-lr]
                                  [--pretrained BACKBONE_CKPT] [--tensorboard] [--cfg-options k=v ...]
                                  [--launcher none|pytorch|slurm] [--debug]
 
@@ -19,6 +19,9 @@ from cli import (  # noqa: E402
     require_file, run_tool)
 
 
+# the frozen parts' modes (addp_mm/models/utils/precision.py FROZEN_MODES; that module imports
+# torch, which --help does not)
+FROZEN_MODES = ('fp32', 'fast', 'release', 'auto')
 # --amp: each fp32 optimizer wrapper and its mixed-precision counterpart
 AMP_WRAPPERS = {'OptimWrapper': 'AmpOptimWrapper', 'NonFiniteGuardOptimWrapper': 'NonFiniteGuardAmpOptimWrapper'}
 
@@ -29,8 +32,13 @@ def parse_args(argv=None):
     p.add_argument('--work-dir', help='where logs and checkpoints go (default: work_dirs/<config name>)')
     p.add_argument('--resume', nargs='?', type=str, const='auto',
                    help='resume from CKPT, or from the latest checkpoint in the work dir if no CKPT')
-    p.add_argument('--amp', action='store_true',
-                   help='mixed precision training (mmengine AmpOptimWrapper: GPUs only)')
+    p.add_argument('--amp', nargs='?', const='config', metavar='FROZEN',
+                   choices=('config', ) + FROZEN_MODES,
+                   help='mixed precision training (mmengine AmpOptimWrapper; on a CPU bf16 where '
+                        'native). A pretraining config\'s frozen parts run as the config says, or '
+                        'as FROZEN says: release (every part follows the AMP dtype, the VQ '
+                        'encoder too: the release\'s own precision), fast (ours: the VQ encoder '
+                        'in fp32), fp32, auto (release under AMP, else fast)')
     p.add_argument('--auto-scale-lr', action='store_true',
                    help='scale the lr by (total batch size) / auto_scale_lr.base_batch_size')
     p.add_argument('--pretrained', metavar='CKPT',
@@ -54,12 +62,15 @@ def main(argv=None):
     before_heavy_imports()
     sys.path.insert(0, ROOT)  # run from a checkout
     from addp_mm.engine.config import (add_tensorboard, cfg_options_dict, load_config,
-                                       set_pretrained_backbone, set_work_dir)
+                                       set_frozen_precision, set_pretrained_backbone,
+                                       set_work_dir)
     from addp_mm.engine.preflight import check_amp, check_checkpoints, check_data
     from addp_mm.engine.runner_factory import build_runner, close_process_group, setup_launcher
     cfg = load_config(config, cfg_options_dict(args.cfg_options))
     if args.pretrained is not None:
         set_pretrained_backbone(cfg, args.pretrained)
+    if args.amp not in (None, 'config'):
+        set_frozen_precision(cfg, args.amp)
     if args.amp:
         wrapper = cfg.optim_wrapper
         if wrapper.get('type', 'OptimWrapper') in AMP_WRAPPERS.values():

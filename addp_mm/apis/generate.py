@@ -28,6 +28,7 @@ from addp_mm.models.utils import save_image, to_uint8
 
 IMAGE_NAME = '{:06d}.png'
 GRID_NAME = 'grid.png'
+TRAJECTORY_DIR = 'trajectory'  # --save-trajectory: each image's steps as a strip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,12 +153,15 @@ def generate_to_dir(model: nn.Module, sampler: ADDPSampler, out_dir: str, start:
                     batch_size: int = 64, seed: int = 0,
                     device: Optional[Union[str, torch.device]] = None,
                     autocast_dtype: Optional[Union[str, torch.dtype]] = None,
-                    progress: bool = True) -> List[str]:
-    """Generate images ``start .. stop-1`` into ``out_dir/{index:06d}.png``.
+                    progress: bool = True, save_trajectory: bool = False) -> List[str]:
+    """Generate images ``start .. stop-1`` into ``out_dir/{index:06d}.png``; with
+    ``save_trajectory`` also ``out_dir/trajectory/{index:06d}.png``, each image's denoising as a
+    strip of pictures (:class:`~addp_mm.apis.edit.TrajectoryPictures`).
 
     One generator seeded with ``seed`` draws every batch in turn, so the images depend on
     ``seed`` and ``batch_size`` only (ranks pass ``seed + rank``).
     """
+    from .edit import TrajectoryPictures, token_factor
     if batch_size < 1:
         raise UsageError(f'batch_size must be >= 1, got {batch_size}')
     os.makedirs(out_dir, exist_ok=True)
@@ -170,12 +174,17 @@ def generate_to_dir(model: nn.Module, sampler: ADDPSampler, out_dir: str, start:
     try:
         for first in range(start, stop, batch_size):
             n = min(batch_size, stop - first)
+            pictures = TrajectoryPictures(token_factor(model)) if save_trajectory else None
             images = to_uint8(sampler.sample(model, n, generator=generator, device=device,
-                                             autocast_dtype=autocast_dtype)).cpu()
+                                             autocast_dtype=autocast_dtype, on_step=pictures)).cpu()
             for i in range(n):
                 path = osp.join(out_dir, IMAGE_NAME.format(first + i))
                 save_image(images[i], path)
                 paths.append(path)
+                if pictures is not None:
+                    os.makedirs(osp.join(out_dir, TRAJECTORY_DIR), exist_ok=True)
+                    save_image(pictures.strip(i),
+                               osp.join(out_dir, TRAJECTORY_DIR, IMAGE_NAME.format(first + i)))
             bar.update(n)
     finally:
         bar.close()

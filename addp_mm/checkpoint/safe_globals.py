@@ -21,7 +21,6 @@ def _numpy_types():
         from numpy._core.multiarray import _reconstruct
     except ImportError:  # pragma: no cover
         from numpy.core.multiarray import _reconstruct
-    types.append(_reconstruct)
     # scalar types and their dtype classes (np.dtypes.Float64DType, ...), as pickled by numpy 2
     for name in ('float64', 'float32', 'float16', 'int64', 'int32', 'int16', 'int8', 'uint8', 'bool_'):
         scalar = getattr(np, name)
@@ -31,7 +30,11 @@ def _numpy_types():
         from numpy._core.multiarray import scalar as np_scalar
     except ImportError:  # pragma: no cover
         from numpy.core.multiarray import scalar as np_scalar
-    types.append(np_scalar)
+    # numpy 1 pickles arrays and scalars as numpy.core.multiarray._reconstruct / .scalar, numpy 2
+    # as numpy._core.multiarray.*: both spellings, so that a checkpoint written on the torch 2.1
+    # stack (numpy 1.26) loads on the pinned one (numpy 2) and back
+    for module in ('numpy.core.multiarray', 'numpy._core.multiarray'):
+        types += [(_reconstruct, f'{module}._reconstruct'), (np_scalar, f'{module}.scalar')]
     return types
 
 

@@ -123,6 +123,19 @@ def set_pretrained_backbone(cfg: Config, checkpoint: str) -> None:
     model.backbone.init_cfg = dict(type='Pretrained', checkpoint=checkpoint)
 
 
+def set_frozen_precision(cfg: Config, mode: str) -> None:
+    """``tools/train.py --amp MODE``: the frozen parts of a pretraining config run in ``mode``
+    (``model.target_generator.precision``: :data:`~addp_mm.models.utils.precision.FROZEN_MODES`)."""
+    from addp_mm.models.utils.precision import check_frozen_mode
+    model = cfg.get('model')
+    noiser = model.get('target_generator') if isinstance(model, dict) else None
+    if not isinstance(noiser, dict) or noiser.get('type') != 'ADDPNoiser':
+        raise UsageError(f'--amp {mode}: {cfg.filename} has no frozen parts '
+                         "(model.target_generator of type 'ADDPNoiser'); --amp alone turns on "
+                         'mixed precision')
+    noiser['precision'] = check_frozen_mode(mode, '--amp')
+
+
 def add_tensorboard(cfg: Config) -> None:
     """Add mmengine's ``TensorboardVisBackend`` to the config's visualizer (scalars, and the
     images the toolbox draws): ``tensorboard --logdir WORK_DIR``."""

@@ -26,10 +26,11 @@ model = dict(
     # random frozen parts (checkpoint None), float32 so that the demo's numbers are the same on
     # every CPU (the base's 'auto' takes bf16 where the hardware has it natively)
     target_generator=dict(
+        precision='fp32',
         tokenizer=dict(ch=32, ch_mult=[1, 1, 1, 2, 2], num_res_blocks=1, resolution=64,
                        checkpoint=None, precision='fp32'),
         token_predictor=dict(embed_dim=64, depth=2, num_heads=4, decoder_embed_dim=64, decoder_depth=1,
-                             decoder_num_heads=4, checkpoint=None, precision='fp32')))
+                             decoder_num_heads=4, checkpoint=None)))
 
 # the schedule of 300 iterations (the optimizer: _base_/schedules/adamw_fp32-guard_iter.py)
 param_scheduler = [

@@ -21,13 +21,14 @@ model = dict(
     backbone=dict(arch='demo', img_size=32, patch_size=4, drop_rate=0.0, attn_drop_rate=0.0),
     neck=dict(depth=2, num_heads=4, drop=0.0),
     target_generator=dict(
+        precision='fp32',  # the frozen parts in float32: the same numbers on every CPU
         # the sizes of steps 1 and 2
         tokenizer=dict(ch=32, ch_mult=[1, 1, 2], num_res_blocks=1, z_channels=32, n_embed=128,
                        embed_dim=32, resolution=32, precision='fp32',
                        checkpoint='work_dirs/vq-autoencoder_vqgan-toy_1xb32-1k_digits-32px/tokenizer.pth'),
         token_predictor=dict(
             embed_dim=64, depth=2, num_heads=4, decoder_embed_dim=64, decoder_depth=1,
-            decoder_num_heads=4, attn_fp32=False, precision='fp32',
+            decoder_num_heads=4, attn_fp32=False,
             checkpoint='work_dirs/mage-token-trainer_mage-toy_1xb32-2k_digits-32px/token_predictor.pth')))
 
 train_dataloader = dict(sampler=dict(type='DefaultSampler', shuffle=True))

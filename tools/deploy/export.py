@@ -2,7 +2,7 @@
 ``torch.export`` program) and check it against PyTorch at once.
 
     python tools/deploy/export.py CONFIG CHECKPOINT [--format onnx|torch_export]
-        [--shape H W] [--dynamic] [--opset N] [--out FILE] [--batch N] [--no-check]
+        [--shape H W] [--dynamic] [--opset N] [--out FILE] [--batch N] [--no-check] [--rtol R]
         [--cfg-options k=v ...] [--debug]
 
 It prints, for each checked input, the max abs / relative difference to PyTorch and both
@@ -10,6 +10,11 @@ latencies (ONNX Runtime on the CPU), and writes FILE.json beside FILE: how to fe
 (the test pipeline's resize / crop / pad, mean / std, channel order, the outputs, the class names;
 tools/deploy/run_onnx.py feeds it by FILE.json alone) and the checks. What each task exports, the
 input it takes and FILE.json's schema: docs/user_guides/deployment.md.
+
+A file that does not compute what the model computes fails the export: one line naming the file,
+the input size and the difference, exit status 2, no FILE.json (an output further from PyTorch's
+than --rtol of its largest |value|, a NaN, another number or shape of outputs, an input size the
+file does not run at).
 """
 import argparse
 import os.path as osp
@@ -20,6 +25,7 @@ from cli import (ROOT, add_debug_flag, before_heavy_imports, require_config, req
                  run_tool)
 
 FORMATS = ('onnx', 'torch_export')  # = addp_mm.apis.export.FORMATS (here: --help needs no torch)
+RTOL = 1e-4  # = addp_mm.apis.export.PARITY_RTOL
 SUFFIX = {'onnx': '.onnx', 'torch_export': '.pt2'}
 
 
@@ -39,6 +45,9 @@ def parse_args(argv=None):
     p.add_argument('--out', help='file to write (default: work_dirs/export/<config name>.onnx|.pt2)')
     p.add_argument('--no-check', action='store_true', help='do not run the file against PyTorch')
     p.add_argument('--repeats', type=int, default=5, help='timed runs per latency (median)')
+    p.add_argument('--rtol', type=float, default=RTOL,
+                   help='the check fails where an output of the file differs from PyTorch\'s by '
+                        f'more than this share of its largest |value| (default {RTOL:g})')
     p.add_argument('--cfg-options', nargs='+', metavar='KEY=VALUE',
                    help='override config entries, e.g. model.backbone.with_cp=False')
     add_debug_flag(p)
@@ -58,7 +67,7 @@ def main(argv=None):
     from addp_mm.engine.config import cfg_options_dict
     report = export_model(config, args.checkpoint, out, args.format, args.shape, args.dynamic,
                           args.opset, args.batch, check=not args.no_check, repeats=args.repeats,
-                          cfg_options=cfg_options_dict(args.cfg_options))
+                          cfg_options=cfg_options_dict(args.cfg_options), rtol=args.rtol)
     print('\n'.join(report.lines()))
     return report
 

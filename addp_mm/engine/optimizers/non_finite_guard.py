@@ -57,7 +57,9 @@ class NonFiniteGuardMixin:
         local = torch.stack([~torch.isfinite(v.detach()).all() for v in values]).any()
         bad[get_rank()] = local.to(bad.dtype)
         all_reduce(bad, op='sum')
-        return bad.nonzero().flatten().tolist()  # the one host sync of the decision
+        # the one host sync of the decision: the flags come to the host whole (a nonzero() on
+        # the device would wait for it once more, for its output size)
+        return [rank for rank, flag in enumerate(bad.tolist()) if flag != 0]
 
     def _on_non_finite(self, what: str, bad_ranks: List[int], value: Optional[torch.Tensor]) -> None:
         """All ranks call this with the same ``bad_ranks``: all skip or all raise."""

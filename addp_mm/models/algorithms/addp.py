@@ -71,10 +71,11 @@ class ADDP(BaseModel):
                 f'they must coincide (backbone patch_size = tokenizer downsampling '
                 f'{tokenizer.downsample_factor})')
         derived = dict(embed_dim=self.backbone.embed_dims, num_patches=grid[0] * grid[1],
-                       codebook_size=tokenizer.n_embed)
+                       grid_size=grid, codebook_size=tokenizer.n_embed)
         neck = dict(neck)
         for key, value in derived.items():
-            if neck.setdefault(key, value) != value:
+            given = neck.setdefault(key, value)
+            if (tuple(given) if isinstance(given, (list, tuple)) else given) != value:
                 raise UsageError(f'model.neck.{key}={neck[key]} but the backbone / tokenizer give '
                                  f'{value}: leave it out of the config')
         return neck

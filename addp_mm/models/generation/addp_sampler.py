@@ -12,13 +12,20 @@ token is unknown:
 The image is the last ``x``. One position is still soft-embedded after the last step (the mask
 length is clipped to at least 1), exactly as in the release.
 
+Editing (:meth:`ADDPSampler.edit`) is the same process started from an image's tokens with some
+positions unknown: the known tokens never change, the unknown ones start masked, the first pixels
+are decoded from the known codes and, at the unknown positions, the expected code under a uniform
+distribution, and the schedule counts the unknown positions instead of the whole grid (MaskGIT's
+rule for inpainting). On a token grid larger than the model's (outpainting) the encoder's and the
+decoder's position tables are resized to it.
+
 Sizes come from the model: the token grid from the encoder's image size and the tokenizer's
 downsampling factor, the codebook size and the code width from the tokenizer
 (``model.target_generator.tokenizer``). The MAGE token predictor is not used.
 """
 import math
 from contextlib import contextmanager, nullcontext
-from typing import Dict, Iterator, List, Optional, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -151,9 +158,13 @@ class ADDPSampler:
     # ------------------------------------------------------------------ one step, piece by piece
     @staticmethod
     def predict_logits(model: nn.Module, pixels: Optional[torch.Tensor], tokens: torch.Tensor,
-                       mask: torch.Tensor) -> torch.Tensor:
+                       mask: torch.Tensor, grid_hw: Optional[Tuple[int, int]] = None,
+                       num_visible: Optional[int] = None) -> torch.Tensor:
         """Codebook logits ``B x N x K`` (float32) of the decoder on ``pixels`` with the known
-        ``tokens`` (``mask`` = 1 where unknown).
+        ``tokens`` (``mask`` = 1 where unknown); ``grid_hw``: the token grid when it is not the
+        model's own; ``num_visible``: the known positions per row when the caller knows them
+        (the sampler does, from its schedule), else the decoder reads them from ``mask`` (a
+        device read).
 
         ``pixels=None`` means that every position is masked (the first step): the decoder then
         replaces all encoder features by its mask token, so the encoder is not run. Only the
@@ -165,7 +176,8 @@ class ADDPSampler:
             enc = torch.zeros(B, N + 1, model.neck.embed_dim, device=mask.device)
         else:
             enc = model.encode(pixels)
-        return model.neck(enc, tokens, mask, num_codes=model.neck.codebook_size).float()
+        return model.neck(enc, tokens, mask, num_visible, num_codes=model.neck.codebook_size,
+                          grid_hw=grid_hw).float()
 
     def sample_ids(self, logits: torch.Tensor, generator: Optional[torch.Generator] = None
                    ) -> torch.Tensor:
@@ -191,8 +203,10 @@ class ADDPSampler:
 
     def next_mask(self, logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, step: int,
                   generator: Optional[torch.Generator] = None,
-                  gumbel: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Bool ``B x N``: the ``num_masked(step)`` least confident positions of ``tokens``.
+                  gumbel: Optional[torch.Tensor] = None,
+                  num_unknown: Optional[int] = None) -> torch.Tensor:
+        """Bool ``B x N``: the ``num_masked(step, num_unknown)`` least confident positions of
+        ``tokens`` (``num_unknown``: the positions unknown at the start, default all ``N``).
 
         Confidence is ``log p(token) + temperature(step) * g`` at masked positions and ``+inf``
         at known ones, so known tokens stay known; ``g`` is ``gumbel`` if given, else drawn with
@@ -206,7 +220,7 @@ class ADDPSampler:
                 gumbel = self.gumbel_noise(log_p, generator)
             log_p = log_p + temp * gumbel
         confidence = torch.where(mask.bool(), log_p, torch.full_like(log_p, math.inf))
-        num = self.num_masked(step, N)
+        num = self.num_masked(step, N if num_unknown is None else num_unknown)
         lowest = confidence.topk(num, dim=-1, largest=False).indices
         return torch.zeros(B, N, dtype=torch.bool, device=tokens.device).scatter_(1, lowest, True)
 
@@ -232,7 +246,8 @@ class ADDPSampler:
                generator: Optional[torch.Generator] = None,
                device: Optional[Union[str, torch.device]] = None,
                autocast_dtype: Optional[Union[str, torch.dtype]] = None,
-               return_trajectory: bool = False
+               return_trajectory: bool = False,
+               on_step: Optional[Callable[[int, Dict], None]] = None
                ) -> Union[torch.Tensor, Tuple[torch.Tensor, List[Dict]]]:
         """Generate ``num_images`` images in one batch.
 
@@ -248,7 +263,10 @@ class ADDPSampler:
                 runs the encoder, decoder and VQ decoder under autocast; sampling and
                 confidences stay in float32.
             return_trajectory: also return one dict per step with the input ``mask``, ``logits``,
-                ``sampled`` ids, ``tokens``, next ``mask_next``, ``mask_len`` and ``pixels``.
+                ``sampled`` ids, ``tokens``, next ``mask_next``, ``mask_len``, ``pixels`` and the
+                ``pixels_in`` the step encoded (``None`` when nothing was known).
+            on_step: called with ``(step, that dict)`` after every step (e.g. to keep pictures
+                of the trajectory without holding every step's logits).
 
         Returns:
             images ``B x 3 x H x W`` float32, unclamped (convert with
@@ -257,37 +275,120 @@ class ADDPSampler:
         """
         model = unwrap_model(model)
         geo = GenerationGeometry(model)
-        if device is None:
-            device = next(model.parameters()).device
-        device = torch.device(device)
-        if generator is None:
-            generator = torch.Generator(device=device)
-            if seed is None:
-                generator.seed()
-            else:
-                generator.manual_seed(int(seed))
-        dtype = _autocast_dtype(autocast_dtype)
-
+        device = _device(model, device)
         B, N = int(num_images), geo.num_tokens
         tokens = torch.full((B, N), geo.initial_token, dtype=torch.long, device=device)
         mask = torch.ones(B, N, dtype=torch.bool, device=device)
-        pixels = None
+        pixels, _, trajectory = self._denoise(model, tokens, mask, N, None, geo.grid_hw,
+                                              _generator(device, generator, seed),
+                                              _autocast_dtype(autocast_dtype), return_trajectory,
+                                              on_step)
+        return (pixels, trajectory) if return_trajectory else pixels
+
+    @torch.no_grad()
+    def edit(self, model: nn.Module, tokens: torch.Tensor, unknown: torch.Tensor,
+             grid_hw: Optional[Tuple[int, int]] = None, seed: Optional[int] = None,
+             generator: Optional[torch.Generator] = None,
+             autocast_dtype: Optional[Union[str, torch.dtype]] = None,
+             return_trajectory: bool = False,
+             on_step: Optional[Callable[[int, Dict], None]] = None
+             ) -> Union[Tuple[torch.Tensor, torch.Tensor],
+                        Tuple[torch.Tensor, torch.Tensor, List[Dict]]]:
+        """Generate the ``unknown`` positions of a token grid, keeping the others (inpainting,
+        outpainting, variations: :mod:`addp_mm.apis.edit`).
+
+        Args:
+            model: an ``ADDP`` model (or a DDP wrapper of one).
+            tokens: ``B x N`` token ids (the tokenizer's, raster order); the unknown ones are not
+                read.
+            unknown: ``B x N`` bool, True where the tokens are to be generated; the same number
+                in every row, at least one, fewer than ``N``.
+            grid_hw: the token grid ``(h, w)``, ``h * w = N`` (default: the model's own).
+            seed, generator, autocast_dtype, return_trajectory, on_step: as in :meth:`sample`.
+
+        Returns:
+            images ``B x 3 x (f*h) x (f*w)`` float32, unclamped, their tokens ``B x N`` (the
+            known ones as given), and the trajectory when asked for: its first entry's
+            ``pixels_in`` are the pixels the first step encodes.
+        """
+        model = unwrap_model(model)
+        geo = GenerationGeometry(model)
+        B, N = tokens.shape
+        grid_hw = tuple(grid_hw) if grid_hw is not None else geo.grid_hw
+        if unknown.shape != (B, N) or grid_hw[0] * grid_hw[1] != N:
+            raise UsageError(f'edit: tokens {tuple(tokens.shape)}, unknown {tuple(unknown.shape)} '
+                             f'and the grid {grid_hw} do not fit together')
+        # the one read of an edit (none on the device when ``unknown`` is a host tensor, as
+        # addp_mm.apis.edit passes it): the check and the schedule's count
+        counts = unknown.bool().sum(1).tolist()
+        if len(set(counts)) > 1 or not 0 < counts[0] < N:
+            raise UsageError(f'edit: every row needs the same number of unknown positions, '
+                             f'between 1 and {N - 1}; got {counts}')
+        unknown = unknown.to(device=tokens.device, dtype=torch.bool)
+        dtype = _autocast_dtype(autocast_dtype)
+        # the first pixels: the known codes, and the expected code of a uniform distribution
+        # (the ids given at unknown positions are not read)
+        uniform = torch.zeros(B, N, geo.codebook_size, device=tokens.device)
+        known_codes = torch.where(unknown, torch.zeros_like(tokens), tokens)
+        pixels = self.render(model, uniform, known_codes, unknown, grid_hw, dtype)
+        tokens = torch.where(unknown, torch.full_like(tokens, geo.initial_token), tokens)
+        pixels, tokens, trajectory = self._denoise(
+            model, tokens, unknown, counts[0], pixels, grid_hw,
+            _generator(tokens.device, generator, seed), dtype, return_trajectory, on_step)
+        return (pixels, tokens, trajectory) if return_trajectory else (pixels, tokens)
+
+    def _denoise(self, model: nn.Module, tokens: torch.Tensor, mask: torch.Tensor,
+                 num_unknown: int, pixels: Optional[torch.Tensor], grid_hw: Tuple[int, int],
+                 generator: torch.Generator, dtype: Optional[torch.dtype],
+                 return_trajectory: bool, on_step: Optional[Callable[[int, Dict], None]] = None):
+        """The alternating steps from ``tokens`` / ``mask`` (True = unknown, ``num_unknown`` in
+        every row) and ``pixels`` (``None``: nothing known yet). Returns the last pixels, the
+        last tokens and the trajectory (empty unless asked for).
+
+        Nothing is read back from the device: the masked count of every step is the schedule's
+        (a host number), which the decoder and the trajectory take."""
         trajectory = []
+        N = tokens.shape[1]
+        num_masked = num_unknown
         with _eval_mode(model):
             for step in range(self.num_steps):
-                with _autocast(device, dtype):
-                    logits = self.predict_logits(model, pixels, tokens, mask)
+                pixels_in = pixels
+                with _autocast(tokens.device, dtype):
+                    logits = self.predict_logits(model, pixels, tokens, mask, grid_hw,
+                                                 num_visible=N - num_masked)
                 sampled = self.sample_ids(logits, generator)
                 new_tokens = torch.where(mask, sampled, tokens)
-                mask_next = self.next_mask(logits, new_tokens, mask, step, generator)
-                pixels = self.render(model, logits, new_tokens, mask_next, geo.grid_hw, dtype)
-                if return_trajectory:
-                    trajectory.append(dict(mask=mask, logits=logits, sampled=sampled,
-                                           tokens=new_tokens, mask_next=mask_next,
-                                           mask_len=int(mask_next[0].sum()) if B else 0,
-                                           pixels=pixels))
+                mask_next = self.next_mask(logits, new_tokens, mask, step, generator,
+                                           num_unknown=num_unknown)
+                num_masked = self.num_masked(step, num_unknown)  # what next_mask masked
+                pixels = self.render(model, logits, new_tokens, mask_next, grid_hw, dtype)
+                if return_trajectory or on_step is not None:
+                    entry = dict(mask=mask, logits=logits, sampled=sampled, tokens=new_tokens,
+                                 mask_next=mask_next, pixels=pixels, pixels_in=pixels_in,
+                                 mask_len=num_masked if len(mask) else 0)
+                    if on_step is not None:
+                        on_step(step, entry)
+                    if return_trajectory:
+                        trajectory.append(entry)
                 tokens, mask = new_tokens, mask_next
-        return (pixels, trajectory) if return_trajectory else pixels
+        return pixels, tokens, trajectory
+
+
+def _device(model: nn.Module, device: Optional[Union[str, torch.device]]) -> torch.device:
+    return torch.device(device) if device is not None else next(model.parameters()).device
+
+
+def _generator(device: torch.device, generator: Optional[torch.Generator],
+               seed: Optional[int]) -> torch.Generator:
+    """``generator``, else a new one on ``device`` seeded with ``seed`` (randomly without)."""
+    if generator is not None:
+        return generator
+    generator = torch.Generator(device=device)
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(int(seed))
+    return generator
 
 
 def _autocast_dtype(dtype: Optional[Union[str, torch.dtype]]) -> Optional[torch.dtype]:

@@ -10,9 +10,13 @@ the codebook.
 
 Sequence layout (``N`` grid positions, ``V`` visible per row):
 ``[cls slot | N grid slots | V appended visible tokens]``, length ``1 + N + V``.
+
+A token grid of another size than the decoder's (outpainting: a larger canvas) reads its three
+position tables resized to that grid (bicubic, as the encoder's position table).
 """
+import math
 from functools import partial
-from typing import Optional
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -20,7 +24,7 @@ from mmengine.registry import MODELS
 
 from addp_mm.errors import UsageError
 
-from ..layers import MLMHead, build_blocks, init_linear_and_norm
+from ..layers import MLMHead, build_blocks, init_linear_and_norm, resize_pos_embed
 
 
 @MODELS.register_module()
@@ -36,6 +40,7 @@ class ADDPDecoder(nn.Module):
             MLM head's output).
         depth, num_heads, mlp_ratio: decoder blocks (the release: 8 blocks, 16 heads).
         num_patches: number of grid positions ``N`` (h * w of the token grid).
+        grid_size: the token grid ``(h, w)`` the position tables are made for (default: square).
         codebook_size: number of VQ codes (the first entries of the vocabulary).
         decoder_embed_dim: decoder width; ``None`` or ``embed_dim`` (see below).
         vocab_size: token ids ``0..vocab_size-1``; default ``codebook_size + num_classes + 1``
@@ -51,7 +56,8 @@ class ADDPDecoder(nn.Module):
                  num_patches: Optional[int] = None, codebook_size: Optional[int] = None,
                  decoder_embed_dim: Optional[int] = None, vocab_size: Optional[int] = None,
                  num_classes: int = 1000, mlp_ratio: float = 4., drop: float = 0.1,
-                 norm_eps: float = 1e-6, mlm_ln_eps: float = 1e-5, attn_fp32: bool = True):
+                 norm_eps: float = 1e-6, mlm_ln_eps: float = 1e-5, attn_fp32: bool = True,
+                 grid_size: Optional[Sequence[int]] = None):
         super().__init__()
         unset = [n for n, v in (('embed_dim', embed_dim), ('num_patches', num_patches),
                                 ('codebook_size', codebook_size)) if v is None]
@@ -70,8 +76,14 @@ class ADDPDecoder(nn.Module):
         if vocab_size <= codebook_size:
             raise UsageError(f'vocab_size ({vocab_size}) must exceed codebook_size '
                              f'({codebook_size}): the last id is the mask id')
+        side = math.isqrt(num_patches)
+        grid_size = tuple(grid_size) if grid_size is not None else (side, side)
+        if grid_size[0] * grid_size[1] != num_patches:
+            raise UsageError(f'ADDPDecoder grid_size={grid_size} does not hold num_patches='
+                             f'{num_patches} positions')
         self.embed_dim = embed_dim
         self.num_patches = num_patches
+        self.grid_size = grid_size
         self.vocab_size = vocab_size
         self.codebook_size = codebook_size
         dim = decoder_embed_dim
@@ -103,18 +115,29 @@ class ADDPDecoder(nn.Module):
         nn.init.zeros_(self.mlm_head.bias)
 
     # ------------------------------------------------------------------------------------------
+    def position_tables(self, grid_hw: Optional[Tuple[int, int]] = None
+                        ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``pos_embed``, ``pos_mask_embed``, ``pos_token_embed`` for the token grid ``grid_hw``
+        (default: the decoder's own), each ``1 x (1 + h*w) x D``."""
+        tables = (self.pos_embed, self.pos_mask_embed, self.pos_token_embed)
+        if grid_hw is None or tuple(grid_hw) == self.grid_size:
+            return tables
+        return tuple(resize_pos_embed(t, self.grid_size, tuple(grid_hw)) for t in tables)
+
     def embed(self, enc_out: torch.Tensor, indices: torch.Tensor, mask: torch.Tensor,
-              num_visible: Optional[int] = None) -> torch.Tensor:
+              num_visible: Optional[int] = None,
+              grid_hw: Optional[Tuple[int, int]] = None) -> torch.Tensor:
         """The decoder input sequence with position embeddings added, ``B x (1+N+V) x D``.
 
         ``num_visible`` (``V``, the same for every row) is known to the caller during
         pretraining (from the mask schedule); without it it is read from ``mask`` (a device
-        read, for sampling and tests).
+        read, for sampling and tests). ``grid_hw``: the token grid when it is not the decoder's.
         """
         B, N = mask.shape
-        if N != self.num_patches:
-            raise ValueError(f'mask has {N} positions, the decoder was built for '
-                             f'{self.num_patches}')
+        expected = self.num_patches if grid_hw is None else grid_hw[0] * grid_hw[1]
+        if N != expected:
+            raise ValueError(f'mask has {N} positions, the token grid {grid_hw or self.grid_size} '
+                             f'has {expected}')
         if enc_out.shape[:2] != (B, N + 1):
             raise ValueError(f'enc_out must be B x (1+N) x C = {B} x {N + 1} x C (cls at 0), got '
                              f'{tuple(enc_out.shape)}')
@@ -135,12 +158,13 @@ class ADDPDecoder(nn.Module):
         grid = torch.where(hide, self.mask_token.to(x.dtype), x)
         # masked grid slots take the masked-position embedding; the cls slot keeps pos_embed[0]
         pos_masked = torch.cat([masked.new_zeros(B, 1), masked], dim=1).unsqueeze(-1)
-        grid_pos = torch.where(pos_masked, self.pos_mask_embed, self.pos_embed)
+        pos_embed, pos_mask_embed, pos_token_embed = self.position_tables(grid_hw)
+        grid_pos = torch.where(pos_masked, pos_mask_embed, pos_embed)
         # reliable tokens, row-wise in position order (a stable sort puts the visible positions
         # first, in order), with their own position embedding
         visible = masked.to(torch.uint8).argsort(dim=1, stable=True)[:, :num_visible]
         tokens = self.token_emb(indices.gather(1, visible))
-        token_pos = self.pos_token_embed[:, 1:].expand(B, -1, -1).gather(
+        token_pos = pos_token_embed[:, 1:].expand(B, -1, -1).gather(
             1, visible.unsqueeze(-1).expand(-1, -1, D))
         return torch.cat([grid + grid_pos, tokens + token_pos], dim=1)
 
@@ -157,7 +181,8 @@ class ADDPDecoder(nn.Module):
 
     def forward(self, enc_out: torch.Tensor, indices: torch.Tensor, mask: torch.Tensor,
                 num_visible: Optional[int] = None, positions: Optional[torch.Tensor] = None,
-                num_codes: Optional[int] = None) -> torch.Tensor:
+                num_codes: Optional[int] = None,
+                grid_hw: Optional[Tuple[int, int]] = None) -> torch.Tensor:
         """Logits of grid positions, ``B x N x vocab_size``; with ``positions`` (``B x M`` grid
         indices, e.g. :func:`~addp_mm.models.utils.masking.masked_positions`) only those, and
         with ``num_codes`` only the first ``num_codes`` vocabulary entries (the codebook).
@@ -169,8 +194,10 @@ class ADDPDecoder(nn.Module):
             num_visible: the number of unmasked positions per row when the caller knows it.
             positions: the grid positions to score (default: all ``N``).
             num_codes: how many vocabulary entries to score (default: all).
+            grid_hw: the token grid ``(h, w)`` when it is not the decoder's own.
         """
-        x = self._blocks(self.embed(enc_out, indices, mask, num_visible))[:, 1:1 + self.num_patches]
+        N = mask.shape[1]
+        x = self._blocks(self.embed(enc_out, indices, mask, num_visible, grid_hw))[:, 1:1 + N]
         if positions is not None:
             x = x.gather(1, positions.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
         return self.score(self.norm(x), num_codes)

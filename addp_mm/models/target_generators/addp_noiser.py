@@ -26,6 +26,7 @@ from addp_mm.checkpoint import WEIGHT_SOURCES
 from addp_mm.errors import UsageError
 
 from ..utils.frozen import keep_out_of_state_dict
+from ..utils.precision import check_frozen_mode, frozen_precisions
 from ..layers.inference import optimize_for_inference
 from .mage_token_predictor import fit_to_tokenizer
 
@@ -46,14 +47,19 @@ class ADDPNoiser(BaseModule):
         inference_form (bool): run the frozen parts in their inference forms (layouts, in-place
             and fused sums: :mod:`addp_mm.models.layers.inference`); ``False`` keeps the
             reference modules.
+        precision (str, optional): the frozen parts' precision as a whole, one of
+            :data:`~addp_mm.models.utils.precision.FROZEN_MODES` (``'fp32'``, ``'fast'``,
+            ``'release'``: every part follows the AMP dtype, ``'auto'``: per device);
+            ``None``: each part keeps its own ``precision`` / ``encode_precision``.
         config_key (str): how configs name this module, for error messages.
     """
 
     def __init__(self, tokenizer: Dict, token_predictor: Optional[Dict] = None,
                  mask_schedule: Dict = dict(type='MaskSchedule'), inference_form: bool = True,
-                 config_key: str = 'model.target_generator'):
+                 precision: Optional[str] = None, config_key: str = 'model.target_generator'):
         super().__init__()
         self.config_key = config_key
+        self.precision = check_frozen_mode(precision, f'{config_key}.precision')
         self.tokenizer = MODELS.build(tokenizer)
         if token_predictor is not None:
             token_predictor = MODELS.build(fit_to_tokenizer(token_predictor, self.tokenizer))
@@ -107,14 +113,16 @@ class ADDPNoiser(BaseModule):
         if self.token_predictor is None:
             raise UsageError(f'{self.config_key}.token_predictor is None: training needs the '
                                f"frozen MAGE token predictor, from {WEIGHT_SOURCES['token_predictor']}")
-        z0, indices = self.tokenizer.encode(inputs)
+        precision = frozen_precisions(self.precision, inputs.device)
+        z0, indices = self.tokenizer.encode(inputs, precision.encode)
         B, N = indices.shape
         num_masked = None
         if mask_t is None or mask_next is None:
             drawn = self.mask_schedule.draw(B, N, device=inputs.device)
             mask_t, mask_next = drawn.mask_t, drawn.mask_next
             num_masked = drawn.num_masked_t
-        target, probs_next = self.token_predictor.predict(indices, [mask_t, mask_next])
-        x_t, z_t = self.tokenizer.decode_mixed(mask_t, probs_next, z0)
+        target, probs_next = self.token_predictor.predict(indices, [mask_t, mask_next],
+                                                          precision.predictor)
+        x_t, z_t = self.tokenizer.decode_mixed(mask_t, probs_next, z0, precision.decode)
         return dict(x_t=x_t, indices=indices, mask_t=mask_t, mask_next=mask_next, target=target,
                     z_t=z_t, num_masked=num_masked)

@@ -37,7 +37,7 @@ from addp_mm.errors import UsageError
 
 from ..layers import MLMHead, build_blocks, init_linear_and_norm
 from ..layers.pos_embed import sincos_pos_embed_2d
-from ..utils.precision import check_precision, precision_context
+from ..utils.precision import OWN, check_precision, part_precision, precision_context
 
 __all__ = ['MAGETokenPredictor', 'fit_to_tokenizer']
 
@@ -218,21 +218,24 @@ class MAGETokenPredictor(nn.Module):
         return self.mlm_layer(x, self.token_emb.word_embeddings.weight, self.codebook_size)
 
     @torch.no_grad()
-    def forward(self, indices: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, indices: torch.Tensor, mask: torch.Tensor,
+                precision: Optional[str] = OWN) -> torch.Tensor:
         """Probabilities over the codebook, ``(B, codebook_size, h, w)`` (float32).
 
         Args:
             indices: ``(B, h*w)`` (or ``(B, h, w)``) token ids in raster order.
             mask: same shape, 1/True = masked (hidden from the predictor).
+            precision: the predictor's (default: its ``precision``).
         """
-        with precision_context(self.precision, indices.device):
+        with precision_context(part_precision(self.precision, precision), indices.device):
             logits = self.decode(self.encode(indices, mask), mask)
         probs = logits.float().softmax(dim=-1)
         B = probs.shape[0]
         return probs.transpose(1, 2).reshape(B, self.codebook_size, *self.grid_size)
 
     @torch.no_grad()
-    def predict(self, indices: torch.Tensor, masks: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+    def predict(self, indices: torch.Tensor, masks: Sequence[torch.Tensor],
+                precision: Optional[str] = OWN) -> List[torch.Tensor]:
         """:meth:`forward` for several masks of the same tokens in one batched pass.
 
         Returns one ``(B, codebook_size, h, w)`` probability map per mask, in the order given.
@@ -243,7 +246,7 @@ class MAGETokenPredictor(nn.Module):
         B = indices.shape[0]
         masks = [m.reshape(m.shape[0], -1).to(indices.device) for m in masks]
         probs = self(indices.reshape(B, -1).repeat(len(masks), 1),
-                     torch.cat([m.bool() for m in masks], dim=0))
+                     torch.cat([m.bool() for m in masks], dim=0), precision)
         return list(probs.split(B, dim=0))
 
 

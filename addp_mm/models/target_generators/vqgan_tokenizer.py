@@ -24,7 +24,8 @@ from addp_mm.errors import UsageError
 
 from ..layers.inference import inference_form_of
 from ..layers.vqgan import VectorQuantizer, VQGANDecoder, VQGANEncoder, check_vqgan_channels
-from ..utils.precision import check_precision, precision_context, resolve_precision
+from ..utils.precision import (OWN, active_dtype, check_precision, part_precision,
+                               precision_context, resolve_precision)
 
 __all__ = ['VQGANTokenizer']
 
@@ -132,33 +133,39 @@ class VQGANTokenizer(nn.Module):
         return self.quantize.embedding.weight
 
     # ------------------------------------------------------------------ forward paths
-    def encode_latent(self, x: torch.Tensor) -> torch.Tensor:
-        """Encoder output before quantisation, B x embed_dim x h x w."""
+    def encode_latent(self, x: torch.Tensor, precision: Optional[str] = OWN) -> torch.Tensor:
+        """Encoder output before quantisation, B x embed_dim x h x w (in ``precision``, default
+        ``encode_precision``)."""
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(
                 f'expected B x {self.in_channels} x H x W pixels, got {tuple(x.shape)}')
         self.grid_size(x.shape[-2:])
-        with precision_context(self.encode_precision, x.device):
+        with precision_context(part_precision(self.encode_precision, precision), x.device):
             return self.encoder(x)
 
-    def encode(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, x: torch.Tensor, precision: Optional[str] = OWN
+               ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Pixels in [0, 1] (no normalisation) -> (z_q B x C x h x w, indices B x (h*w) int64).
 
         ``z_q`` is the straight-through value ``z + (e - z)`` (equal to the code up to rounding);
         indices are in raster order: ``indices[b, w*r + c]`` is the code of ``z_q[b, :, r, c]``.
+        ``precision``: the encoder's (default ``encode_precision``); the nearest-code search is
+        float32.
         """
-        return self.quantize(self.encode_latent(x))
+        return self.quantize(self.encode_latent(x, precision))
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         return self.encode(x)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Codes B x embed_dim x h x w -> pixels B x out_ch x (f*h) x (f*w), not clamped."""
+    def decode(self, z: torch.Tensor, precision: Optional[str] = OWN) -> torch.Tensor:
+        """Codes B x embed_dim x h x w -> pixels B x out_ch x (f*h) x (f*w), not clamped
+        (``precision``: the decoder's, default ``precision``)."""
         if z.dim() != 4 or z.shape[1] != self.embed_dim:
             raise ValueError(f'expected B x {self.embed_dim} x h x w codes, got {tuple(z.shape)}')
-        with precision_context(self.precision, z.device):
+        precision = part_precision(self.precision, precision)
+        with precision_context(precision, z.device):
             x = self.decoder(z)
-        if self.precision is not None:
+        if precision is not None:
             x = x.to(z.dtype)
         return x.contiguous()
 
@@ -213,12 +220,12 @@ class VQGANTokenizer(nn.Module):
         soft = self.soft_embed(probs.to(codes.dtype))
         return torch.where(mask.bool().view(B, 1, h, w), soft, codes)
 
-    def decode_mixed(self, mask: torch.Tensor, probs: torch.Tensor,
-                     codes: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """ADDP's step from tokens to pixels: :meth:`mix_codes`, decoded. Returns
-        ``(pixels, mixed codes)``."""
+    def decode_mixed(self, mask: torch.Tensor, probs: torch.Tensor, codes: torch.Tensor,
+                     precision: Optional[str] = OWN) -> Tuple[torch.Tensor, torch.Tensor]:
+        """ADDP's step from tokens to pixels: :meth:`mix_codes`, decoded (in ``precision``).
+        Returns ``(pixels, mixed codes)``."""
         z = self.mix_codes(mask, probs, codes)
-        return self.decode(z), z
+        return self.decode(z, precision), z
 
     def extra_repr(self) -> str:
         return (f'ch={self.ch}, ch_mult={self.ch_mult}, num_res_blocks={self.num_res_blocks}, '
@@ -239,19 +246,24 @@ class _FastVQGANTokenizer(VQGANTokenizer):
     def leave_inference_form(self) -> None:
         self.decoder.to(memory_format=torch.contiguous_format)
 
-    def encoder_layout(self, device) -> torch.memory_format:
-        """Channels-last when forced (``encoder_channels_last``), else on a CPU when ``precision``
-        is a reduced one (a fast mode: the encoder's GroupNorms then sum in another order,
-        latents move by ~3e-4, token ids are kept); NCHW otherwise, the release's numbers."""
+    def encoder_layout(self, device, precision: Optional[str] = OWN) -> torch.memory_format:
+        """Channels-last when forced (``encoder_channels_last``), else on a CPU in a fast mode:
+        the encoder itself computes in a reduced dtype (``precision`` of the call, default
+        ``encode_precision``) or the decoder's ``precision`` is a reduced one (the encoder's
+        GroupNorms then sum in another order, latents move by ~3e-4, token ids are kept); NCHW
+        otherwise, the release's numbers."""
         channels_last = self.encoder_channels_last
         if channels_last is None:
             device = torch.device(device)
-            channels_last = (device.type == 'cpu'
-                             and resolve_precision(self.precision, device) in ('bf16', 'fp16'))
+            encode = part_precision(self.encode_precision, precision)
+            channels_last = device.type == 'cpu' and (
+                active_dtype(encode, device) is not None
+                or resolve_precision(self.precision, device) in ('bf16', 'fp16'))
         return torch.channels_last if channels_last else torch.contiguous_format
 
-    def encode_latent(self, x: torch.Tensor) -> torch.Tensor:
-        return super().encode_latent(x.contiguous(memory_format=self.encoder_layout(x.device)))
+    def encode_latent(self, x: torch.Tensor, precision: Optional[str] = OWN) -> torch.Tensor:
+        layout = self.encoder_layout(x.device, precision)
+        return super().encode_latent(x.contiguous(memory_format=layout), precision)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return super().decode(z.contiguous(memory_format=torch.channels_last))
+    def decode(self, z: torch.Tensor, precision: Optional[str] = OWN) -> torch.Tensor:
+        return super().decode(z.contiguous(memory_format=torch.channels_last), precision)

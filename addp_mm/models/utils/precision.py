@@ -1,6 +1,6 @@
 """Which floating-point precision the frozen, inference-only parts of ADDP run in.
 
-``precision`` is one of:
+A part's ``precision`` is one of:
 
 * ``'fp32'``: full precision, autocast disabled inside the part (exact);
 * ``'bf16'`` / ``'fp16'``: autocast to that dtype inside the part, whatever the hardware (on a CPU
@@ -10,24 +10,50 @@
   hardware would emulate;
 * ``None``: follow whatever autocast the caller has active (e.g. mmengine's ``AmpOptimWrapper``).
 
-:func:`resolve_precision` is the one place that decides; :func:`precision_context` turns the
-result into an autocast context.
+The frozen parts together (``ADDPNoiser(precision=MODE)``, ``tools/train.py --amp MODE``) run in
+one of the modes of :data:`FROZEN_MODES`, each a precision for the VQ encoder, the VQ decoder and
+the token predictor (:func:`frozen_precisions`):
+
+* ``'fp32'``: all three in fp32: the release's numbers (its ``--fp32`` runs);
+* ``'fast'``: the encoder in fp32 (the token ids are the targets), the decoder and the token
+  predictor ``'auto'`` (bf16 where native): ours;
+* ``'release'``: all three follow the caller's autocast, as the release runs its pretraining
+  (``torch.cuda.amp.autocast`` around the whole model, the VQ encoder included);
+* ``'auto'``: the fastest mode whose accuracy contract holds, measured side by side with the
+  release (``tools/benchmark.py --rows pretrain``, docs/advanced_guides/performance.md):
+  ``'release'`` where the caller runs an autocast (mixed-precision training: fp16 with the loss
+  scaler on CUDA, as the release; bf16 on a CPU, where it is the fastest mode and ``'fast'`` under
+  the same autocast is slower than the release), ``'fast'`` otherwise.
+
+:func:`resolve_precision` and :func:`frozen_precisions` are the places that decide;
+:func:`precision_context` turns a part's precision into an autocast context.
 """
 from contextlib import nullcontext
 from functools import lru_cache
-from typing import Optional, Union
+from typing import NamedTuple, Optional, Union
 
 import torch
 
-from addp_mm.compat import autocast_available
+from addp_mm.compat import autocast_available, autocast_dtype, autocast_enabled
 from addp_mm.errors import UsageError
 
 PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
 DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 _ALIASES = {'float32': 'fp32', 'bfloat16': 'bf16', 'float16': 'fp16'}
 
+FROZEN_MODES = ('fp32', 'fast', 'release', 'auto')
+# (VQ encoder, VQ decoder, token predictor) of each fixed mode
+_FROZEN_PARTS = {'fp32': ('fp32', 'fp32', 'fp32'), 'fast': ('fp32', 'auto', 'auto'),
+                 'release': (None, None, None)}
+# what 'auto' is under the caller's autocast and without one: the fastest mode whose contract
+# holds, measured side by side (tools/benchmark.py --rows pretrain; docs/advanced_guides/performance.md)
+AUTO_UNDER_AUTOCAST, AUTO_WITHOUT = 'release', 'fast'
+# "the part's own setting" (the argument a call leaves out), distinct from None ("follow autocast")
+OWN = 'own'
+
 __all__ = ['PRECISIONS', 'check_precision', 'native_bf16', 'resolve_precision',
-           'precision_context', 'precision_dtype']
+           'precision_context', 'precision_dtype', 'FROZEN_MODES', 'FrozenPrecisions',
+           'check_frozen_mode', 'frozen_precisions', 'part_precision', 'active_dtype', 'OWN']
 
 
 def check_precision(precision: Optional[str], what: str = 'precision') -> Optional[str]:
@@ -86,3 +112,47 @@ def precision_context(precision: Optional[str], device: Union[str, torch.device]
     if resolved == 'fp32':
         return torch.autocast(device_type=device.type, enabled=False)
     return torch.autocast(device_type=device.type, dtype=DTYPES[resolved])
+
+
+class FrozenPrecisions(NamedTuple):
+    """The precision of each frozen part in a mode (values of a part's ``precision``)."""
+    encode: Optional[str]
+    decode: Optional[str]
+    predictor: Optional[str]
+
+
+def check_frozen_mode(mode: Optional[str], what: str = 'precision') -> Optional[str]:
+    """Validate a frozen-parts mode (``None``: each part keeps its own setting)."""
+    if mode is not None and mode not in FROZEN_MODES:
+        raise UsageError(f'{what}={mode!r}: choose one of {FROZEN_MODES} (or None: each frozen '
+                         'part keeps its own precision)')
+    return mode
+
+
+def frozen_precisions(mode: Optional[str], device: Union[str, torch.device]) -> FrozenPrecisions:
+    """The precision of the VQ encoder, the VQ decoder and the token predictor in ``mode`` on
+    ``device`` (``'auto'``: ``'release'`` under the caller's autocast on ``device``, else
+    ``'fast'``); ``None``: each part's own setting (:data:`OWN`)."""
+    mode = check_frozen_mode(mode)
+    if mode is None:
+        return FrozenPrecisions(OWN, OWN, OWN)
+    if mode == 'auto':
+        mode = AUTO_UNDER_AUTOCAST if active_dtype(None, device) is not None else AUTO_WITHOUT
+    return FrozenPrecisions(*_FROZEN_PARTS[mode])
+
+
+def part_precision(own: Optional[str], given: Optional[str] = OWN) -> Optional[str]:
+    """``own`` (a part's setting) unless a call gives another precision (``given``, not
+    :data:`OWN`)."""
+    return own if given == OWN else check_precision(given)
+
+
+def active_dtype(precision: Optional[str], device: Union[str, torch.device]) -> Optional[torch.dtype]:
+    """The reduced dtype a part in ``precision`` computes in on ``device`` right now (``None``
+    for float32): its own setting, or for ``None`` the caller's autocast."""
+    device = torch.device(device)
+    if precision is None:
+        if not autocast_available(device.type) or not autocast_enabled(device.type):
+            return None
+        return autocast_dtype(device.type)
+    return precision_dtype(precision, device)

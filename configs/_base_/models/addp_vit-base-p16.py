@@ -23,19 +23,21 @@ model = dict(
         # ours: the frozen parts run their inference forms (layouts, in-place and fused sums;
         # exact in fp32, docs/advanced_guides/performance.md); False keeps the reference modules
         inference_form=True,
+        # the frozen parts' precision in a pretraining step: under mixed precision the release's
+        # (every part follows the AMP dtype: fp16 with the loss scaler on CUDA, bf16 on a CPU),
+        # without it ours (the VQ encoder in fp32, the VQ decoder and the token predictor in
+        # bf16 where native): addp_mm/models/utils/precision.py, docs/advanced_guides/performance.md
+        precision='auto',
         # MAGE's VQGAN: 1024 codes of 256-d, 256x256 -> 16x16
         tokenizer=dict(type='VQGANTokenizer', ch=128, ch_mult=[1, 1, 2, 2, 4], num_res_blocks=2,
                        z_channels=256, n_embed=1024, embed_dim=256, resolution=256,
                        checkpoint='checkpoints/vqgan_jax_strongaug.ckpt',
-                       # ours, not the release's: the frozen decoder in bf16 where the hardware
-                       # runs it natively (else fp32); the encoder (token ids) stays fp32, and
-                       # runs channels-last when the decoder is bf16 (docs/advanced_guides/performance.md)
+                       # ours, generation's VQ decoder: bf16 where the hardware runs it natively
                        precision='auto'),
         # MAGE ViT-B token predictor (codebook and grid from the tokenizer)
         token_predictor=dict(type='MAGETokenPredictor', embed_dim=768, depth=12, num_heads=12,
                              decoder_embed_dim=768, decoder_depth=8, decoder_num_heads=16,
-                             checkpoint='checkpoints/mage-vitb-1600.pth', attn_fp32=True,
-                             precision='auto'),  # ours: bf16 where native, else fp32
+                             checkpoint='checkpoints/mage-vitb-1600.pth', attn_fp32=True),
         # the release: cosine schedule at 100 steps, ratios in [0.5, 1), truncnorm(0.55, 0.25)
         # weights, next state 1..5 steps further
         mask_schedule=dict(type='MaskSchedule', num_steps=100, min_ratio=0.5, max_ratio=1.0,
