@@ -93,6 +93,15 @@ def test_rename_encoder_keys_as_the_pre_hook_sees_them():
     (['token_emb.word_embeddings.weight', 'blocks.0.w'], 'token_predictor'),
     (['encoder.conv_in.weight', 'quantize.embedding.weight'], 'tokenizer'),
     (['foo.bar'], 'unknown'),
+    (['mlm_layer.bias', 'blocks.0.w'], 'unknown'),  # the release's decoder head needs token_emb
+    (['token_emb.weight', 'pos_embed'], 'unknown'),
+    (['backbone.blocks.0.w', 'roi_head.bbox_head.fc_cls.weight'], 'detector'),
+    (['backbone.blocks.0.w', 'bbox_head.cls_convs.0.weight'], 'detector'),
+    (['token_predictor.token_emb.word_embeddings.weight', 'token_predictor.blocks.0.w'],
+     'token_predictor'),
+    (['tokenizer.encoder.conv_in.weight'], 'tokenizer'),
+    (['blocks.0.attn.qkv.weight', 'head.weight'], 'classifier'),  # the release's fine-tuning
+    (['blocks.0.attn.qkv.weight', 'pos_embed'], 'encoder'),
 ])
 def test_checkpoint_kind(keys, kind):
     assert checkpoint_kind(dict.fromkeys(keys)) == kind
@@ -105,6 +114,24 @@ def test_model_state_dict_picks_the_converter_that_fits():
     assert name == 'finetune_classifier_state_dict' and set(state) == set(model)
     ours = tensors(*model)
     assert model_state_dict(ours, model) == (ours, 'as saved')
+
+
+def test_converters_edge_layouts():
+    t = torch.zeros(1)
+    # ours, backbone only (fc_norm too) or neck only: as it is
+    ours = {'backbone.blocks.0.norm1.weight': t, 'backbone.fc_norm.weight': t}
+    assert addp_state_dict(ours) == ours
+    assert addp_state_dict({'neck.mask_token': t}) == {'neck.mask_token': t}
+    # the release's fine-tuning file given as a pretraining one: its fc_norm is left out
+    assert addp_state_dict({'blocks.0.norm1.weight': t, 'fc_norm.weight': t}) == {
+        'backbone.blocks.0.norm1.weight': t}
+    # a file with backbone.* keys is not converted again (even with release names inside)
+    state = {'backbone.tokenizer_norm.weight': t}
+    assert model_state_dict(state, ['backbone.pre_norm.weight']) == (state, 'as saved')
+    with pytest.raises(KeyError, match=r"no VQGAN weights with prefix 'tokenizer.'"):
+        vqgan_state_dict({'encoder.conv_in.weight': t}, prefix='tokenizer.')
+    with pytest.raises(KeyError, match=r"got e.g. \['a', 'b', 'c', 'd', 'e'\]\. The"):
+        vqgan_state_dict(dict.fromkeys('abcdef'))
 
 
 class Two(nn.Module):

@@ -2,6 +2,7 @@
 fallbacks for older torch (the restricted unpickler, the private hook spellings) do what the
 features they stand in for do; exercised here on the pinned torch by forcing the fallback."""
 import argparse
+import io
 import os
 import pickle
 
@@ -26,6 +27,44 @@ def test_an_unsupported_version_is_refused_in_one_line(found, message):
     with pytest.raises(ImportError, match=message) as info:
         compat.check_versions(versions)
     assert '\n' not in str(info.value)
+
+
+def test_version_edges_pre_releases_and_a_missing_package_before_a_bad_one():
+    assert compat._release('2.5.0rc1') == (2, 5, 0) and compat._release('2.1.dev2024') == (2, 1)
+    assert compat._release('2.14.1+cu130') == (2, 14, 1)
+    with pytest.raises(ImportError, match='found torch 2.15:'):
+        compat.check_versions(dict(torch='2.15'))  # the upper bound itself is out
+    with pytest.raises(ImportError, match='found torch 2.15.0rc1'):
+        compat.check_versions(dict(torch='2.15.0rc1'))
+    with pytest.raises(ImportError, match='found mmcv 2.3.0'):  # torch, mmengine not installed
+        compat.check_versions(dict(mmcv='2.3.0'))
+
+
+def test_mmcv_is_found_as_mmcv_lite_too(monkeypatch):
+    from importlib import metadata
+    installed = {'mmcv-lite': '2.2.0', 'torch-lite': '9.9'}
+
+    def version(dist):
+        if dist not in installed:
+            raise metadata.PackageNotFoundError(dist)
+        return installed[dist]
+    monkeypatch.setattr(metadata, 'version', version)
+    assert compat.installed_version('mmcv') == '2.2.0'
+    assert compat.installed_version('torch') is None  # only mmcv has a -lite
+    installed['mmcv'] = '2.1.0'
+    assert compat.installed_version('mmcv') == '2.1.0'
+
+
+def test_restricted_unpickler_on_an_old_torch_list_and_with_load_arguments(monkeypatch):
+    """torch < 2.4's list lacks ``_codecs.encode`` (NumPy's pickles need it): the module adds it.
+    ``load`` passes its keyword arguments on (``encoding`` of protocol 2 strings)."""
+    monkeypatch.setattr(compat, '_torch_allowed_globals', dict)
+    module = compat.restricted_pickle_module([])
+    assert module.load(io.BytesIO(b'\x80\x02c_codecs\nencode\nX\x03\x00\x00\x00abcX\x06\x00\x00'
+                                  b'\x00latin1\x86R.')) == b'abc'
+    py2_str = b'\x80\x02U\x03abc.'
+    assert module.load(io.BytesIO(py2_str)) == 'abc'
+    assert module.load(io.BytesIO(py2_str), encoding='bytes') == b'abc'
 
 
 def test_supported_versions_and_missing_packages_pass():
@@ -90,6 +129,22 @@ def test_private_hook_spellings_behave_as_the_public_ones():
     assert seen == [('Linear', ['bias', 'weight']), ('Old', ['bias', 'weight'])]
 
 
+def test_the_public_hook_names_are_used_where_torch_has_them():
+    calls = []
+
+    class New(nn.Linear):
+        def register_load_state_dict_pre_hook(self, hook):
+            calls.append('load')
+
+        def register_state_dict_post_hook(self, hook):
+            calls.append('save')
+
+    m = New(2, 2)
+    compat.register_load_state_dict_pre_hook(m, print)
+    compat.register_state_dict_post_hook(m, print)
+    assert calls == ['load', 'save']
+
+
 def test_autocast_probes_follow_the_context():
     assert not compat.autocast_enabled('cpu')
     with torch.autocast('cpu', dtype=torch.bfloat16):
@@ -122,3 +177,22 @@ def test_models_pretraining_and_generation_run_without_mmcv(tmp_path):
     parts = json.load(open(tmp_path / 'gpu_check.json'))['parts']
     assert parts['pretrain']['status'] == 'passed' and parts['generation']['status'] == 'passed'
     assert json.load(open(tmp_path / 'gpu_check.json'))['machine']['mmcv'] is None
+
+
+@pytest.mark.parametrize('spelling, full', [
+    (b'c__builtin__\nset\n', None),  # protocol 2's name of builtins.set: allowed
+    (b'c__builtin__\neval\n', 'builtins.eval'),  # the module renamed
+    (b'c__builtin__\nreduce\n', 'functools.reduce'),  # module and name renamed
+    (b'cposix\nsystem\n', 'posix.system'),
+])
+def test_restricted_unpickler_reads_protocol_2_spellings_as_python_3_names(spelling, full):
+    """Globals are judged by their Python 3 names, as torch's weights-only load judges them."""
+    from addp_mm.checkpoint import safe_globals
+    module = compat.restricted_pickle_module(safe_globals())
+    assert module.UnpicklingError is pickle.UnpicklingError  # what callers catch
+    data = b'\x80\x02' + spelling + b']K\x01a\x85R.'  # GLOBAL, [1], TUPLE1, REDUCE: f([1])
+    if full is None:
+        assert module.load(io.BytesIO(data)) == {1}
+    else:
+        with pytest.raises(module.UnpicklingError, match=rf'Unsupported global: GLOBAL {full}$'):
+            module.load(io.BytesIO(data))

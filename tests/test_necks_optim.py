@@ -91,3 +91,85 @@ def test_every_parameter_without_weight_decay_is_logged(tmp_path):
     assert decayed and not any(matches(n) for n in decayed), listed
     counts = [int(c) for c in re.findall(r'\((\d+)\)', listed)]
     assert sum(counts) + sum(1 for item in listed.split(', ') if '(' not in item) == len(no_wd)
+
+
+def groups_by_name(wrapper, model):
+    """``{parameter name: its param group}``."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    return {names[id(p)]: g for g in wrapper.optimizer.param_groups for p in g['params']}
+
+
+class NormWithChild(nn.LayerNorm):  # a norm layer holding another module: only its own are norm's
+    def __init__(self):
+        super().__init__(4)
+        self.proj = nn.Linear(4, 4)
+
+
+def test_decay_rule_order_and_defaults():
+    from addp_mm.engine.optimizers.layer_decay import decay_rule
+    flat, mat = torch.zeros(3), torch.zeros(3, 3)
+    custom = dict(custom_keys={'qkv': dict(decay_mult=0.5), 'blocks.1': dict(lr_mult=0.1),
+                               'head': dict(decay_mult=0.25, lr_mult=3.0)})
+    # the longest fragment wins (not the last in order); a key's missing mult is 1
+    assert decay_rule('backbone.blocks.1.attn.qkv.weight', mat, False, custom) == (1.0, 0.1)
+    assert decay_rule('backbone.blocks.0.attn.qkv.weight', mat, False, custom) == (0.5, 1.0)
+    assert decay_rule('head.fc.bias', flat, False, custom) == (0.25, 3.0)  # before any 1-d rule
+    default = ('pos_embed',)
+    assert decay_rule('backbone.pos_embed', mat, False, {}, default) == (0.0, 1.0)
+    assert decay_rule('backbone.pos_embed', mat, False, {'no_decay_names': ()}, default) == (1., 1.)
+    mults = dict(norm_decay_mult=0.3, bias_decay_mult=0.2, flat_decay_mult=0.4)
+    assert decay_rule('backbone.norm.bias', flat, True, mults) == (0.3, 1.0)  # norm before bias
+    assert decay_rule('backbone.blocks.0.attn.qkv.bias', flat, False, mults) == (0.2, 1.0)
+    assert decay_rule('bias', flat, False, mults) == (0.2, 1.0)  # a top-level parameter
+    assert decay_rule('backbone.gamma_bias', flat, False, mults) == (0.4, 1.0)  # not a 'bias'
+    assert decay_rule('backbone.norm.weight', flat, True, dict(flat_decay_mult=0.4)) == (0.4, 1.0)
+    assert decay_rule('backbone.norm.weight', flat, True, {}) == (0.0, 1.0)  # 1-d: 0 by default
+    assert decay_rule('backbone.blocks.0.attn.qkv.bias', mat, False, mults) == (0.2, 1.0)
+    assert decay_rule('backbone.blocks.0.attn.qkv.weight', mat, False, mults) == (1.0, 1.0)
+
+
+def test_layer_decay_groups_of_a_bare_backbone_and_of_a_model_without_depths():
+    from addp_mm.errors import UsageError
+    from addp_mm.engine.optimizers.layer_decay import _by_pattern
+    vit = ADDPViT(arch=TINY, img_size=32, patch_size=8)  # get_layer_depth on the model itself
+    groups = groups_by_name(build(0.65, custom_keys={'blocks.2': dict(lr_mult=0.1)})(vit), vit)
+    L = 4 + 2
+    for name, depth, mult in (('blocks.3.attn.qkv.weight', 4, 1.), ('pos_embed', 0, 1.),
+                              ('blocks.2.mlp.fc1.weight', 3, .1), ('norm.weight', L - 1, 1.)):
+        g = groups[name]
+        assert g['layer_depth'] == depth, name
+        assert g['lr'] == pytest.approx(0.65 ** (L - 1 - depth) * mult), name
+        assert g['lr_scale'] == pytest.approx(0.65 ** (L - 1 - depth) * mult), name
+    assert groups['pos_embed']['weight_decay'] == 0.0  # the default no-decay names
+    # no get_layer_depth anywhere: depth 0, full lr
+    model = nn.Sequential(nn.Linear(2, 2), NormWithChild())
+    groups = groups_by_name(build(1.0, norm_decay_mult=0.5)(model), model)
+    assert {n: (g['layer_depth'], g['lr'], g['weight_decay']) for n, g in groups.items()} == {
+        '0.weight': (0, 1.0, 0.05), '0.bias': (0, 1.0, 0.0), '1.weight': (0, 1.0, 0.025),
+        '1.bias': (0, 1.0, 0.025), '1.proj.weight': (0, 1.0, 0.05), '1.proj.bias': (0, 1.0, 0.0)}
+    # no layer_decay_rate (a paramwise_cfg without keys would skip add_params): rate 1; no weight
+    # decay in the optimizer: 0 for all
+    wrapper = OPTIM_WRAPPER_CONSTRUCTORS.build(dict(
+        type='LayerDecayOptimWrapperConstructor', paramwise_cfg=dict(flat_decay_mult=0.5),
+        optim_wrapper_cfg=dict(type='OptimWrapper', optimizer=dict(type='SGD', lr=0.5))))(vit)
+    assert {(g['lr'], g['weight_decay']) for g in wrapper.optimizer.param_groups} == {(0.5, 0.0)}
+    with pytest.raises(UsageError, match=r"^LayerDecayOptimWrapperConstructor: no submodule has "
+                       r"get_layer_depth\(\); use a backbone such as ADDPViT or set "
+                       r"layer_decay_rate=1.0$"):
+        build(0.7)(model)
+    with pytest.raises(UsageError, match=r"unknown paramwise_cfg keys \['decay_rate'\]; the keys "
+                       r"are \['layer_decay_rate', 'custom_keys'"):
+        build(1.0, decay_rate=0.7)(model)
+    assert _by_pattern([]) == 'none'
+    assert (_by_pattern(['b.0.w', 'b.1.w', 'c', 'd.0.x', 'd.1.x', 'd.2.x'])
+            == 'b.*.w (2), c, d.*.x (3)')
+
+
+def test_the_log_rounds_lr_scales_to_six_decimals(tmp_path):
+    from mmengine.logging import MMLogger
+    logger = MMLogger.get_instance('layer_decay_scales_test', log_file=str(tmp_path / 'run.log'))
+    build(0.65)(ADDPViT(arch=TINY, img_size=32, patch_size=8))
+    for handler in logger.handlers:
+        handler.flush()
+    assert ('lr scales [0.116029, 0.178506, 0.274625, 0.4225, 0.65, 1.0]'
+            in (tmp_path / 'run.log').read_text())

@@ -144,7 +144,7 @@ def addp_state_dict(state: Mapping) -> StateDict:
     """An ``ADDP`` state dict (``backbone.*``, ``neck.*``) from ours or from the release's. The
     frozen parts (``vqgan.*``, ``token_predictor.*``, ``target_generator.*``) are left out: they
     load from their own files."""
-    if any(k.startswith('backbone.') for k in state):
+    if any(k.startswith(('backbone.', 'neck.')) for k in state):  # ours (the release has neither)
         return {k: v for k, v in state.items() if k.startswith(('backbone.', 'neck.'))}
     out = {f'backbone.{k}': v for k, v in encoder_state_dict(state).items()
            if not k.startswith('fc_norm')}

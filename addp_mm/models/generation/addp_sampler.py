@@ -85,6 +85,16 @@ class GenerationGeometry:
         self.initial_token = int(getattr(neck, 'mask_token_id', 0))
 
 
+def nucleus(sorted_probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """The nucleus of ``top_p``: bool, shaped as ``sorted_probs`` (probabilities in descending
+    order along the last dimension), True on the shortest prefix whose mass reaches ``top_p``
+    (everything when the whole mass is below it). A code is in it when the codes ranked above it
+    sum to less than ``top_p``, so the most likely code always is."""
+    cum = sorted_probs.cumsum(-1)
+    return torch.cat([torch.ones_like(cum[..., :1], dtype=torch.bool), cum[..., :-1] < top_p],
+                     dim=-1)
+
+
 @TASK_UTILS.register_module()
 class ADDPSampler:
     """ADDP's iterative unconditional sampler.
@@ -178,11 +188,7 @@ class ADDPSampler:
             ids = torch.multinomial(flat, 1, generator=generator)
         else:
             sorted_probs, order = torch.sort(flat, dim=-1, descending=True, stable=True)
-            cum = sorted_probs.cumsum(-1)
-            # a code is in the nucleus when the codes ranked above it sum to less than top_p;
-            # the most likely code always is
-            keep = torch.cat([torch.ones_like(cum[:, :1], dtype=torch.bool),
-                              cum[:, :-1] < self.top_p], dim=-1)
+            keep = nucleus(sorted_probs, self.top_p)
             picked = torch.multinomial(sorted_probs * keep, 1, generator=generator)
             ids = order.gather(-1, picked)
         return ids.view(probs.shape[:-1])
