@@ -49,7 +49,8 @@ class ADDPNoiser(BaseModule):
             reference modules.
         precision (str, optional): the frozen parts' precision as a whole, one of
             :data:`~addp_mm.models.utils.precision.FROZEN_MODES` (``'fp32'``, ``'fast'``,
-            ``'release'``: every part follows the AMP dtype, ``'auto'``: per device);
+            ``'release'``: every part follows the AMP dtype, ``'auto'``: ``'release'`` under the
+            caller's autocast, else ``'fast'``);
             ``None``: each part keeps its own ``precision`` / ``encode_precision``.
         config_key (str): how configs name this module, for error messages.
     """
