@@ -21,8 +21,7 @@ from addp_mm.models.utils.precision import native_bf16
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
-@pytest.fixture(scope='module')
-def rows():
+def run_benchmark():
     cmd = [sys.executable, osp.join(ROOT, 'tools', 'benchmark.py'), '--arch', 'demo', '--img-size', '64', '--rows',
            'pretrain', 'parts', 'generation', 'onnx', '--repeats', '1', '--warmup', '0', '--steps', '2',
            '--batch', '2', '--threads', '1', '--timer', 'process', '--json']
@@ -31,7 +30,7 @@ def rows():
     return json.loads(proc.stdout)
 
 
-def test_rows_are_consistent(rows):
+def check_rows_are_consistent(rows):
     names = [r['name'] for r in rows]
     assert len(names) == len(set(names))
     for r in rows:
@@ -43,7 +42,7 @@ def test_rows_are_consistent(rows):
         assert r['ratio'] == pytest.approx(better, rel=2e-2 + 2 * rounding, abs=2e-3), r
 
 
-def test_targets_and_accuracy_notes(rows):
+def check_targets_and_accuracy_notes(rows):
     by_name = {r['name']: r for r in rows}
     assert by_name['pretrain step fp32']['target'] == '>=1.5'
     assert by_name['generation 2 steps fp32']['target'] == '>=1.5'
@@ -82,10 +81,18 @@ def test_targets_and_accuracy_notes(rows):
     assert by_name['step part: optimizer (AdamW, the same code)']['unit'] == 's'
 
 
-def test_onnx_rows_compare_the_exported_demo_models(rows):
+def check_onnx_rows_compare_the_exported_demo_models(rows):
     onnx = {r['name']: r for r in rows if r['name'].startswith('onnxruntime')}
     assert set(onnx) == {'onnxruntime classifier demo 128px b1', 'onnxruntime segmenter demo 128px b1',
                          'onnxruntime detector backbone+neck demo 128px b1'}
     for r in onnx.values():
         assert r['unit'] == 'ms'
         assert float(re.search(r'max rel diff ([0-9.e+-]+)', r['note']).group(1)) < 1e-4, r
+
+
+def test_benchmark_rows():
+    """One run of the script (a fixture would run once per xdist worker that takes a test)."""
+    rows = run_benchmark()
+    check_rows_are_consistent(rows)
+    check_targets_and_accuracy_notes(rows)
+    check_onnx_rows_compare_the_exported_demo_models(rows)

@@ -105,7 +105,7 @@ def test_toy_pipeline_quick(tmp_path, monkeypatch, capsys):
     assert edits['num_steps'] == 2 and edits['seeds'] == [0]
     for name, known in edits['known'].items():
         assert known['checked_tokens'] > 0 and known['known_token_mismatches'] == 0, name
-    assert 'Edits of the 359 val digits (2 steps' in table
+    assert edits['num_images'] == 32 and 'Edits of the 32 val digits (2 steps' in table
     from addp_mm.apis import build_generation_model
     model, _ = build_generation_model(
         osp.join(ROOT, 'configs', 'toy', 'addp_vit-demo-p4_1xb32-2k_digits-32px.py'),

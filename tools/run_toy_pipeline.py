@@ -4,7 +4,7 @@
         [--data-root data/demo/digits] [--device cpu|cuda] [--seeds 0 1 2]
         [--tokenizer-iters N] [--predictor-iters N] [--addp-iters N] [--batch-size B]
         [--tokenizer-ch C] [--codebook-size K] [--predictor-width W] [--predictor-depth D]
-        [--num-samples N] [--gen-steps S] [--skip-downstream] [--edits] [--reuse]
+        [--num-samples N] [--gen-steps S] [--skip-downstream] [--edits] [--edit-digits N] [--reuse]
 
 Steps, one after the other in this process (torch and the OpenMMLab stack are imported once, step
 0); each training step and the generation is a ``tools/train.py`` / ``tools/generate.py`` run by
@@ -36,10 +36,10 @@ wall and CPU time. A value the run cannot measure is null in results.json, its r
 ``not_measured`` (the table: ``n/a (reason)``). ``--quick``: 60 / 200 / 12 iterations at batch 16,
 8 samples (too few for a toy FID: n/a), a digit classifier of 3 epochs, a one-epoch linear probe,
 a fine-tune of 2 iterations on 8 images (the handoff only: n/a), one seed, no random-init
-baselines (n/a): every file handoff and the directions a working chain shows (CI). ``--reuse``
-skips what an earlier run in WORK_DIR already wrote (training steps, generation, the digit
-classifier, each downstream run). The data is written first when ``--data-root`` does not exist
-(tools/make_demo_data.py).
+baselines (n/a), edits of 32 val digits: every file handoff and the directions a working chain
+shows (CI). ``--reuse`` skips what an earlier run in WORK_DIR already wrote (training steps,
+generation, the digit classifier, each downstream run). The data is written first when
+``--data-root`` does not exist (tools/make_demo_data.py).
 """
 import argparse
 import contextlib
@@ -66,14 +66,14 @@ CONFIGS = {part: osp.join(ROOT, 'configs', 'toy', name) for part, name in dict(
 # ~24 min on 2 quiet CPU cores (docs/user_guides/train_every_part.md); 200 iterations each run
 # in ~8 min but are too short for pretraining to help the 10%-label fine-tune
 FULL = dict(tokenizer_iters=1000, predictor_iters=2000, addp_iters=2000, num_samples=200,
-            gen_steps=8, seeds=[0, 1, 2])
+            gen_steps=8, seeds=[0, 1, 2], edit_digits=None)
 # about 40 s of CPU time (one thread), the imports included: the directions a working chain
 # shows (tests/test_toy_pipeline.py): the tokenizer beats the mean image, the predictor the most
 # frequent code, every loss goes down, reconstructions' toy FID far below random tokens', the
 # linear probe above chance. 60 tokenizer iterations: its dead codes are restarted at 50 (with
 # 40, one code held 20 % of the val tokens and the predictor learned little more than that code)
 QUICK = dict(tokenizer_iters=60, predictor_iters=200, addp_iters=12, batch_size=16,
-             num_samples=8, gen_steps=2, seeds=[0])
+             num_samples=8, gen_steps=2, seeds=[0], edit_digits=32)
 
 
 def parse_args(argv=None):
@@ -109,6 +109,8 @@ def parse_args(argv=None):
     p.add_argument('--edits', action='store_true',
                    help='also inpaint and vary the val digits and measure the edits (step 8, '
                         'docs/user_guides/generate_and_edit.md)')
+    p.add_argument('--edit-digits', type=int, metavar='N',
+                   help='with --edits: N of the val digits, spread over the classes (default all; quick: 32)')
     p.add_argument('--reuse', action='store_true',
                    help='skip a training step whose output file is already in WORK_DIR (e.g. '
                         'to rerun the evaluation after a change)')
@@ -464,6 +466,9 @@ class Pipeline:
         sampler = build_sampler(cfg.get('sampler'), num_steps=self.args.gen_steps)
         classifier = tm.load_digit_classifier(self.path('digit_classifier.pth'))
         x, labels, _ = tm.class_folder_split(osp.join(self.args.data_root, 'val'), 32)
+        if self.args.edit_digits:  # every k-th digit: all classes (the folders are in class order)
+            every = max(1, len(labels) // self.args.edit_digits)
+            x, labels = x[::every][:self.args.edit_digits], labels[::every][:self.args.edit_digits]
         self.results['edits'] = tm.edit_metrics(model, sampler, classifier, x.expand(-1, 3, -1, -1),
                                                 labels, seeds=self.args.seeds)
         # the encoder, decoder and tokenizer in one small file (tests/assets/toy_chain)
