@@ -445,6 +445,7 @@ top_ps = st.floats(1e-9, 1.) | st.sampled_from([1e-9, 0.5, 0.9, 1.])
 def test_nucleus_is_the_smallest_set_reaching_top_p(probs, top_p):
     sorted_probs = probs.sort(descending=True, stable=True).values
     keep = nucleus(sorted_probs, top_p)
+    assert keep.dtype == torch.bool and keep.shape == sorted_probs.shape  # a mask, not weights
     k = nucleus_size(probs.numpy(), top_p)
     assert keep.tolist() == [True] * k + [False] * (probs.numel() - k)
     mass = float(sorted_probs[:k].double().sum())
@@ -489,6 +490,22 @@ def test_top_p_samples_only_from_the_nucleus(dists, top_p, seed):
         # the nucleus: the k most likely codes, ties in code order
         allowed = set(np.argsort(-p, kind='stable')[:nucleus_size(p, top_p)].tolist())
         assert set(row) <= allowed
+
+
+@PROPERTY
+@given(st.lists(distributions(max_codes=12), min_size=1, max_size=3), st.integers(0, 2 ** 16))
+def test_categorical_samples_follow_the_generator_and_skip_impossible_codes(dists, seed):
+    """``top_p=None`` (the release's default): every position draws from its whole distribution,
+    never a code of probability 0, and the same generator seed gives the same codes."""
+    K = max(p.numel() for p in dists)
+    probs = torch.stack([torch.cat([p, p.new_zeros(K - p.numel())]) for p in dists])
+    logits = probs.log().view(len(dists), 1, K).expand(-1, 4, -1)
+    sampler = ADDPSampler(top_p=None)
+    ids = sampler.sample_ids(logits, torch.Generator().manual_seed(seed))
+    assert ids.shape == (len(dists), 4) and ids.dtype == torch.int64
+    assert torch.equal(ids, sampler.sample_ids(logits, torch.Generator().manual_seed(seed)))
+    for row, p in zip(ids.tolist(), probs.numpy()):
+        assert all(p[i] > 0 for i in row)
 
 
 # ----------------------------------------------------------------------------------------------
