@@ -157,6 +157,14 @@ def parse_run_args(parser, argv=None):
 
 # a missing file, said the one way (addp_mm.checkpoint.sources.require_file / missing_file)
 require_file = _sources.require_file
+
+
+def require_generation_checkpoint(path: str) -> None:
+    """The CHECKPOINT of the generating tools (generate, edit, the demo page) exists, else the
+    one-line ``FileNotFoundError`` that says which files they take."""
+    require_file(path, 'checkpoint',
+                 'Give a full checkpoint of your pretraining (work_dirs/<config name>/iter_N.pth) '
+                 'or addp-vit-*-16.pth (docs/user_guides/weights.md).')
 missing_file = _sources.missing_file
 
 

@@ -33,7 +33,7 @@ import sys
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/cli.py
 from cli import (  # noqa: E402
     ROOT, UsageError, add_run_flags, before_heavy_imports, parse_run_args, require_config,
-    require_file, run_tool)
+    require_file, require_generation_checkpoint, run_tool)
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.webp')
 
@@ -95,9 +95,7 @@ def image_files(path: str):
 def main(argv=None):
     args = parse_args(argv)
     config = require_config(args.config)
-    require_file(args.checkpoint, 'checkpoint',
-                 'Give a full checkpoint of your pretraining (work_dirs/<config name>/iter_N.pth) '
-                 'or addp-vit-*-16.pth (docs/user_guides/weights.md).')
+    require_generation_checkpoint(args.checkpoint)
     files = image_files(args.image)
     if args.mask is not None:
         require_file(args.mask, '--mask')

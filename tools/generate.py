@@ -30,7 +30,7 @@ import time
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # tools/cli.py
 from cli import (  # noqa: E402
     ROOT, UsageError, add_run_flags, before_heavy_imports, parse_run_args, require_config,
-    require_file, run_tool)
+    require_generation_checkpoint, run_tool)
 
 
 def parse_args(argv=None):
@@ -67,9 +67,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     config = require_config(args.config)
-    require_file(args.checkpoint, 'checkpoint',
-                 'Give a full checkpoint of your pretraining (work_dirs/<config name>/iter_N.pth) '
-                 'or addp-vit-*-16.pth (docs/user_guides/weights.md).')
+    require_generation_checkpoint(args.checkpoint)
     before_heavy_imports()
     sys.path.insert(0, ROOT)  # run from a checkout
     import torch

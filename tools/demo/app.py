@@ -31,7 +31,8 @@ import traceback
 TOOLS = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, TOOLS)  # tools/cli.py, tools/infer.py
 from cli import (  # noqa: E402
-    ROOT, UsageError, add_debug_flag, before_heavy_imports, require_config, require_file, run_tool)
+    ROOT, UsageError, add_debug_flag, before_heavy_imports, require_config, require_file,
+    require_generation_checkpoint, run_tool)
 
 PAGE = osp.join(osp.dirname(osp.abspath(__file__)), 'page.html')
 DEFAULT_PORT = 7860
@@ -363,9 +364,7 @@ def main(argv=None):
     args = parse_args(argv)
     check_address(args.host, args.port)
     config = require_config(args.config)
-    require_file(args.checkpoint, 'checkpoint',
-                 'Give a full checkpoint of your pretraining (work_dirs/<config name>/iter_N.pth) '
-                 'or addp-vit-*-16.pth (docs/user_guides/weights.md).')
+    require_generation_checkpoint(args.checkpoint)
     for entry in args.infer:
         require_config(entry[0])
         if len(entry) == 2:
