@@ -138,6 +138,7 @@ def ddp_worker(backend: str, out: str) -> None:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
+    from addp_mm.engine.runner_factory import close_process_group
     from addp_mm.models.backbones import ADDPViT
     dist.init_process_group(backend)
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -152,7 +153,8 @@ def ddp_worker(backend: str, out: str) -> None:
     if rank == 0:
         torch.save({k: v.cpu() for k, v in model.state_dict().items()}, out)
     dist.barrier()
-    dist.destroy_process_group()
+    del ddp  # it holds the process group
+    close_process_group()
 
 
 def part_ddp(args, device) -> Dict:

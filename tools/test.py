@@ -66,12 +66,13 @@ def main(argv=None):
                        score_thr=args.score_thr, draw_size=args.draw_size)
     runner = build_runner(cfg)
     metrics = runner.test()
-    close_process_group()
     if args.out is not None:
         runner.logger.info(f'predictions: {osp.abspath(args.out)}')
     if show_dir is not None:
         count = len(glob.glob(osp.join(show_dir, '**', '*.[pj][pn]g'), recursive=True))
         runner.logger.info(f'{count} drawings in {show_dir}')
+    del runner  # the runner's DDP wrapper holds the process group
+    close_process_group()
     return metrics
 
 

@@ -101,6 +101,7 @@ def main(argv=None):
         cfg.load_from = args.resume
     runner = build_runner(cfg)
     runner.train()
+    del runner  # the runner's DDP wrapper holds the process group
     close_process_group()
 
 

@@ -37,10 +37,17 @@ def setup_launcher(cfg: Config, launcher: str) -> None:
 
 def close_process_group() -> None:
     """End the process group of a distributed run (no-op without one), as the run's last step:
-    a gloo group left to the interpreter's exit can abort the process (``terminate called
-    without an active exception``) after the run has finished."""
+    gloo threads left to the interpreter's exit can abort the process (``terminate called
+    without an active exception``) after the run has finished.
+
+    The caller drops its runner first: the runner's ``DistributedDataParallel`` holds the group,
+    and a group still held keeps its threads through ``destroy_process_group``. Garbage is
+    collected here, since a runner is freed only with its reference cycles."""
+    import gc
+
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 
