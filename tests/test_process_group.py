@@ -20,9 +20,9 @@ SCRIPT = textwrap.dedent('''
 
     before = threads()
     dist.init_process_group('gloo')
-    started = threads()
     ddp = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(4, 4))
     ddp(torch.randn(2, 4)).sum().backward()
+    started = threads()
     holder = {'model': ddp}
     holder['self'] = holder
     del ddp, holder
