@@ -86,24 +86,30 @@ def test_vq_encode_contract(ref, mode):
     """>= 99% of the token ids as fp32 on the reference images, in every fast mode.
 
     A fast mode sets ``precision`` (the decoder); the encoder keeps ``encode_precision='fp32'``
-    because bf16 convolutions flip ~2.5% of the reference ids (measured; fp16 ~0.6%)."""
+    because bf16 convolutions flip ~2.5% of the reference ids (measured; fp16 ~0.6%). The decoder
+    and the encoder in the reduced precision are checked on crops: fp16 convolutions are emulated
+    on a CPU (the whole reference pair takes 34 s, an 8x8 latent crop 2 s)."""
     v = ref.vectors
-    fast = vqgan_from_yaml(ref.file('vqgan_yaml'), checkpoint=ref.file('vqgan'), precision=mode)
+    yaml, ckpt = ref.file('vqgan_yaml'), ref.file('vqgan')
+    fast = vqgan_from_yaml(yaml, checkpoint=ckpt, precision=mode)
     with torch.no_grad(), layer_dtypes(fast.encoder, nn.Conv2d) as enc_seen:
         _, ids = fast.encode(v['img'])
-    with torch.no_grad(), layer_dtypes(fast.decoder, nn.Conv2d) as dec_seen:
-        recon = fast.decode(v['vq_zq'])
     agree = (ids == v['vq_indices']).float().mean().item()
     assert agree >= 0.99, f'{mode}: {agree:.4f} of the token ids agree with fp32'
     # the encoder stays fp32 (encode_precision; bf16 convolutions flipped ~2.5% of the reference
     # ids when measured, fp16 ~0.6%); the decoder runs in the reduced precision, close to fp32
+    # (measured on this crop: 3.2% of the largest value in bf16, 0.4% in fp16)
     assert fast.encode_precision == 'fp32' and enc_seen == {torch.float32}
+    crop = v['vq_zq'][:1, :, 4:12, 4:12]
+    with torch.no_grad(), layer_dtypes(fast.decoder, nn.Conv2d) as dec_seen:
+        recon = fast.decode(crop)
+        exact = vqgan_from_yaml(yaml, checkpoint=ckpt, precision='fp32').decode(crop)
     assert dec_seen == {P.DTYPES[mode]} and recon.dtype == torch.float32
-    err = (recon - v['vq_recon']).abs().max().item()
-    assert err < 0.05 * v['vq_recon'].abs().max().item()
+    err = (recon - exact).abs().max().item()
+    assert err < 0.05 * exact.abs().max().item()
     fast.encode_precision = mode  # when asked, the encoder runs in it too
     with torch.no_grad(), layer_dtypes(fast.encoder, nn.Conv2d) as enc_seen:
-        fast.encode(v['img'])
+        fast.encode(v['img'][:1, :, :32, :32])
     assert enc_seen == {P.DTYPES[mode]}
 
 
