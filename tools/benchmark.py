@@ -92,8 +92,16 @@ def parse_args(argv=None):
     return args
 
 
-if __name__ == '__main__':
-    parse_args()  # --help and argument errors before the heavy imports
+def check_device(args) -> None:
+    """A ``--device`` this machine lacks is the user's mistake (checked before the heavy imports)."""
+    import torch
+    if torch.device(args.device).type == 'cuda' and not torch.cuda.is_available():
+        raise UsageError(f'--device {args.device}: this machine has no CUDA device (torch '
+                         f'{torch.__version__}); measure on the CPU (--device cpu)')
+
+
+if __name__ == '__main__':  # --help, argument errors and a missing device before the heavy imports
+    run_tool(lambda argv: check_device(parse_args(argv)), exit_on_success=False)
 
 import torch  # noqa: E402
 
@@ -655,9 +663,7 @@ GROUP_FNS = dict(vit=rows_vit, flops=rows_flops, vitdet=rows_vitdet, pretrain=ro
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if torch.device(args.device).type == 'cuda' and not torch.cuda.is_available():
-        raise UsageError(f'--device {args.device}: this machine has no CUDA device (torch '
-                        f'{torch.__version__}); measure on the CPU (--device cpu)')
+    check_device(args)
     global _timer
     _timer = TIMERS[args.timer]
 

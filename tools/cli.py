@@ -187,10 +187,11 @@ def is_user_mistake(error: BaseException) -> bool:
     return isinstance(error, (UsageError, FileNotFoundError, NotADirectoryError))
 
 
-def run_tool(main, argv=None) -> None:
+def run_tool(main, argv=None, exit_on_success: bool = True) -> None:
     """Run ``main(argv)`` and exit: user mistakes (``UsageError``, a missing file) as one line,
     everything else with its traceback. ``--debug`` anywhere on the command line shows
-    tracebacks for user mistakes too."""
+    tracebacks for user mistakes too. ``exit_on_success=False``: return after a ``main`` that
+    raised nothing (a check that runs before a tool's heavy imports)."""
     argv = sys.argv[1:] if argv is None else argv
     prog = osp.basename(sys.argv[0])
     try:
@@ -201,4 +202,5 @@ def run_tool(main, argv=None) -> None:
         message = ' '.join(str(e).split()) or type(e).__name__  # always one line
         print(f'{prog}: error: {message}', file=sys.stderr)
         sys.exit(USER_ERROR_EXIT)
-    sys.exit(result if isinstance(result, int) else 0)
+    if exit_on_success:
+        sys.exit(result if isinstance(result, int) else 0)
