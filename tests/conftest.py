@@ -35,6 +35,23 @@ def tool(name: str):
     """The module of ``tools/NAME.py`` (its ``main`` runs a tool in this process)."""
     return importlib.import_module(name)
 
+
+def tool_in_process(name: str, args, cwd):
+    """``python tools/NAME.py CONFIG ...`` as the tool's ``main`` in this process, run in ``cwd``
+    (a second or more sooner than a new process: for runs whose checks need no process of their
+    own). The default scope the run sets (its config's) is dropped afterwards, as a process of its
+    own would leave it."""
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+    args = [str(a) for a in args]
+    here = os.getcwd()
+    os.chdir(cwd)
+    try:
+        with DefaultScope.overwrite_default_scope(Config.fromfile(args[0]).get('default_scope')):
+            return tool(name).main(args)
+    finally:
+        os.chdir(here)
+
 import addp_mm  # noqa: E402,F401  (registers everything)
 
 # one thread per xdist worker (two workers share the two cores); the tools the tests start run one

@@ -13,7 +13,7 @@ import shlex
 
 import numpy as np
 import pytest
-from conftest import run_command, tool
+from conftest import run_command, tool_in_process
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 ENV = dict(os.environ, OMP_NUM_THREADS='1')
@@ -40,14 +40,9 @@ def run(argv, cwd, ok=True):
 
 
 def in_process(argv, cwd):
-    """``python tools/NAME.py ARGS`` as the tool's ``main(ARGS)`` in this process, run in ``cwd``."""
+    """``python tools/NAME.py ARGS`` (a command of the page) run in this process."""
     assert argv[0] == 'python' and argv[1].startswith('tools/'), argv
-    here = os.getcwd()
-    os.chdir(cwd)
-    try:
-        return tool(osp.basename(argv[1])[:-3]).main(argv[2:])
-    finally:
-        os.chdir(here)
+    return tool_in_process(osp.basename(argv[1])[:-3], argv[2:], cwd)
 
 
 @pytest.fixture(scope='module')
