@@ -96,8 +96,10 @@ def test_quick_start_as_written(checkout):
         assert trained[name] > bound, (name, trained[name])
     ckpt = test[3]
     assert ckpt.endswith('epoch_8.pth') and (checkout / ckpt).is_file()
-    proc = run(test + ['--out', 'preds.pkl', '--show-dir', 'vis'], checkout)
-    bbox, segm = metric(proc.stdout, 'coco/bbox_mAP'), metric(proc.stdout, 'coco/segm_mAP')
+    # (in this process: the command line and the terminal are the training's, above)
+    tested = in_process(test + ['--out', 'preds.pkl', '--show-dir', 'vis', '--work-dir', 'tested'],
+                        checkout)
+    bbox, segm = tested['coco/bbox_mAP'], tested['coco/segm_mAP']
     assert 0 <= bbox <= 1 and 0 <= segm <= 1 and math.isfinite(bbox + segm)
     # the same checkpoint on the same val split: the test tool reproduces the training's eval
     assert bbox == trained['coco/bbox_mAP']
@@ -111,7 +113,8 @@ def test_quick_start_as_written(checkout):
     drawings = [p for p in glob.glob(str(vis / '**' / '*.*'), recursive=True)
                 if p.endswith(('.png', '.jpg'))]
     assert len(drawings) == 4, drawings
-    assert f'{len(drawings)} drawings in {vis}' in proc.stdout + proc.stderr
+    log_file, = glob.glob(str(checkout / 'tested' / '*' / '*.log'))
+    assert f'{len(drawings)} drawings in {vis}' in open(log_file).read()
     from PIL import Image
     with Image.open(drawings[0]) as img:
         assert min(img.size) >= 512, img.size
