@@ -37,20 +37,31 @@ def tool(name: str):
 
 
 def tool_in_process(name: str, args, cwd):
-    """``python tools/NAME.py CONFIG ...`` as the tool's ``main`` in this process, run in ``cwd``
-    (a second or more sooner than a new process: for runs whose checks need no process of their
-    own). The default scope the run sets (its config's) is dropped afterwards, as a process of its
-    own would leave it."""
-    from mmengine.config import Config
-    from mmengine.registry import DefaultScope
-    args = [str(a) for a in args]
+    """``python tools/NAME.py ARGS`` as the tool's ``main`` in this process, run in ``cwd``
+    (seconds sooner than a new process: for runs whose checks need no process of their own).
+
+    The run starts, as a new process would, without mmengine's global instances (default scope,
+    message hub, loggers, visualizers), and the ones it makes are dropped afterwards: a runner
+    finds its visualizer by its experiment name (the config's name and the second it started),
+    and an earlier run's of the same name would be taken for it."""
+    from mmengine.utils import ManagerMixin
+
+    def classes(cls):
+        yield cls
+        for sub in cls.__subclasses__():
+            yield from classes(sub)
+    saved = {cls: cls._instance_dict for cls in set(classes(ManagerMixin))}
     here = os.getcwd()
     os.chdir(cwd)
     try:
-        with DefaultScope.overwrite_default_scope(Config.fromfile(args[0]).get('default_scope')):
-            return tool(name).main(args)
+        for cls in saved:
+            cls._instance_dict = type(saved[cls])()
+        return tool(name).main([str(a) for a in args])
     finally:
         os.chdir(here)
+        for cls in set(classes(ManagerMixin)):
+            cls._instance_dict = saved.get(cls, type(cls._instance_dict)())
+
 
 import addp_mm  # noqa: E402,F401  (registers everything)
 
