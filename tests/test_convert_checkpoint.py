@@ -2,8 +2,9 @@
 and init_cfg load directly."""
 import os.path as osp
 
+import pytest
 import torch
-from conftest import run_command
+from conftest import run_command, tool_in_process
 
 from addp_mm.models.backbones import ADDPViT
 
@@ -34,12 +35,15 @@ def test_convert_release_checkpoint(reference_dir, tmp_path):
 
 
 def test_convert_bad_inputs(tmp_path):
-    proc = convert(tmp_path / 'missing.pth', tmp_path / 'x.pth')
-    assert proc.returncode != 0 and 'missing.pth' in proc.stderr
+    """Each a user's mistake (in this process; how the tool prints one: tests/test_tools_ux.py)."""
+    from cli import is_user_mistake
     torch.save({'state_dict': {'head.fc.weight': torch.zeros(2, 2)}}, tmp_path / 'nohead.pth')
-    proc = convert(tmp_path / 'nohead.pth', tmp_path / 'y.pth')
-    assert proc.returncode != 0 and 'no ADDP encoder weights' in proc.stderr
-    assert not osp.exists(tmp_path / 'y.pth')
+    for src, dst, says in (('missing.pth', 'x.pth', 'missing.pth'),
+                           ('nohead.pth', 'y.pth', 'no ADDP encoder weights')):
+        with pytest.raises(Exception, match=says) as e:
+            tool_in_process('convert_checkpoint', [tmp_path / src, tmp_path / dst], tmp_path)
+        assert is_user_mistake(e.value), repr(e.value)
+        assert not osp.exists(tmp_path / dst)
 
 
 def test_converted_files_load_with_load_from(reference_dir, tmp_path):
