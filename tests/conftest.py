@@ -43,7 +43,11 @@ def tool_in_process(name: str, args, cwd):
     The run starts, as a new process would, without mmengine's global instances (default scope,
     message hub, loggers, visualizers), and the ones it makes are dropped afterwards: a runner
     finds its visualizer by its experiment name (the config's name and the second it started),
-    and an earlier run's of the same name would be taken for it."""
+    and an earlier run's of the same name would be taken for it. The random states and the
+    deterministic-algorithms switch a run sets (``randomness`` in a config) are put back too."""
+    import random
+
+    import numpy as np
     from mmengine.utils import ManagerMixin
 
     def classes(cls):
@@ -51,6 +55,10 @@ def tool_in_process(name: str, args, cwd):
         for sub in cls.__subclasses__():
             yield from classes(sub)
     saved = {cls: cls._instance_dict for cls in set(classes(ManagerMixin))}
+    rng = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    deterministic = (torch.are_deterministic_algorithms_enabled(),
+                     torch.is_deterministic_algorithms_warn_only_enabled(),
+                     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
     here = os.getcwd()
     os.chdir(cwd)
     try:
@@ -61,6 +69,11 @@ def tool_in_process(name: str, args, cwd):
         os.chdir(here)
         for cls in set(classes(ManagerMixin)):
             cls._instance_dict = saved.get(cls, type(cls._instance_dict)())
+        random.setstate(rng[0])
+        np.random.set_state(rng[1])
+        torch.set_rng_state(rng[2])
+        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = deterministic[2:]
 
 
 import addp_mm  # noqa: E402,F401  (registers everything)
