@@ -90,9 +90,11 @@ def _benchmark_rows(group: str, args, device) -> List[Dict]:
     import torch
 
     import benchmark
-    argv = ['--device', str(device), '--arch', args.arch, '--repeats', '3', '--warmup', '1']
-    if device.type == 'cpu':
-        argv += ['--img-size', '64', '--batch', '2', '--steps', '2']
+    argv = ['--device', str(device), '--arch', args.arch]
+    if device.type == 'cpu':  # a check of the script itself: one timing, no warm-up
+        argv += ['--img-size', '64', '--batch', '2', '--steps', '2', '--repeats', '1', '--warmup', '0']
+    else:
+        argv += ['--repeats', '3', '--warmup', '1']
     bargs = benchmark.parse_args(argv)
     table = benchmark.Table()
     torch.backends.cuda.matmul.allow_tf32 = False
