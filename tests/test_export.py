@@ -9,7 +9,6 @@ PyTorch heads on the ONNX features (``detect_with_onnx_features``) give its own 
 import json
 import os.path as osp
 import re
-import sys
 
 import numpy as np
 import pytest

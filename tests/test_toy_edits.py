@@ -4,10 +4,11 @@ docs/user_guides/generate_and_edit.md, on fewer digits and one seed).
 ``tests/assets/toy_chain/`` holds the ADDP encoder, decoder and tokenizer of ``python
 tools/run_toy_pipeline.py --skip-downstream --edits`` in fp16 (``generation.pth``, written by
 ``tools/toy_metrics.py:generation_checkpoint``) and its digit classifier (``digit_classifier.pth``).
-The digits are scikit-learn's (``tools/demo_data.py:make_digits``, the split the chain used); the
-first ``NUM_DIGITS`` val digits are edited with ``tools/toy_metrics.py:edit_metrics`` at sampler
-seed 0 and the chain's 8 steps. The margins below are about half of what this measures on this
-machine (the measured values are in each assertion's comment)."""
+The digits are scikit-learn's (``tools/demo_data.py:make_digits``, the split the chain used);
+``NUM_DIGITS`` val digits drawn at random (seed 0: every class) are edited with
+``tools/toy_metrics.py:edit_metrics`` at sampler seed 0 and the chain's 8 steps. The margins
+below are about half of what this measures on this machine (the measured values are in each
+assertion's comment)."""
 import os.path as osp
 
 import pytest
@@ -38,7 +39,6 @@ def edits(tmp_path_factory):
     classifier = tm.load_digit_classifier(osp.join(ASSETS, 'digit_classifier.pth'))
     return tm.edit_metrics(model, sampler, classifier, images[order].expand(-1, 3, -1, -1),
                            labels[order], seeds=(0,))
-
 
 
 def test_the_known_tokens_stay_and_the_pixels_follow_them(edits):

@@ -107,7 +107,7 @@ import torch  # noqa: E402
 
 import addp_mm  # noqa: E402,F401
 from addp_mm.models.utils.precision import (  # noqa: E402
-    frozen_precisions, native_bf16, resolve_precision)
+    DTYPES, frozen_precisions, native_bf16, resolve_precision)
 
 ARCHS = {
     # the default measurement dims: ViT 384x6, a 2-block decoder, a same-size MAGE predictor
@@ -385,17 +385,18 @@ def amp_precision(device: torch.device) -> Optional[str]:
     return 'bf16' if native_bf16(device) else None
 
 
+def amp_autocast(device: torch.device, amp: Optional[str]):
+    """Autocast to ``amp`` (``'bf16'`` / ``'fp16'``) on ``device``; ``None``: autocast off."""
+    return torch.autocast(device.type, dtype=DTYPES.get(amp), enabled=amp is not None)
+
+
 def rows_pretrain(t: Table, args, a: Dict, device: torch.device) -> None:
     from benchmark_release_path import release_loss, release_tokenizer
     model, ref_tok, imgs, mask_t, mask_next = _pretrain_setup(args, a, device)
-    dtypes = {'bf16': torch.bfloat16, 'fp16': torch.float16}
     amp = amp_precision(device)
     # the release under its own autocast: every part follows it (its VQGAN and MAGE included)
     ref_tok_amp = release_tokenizer(model.target_generator.tokenizer, precision=None)
-
-    def autocast(dtype_name):
-        return torch.autocast(device.type, dtype=dtypes.get(dtype_name),
-                              enabled=dtype_name is not None)
+    autocast = partial(amp_autocast, device)
 
     def ours_step(mode):
         def run():
@@ -508,11 +509,10 @@ def rows_parts(t: Table, args, a: Dict, device: torch.device) -> None:
         idx0 = state['indices']
     N = mask_t.shape[1]
     positions = masked_positions(mask_t, int(mask_t[0].sum()))
-    dtypes = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 
     def under(amp, fn, release=False, grad=False):
         def run():
-            with torch.autocast(device.type, dtype=dtypes.get(amp), enabled=amp is not None), \
+            with amp_autocast(device, amp), \
                     (release_style(model, predictor_precision='fp32' if amp is None else None)
                      if release else nullcontext()), \
                     (nullcontext() if grad else torch.no_grad()):

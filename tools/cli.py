@@ -157,6 +157,7 @@ def parse_run_args(parser, argv=None):
 
 # a missing file, said the one way (addp_mm.checkpoint.sources.require_file / missing_file)
 require_file = _sources.require_file
+missing_file = _sources.missing_file
 
 
 def require_generation_checkpoint(path: str) -> None:
@@ -165,7 +166,6 @@ def require_generation_checkpoint(path: str) -> None:
     require_file(path, 'checkpoint',
                  'Give a full checkpoint of your pretraining (work_dirs/<config name>/iter_N.pth) '
                  'or addp-vit-*-16.pth (docs/user_guides/weights.md).')
-missing_file = _sources.missing_file
 
 
 def require_config(path: str) -> str:

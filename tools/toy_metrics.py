@@ -81,7 +81,7 @@ def _load_images(files: Sequence[str], img_size: int) -> torch.Tensor:
 
 
 def class_folder_split(split_dir: str,
-                        img_size: int) -> Tuple[torch.Tensor, torch.Tensor, List[str]]:
+                       img_size: int) -> Tuple[torch.Tensor, torch.Tensor, List[str]]:
     """Images and labels of ``split_dir/<class>/*`` (labels = sorted class folder index)."""
     from addp_mm.evaluation.fid import list_images
     if not osp.isdir(split_dir):
