@@ -18,6 +18,10 @@ from .checkpoint.safe_globals import register_safe_globals  # noqa: E402
 
 register_safe_globals()  # mmengine resume / load_from on torch >= 2.6 (weights_only loading)
 
+from .engine.config import memoize_config_reading  # noqa: E402
+
+memoize_config_reading()  # a config's ``pkg::`` bases found and its text formatted once a process
+
 from . import models  # noqa: E402,F401
 from . import engine  # noqa: E402,F401
 from . import datasets  # noqa: E402,F401

@@ -1,7 +1,10 @@
 """The config as the tools read and edit it: ``--cfg-options`` (an unknown key or type is refused
 naming the closest valid ones, :func:`check_option_keys`; a config variable is honoured or
-refused, :func:`apply_cfg_options`), ``--pretrained``, the work dir, ``--tensorboard``."""
+refused, :func:`apply_cfg_options`), ``--pretrained``, the work dir, ``--tensorboard``; and
+:func:`memoize_config_reading`, which ``import addp_mm`` applies to mmengine's config reading."""
+import collections
 import difflib
+import functools
 import inspect
 import os.path as osp
 from typing import Iterable, List, Optional, Set, Tuple
@@ -11,6 +14,56 @@ from mmengine.config import Config
 from addp_mm.errors import UsageError
 
 TOOLBOX_SCOPES = ('mmdet', 'mmseg', 'mmpretrain', 'mmengine', 'addp_mm')
+
+
+_MEMOIZED = '_addp_mm_memoized'
+FORMATTED_KEPT = 8  # the formatted texts of the last 8 configs printed
+
+
+def memoize_config_reading() -> None:
+    """Let mmengine work out once per process what it recomputes on every call, with the same
+    results:
+
+    - where a ``pkg::path`` base is (``mmdet::_base_/...``): mmengine re-imports
+      ``pkg_resources`` and parses every metafile of the package's model index each time
+      (0.1-0.2 s; our configs name one to four such bases, read again by every load);
+    - ``Config.pretty_text``'s yapf formatting (0.2-0.5 s for a detector config), which a
+      training run asks for three or four times (the runner's log, its dump, the runtime-info
+      hook): the formatted text is kept for the same unformatted text.
+
+    Only results are kept, never errors (a package installed later is still found). Running it
+    again changes nothing. ``Config._get_cfg_path`` and ``FormatCode`` keep the originals as
+    ``__wrapped__``; the caches are their ``cache`` attributes."""
+    import mmengine.config.config as config_module
+
+    lookup = Config.__dict__.get('_get_cfg_path')
+    if isinstance(lookup, staticmethod) and not getattr(lookup.__func__, _MEMOIZED, False):
+        @functools.wraps(lookup.__func__)
+        def get_cfg_path(cfg_path, filename):
+            if '::' not in cfg_path:  # a path relative to the file: cheap, and file-dependent
+                return get_cfg_path.__wrapped__(cfg_path, filename)
+            if cfg_path not in get_cfg_path.cache:  # depends on the path alone
+                get_cfg_path.cache[cfg_path] = get_cfg_path.__wrapped__(cfg_path, filename)
+            return get_cfg_path.cache[cfg_path]
+        get_cfg_path.cache = {}
+        setattr(get_cfg_path, _MEMOIZED, True)
+        Config._get_cfg_path = staticmethod(get_cfg_path)
+
+    format_code = getattr(config_module, 'FormatCode', None)
+    if format_code is not None and not getattr(format_code, _MEMOIZED, False):
+        @functools.wraps(format_code)
+        def formatted(text, style_config=None, **kwargs):
+            key = (text, repr(style_config), tuple(sorted(kwargs.items())))
+            if key not in formatted.cache:
+                formatted.cache[key] = formatted.__wrapped__(text, style_config=style_config,
+                                                             **kwargs)
+                while len(formatted.cache) > FORMATTED_KEPT:
+                    formatted.cache.popitem(last=False)
+            formatted.cache.move_to_end(key)
+            return formatted.cache[key]
+        formatted.cache = collections.OrderedDict()
+        setattr(formatted, _MEMOIZED, True)
+        config_module.FormatCode = formatted
 
 
 def cfg_options_dict(pairs: Optional[List[str]]) -> Optional[dict]:
