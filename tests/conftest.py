@@ -1,11 +1,12 @@
 """Shared fixtures and helpers: the reference folder (skipped with a reason when absent, required
 under CI), :func:`require` for optional imports (skipped locally, a failure under CI=true),
 :func:`run_command` for every subprocess a test starts (a generous timeout that reports what was
-running), :func:`serving` for a server a test starts (always stopped), :func:`free_port`, and the
-small demo data (:func:`demo_cwd`).
+running), :func:`tool_in_process` for a tool run by its ``main`` in the test's process (as a new
+process would run it: :func:`fresh_mmengine_instances`), :func:`serving` for a server a test starts
+(always stopped), :func:`free_port`, and the small demo data (:func:`demo_cwd`).
 
 Under pytest-xdist (the suite runs on two workers, ``setup.cfg``) each worker uses one torch
-thread and so do the processes it starts; the slow end-to-end tests are scheduled first."""
+thread and so do the processes it starts; the slow tests are scheduled first."""
 import contextlib
 import importlib
 import os
@@ -36,6 +37,26 @@ def tool(name: str):
     return importlib.import_module(name)
 
 
+@contextlib.contextmanager
+def fresh_mmengine_instances():
+    """mmengine's global instances (default scope, message hub, loggers, visualizers) as a new
+    process has them, none, until the block ends; the ones made inside are dropped then."""
+    from mmengine.utils import ManagerMixin
+
+    def classes(cls):
+        yield cls
+        for sub in cls.__subclasses__():
+            yield from classes(sub)
+    saved = {cls: cls._instance_dict for cls in set(classes(ManagerMixin))}
+    try:
+        for cls in saved:
+            cls._instance_dict = type(saved[cls])()
+        yield
+    finally:
+        for cls in set(classes(ManagerMixin)):
+            cls._instance_dict = saved.get(cls, type(cls._instance_dict)())
+
+
 def tool_in_process(name: str, args, cwd):
     """``python tools/NAME.py ARGS`` as the tool's ``main`` in this process, run in ``cwd``
     (seconds sooner than a new process: for runs whose checks need no process of their own).
@@ -44,31 +65,25 @@ def tool_in_process(name: str, args, cwd):
     message hub, loggers, visualizers), and the ones it makes are dropped afterwards: a runner
     finds its visualizer by its experiment name (the config's name and the second it started),
     and an earlier run's of the same name would be taken for it. The random states and the
-    deterministic-algorithms switch a run sets (``randomness`` in a config) are put back too."""
+    deterministic-algorithms switch a run sets (``randomness`` in a config) are put back too. It
+    runs on one torch thread, as the processes the tests start do (``OMP_NUM_THREADS=1``): a run
+    here then computes bit for bit what the same command computes in a process of its own."""
     import random
 
     import numpy as np
-    from mmengine.utils import ManagerMixin
-
-    def classes(cls):
-        yield cls
-        for sub in cls.__subclasses__():
-            yield from classes(sub)
-    saved = {cls: cls._instance_dict for cls in set(classes(ManagerMixin))}
     rng = (random.getstate(), np.random.get_state(), torch.get_rng_state())
     deterministic = (torch.are_deterministic_algorithms_enabled(),
                      torch.is_deterministic_algorithms_warn_only_enabled(),
                      torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
-    here = os.getcwd()
+    here, threads = os.getcwd(), torch.get_num_threads()
     os.chdir(cwd)
+    torch.set_num_threads(1)
     try:
-        for cls in saved:
-            cls._instance_dict = type(saved[cls])()
-        return tool(name).main([str(a) for a in args])
+        with fresh_mmengine_instances():
+            return tool(name).main([str(a) for a in args])
     finally:
         os.chdir(here)
-        for cls in set(classes(ManagerMixin)):
-            cls._instance_dict = saved.get(cls, type(cls._instance_dict)())
+        torch.set_num_threads(threads)
         random.setstate(rng[0])
         np.random.set_state(rng[1])
         torch.set_rng_state(rng[2])
@@ -153,8 +168,10 @@ def free_port() -> int:
 
 
 def pytest_collection_modifyitems(config, items):
-    """The slow end-to-end tests first (stable order otherwise), so that under xdist the longest
-    runs do not start last."""
+    """The slow tests first (stable order otherwise). xdist hands the tests out in this order, one
+    (or one ``xdist_group``) at a time to the worker that needs one (``--dist loadgroup
+    --no-loadscope-reorder``, setup.cfg), so that no long test starts last; a module whose tests
+    share an expensive module fixture is one group, so that the fixture runs once."""
     items.sort(key=lambda item: item.get_closest_marker('slow') is None)
 
 

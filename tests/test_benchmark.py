@@ -8,26 +8,28 @@ checks the benchmark prints (loss and noised pixels relative to fp32, images aga
 release-style path).
 """
 import json
-import os
 import os.path as osp
 import re
-import sys
 
 import pytest
-from conftest import run_command
+from conftest import tool_in_process
 
 from addp_mm.models.utils.precision import native_bf16
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
-def run_benchmark():
-    cmd = [sys.executable, osp.join(ROOT, 'tools', 'benchmark.py'), '--arch', 'demo', '--img-size', '64', '--rows',
-           'pretrain', 'parts', 'generation', 'onnx', '--repeats', '1', '--warmup', '0', '--steps', '2',
-           '--batch', '2', '--threads', '1', '--timer', 'process', '--json']
-    proc = run_command(cmd, env=dict(os.environ, OMP_NUM_THREADS='1'), what='tools/benchmark.py')
-    assert '# all rows:' in proc.stderr  # the per-group wall times go to stderr
-    return json.loads(proc.stdout)
+def run_benchmark(capsys):
+    """The script's ``main`` in this process (its command line and its mistakes in one line:
+    tests/test_tools_ux.py)."""
+    args = ['--arch', 'demo', '--img-size', '64', '--rows', 'pretrain', 'parts', 'generation',
+            'onnx', '--repeats', '1', '--warmup', '0', '--steps', '2', '--batch', '2',
+            '--threads', '1', '--timer', 'process', '--json']
+    capsys.readouterr()
+    assert tool_in_process('benchmark', args, ROOT) == 0
+    out = capsys.readouterr()
+    assert '# all rows:' in out.err  # the per-group wall times go to stderr
+    return json.loads(out.out)
 
 
 def check_rows_are_consistent(rows):
@@ -90,9 +92,10 @@ def check_onnx_rows_compare_the_exported_demo_models(rows):
         assert float(re.search(r'max rel diff ([0-9.e+-]+)', r['note']).group(1)) < 1e-4, r
 
 
-def test_benchmark_rows():
+@pytest.mark.slow
+def test_benchmark_rows(capsys):
     """One run of the script (a fixture would run once per xdist worker that takes a test)."""
-    rows = run_benchmark()
+    rows = run_benchmark(capsys)
     check_rows_are_consistent(rows)
     check_targets_and_accuracy_notes(rows)
     check_onnx_rows_compare_the_exported_demo_models(rows)

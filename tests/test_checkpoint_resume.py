@@ -13,7 +13,7 @@ from PIL import Image
 
 from addp_mm.engine.runner_factory import use_resumable_checkpoints
 
-from conftest import free_port, run_command
+from conftest import free_port, run_command, tool_in_process
 from tiny_classifier import tiny_classifier_config
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -75,6 +75,15 @@ def train(tmp_path, args, env=None, expect_killed=False, cwd=ROOT):
     return out
 
 
+def train_here(args, capfd, cwd=ROOT):
+    """``tools/train.py ARGS`` by its ``main`` in this process (one torch thread, as the runs above
+    have: the same numbers bit for bit); what it printed."""
+    capfd.readouterr()
+    tool_in_process('train', args, cwd)
+    out = capfd.readouterr()
+    return out.out + out.err
+
+
 def load(path):
     return torch.load(path, map_location='cpu', weights_only=True)
 
@@ -104,13 +113,14 @@ def logged_epoch_losses(log):
 
 
 @pytest.mark.slow
-def test_demo_pretraining_killed_during_a_save_and_resumed_logs_the_same_losses(tmp_path):
+def test_demo_pretraining_killed_during_a_save_and_resumed_logs_the_same_losses(tmp_path, capfd):
     """SIGKILL half-way through writing ``iter_6.pth`` of 6 (checkpoints every 2 iterations, one
     kept: mmengine itself would delete ``iter_4.pth`` before writing ``iter_6.pth``; 12 images of
     batch 4, so the replay of the finished iterations crosses an epoch boundary): no truncated
     file under the final name, ``last_checkpoint`` names the complete ``iter_4.pth``. ``--resume``
     continues from it, removes the partial file, logs the same losses for iterations 5 and 6, and
-    ends with weights and optimizer state bit-identical to an uninterrupted run's."""
+    ends with weights and optimizer state bit-identical to an uninterrupted run's. The killed run
+    is a process of its own; the uninterrupted and the resumed runs run in this process."""
     data = tmp_path / 'unlabeled'
     make_images(str(data), 12, 96)
     config = osp.join(ROOT, 'configs', 'pretrain', 'addp_vit-demo-p16_1xb8-300iter_demo-64px.py')
@@ -119,7 +129,7 @@ def test_demo_pretraining_killed_during_a_save_and_resumed_logs_the_same_losses(
             'train_cfg.max_iters=6', 'default_hooks.logger.interval=1', 'default_hooks.checkpoint.interval=2',
             'default_hooks.checkpoint.max_keep_ckpts=1', 'randomness.seed=0', 'randomness.deterministic=True']
     full, cut = tmp_path / 'full', tmp_path / 'cut'
-    reference = logged_losses(train(tmp_path, [config, '--work-dir', str(full), *opts]))
+    reference = logged_losses(train_here([config, '--work-dir', str(full), *opts], capfd))
     assert sorted(reference) == [1, 2, 3, 4, 5, 6]
     killed = logged_losses(train(tmp_path, [config, '--work-dir', str(cut), *opts],
                                  env=dict(KILL_DURING_SAVE='iter_6.pth'), expect_killed=True))
@@ -129,7 +139,7 @@ def test_demo_pretraining_killed_during_a_save_and_resumed_logs_the_same_losses(
     assert (cut / 'last_checkpoint').read_text().strip() == str(cut / 'iter_4.pth')
     ckpt = load(cut / 'iter_4.pth')
     assert ckpt['meta']['iter'] == 4 and len(ckpt['meta']['rng_states']) == 1
-    log = train(tmp_path, [config, '--work-dir', str(cut), '--resume', *opts])
+    log = train_here([config, '--work-dir', str(cut), '--resume', *opts], capfd)
     assert re.search(r'resumed epoch: \d+, iter: 4', log), log[-3000:]
     assert not (cut / '.iter_6.pth.partial').exists()
     assert sorted(p.name for p in cut.glob('iter_*.pth')) == ['iter_6.pth']
@@ -173,21 +183,23 @@ randomness = dict(seed=0, deterministic=True)
 
 
 @pytest.mark.slow
-def test_epoch_run_killed_in_epoch_2_and_resumed_to_more_epochs_is_exact(tmp_path):
+def test_epoch_run_killed_in_epoch_2_and_resumed_to_more_epochs_is_exact(tmp_path, capfd):
     """An epoch-based run (the tiny classifier with NumPy-drawn crops and flips, torch-drawn drop
     path, AdamW with layer-decay groups, a cosine lr scaled by ``--auto-scale-lr``), SIGKILLed in
     epoch 2 of 2 and resumed from ``epoch_1.pth`` with ``max_epochs`` raised to 3: epochs 2 and 3
     log the same losses as an uninterrupted 3-epoch run and end with the same weights, optimizer
     state (moments and step counts) and learning rates. The same RNG-restore code serves the demo
     Mask R-CNN's epoch-based schedule. ``tools/dist_test.sh`` on 2 processes then reports the
-    metric the uninterrupted run's own evaluation of that checkpoint reported in one process."""
+    metric the uninterrupted run's own evaluation of that checkpoint reported in one process. The
+    killed run is a process of its own; the uninterrupted and the resumed runs run in this
+    process."""
     from tiny_classifier import make_class_folders
     data = tmp_path / 'data'
     make_class_folders(str(data))  # 8 images, batch 4: 2 iterations per epoch
     cfg = tmp_path / 'tiny_epochs.py'
     cfg.write_text(tiny_classifier_config(str(data), EPOCH_REST))
     full, cut = tmp_path / 'full', tmp_path / 'cut'
-    full_log = train(tmp_path, [str(cfg), '--work-dir', str(full), '--auto-scale-lr'])
+    full_log = train_here([str(cfg), '--work-dir', str(full), '--auto-scale-lr'], capfd)
     reference = logged_epoch_losses(full_log)
     assert sorted(reference) == [(e, i) for e in (1, 2, 3) for i in (1, 2)]
     # the lowest layer-decay group (0.75 ** 3 of the base lr) of the scaled lr 1e-3 x 4 / 16
@@ -199,7 +211,7 @@ def test_epoch_run_killed_in_epoch_2_and_resumed_to_more_epochs_is_exact(tmp_pat
         env=dict(KILL_BEFORE_ITER='3'), expect_killed=True))
     assert sorted(killed) == [(1, 1), (1, 2), (2, 1)]  # killed before epoch 2's last iteration
     assert (cut / 'epoch_1.pth').exists() and not (cut / 'epoch_2.pth').exists()
-    log = train(tmp_path, [str(cfg), '--work-dir', str(cut), '--auto-scale-lr', '--resume'])
+    log = train_here([str(cfg), '--work-dir', str(cut), '--auto-scale-lr', '--resume'], capfd)
     assert 'resumed epoch: 1, iter: 2' in log, log[-3000:]
     assert 'restored the RNG state of every rank from the checkpoint (torch, NumPy, random)' in log
     resumed = logged_epoch_losses(log)

@@ -1,14 +1,15 @@
 """The user's main job, end to end with the real tools, for the segmentation and classification
 demos: each config trains for a moment with tools/train.py, then tools/test.py reports its metric
-(above chance), writes predictions (--out) and drawings (--show-dir). The detection demo's run is
-the quick start's (tests/test_readme_commands.py)."""
+(above chance), writes predictions (--out) and drawings (--show-dir). The tools run here by their
+``main``; the detection demo's run, its training a command line, is the quick start's
+(tests/test_readme_commands.py)."""
 import glob
 import math
 import os.path as osp
 import re
 
 import pytest
-from conftest import run_command, tool, tool_in_process
+from conftest import tool, tool_in_process
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO = osp.join(ROOT, 'configs', 'demo')
@@ -37,15 +38,9 @@ CASES = {
 BEATS_CHANCE = {'accuracy/top1': 45.0, 'mIoU': 28.0, 'mAcc': 35.0}
 
 
-def run(args, cwd):
-    proc = run_command(['python', *args], cwd=cwd)
-    return proc.stdout + proc.stderr
-
-
 def run_test_tool(args, cwd):
-    """``tools/test.py ARGS`` in this process (the command line itself: the training runs above
-    and tests/test_readme_commands.py): the metrics it returns, and the text of the log file it
-    wrote under ``--work-dir``."""
+    """``tools/test.py ARGS`` in this process: the metrics it returns, and the text of the log
+    file it wrote under ``--work-dir``."""
     metrics = tool_in_process('test', args, cwd)
     work = args[args.index('--work-dir') + 1]
     log_file = max(glob.glob(osp.join(str(work), '*', '*.log')), key=osp.getmtime)
@@ -59,7 +54,7 @@ def test_demo_train_then_test(task, demo_cwd):
     config = osp.join(DEMO, config)
     work = demo_cwd / f'work_{task}'
     opts = ['--cfg-options', *options, 'train_dataloader.batch_size=2']
-    run([osp.join(ROOT, 'tools', 'train.py'), config, '--work-dir', str(work), *opts], demo_cwd)
+    tool_in_process('train', [config, '--work-dir', str(work), *opts], demo_cwd)
     ckpt = work / ckpt_name
     assert ckpt.is_file()
     out_file = demo_cwd / f'{task}_preds.pkl'

@@ -13,7 +13,7 @@ import os.path as osp
 import numpy as np
 import pytest
 import torch
-from conftest import require, tool
+from conftest import fresh_mmengine_instances, require, tool
 from PIL import Image
 
 require('mmcv.ops', 'mmcv with its compiled ops is needed by the toolboxes')
@@ -264,8 +264,9 @@ def test_an_inferencer_leaves_the_runtimes_visualizer_name_to_a_later_runner():
     from mmengine.visualization import Visualizer
 
     from addp_mm.apis.inference import init_inferencer
-    inferencer = init_inferencer(osp.join(DEMO, CASES['mmdet'][0]), device='cpu')
-    assert inferencer.visualizer is not None
-    assert inferencer.visualizer.instance_name.startswith('mmdet_inferencer_')
-    assert not Visualizer.check_instance_created('visualizer')
-    assert not type(inferencer.visualizer).check_instance_created('visualizer')
+    with fresh_mmengine_instances():  # (an earlier runner in this process may have made one)
+        inferencer = init_inferencer(osp.join(DEMO, CASES['mmdet'][0]), device='cpu')
+        assert inferencer.visualizer is not None
+        assert inferencer.visualizer.instance_name.startswith('mmdet_inferencer_')
+        assert not Visualizer.check_instance_created('visualizer')
+        assert not type(inferencer.visualizer).check_instance_created('visualizer')

@@ -121,7 +121,7 @@ def test_quick_start_as_written(checkout):
 
 
 @pytest.mark.slow
-def test_pretraining_to_generation_and_fine_tuning_as_written(checkout):
+def test_pretraining_to_generation_and_fine_tuning_as_written(checkout, capfd):
     import torch
     from PIL import Image
 
@@ -131,10 +131,14 @@ def test_pretraining_to_generation_and_fine_tuning_as_written(checkout):
     short = ['--cfg-options', 'train_cfg.max_iters=4', 'default_hooks.logger.interval=1',
              'default_hooks.checkpoint.interval=2', 'train_dataloader.batch_size=2',
              'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False']
-    proc = run(pretrain + short, checkout)
-    losses = [float(x) for x in re.findall(r' loss: ([0-9.]+)', proc.stdout)]
+    # the training commands run in this process (how train.py starts as a command: the quick
+    # start above); the generation command as a command line
+    capfd.readouterr()
+    in_process(pretrain + short, checkout)
+    out = capfd.readouterr()
+    losses = [float(x) for x in re.findall(r' loss: ([0-9.]+)', out.out)]
     assert len(losses) == 4 and all(math.isfinite(x) for x in losses)
-    assert 'RANDOMLY INITIALISED' in proc.stdout + proc.stderr  # the demo's frozen parts say so
+    assert 'RANDOMLY INITIALISED' in out.out + out.err  # the demo's frozen parts say so
     work = checkout / 'work_dirs' / 'addp_vit-demo-p16_1xb8-300iter_demo-64px'
     assert (work / 'iter_4.pth').is_file() and (work / 'backbone.pth').is_file()
     saved = torch.load(work / 'iter_4.pth', map_location='cpu', weights_only=True)['state_dict']
@@ -171,10 +175,11 @@ def test_pretraining_to_generation_and_fine_tuning_as_written(checkout):
         '(work_dirs/<pretraining config>/iter_N.pth) or the released addp-vit-*-16.pth')
 
     # fine-tuning from the exported encoder: its weights are the classifier's starting point
-    proc = run(finetune + ['--tensorboard', '--cfg-options', 'train_cfg.max_epochs=1',
+    capfd.readouterr()
+    in_process(finetune + ['--tensorboard', '--cfg-options', 'train_cfg.max_epochs=1',
                            'train_cfg.val_interval=1', 'default_hooks.checkpoint.interval=1',
                            'optim_wrapper.optimizer.lr=0', 'param_scheduler=[]'], checkout)
-    top1 = metric(proc.stdout, 'accuracy/top1')
+    top1 = metric(capfd.readouterr().out, 'accuracy/top1')
     assert 0 <= top1 <= 100
     tuned_dir = checkout / 'work_dirs/vit-demo-p16_1xb32-30e_demo-in1k-128px'
     assert [f for _, _, files in os.walk(tuned_dir) for f in files if 'tfevents' in f], \
