@@ -166,6 +166,7 @@ sys.exit(gpu_check.main(['--cpu', '--parts', 'pretrain', 'generation', '--out-di
 '''
 
 
+@pytest.mark.slow
 def test_models_pretraining_and_generation_run_without_mmcv(tmp_path):
     """A bare GPU machine (torch, timm, mmengine; no mmcv, no toolbox): addp_mm imports and the
     GPU check's pretraining and generation parts run (simulated by refusing the mm imports)."""

@@ -18,6 +18,8 @@ from addp_mm.errors import UsageError
 from conftest import require, run_command, tool
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+# the module's exports (its fixtures, 30 s) are made once: its tests run first, in one worker
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group('export')]
 CLS = 'configs/demo/vit-demo-p16_1xb32-30e_demo-in1k-128px.py'
 SEG = 'configs/demo/upernet_vit-demo-p16_1xb8-2k_demo-ade-128x128.py'
 DET = 'configs/demo/mask-rcnn_vit-demo-p16_1xb4-8e_demo-coco-128px.py'

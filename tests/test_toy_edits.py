@@ -17,6 +17,8 @@ import torch
 from conftest import ROOT, tool
 
 ASSETS = osp.join(ROOT, 'tests', 'assets', 'toy_chain')
+# the edits (the module's fixture, 12 s) are made once: its tests run first, in one worker
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group('toy_edits')]
 CONFIG = osp.join(ROOT, 'configs', 'toy', 'addp_vit-demo-p4_1xb32-2k_digits-32px.py')
 NUM_DIGITS = 64
 STEPS = 8
