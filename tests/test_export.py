@@ -462,3 +462,49 @@ def test_the_check_tolerance_and_non_finite_outputs():
         compare(eager, lambda x: [ref + torch.tensor([0., 1e-3, 0.])], ref, 1, file='f.onnx')
     loose = compare(eager, lambda x: [ref + 1e-3], ref, 1, rtol=1e-3)
     assert loose['max_rel'] == pytest.approx(2.5e-4, rel=1e-3)
+
+
+def test_the_check_reports_and_refuses_each_kind_of_wrong_file():
+    """``compare`` on stand-in runners (what a mutation run of the comparison found unchecked):
+    the report it returns, a difference exactly at the tolerance passing, an empty output, the
+    runner called with the input every time (its latency measured on it too), and each refusal's
+    one line: a runner that fails (its reason on one line), a missing output, another shape."""
+    from addp_mm.apis.export import ExportCheckError, compare, output_difference
+    assert output_difference(torch.zeros(0), torch.zeros(0)) == (0., 0.)
+    assert output_difference(torch.zeros(2), torch.tensor([0., 1e-13]))[1] == pytest.approx(0.1)
+    for special in (float('nan'), float('inf')):  # the scale: the largest finite |value|
+        assert output_difference(torch.tensor([special, 0.5]), torch.tensor([special, 0.75])
+                                 ) == (0.25, 0.5)
+    x = torch.tensor([1., 2.])
+    ref = [x * 2, x.sum(0, keepdim=True)]
+    seen = []
+
+    def run(inputs):
+        seen.append(inputs)
+        return [inputs * 2, inputs.sum(0, keepdim=True) + 0.3]
+    report = compare((ref, 4.5), run, x, repeats=3, rtol=0.1)
+    assert len(seen) == 1 + 1 + 3 and all(s is x for s in seen)  # the check, warm-up, 3 timed
+    assert report['shape'] == [2] and report['torch_ms'] == 4.5 and report['export_ms'] >= 0
+    assert report['max_abs'] == pytest.approx(0.3) and report['max_rel'] == pytest.approx(0.1)
+    assert set(report) == {'shape', 'max_abs', 'max_rel', 'torch_ms', 'export_ms'}
+    at = compare(([torch.tensor([4.])], 1.), lambda i: [torch.tensor([4.5])], x, 1, rtol=0.125)
+    assert at['max_rel'] == 0.125  # exactly at the tolerance: passes
+
+    def fails(inputs):
+        raise RuntimeError('Got invalid dimensions for input:\n  index: 0 Got: 3 Expected: 2')
+    with pytest.raises(ExportCheckError, match=r'^m\.onnx: at input \(2,\) the exported file does '
+                                               r'not run \(Got invalid dimensions for input: index: '
+                                               r'0 Got: 3 Expected: 2\): it does not compute what '
+                                               r'the model computes$'):
+        compare((ref, 1.), fails, x, 1, file='m.onnx')
+    with pytest.raises(ExportCheckError, match=r'^the exported file: at input \(2,\) the exported '
+                                               r'file gives 1 outputs, PyTorch 2 \(a, b\)$'):
+        compare((ref, 1.), lambda i: ref[:1], x, 1, names=['a', 'b'])
+    with pytest.raises(ExportCheckError, match=r"the exported file's output 1 has shape \(2,\), "
+                                               r"PyTorch's \(1,\)$"):
+        compare((ref, 1.), lambda i: [ref[0], ref[0]], x, 1)
+    with pytest.raises(ExportCheckError, match=r"output 0 differs from PyTorch's by 5\.0e-01 of its "
+                                               r'largest \|value\| \(max abs diff 2\.0e\+00\), over '
+                                               r'the tolerance 0\.1 \(--rtol\): it does not '
+                                               r'compute what the model computes$'):
+        compare((ref, 1.), lambda i: [ref[0] + torch.tensor([0., 2.]), ref[1]], x, 1, rtol=0.1)

@@ -270,3 +270,116 @@ def test_fid_tool_no_isc_and_ref_resize(stand_in, image_sets, tmp_path):
                          '--no-isc'] + common)
     by_hand = tool.main([image_sets['gen'], '--ref-dir', str(resized), '--no-isc'] + common)
     assert by_flag['fid'] == pytest.approx(by_hand['fid'], rel=1e-6) and by_flag['fid'] > 0
+
+
+# ----------------------------------------------------------------------------------------------
+# the statistics files, the weights and the options torch-fidelity is given (what a mutation run
+# of addp_mm/evaluation/fid.py found unchecked)
+# ----------------------------------------------------------------------------------------------
+def test_statistics_from_a_torch_file_and_shapes_that_do_not_match(tmp_path):
+    """A ``.pth`` with ``mu`` / ``sigma`` reads as float64; a file without them names what it holds;
+    a ``sigma`` of another size, or a ``mu`` that is not a vector, is refused."""
+    torch.save(dict(mu=torch.arange(3.), sigma=torch.eye(3)), tmp_path / 'stats.pth')
+    stats = load_statistics(str(tmp_path / 'stats.pth'), dims=3)
+    assert stats['mu'].dtype == stats['sigma'].dtype == np.float64
+    assert np.array_equal(stats['mu'], [0., 1., 2.]) and np.array_equal(stats['sigma'], np.eye(3))
+    torch.save(dict(mean=torch.zeros(3)), tmp_path / 'other.pth')
+    with pytest.raises(UsageError, match=r"other\.pth'?: no \['mu', 'sigma'\] array\(s\) "
+                                         r"\(found \['mean'\]\)"):
+        load_statistics(str(tmp_path / 'other.pth'))
+    for name, mu, sigma in (('sigma', np.zeros(3), np.eye(2)), ('mu', np.zeros((3, 1)), np.eye(3))):
+        np.savez(tmp_path / f'{name}.npz', mu=mu, sigma=sigma)
+        with pytest.raises(UsageError, match=rf'{name}\.npz.*: mu \(.*\) and sigma \(.*\) do not match'):
+            load_statistics(str(tmp_path / f'{name}.npz'))
+    with pytest.raises(UsageError, match=r"stats\.pth.*statistics of 3-d features, but the FID "
+                                         r"features here are 2048-d"):
+        load_statistics(str(tmp_path / 'stats.pth'), dims=2048)
+
+
+class _Marker:
+    """Unpickling it writes a file: an ``.npz`` of object arrays must never be unpickled."""
+    path = None
+
+    def __reduce__(self):
+        return (open, (self.path, 'w'))
+
+
+def test_an_npz_of_pickled_objects_is_not_unpickled(tmp_path):
+    marker = _Marker()
+    marker.path = str(tmp_path / 'ran')
+    np.savez(tmp_path / 'objects.npz', mu=np.array([marker], dtype=object), sigma=np.eye(1))
+    with pytest.raises((UsageError, ValueError)):
+        load_statistics(str(tmp_path / 'objects.npz'))
+    assert not (tmp_path / 'ran').exists()
+
+
+def test_fid_from_statistics_computes_in_float64(capsys):
+    """Statistics in float32 give the FID of the same values in float64, printing nothing."""
+    from addp_mm.evaluation.fid import fid_from_statistics
+    require('torch_fidelity', 'torch-fidelity computes FID / IS')
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((200, 6)), rng.standard_normal((200, 6)) + 0.3
+    stats = [dict(mu=x.mean(0), sigma=np.cov(x, rowvar=False)) for x in (a, b)]
+    low = [{k: v.astype(np.float32) for k, v in s.items()} for s in stats]
+    exact = fid_from_statistics(*[{k: v.astype(np.float32).astype(np.float64)
+                                   for k, v in s.items()} for s in stats])
+    assert fid_from_statistics(*low) == exact and exact > 0.1
+    assert capsys.readouterr().out == ''
+    with pytest.raises(UsageError, match=r'feature sizes differ: \(6,\) vs \(5,\)'):
+        fid_from_statistics(stats[0], dict(mu=np.zeros(5), sigma=np.eye(5)))
+
+
+def test_what_torch_fidelity_is_given(monkeypatch):
+    from addp_mm.evaluation.fid import FEATURE_FID, FEATURE_ISC, _fidelity_kwargs
+    common = dict(feature_extractor='x', batch_size=7, verbose=True, cache=False,
+                  save_cpu_ram=False, feature_layer_fid=FEATURE_FID, feature_layer_isc=FEATURE_ISC)
+    assert _fidelity_kwargs('x', None, 7, 'cpu', True, False) == dict(common, cuda=False)
+    assert _fidelity_kwargs('x', 'w.pth', 7, 'cuda:1', True, False) == dict(
+        common, cuda=True, feature_extractor_weights_path='w.pth')
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    assert _fidelity_kwargs('x', None, 7, None, True, False)['cuda'] is True
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    assert _fidelity_kwargs('x', None, 7, None, True, False)['cuda'] is False
+
+
+def test_feature_extractor_weights_are_checked(tmp_path):
+    from addp_mm.evaluation.fid import INCEPTION, _check_weights
+    with pytest.raises(FileNotFoundError, match='Inception weights: no path was given'):
+        _check_weights(INCEPTION, None)
+    with pytest.raises(FileNotFoundError, match=r'Inception weights.*nope\.pth'):
+        _check_weights(INCEPTION, str(tmp_path / 'nope.pth'))
+    with pytest.raises(FileNotFoundError, match=r'feature extractor weights.*other\.pth'):
+        _check_weights('another-extractor', str(tmp_path / 'other.pth'))
+    _check_weights('another-extractor', None)  # its own weights: nothing to check
+
+
+def test_without_torch_fidelity_the_message_names_the_pin(monkeypatch):
+    import builtins
+
+    from addp_mm.evaluation.fid import require_torch_fidelity
+    real_import = builtins.__import__
+
+    def no_fidelity(name, *args, **kwargs):
+        if name == 'torch_fidelity':
+            raise ImportError('No module named torch_fidelity')
+        return real_import(name, *args, **kwargs)
+    monkeypatch.setattr(builtins, '__import__', no_fidelity)
+    with pytest.raises(ImportError, match=r'^FID/IS need torch-fidelity \(requirements\.txt pins '
+                                          r'torch-fidelity==0\.4\.0; tools/install\.sh installs it\)$'):
+        require_torch_fidelity()
+
+
+def test_images_are_rgb_and_a_size_mismatch_names_both_files(tmp_path):
+    Image.fromarray(np.full((6, 5), 7, np.uint8)).save(tmp_path / 'a.png')  # grey, 5 wide, 6 high
+    Image.fromarray(np.zeros((4, 5, 3), np.uint8)).save(tmp_path / 'b.png')
+    files = ImageFiles([str(tmp_path / 'a.png'), str(tmp_path / 'b.png')])
+    first = files[0]
+    assert first.shape == (3, 6, 5) and bool((first == 7).all())
+    with pytest.raises(UsageError, match=r'b\.png is 5x4 but \S+a\.png is 5x6: images of '
+                                         r'different sizes cannot be batched\. Resize the '
+                                         r'reference images, e\.g\. tools/fid_is\.py --ref-resize'):
+        files[1]
+    (tmp_path / 'empty' / 'sub').mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r"no images \(.*\.png.*\) in '\S+empty' \(sub-folders "
+                                                r'are not searched\)$'):
+        list_images(str(tmp_path / 'empty'))

@@ -77,7 +77,6 @@ class ImageFiles(Dataset):
 
     def __init__(self, files: Sequence[str], resize: Optional[int] = None):
         self.files = list(files)
-        self.resize = resize
         self._transform = None
         if resize:
             from torchvision import transforms
