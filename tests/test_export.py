@@ -497,6 +497,12 @@ def test_the_check_reports_and_refuses_each_kind_of_wrong_file():
                                                r'0 Got: 3 Expected: 2\): it does not compute what '
                                                r'the model computes$'):
         compare((ref, 1.), fails, x, 1, file='m.onnx')
+
+    def fails_at_length(inputs):
+        raise RuntimeError('y ' * 400)
+    with pytest.raises(ExportCheckError) as e:  # the reason: its first 300 characters
+        compare((ref, 1.), fails_at_length, x, 1)
+    assert '(' + ('y ' * 150)[:300] + ')' in str(e.value)
     with pytest.raises(ExportCheckError, match=r'^the exported file: at input \(2,\) the exported '
                                                r'file gives 1 outputs, PyTorch 2 \(a, b\)$'):
         compare((ref, 1.), lambda i: ref[:1], x, 1, names=['a', 'b'])
