@@ -195,6 +195,7 @@ def test_published_reference_batches_and_their_errors(stand_in, image_sets, tmp_
     by_ours = compute_fid_is(image_sets['shifted'], ref_stats=str(ours), isc=False, **stand_in)
     by_adm = compute_fid_is(image_sets['shifted'], ref_stats=str(adm), isc=False, **stand_in)
     assert by_adm['fid'] == pytest.approx(by_ours['fid'], rel=1e-9) and by_adm['fid'] > 1.0
+    assert by_ours['num_gen'] == 40 and by_ours['num_ref'] is None  # a file: no image count
     wide = tmp_path / 'other_features.npz'
     np.savez(wide, mu=np.zeros(16), sigma=np.eye(16))  # the stand-in's features are 8-d
     with pytest.raises(UsageError, match=r"other_features\.npz.*16-d features.*8-d"):
