@@ -214,6 +214,22 @@ def reference_dir() -> str:
     return require_reference_dir()
 
 
+@pytest.fixture
+def backbone_reference_rows_only(monkeypatch):
+    """``verification.run_checks`` (what tools/verify_reference.py and gpu_check's reference part
+    run) computes only the backbone's rows, the encoder's and the released fine-tuning
+    classifier's: for tests of what a tool does with the rows (every row is computed, once, by
+    tests/test_verify_reference.py)."""
+    import verification
+    from verification.core import ReferenceDir
+
+    def backbone_rows(path, num_threads=1):
+        ref = ReferenceDir(path)
+        return [r for check in (verification.backbone.encoder_rows,
+                                verification.backbone.finetune_rows) for r in check(ref)]
+    monkeypatch.setattr(verification, 'run_checks', backbone_rows)
+
+
 @pytest.fixture(scope='session')
 def demo_cwd(tmp_path_factory):
     """A working folder holding small demo data (``data/demo/{coco,ade,imagenet,unlabeled}``:

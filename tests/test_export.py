@@ -465,8 +465,7 @@ def test_the_check_tolerance_and_non_finite_outputs():
 
 
 def test_the_check_reports_and_refuses_each_kind_of_wrong_file():
-    """``compare`` on stand-in runners (what a mutation run of the comparison found unchecked):
-    the report it returns, a difference exactly at the tolerance passing, an empty output, the
+    """``compare`` on stand-in runners: the report it returns, a difference exactly at the tolerance passing, an empty output, the
     runner called with the input every time (its latency measured on it too), and each refusal's
     one line: a runner that fails (its reason on one line), a missing output, another shape."""
     from addp_mm.apis.export import ExportCheckError, compare, output_difference

@@ -274,8 +274,7 @@ def test_fid_tool_no_isc_and_ref_resize(stand_in, image_sets, tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------
-# the statistics files, the weights and the options torch-fidelity is given (what a mutation run
-# of addp_mm/evaluation/fid.py found unchecked)
+# the statistics files, the weights, the options torch-fidelity is given, the images' messages
 # ----------------------------------------------------------------------------------------------
 def test_statistics_from_a_torch_file_and_shapes_that_do_not_match(tmp_path):
     """A ``.pth`` with ``mu`` / ``sigma`` reads as float64; a file without them names what it holds;

@@ -24,17 +24,9 @@ def test_without_cuda_it_lists_the_parts_and_exits_0(tmp_path):
 
 
 @pytest.mark.slow
-def test_cpu_run_writes_the_report(reference_dir, tmp_path, monkeypatch):
-    """The reference part computes the backbone's rows only here: every row of
-    tools/verify_reference.py is computed, once, by tests/test_verify_reference.py."""
-    import verification
-    from verification.core import ReferenceDir
-
-    def backbone_rows(path, num_threads=1):
-        ref = ReferenceDir(path)
-        return [r for check in (verification.backbone.encoder_rows,
-                                verification.backbone.finetune_rows) for r in check(ref)]
-    monkeypatch.setattr(verification, 'run_checks', backbone_rows)
+def test_cpu_run_writes_the_report(reference_dir, tmp_path, backbone_reference_rows_only):
+    """The reference part computes the backbone's rows only here (every row:
+    tests/test_verify_reference.py)."""
     out = tmp_path / 'report'
     rc = tool('gpu_check').main(['--cpu', '--out-dir', str(out), '--reference', reference_dir])
     assert rc == 0

@@ -50,7 +50,8 @@ def test_every_row_passes_on_the_reference(reference_dir, capsys):
     assert summary == f'{len(ROWS)} passed, 0 failed'
 
 
-def test_a_perturbed_variant_fails_loudly(reference_dir, tmp_path, capsys, monkeypatch):
+def test_a_perturbed_variant_fails_loudly(reference_dir, tmp_path, capsys,
+                                          backbone_reference_rows_only):
     """Any variant name works, and a wrong recorded value makes the tool exit non-zero naming the
     row (only the backbone's rows are recomputed here: the other groups read other entries)."""
     variant = tmp_path / 'ref'
@@ -63,14 +64,6 @@ def test_a_perturbed_variant_fails_loudly(reference_dir, tmp_path, capsys, monke
     vectors = torch.load(osp.join(reference_dir, src), weights_only=True)
     vectors['encoder_out'] = vectors['encoder_out'] + 1e-3
     torch.save(vectors, variant / 'vectors_private.pt')
-    import verification
-    from verification.core import ReferenceDir
-
-    def backbone_rows(path, num_threads=1):
-        ref = ReferenceDir(path)
-        return [r for check in (verification.backbone.encoder_rows,
-                                verification.backbone.finetune_rows) for r in check(ref)]
-    monkeypatch.setattr(verification, 'run_checks', backbone_rows)
     status, rows, summary = run(variant, capsys)
     assert status == 1 and summary.endswith(' 1 failed')
     assert [r.split()[0] for r in rows if ' FAIL' in r] == ['encoder_out']

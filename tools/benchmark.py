@@ -107,7 +107,7 @@ import torch  # noqa: E402
 
 import addp_mm  # noqa: E402,F401
 from addp_mm.models.utils.precision import (  # noqa: E402
-    DTYPES, frozen_precisions, native_bf16, resolve_precision)
+    frozen_precisions, native_bf16, precision_context, resolve_precision)
 
 ARCHS = {
     # the default measurement dims: ViT 384x6, a 2-block decoder, a same-size MAGE predictor
@@ -387,7 +387,7 @@ def amp_precision(device: torch.device) -> Optional[str]:
 
 def amp_autocast(device: torch.device, amp: Optional[str]):
     """Autocast to ``amp`` (``'bf16'`` / ``'fp16'``) on ``device``; ``None``: autocast off."""
-    return torch.autocast(device.type, dtype=DTYPES.get(amp), enabled=amp is not None)
+    return precision_context(amp or 'fp32', device)
 
 
 def rows_pretrain(t: Table, args, a: Dict, device: torch.device) -> None:
